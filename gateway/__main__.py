@@ -1,0 +1,5 @@
+"""Allow ``python -m gateway`` as an alias of the ``mailgate`` command."""
+
+from gateway.cli import main
+
+raise SystemExit(main())

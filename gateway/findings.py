@@ -1,0 +1,61 @@
+"""The catalogue of finding codes: public API used in policy keys, metrics, logs and the API.
+
+Each entry says what the finding means in words a dealer understands, which reply a
+refusal uses (RFC 3463 enhanced codes), and whether it concerns one recipient (the
+recipient is dropped, the rest of the message goes on) or the whole message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.types import Action
+
+
+@dataclass(frozen=True, slots=True)
+class FindingKind:
+    """The fixed facts about one finding code."""
+
+    code: str
+    summary: str  # a sentence fragment for replies: "the From: domain is not yours"
+    advice: str  # what the dealer should do
+    default_action: Action
+    reject_enhanced: str = "5.7.1"  # enhanced code when the action is reject
+    reject_code: int = 550
+    per_recipient: bool = False
+
+
+CATALOGUE: dict[str, FindingKind] = {
+    kind.code: kind
+    for kind in (
+        FindingKind(
+            "from-domain-not-allowed",
+            "the From: header uses a domain that does not belong to this dealer",
+            "send from one of the dealer's own domains, as listed in its policy file",
+            Action.REJECT,
+            reject_code=553,
+        ),
+        FindingKind(
+            "multiple-from",
+            "the message has more than one From: header",
+            "make the CRM template produce exactly one From: header",
+            Action.REJECT,
+            reject_enhanced="5.6.0",
+            reject_code=554,
+        ),
+        FindingKind(
+            "missing-from",
+            "the message has no From: header",
+            "make the CRM template produce a From: header with the dealer's address",
+            Action.REJECT,
+            reject_enhanced="5.6.0",
+            reject_code=554,
+        ),
+    )
+}
+
+
+def kind_of(code: str) -> FindingKind:
+    """Return the catalogue entry for ``code`` (``KeyError`` for an unknown code)."""
+    return CATALOGUE[code]
+

@@ -1,0 +1,1 @@
+"""Policy: the operator's rules as data (``policies/``), loaded, validated and swapped."""

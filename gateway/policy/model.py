@@ -1,0 +1,87 @@
+"""The policy schema at run time: frozen records built by the loader from TOML.
+
+A ``PolicySet`` is the whole validated set: the shipped defaults and one ``DealerPolicy``
+per dealer file, each already merged with the defaults. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from types import MappingProxyType
+from typing import Literal
+
+from gateway.types import Action, DealerId
+
+
+@dataclass(frozen=True, slots=True)
+class CheckRule:
+    """How one finding code is handled for a dealer."""
+
+    action: Action
+    options: Mapping[str, str | int | float | bool] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DkimSettings:
+    """One DKIM signing identity (filled in by the signing capability)."""
+
+    domain: str
+    selector: str
+    key_file: Path
+    algorithm: Literal["rsa-sha256", "ed25519-sha256"] = "rsa-sha256"
+
+
+@dataclass(frozen=True, slots=True)
+class DealerPolicy:
+    """Everything the gateway needs to know about one dealer (defaults merged in)."""
+
+    dealer_id: DealerId
+    name: str
+    auth_users: frozenset[str]
+    from_domains: frozenset[str]  # lower-case; subdomains are not implied
+    contacts: tuple[str, ...]
+    checks: Mapping[str, CheckRule]
+    null_sender: Literal["reject", "allow"] = "reject"
+    on_suspended: Literal["reject", "tempfail"] = "reject"
+    max_recipients: int | None = None  # None: the listener's limit
+    dkim: tuple[DkimSettings, ...] = ()
+    source: str = ""  # the file it came from, for messages
+
+    def owns_domain(self, domain: str) -> bool:
+        """True if ``domain`` (any case) is one of the dealer's sending domains."""
+        return domain.lower().rstrip(".") in self.from_domains
+
+    def rule(self, code: str) -> CheckRule:
+        """The rule for finding ``code``; the loader guarantees every known code has one."""
+        return self.checks[code]
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySet:
+    """A validated set of policies, swapped as a whole on reload."""
+
+    defaults: Mapping[str, CheckRule]
+    dealers: Mapping[DealerId, DealerPolicy]
+    source_dir: Path
+    loaded_from: tuple[str, ...] = ()  # files read, for `policy show`
+    _by_user: Mapping[str, DealerId] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        by_user = {user: d.dealer_id for d in self.dealers.values() for user in d.auth_users}
+        object.__setattr__(self, "_by_user", MappingProxyType(by_user))
+
+    def dealer(self, dealer_id: str) -> DealerPolicy | None:
+        """The policy of ``dealer_id``, or ``None`` if there is no such dealer."""
+        return self.dealers.get(DealerId(dealer_id))
+
+    def dealer_for_user(self, username: str) -> DealerPolicy | None:
+        """The dealer an SMTP AUTH username belongs to, or ``None``."""
+        dealer_id = self._by_user.get(username)
+        return None if dealer_id is None else self.dealers[dealer_id]
+
+

@@ -1,0 +1,266 @@
+"""Process settings: ``mailgate.toml`` plus ``MAILGATE_*`` environment overrides.
+
+Settings are about the process (listeners, TLS, storage, upstream, directories); rules
+about mail live in the policy files. Unknown keys are errors, and an error names the file,
+the key and the problem. Every setting has a default so that ``mailgate serve`` runs on a
+fresh machine with no file at all: SQLite in the data directory, delivery into a local
+Maildir, loopback listeners.
+
+Environment overrides use ``MAILGATE_<SECTION>_<KEY>``, e.g. ``MAILGATE_STORAGE_URL`` or
+``MAILGATE_SUBMISSION_LISTEN``; values are parsed as TOML scalars when they parse, else
+taken as strings.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import tomllib
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from gateway.errors import ConfigError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3, "gib": 1024**3,
+}  # fmt: skip
+
+
+def parse_duration(value: object) -> timedelta:
+    """Parse ``"90s"``, ``"5m"``, ``"72h"``, ``"5d"`` or a number of seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m:
+            return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2) or "s"])
+    raise ValueError(f"not a duration: {value!r} (use e.g. '30s', '5m', '72h', '5d')")
+
+
+def parse_size(value: object) -> int:
+    """Parse ``"25MB"``, ``"10MiB"``, ``"512kb"`` or a number of bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        m = _SIZE.match(value)
+        if m:
+            return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()])
+    raise ValueError(f"not a size: {value!r} (use e.g. '25MB', '512KiB' or bytes)")
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+
+def parse_hostport(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """Split ``"host:port"``, ``"[::1]:port"`` or ``":port"`` into its parts."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"not host:port: {value!r}")
+    host = host.strip("[]") or default_host
+    return host, int(port)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Section):
+    """Identity and directories."""
+
+    hostname: str = Field(default_factory=socket.getfqdn)
+    data_dir: Path = Path("var")
+    policies_dir: Path = Path("policies")
+    node_id: str = ""  # empty: hostname plus process id, unique per process
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    ref_key_file: Path | None = None  # HMAC key for X-Mailgate-Ref; default data_dir/ref.key
+
+
+class SubmissionSettings(_Section):
+    """The listener the dealers' CRMs submit to."""
+
+    listen: str = "127.0.0.1:2525"
+    tls_cert: Path | None = None  # PEM; empty: a self-signed one in the data dir
+    tls_key: Path | None = None
+    require_tls: bool = True  # AUTH and MAIL only after STARTTLS (RFC 3207, RFC 4954 §4)
+    max_message_size: Size = 25 * 1000**2
+    max_recipients: int = Field(default=100, ge=1, le=10_000)
+    max_header_bytes: Size = 100 * 1024
+    max_mime_depth: int = Field(default=50, ge=1, le=500)
+    max_line_length: int = Field(default=100_000, ge=1000)
+    bare_line_endings: Literal["normalize", "reject"] = "normalize"
+    max_connections: int = Field(default=200, ge=1)
+    max_connections_per_ip: int = Field(default=50, ge=1)
+    max_messages_per_connection: int = Field(default=1000, ge=1)
+    idle_timeout: Duration = timedelta(seconds=60)
+    data_timeout: Duration = timedelta(minutes=5)
+    auth_failures_per_ip: int = Field(default=10, ge=1)  # per auth_failure_window
+    auth_failure_window: Duration = timedelta(minutes=5)
+    max_hops: int = Field(default=50, ge=1)
+    check_time_budget: Duration = timedelta(seconds=5)
+    shutdown_grace: Duration = timedelta(seconds=30)
+
+
+class UpstreamSettings(_Section):
+    """Where accepted mail is relayed; empty ``host`` means a local Maildir."""
+
+    host: str = ""
+    port: int = 25
+    tls: Literal["starttls", "implicit", "none"] = "starttls"
+    tls_verify: bool = True
+    tls_ca_file: Path | None = None
+    username: str = ""
+    password_file: Path | None = None
+    helo_name: str = ""  # empty: server.hostname
+
+
+class DeliverySettings(_Section):
+    """The delivery worker pool and its retry schedule (defaults close to Postfix)."""
+
+    workers: int = Field(default=10, ge=1, le=1000)
+    maildir: Path | None = None  # default data_dir/outbox
+    connect_timeout: Duration = timedelta(seconds=30)
+    command_timeout: Duration = timedelta(minutes=5)  # RFC 5321 §4.5.3.2 minimums
+    data_timeout: Duration = timedelta(minutes=10)
+    connection_reuse: int = Field(default=100, ge=1)  # messages per upstream connection
+    idle_connection_timeout: Duration = timedelta(seconds=30)
+    poll_interval: Duration = timedelta(seconds=1)
+    lease: Duration = timedelta(minutes=15)
+    first_retry: Duration = timedelta(minutes=5)
+    max_retry_interval: Duration = timedelta(hours=1)
+    backoff_factor: float = Field(default=2.0, ge=1.0)
+    max_age: Duration = timedelta(days=5)
+    keep_finished: Duration = timedelta(days=30)  # sent log kept for feedback matching
+    dsn_from: str = ""  # empty: MAILER-DAEMON@server.hostname
+
+
+class StorageSettings(_Section):
+    """Where state lives."""
+
+    url: str = ""  # empty: sqlite:///<data_dir>/mailgate.db
+    queue_high_water: int = Field(default=100_000, ge=1)
+    queue_low_water: int = Field(default=80_000, ge=0)
+    min_free_disk: Size = 0  # 0: 1.5 x submission.max_message_size (Postfix's rule)
+
+
+class HttpSettings(_Section):
+    """The HTTP listener: metrics, health, admin API."""
+
+    listen: str = "127.0.0.1:8025"
+    admin_token_file: Path | None = None
+
+
+class Settings(_Section):
+    """All process settings."""
+
+    server: ServerSettings = ServerSettings()
+    submission: SubmissionSettings = SubmissionSettings()
+    upstream: UpstreamSettings = UpstreamSettings()
+    delivery: DeliverySettings = DeliverySettings()
+    storage: StorageSettings = StorageSettings()
+    http: HttpSettings = HttpSettings()
+
+    @property
+    def storage_url(self) -> str:
+        """The storage URL, defaulting to SQLite in the data directory."""
+        return self.storage.url or f"sqlite:///{self.server.data_dir / 'mailgate.db'}"
+
+    @property
+    def maildir(self) -> Path:
+        """Where mail goes when no upstream is configured."""
+        return self.delivery.maildir or self.server.data_dir / "outbox"
+
+    @property
+    def min_free_disk(self) -> int:
+        """Free bytes below which MAIL is refused with 452 4.3.1."""
+        return self.storage.min_free_disk or int(1.5 * self.submission.max_message_size)
+
+    @property
+    def ref_key_file(self) -> Path:
+        """The HMAC key file for tracking references."""
+        return self.server.ref_key_file or self.server.data_dir / "ref.key"
+
+    @property
+    def node_id(self) -> str:
+        """This process's identity in leases."""
+        return self.server.node_id or f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    sections = set(Settings.model_fields)
+    out: dict[str, dict[str, Any]] = {}
+    for name, raw in environ.items():
+        if not name.startswith("MAILGATE_"):
+            continue
+        rest = name.removeprefix("MAILGATE_").lower()
+        section, _, key = rest.partition("_")
+        if section not in sections or not key:
+            continue
+        try:
+            value: Any = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        out.setdefault(section, {})[key] = value
+    return out
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_settings(
+    path: Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Load settings from ``path`` (may be ``None`` or missing) plus the environment.
+
+    Raises ``ConfigError`` naming the file, key and problem for anything invalid.
+    """
+    data: dict[str, Any] = {}
+    source = "(defaults)"
+    if path is not None:
+        source = str(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{path}: file not found") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    data = _merge(data, _env_overrides(os.environ if environ is None else environ))
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            problems.append(f"{source}: {key}: {msg}")
+        raise ConfigError("\n".join(problems)) from exc
+    for listen_key, value in (
+        ("submission.listen", settings.submission.listen),
+        ("http.listen", settings.http.listen),
+    ):
+        try:
+            parse_hostport(value)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {listen_key}: {exc}") from exc
+    if (settings.submission.tls_cert is None) != (settings.submission.tls_key is None):
+        raise ConfigError(f"{source}: submission.tls_cert and tls_key go together")
+    if settings.storage.queue_low_water > settings.storage.queue_high_water:
+        raise ConfigError(f"{source}: storage.queue_low_water exceeds queue_high_water")
+    return settings
