@@ -1,0 +1,113 @@
+"""Every Prometheus metric the gateway exports, defined once, prefixed ``mailgate_``.
+
+The only per-entity label is ``dealer`` (bounded by the policy files): never a
+recipient, an address, a domain or a message id, so the number of series stays bounded.
+``Metrics`` owns its own registry so tests and several gateways in one process do not
+collide; ``app.py`` builds one and passes it to whoever records.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class Metrics:
+    """The gateway's metrics, on a registry of their own."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.connections = Gauge(
+            "mailgate_smtp_connections", "Open SMTP connections.", ["listener"], registry=r
+        )
+        self.connections_refused = Counter(
+            "mailgate_smtp_connections_refused_total",
+            "Connections refused at the banner, by reason.",
+            ["listener", "reason"],
+            registry=r,
+        )
+        self.auth = Counter(
+            "mailgate_smtp_auth_total",
+            "SMTP AUTH attempts by result (ok, failed, throttled, unavailable).",
+            ["result"],
+            registry=r,
+        )
+        self.received = Counter(
+            "mailgate_messages_received_total",
+            "Submissions by dealer and the action taken (accept, tag, repair, hold, "
+            "tempfail, reject).",
+            ["dealer", "action"],
+            registry=r,
+        )
+        self.refused = Counter(
+            "mailgate_messages_refused_total",
+            "Submissions or recipients refused before the checks ran, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.findings = Counter(
+            "mailgate_findings_total",
+            "Findings by dealer, code and the action policy chose.",
+            ["dealer", "code", "action"],
+            registry=r,
+        )
+        self.accept_seconds = Histogram(
+            "mailgate_accept_seconds",
+            "Time from the end of DATA to the reply (parse, checks, sign, spool).",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.delivery_attempts = Counter(
+            "mailgate_delivery_attempts_total",
+            "Delivery attempts by outcome (delivered, deferred, failed).",
+            ["outcome"],
+            registry=r,
+        )
+        self.delivery_seconds = Histogram(
+            "mailgate_delivery_seconds",
+            "Time one delivery attempt took, by outcome.",
+            ["outcome"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.relayed = Counter(
+            "mailgate_messages_relayed_total",
+            "Messages delivered upstream, by dealer.",
+            ["dealer"],
+            registry=r,
+        )
+        self.queue_messages = Gauge(
+            "mailgate_queue_messages", "Messages in the store by state.", ["state"], registry=r
+        )
+        self.queue_oldest_seconds = Gauge(
+            "mailgate_queue_oldest_seconds",
+            "Age of the oldest message waiting for delivery.",
+            registry=r,
+        )
+        self.spool_bytes = Gauge(
+            "mailgate_spool_bytes", "Bytes of queued and held messages.", registry=r
+        )
+        self.dsn_sent = Counter(
+            "mailgate_dsn_generated_total",
+            "Delivery status notifications generated for permanent failures.",
+            registry=r,
+        )
+        self.policy_reloads = Counter(
+            "mailgate_policy_reloads_total",
+            "Policy reloads by result (ok, failed).",
+            ["result"],
+            registry=r,
+        )
+        self.errors = Counter(
+            "mailgate_internal_errors_total",
+            "Unexpected internal errors by component; each one is logged.",
+            ["component"],
+            registry=r,
+        )
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type, for ``/metrics``."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
