@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
@@ -53,11 +52,11 @@ class DealerPolicy:
     source: str = ""  # the file it came from, for messages
 
     def owns_domain(self, domain: str) -> bool:
-        """True if ``domain`` (any case) is one of the dealer's sending domains."""
+        """Return True if ``domain`` (any case) is one of the dealer's sending domains."""
         return domain.lower().rstrip(".") in self.from_domains
 
     def rule(self, code: str) -> CheckRule:
-        """The rule for finding ``code``; the loader guarantees every known code has one."""
+        """Return the rule for ``code``; the loader guarantees every known code has one."""
         return self.checks[code]
 
 
@@ -76,12 +75,10 @@ class PolicySet:
         object.__setattr__(self, "_by_user", MappingProxyType(by_user))
 
     def dealer(self, dealer_id: str) -> DealerPolicy | None:
-        """The policy of ``dealer_id``, or ``None`` if there is no such dealer."""
+        """Return the policy of ``dealer_id``, or ``None`` if there is no such dealer."""
         return self.dealers.get(DealerId(dealer_id))
 
     def dealer_for_user(self, username: str) -> DealerPolicy | None:
-        """The dealer an SMTP AUTH username belongs to, or ``None``."""
+        """Return the dealer an SMTP AUTH username belongs to, or ``None``."""
         dealer_id = self._by_user.get(username)
         return None if dealer_id is None else self.dealers[dealer_id]
-
-
