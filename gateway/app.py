@@ -1,0 +1,275 @@
+"""The composition root: builds every component from settings and runs them together.
+
+Nothing else in the package constructs storage, listeners or workers; everything is
+passed in explicitly, so tests can build a gateway with the same code and their own
+settings. ``Gateway.run()`` runs until SIGTERM/SIGINT, reloads policies on SIGHUP, and
+shuts down in order: stop taking mail (sessions in DATA may finish), stop delivery
+(in-flight sends finish, unstarted leases are released), then close the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import uvicorn
+
+from gateway.admin.http import build_app
+from gateway.backpressure import SpoolGuard
+from gateway.clock import Clock, SystemClock
+from gateway.delivery.client import make_upstream
+from gateway.delivery.worker import DeliveryWorker
+from gateway.errors import StorageError
+from gateway.intake import Intake
+from gateway.keys import load_or_create_key
+from gateway.metrics import Metrics
+from gateway.policy.store import PolicyStore
+from gateway.settings import Settings, parse_hostport
+from gateway.signing import PassThroughSigner, Signer
+from gateway.smtp.auth import Authenticator, FailureLimiter
+from gateway.smtp.handler import SessionLimits, SubmissionHandler
+from gateway.smtp.server import Sessions, SubmissionServer
+from gateway.smtp.tls import ensure_self_signed, server_context
+from gateway.storage.base import Storage, open_storage
+from gateway.tracking import RefCodec
+
+log = logging.getLogger("gateway")
+
+
+class _HttpServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the gateway owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass
+class Gateway:
+    """A running gateway: its components and the ports it is bound to."""
+
+    settings: Settings
+    storage: Storage
+    policies: PolicyStore
+    metrics: Metrics
+    clock: Clock
+    submission: SubmissionServer
+    worker: DeliveryWorker
+    guard: SpoolGuard
+    http: _HttpServer
+    http_socket: socket.socket
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def submission_port(self) -> int:
+        """The bound submission port (useful when configured as 0)."""
+        return self.submission.port
+
+    @property
+    def http_port(self) -> int:
+        """The bound HTTP port."""
+        return int(self.http_socket.getsockname()[1])
+
+    @classmethod
+    async def build(
+        cls,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        metrics: Metrics | None = None,
+        signer: Signer | None = None,
+    ) -> Gateway:
+        """Build every component; binds nothing yet."""
+        clock = clock or SystemClock()
+        metrics = metrics or Metrics()
+        data_dir = settings.server.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        policies = PolicyStore(
+            settings.server.policies_dir,
+            on_reload=lambda result: metrics.policy_reloads.labels(result).inc(),
+        )
+        storage = await open_storage(settings.storage_url)
+        refs = RefCodec(load_or_create_key(settings.ref_key_file))
+        guard = SpoolGuard(
+            storage,
+            data_dir,
+            settings.storage.queue_high_water,
+            settings.storage.queue_low_water,
+            settings.min_free_disk,
+            metrics,
+            clock,
+        )
+        sub = settings.submission
+        worker = DeliveryWorker(
+            storage=storage,
+            upstream_factory=lambda: make_upstream(settings),
+            clock=clock,
+            settings=settings.delivery,
+            node=settings.node_id,
+            metrics=metrics,
+            hostname=settings.server.hostname,
+        )
+
+        def enqueued(count: int) -> None:
+            guard.note_enqueued(count)
+            worker.notify()
+
+        intake = Intake(
+            storage=storage,
+            policies=policies,
+            refs=refs,
+            signer=signer or PassThroughSigner(),
+            clock=clock,
+            metrics=metrics,
+            settings=sub,
+            hostname=settings.server.hostname,
+            on_enqueued=enqueued,
+        )
+        authenticator = Authenticator(
+            storage,
+            policies,
+            FailureLimiter(sub.auth_failures_per_ip, sub.auth_failure_window.total_seconds()),
+        )
+        handler = SubmissionHandler(
+            intake=intake,
+            authenticator=authenticator,
+            policies=policies,
+            guard=guard,
+            limits=SessionLimits(
+                max_recipients=sub.max_recipients,
+                max_messages_per_connection=sub.max_messages_per_connection,
+                require_tls=sub.require_tls,
+            ),
+            metrics=metrics,
+            clock=clock,
+        )
+        if sub.tls_cert is not None and sub.tls_key is not None:
+            cert, key = sub.tls_cert, sub.tls_key
+        else:
+            cert, key = ensure_self_signed(data_dir, settings.server.hostname)
+        host, port = parse_hostport(sub.listen)
+        submission = SubmissionServer(
+            handler=handler,
+            host=host,
+            port=port,
+            hostname=settings.server.hostname,
+            tls_context=server_context(cert, key),
+            require_tls=sub.require_tls,
+            max_message_size=sub.max_message_size,
+            line_length_limit=sub.max_line_length,
+            idle_timeout=sub.idle_timeout.total_seconds(),
+            data_timeout=sub.data_timeout.total_seconds(),
+            sessions=Sessions(sub.max_connections, sub.max_connections_per_ip),
+            metrics=metrics,
+        )
+
+        async def readiness() -> dict[str, str]:
+            problems: dict[str, str] = {}
+            try:
+                await storage.ping()
+            except StorageError as exc:
+                problems["storage"] = str(exc)
+            if guard.full():
+                problems["spool"] = "queue above high-water mark or disk below floor"
+            return problems
+
+        http_host, http_port = parse_hostport(settings.http.listen)
+        family = socket.AF_INET6 if ":" in http_host else socket.AF_INET
+        http_socket = socket.socket(family, socket.SOCK_STREAM)
+        http_socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        http_socket.bind((http_host, http_port))
+        http_socket.listen(128)
+        http_socket.setblocking(False)
+        http = _HttpServer(
+            uvicorn.Config(
+                build_app(metrics, readiness),
+                log_level="warning",
+                lifespan="off",
+                access_log=False,
+            )
+        )
+        return cls(
+            settings=settings,
+            storage=storage,
+            policies=policies,
+            metrics=metrics,
+            clock=clock,
+            submission=submission,
+            worker=worker,
+            guard=guard,
+            http=http,
+            http_socket=http_socket,
+        )
+
+    async def start(self) -> None:
+        """Bind the listeners and start delivery and housekeeping in the background."""
+        await self.guard.refresh()
+        await self.submission.start()
+        self._tasks = [
+            asyncio.create_task(self.worker.run(), name="delivery"),
+            asyncio.create_task(self.guard.run(), name="spool-guard"),
+            asyncio.create_task(self.http.serve(sockets=[self.http_socket]), name="http"),
+            asyncio.create_task(self._housekeeping(), name="housekeeping"),
+        ]
+        log.info(
+            "mailgate ready: submission %s:%d, http %s, storage %s, delivery %s",
+            self.submission.host,
+            self.submission_port,
+            self.settings.http.listen,
+            self.settings.storage_url.split("@")[-1],
+            self.settings.upstream.host or f"maildir {self.settings.maildir}",
+        )
+
+    async def _housekeeping(self) -> None:
+        keep = self.settings.delivery.keep_finished
+        while True:
+            await asyncio.sleep(3600)
+            try:
+                removed = await self.storage.expire_finished(self.clock.now() - keep)
+                if removed:
+                    log.info("expired %d finished messages older than %s", removed, keep)
+            except StorageError as exc:
+                log.warning("housekeeping failed: %s", exc)
+
+    def reload_policies(self) -> None:
+        """Apply a new policy set if it validates; otherwise keep the current one."""
+        self.policies.reload()
+
+    def request_stop(self) -> None:
+        """Ask ``run()`` to shut down (signal-safe)."""
+        self._stopping.set()
+
+    async def stop(self) -> None:
+        """Shut down in order; nothing acknowledged is lost."""
+        grace = self.settings.submission.shutdown_grace.total_seconds()
+        await self.submission.stop(grace)
+        await self.worker.stop()
+        self.http.should_exit = True
+        for task in self._tasks:
+            if task.get_name() != "http":
+                task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.http_socket.close()
+        await self.storage.close()
+        log.info("mailgate stopped")
+
+    async def run(self) -> None:
+        """Start, serve until SIGTERM/SIGINT, then stop. SIGHUP reloads policies."""
+        loop = asyncio.get_running_loop()
+        await self.start()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_policies)
+        try:
+            await self._stopping.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            log.info("shutting down")
+            await self.stop()

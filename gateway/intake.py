@@ -1,0 +1,258 @@
+"""Intake: the one orchestration on the hot path, from raw DATA bytes to a reply.
+
+``Intake.accept(envelope, raw)`` normalises line endings, enforces the content limits,
+parses the message once, runs the checks, lets policy decide, rewrites the headers a
+submission server owns (RFC 6409 §8: Received, Message-ID, Date; Bcc removed), splits
+the submission into one message per recipient with its own tracking reference, signs
+each copy last, and stores them all in one durable transaction. Only then does it answer
+``250 2.0.0``. Anything unexpected answers ``451 4.3.0`` and is logged with the dealer:
+never a 5xx for our own fault, never a traceback to the client.
+
+The CPU-bound part (parse, checks, rewrite, sign) runs in a worker thread under a time
+budget, so one large message does not stall every other session on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import format_datetime
+
+from gateway import rewrite
+from gateway.clock import Clock
+from gateway.errors import SigningError, StorageError
+from gateway.message import MessageRejected, ParseLimits, ParsedMessage, parse
+from gateway.metrics import Metrics
+from gateway.pipeline import CHECKS, check_name
+from gateway.pipeline.base import CheckContext, Finding
+from gateway.pipeline.decide import Verdict, decide
+from gateway.policy.model import DealerPolicy
+from gateway.policy.store import PolicyStore
+from gateway.settings import SubmissionSettings
+from gateway.signing import Signer
+from gateway.smtp import replies
+from gateway.storage.base import Storage
+from gateway.tracking import RefCodec, message_id_for, new_submission_id
+from gateway.types import Action, Envelope, MessageState, NewMessage, Reply
+
+log = logging.getLogger("gateway.smtp")
+
+_REJECTIONS: dict[str, Reply] = {
+    "header-too-large": replies.HEADER_TOO_BIG,
+    "mime-too-deep": replies.MIME_TOO_DEEP,
+    "too-many-parts": replies.TOO_MANY_PARTS,
+}
+
+
+class CheckCrashed(Exception):
+    """A check raised; carries the check's name for the log line."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """The outcome of the CPU-bound part of intake."""
+
+    reply: Reply | None  # a refusal, or None when messages are ready to store
+    verdict: Verdict | None
+    messages: tuple[NewMessage, ...]
+    submission_id: str
+
+
+class Intake:
+    """Turns a submission into stored messages, or into a refusal."""
+
+    def __init__(
+        self,
+        *,
+        storage: Storage,
+        policies: PolicyStore,
+        refs: RefCodec,
+        signer: Signer,
+        clock: Clock,
+        metrics: Metrics,
+        settings: SubmissionSettings,
+        hostname: str,
+        on_enqueued: Callable[[int], None] = lambda _n: None,
+    ) -> None:
+        self._storage = storage
+        self._policies = policies
+        self._refs = refs
+        self._signer = signer
+        self._clock = clock
+        self._metrics = metrics
+        self._settings = settings
+        self._hostname = hostname
+        self._on_enqueued = on_enqueued
+        self._limits = ParseLimits(
+            max_header_bytes=settings.max_header_bytes,
+            max_mime_depth=settings.max_mime_depth,
+        )
+
+    async def accept(self, env: Envelope, raw: bytes) -> Reply:
+        """Decide on one submission and, unless refused, store it durably."""
+        started = time.perf_counter()
+        try:
+            reply = await self._accept(env, raw)
+        except Exception:
+            self._metrics.errors.labels("intake").inc()
+            log.exception("intake failed dealer=%s peer=%s", env.dealer_id, env.peer)
+            reply = replies.INTERNAL_ERROR
+        self._metrics.accept_seconds.observe(time.perf_counter() - started)
+        return reply
+
+    async def _accept(self, env: Envelope, raw: bytes) -> Reply:
+        dealer = self._policies.current.dealer(env.dealer_id)
+        if dealer is None:
+            return replies.UNKNOWN_DEALER
+        submission_id = new_submission_id(env.received_at)
+        budget = self._settings.check_time_budget.total_seconds()
+        try:
+            async with asyncio.timeout(budget):
+                prepared = await asyncio.to_thread(
+                    self._prepare, env, raw, dealer, submission_id
+                )
+        except TimeoutError:
+            self._metrics.errors.labels("checks-timeout").inc()
+            log.error("checks exceeded %.1fs dealer=%s submission=%s",
+                      budget, dealer.dealer_id, submission_id)  # fmt: skip
+            return replies.CHECKS_TIMED_OUT
+        except CheckCrashed as exc:
+            self._metrics.errors.labels("check").inc()
+            log.error("check %s raised dealer=%s submission=%s", exc.name, dealer.dealer_id,
+                      submission_id, exc_info=exc.__cause__)  # fmt: skip
+            return replies.INTERNAL_ERROR
+        except SigningError as exc:
+            self._metrics.errors.labels("signing").inc()
+            log.error("signing failed dealer=%s submission=%s: %s",
+                      dealer.dealer_id, submission_id, exc)  # fmt: skip
+            return replies.SIGNING_FAILED
+        if prepared.verdict is not None:
+            self._record(dealer, prepared.verdict)
+        if prepared.reply is not None:
+            return prepared.reply
+        try:
+            await self._storage.enqueue(prepared.messages)
+        except StorageError as exc:
+            log.error("enqueue failed dealer=%s submission=%s: %s",
+                      dealer.dealer_id, submission_id, exc)  # fmt: skip
+            return replies.STORAGE_ERROR
+        self._on_enqueued(len(prepared.messages))
+        for message in prepared.messages:
+            log.info(
+                "queued id=%s dealer=%s from=<%s> state=%s size=%d findings=%s",
+                message.id, dealer.dealer_id, env.mail_from, message.state.value,
+                len(message.data), ",".join(message.findings) or "-",
+            )  # fmt: skip
+        return replies.queued(submission_id, len(prepared.messages))
+
+    def _record(self, dealer: DealerPolicy, verdict: Verdict) -> None:
+        self._metrics.received.labels(dealer.dealer_id, verdict.action.label).inc()
+        for finding in verdict.findings:
+            action = dealer.rule(finding.code).action
+            self._metrics.findings.labels(dealer.dealer_id, finding.code, action.label).inc()
+
+    # -- the CPU-bound part, run in a thread ---------------------------------------------
+
+    def _prepare(
+        self, env: Envelope, raw: bytes, dealer: DealerPolicy, submission_id: str
+    ) -> Prepared:
+        def refuse(reply: Reply, reason: str) -> Prepared:
+            self._metrics.refused.labels(reason).inc()
+            log.info("refused dealer=%s submission=%s: %s", dealer.dealer_id, submission_id,
+                     reply.line())  # fmt: skip
+            return Prepared(reply, None, (), submission_id)
+
+        # RFC 5321 §2.3.8: only CRLF ends a line. Bare CR/LF must not reach the next hop
+        # (SMTP smuggling, CVE-2023-51764) and must be fixed before signing.
+        if rewrite.has_bare_line_endings(raw):
+            if self._settings.bare_line_endings == "reject":
+                return refuse(replies.BARE_LINE_ENDING, "bare-line-ending")
+            raw, _ = rewrite.normalize_line_endings(raw)
+        try:
+            message = parse(raw, self._limits)
+        except MessageRejected as exc:
+            return refuse(_REJECTIONS.get(exc.reply_kind, replies.MIME_TOO_DEEP), exc.reply_kind)
+        if message.received_count >= self._settings.max_hops:
+            return refuse(replies.TOO_MANY_HOPS, "too-many-hops")
+
+        findings = self._run_checks(message, dealer, env)
+        verdict = decide(findings, dealer, env.rcpt_tos)
+        if verdict.reply is not None:
+            return Prepared(verdict.reply, verdict, (), submission_id)
+        recipients = [r for r in env.rcpt_tos if r not in verdict.dropped]
+        if not recipients:
+            return Prepared(replies.NO_RECIPIENTS_LEFT, verdict, (), submission_id)
+
+        base = self._rewrite(raw, message, env, submission_id)
+        if base is None:
+            return refuse(replies.HEADER_LINE_UNFOLDABLE, "header-unfoldable")
+        state = MessageState.HELD if verdict.action is Action.HOLD else MessageState.QUEUED
+        note = "; ".join(f.detail for f in verdict.findings) if state is MessageState.HELD else ""
+        codes = tuple(dict.fromkeys(f.code for f in verdict.findings))
+        built: list[NewMessage] = []
+        for n, rcpt in enumerate(recipients, start=1):
+            message_id = message_id_for(submission_id, n)
+            per_rcpt = [("X-Mailgate-Ref", self._refs.header_value(message_id, dealer.dealer_id, rcpt))]
+            if verdict.tags:
+                per_rcpt.append(("X-Mailgate-Findings", ", ".join(verdict.tags)))
+            data = self._signer.sign(rewrite.prepend_headers(base, per_rcpt), dealer)
+            built.append(
+                NewMessage(
+                    id=message_id,
+                    dealer_id=dealer.dealer_id,
+                    mail_from=env.mail_from,
+                    rcpt=rcpt,
+                    data=data,
+                    received_at=env.received_at,
+                    state=state,
+                    findings=codes,
+                    note=note,
+                )
+            )
+        return Prepared(None, verdict, tuple(built), submission_id)
+
+    def _run_checks(
+        self, message: ParsedMessage, dealer: DealerPolicy, env: Envelope
+    ) -> tuple[Finding, ...]:
+        context = CheckContext(envelope=env, now=self._clock.now())
+        findings: list[Finding] = []
+        for check in CHECKS:
+            try:
+                findings.extend(check(message, dealer, context))
+            except Exception as exc:  # a check must never take the session down
+                raise CheckCrashed(check_name(check)) from exc
+        return tuple(findings)
+
+    def _rewrite(
+        self, raw: bytes, message: ParsedMessage, env: Envelope, submission_id: str
+    ) -> bytes | None:
+        """Apply the submission-server header changes (RFC 6409 §8) to the shared copy."""
+        data = rewrite.remove_headers(raw, {"bcc"})
+        added: list[tuple[str, str]] = [("Received", self._received(env, submission_id))]
+        if message.message_id is None:
+            added.append(("Message-ID", f"<{submission_id}@{self._hostname}>"))
+        if not message.has_date:
+            added.append(("Date", format_datetime(env.received_at)))
+        data = rewrite.prepend_headers(data, added)
+        data, _changed = rewrite.fold_long_lines(data)
+        return data
+
+    def _received(self, env: Envelope, submission_id: str) -> str:
+        # RFC 5321 §4.4 trace field; "ESMTPSA" = ESMTP + STARTTLS + AUTH (RFC 3848).
+        protocol = "ESMTPSA" if env.tls else "ESMTPA"
+        helo = "".join(ch for ch in env.helo if ch.isprintable() and ch not in "()")[:255]
+        when: datetime = env.received_at
+        return (
+            f"from {helo or 'unknown'} ([{env.peer}]) by {self._hostname} (Mailgate) "
+            f"with {protocol} id {submission_id}; {format_datetime(when)}"
+        )
+
+

@@ -1,0 +1,1 @@
+"""The SMTP edge: aiosmtpd listeners, their handler, and every reply they send."""

@@ -1,0 +1,265 @@
+"""The submission handler: translate SMTP commands in, call intake, translate replies out.
+
+aiosmtpd calls the ``handle_*`` hooks and the ``auth_*`` mechanisms below. They enforce
+who may send (AUTH identity = dealer), from which domains, to which addresses and how
+many, and leave everything about the message itself to ``intake``. Every reply comes from
+``replies``; an unexpected exception becomes ``451 4.3.0`` (never aiosmtpd's default
+``500 Error: (Exc) …``, which is permanent and leaks internals).
+"""
+
+from __future__ import annotations
+
+import binascii
+import logging
+from base64 import b64decode
+from dataclasses import dataclass
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope as SmtpEnvelope, Session
+
+from gateway import addresses
+from gateway.addresses import AddressProblem
+from gateway.backpressure import SpoolGuard
+from gateway.clock import Clock
+from gateway.intake import Intake
+from gateway.metrics import Metrics
+from gateway.policy.store import PolicyStore
+from gateway.smtp import replies
+from gateway.smtp.auth import Authenticator, AuthStatus
+from gateway.types import DealerId, Envelope, Reply
+
+log = logging.getLogger("gateway.smtp")
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a session authenticated as (stored in ``session.auth_data``)."""
+
+    username: str
+    dealer_id: DealerId
+
+
+@dataclass(slots=True)
+class SessionLimits:
+    """Per-listener limits the handler enforces."""
+
+    max_recipients: int
+    max_messages_per_connection: int
+    require_tls: bool
+
+
+def peer_ip(session: Session) -> str:
+    """The client's IP address as a string."""
+    peer = session.peer
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return str(peer)
+
+
+_ADDRESS_REPLIES: dict[AddressProblem, Reply] = {
+    AddressProblem.SYNTAX: replies.BAD_ADDRESS_SYNTAX,
+    AddressProblem.ROUTING: replies.ROUTING_NOT_ALLOWED,
+    AddressProblem.INTERNAL: replies.INTERNAL_TARGET,
+}
+
+
+class SubmissionHandler:
+    """aiosmtpd handler for the dealers' submission listener."""
+
+    def __init__(
+        self,
+        *,
+        intake: Intake,
+        authenticator: Authenticator,
+        policies: PolicyStore,
+        guard: SpoolGuard,
+        limits: SessionLimits,
+        metrics: Metrics,
+        clock: Clock,
+    ) -> None:
+        self._intake = intake
+        self._auth = authenticator
+        self._policies = policies
+        self._guard = guard
+        self._limits = limits
+        self._metrics = metrics
+        self._clock = clock
+        self._messages: dict[int, int] = {}  # id(session) -> messages on this connection
+
+    # -- AUTH (RFC 4954; PLAIN RFC 4616, LOGIN draft-murchison-sasl-login) ----------------
+
+    async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:
+        """SASL PLAIN; the authzid is ignored, the identity is always the authcid."""
+        if len(args) == 1:
+            blob = await server.challenge_auth("")
+            if not isinstance(blob, bytes):
+                return AuthResult(success=False, handled=True)
+        else:
+            try:
+                blob = b64decode(args[1].encode(), validate=True)
+            except (binascii.Error, ValueError):
+                await server.push(replies.Reply(501, "5.5.2", "Cannot decode base64").line())
+                return AuthResult(success=False, handled=True)
+        parts = blob.split(b"\0")
+        if len(parts) != 3:
+            await server.push(replies.Reply(501, "5.5.2", "Cannot split auth value").line())
+            return AuthResult(success=False, handled=True)
+        return await self._login(server, parts[1], parts[2])
+
+    async def auth_LOGIN(self, server: SMTP, args: list[str]) -> AuthResult:
+        """SASL LOGIN, as Outlook-era CRMs still use it."""
+        if len(args) == 1:
+            login = await server.challenge_auth(SMTP.AuthLoginUsernameChallenge)
+            if not isinstance(login, bytes):
+                return AuthResult(success=False, handled=True)
+        else:
+            try:
+                login = b64decode(args[1].encode(), validate=True)
+            except (binascii.Error, ValueError):
+                await server.push(replies.Reply(501, "5.5.2", "Cannot decode base64").line())
+                return AuthResult(success=False, handled=True)
+        password = await server.challenge_auth(SMTP.AuthLoginPasswordChallenge)
+        if not isinstance(password, bytes):
+            return AuthResult(success=False, handled=True)
+        return await self._login(server, login, password)
+
+    async def _login(self, server: SMTP, login: bytes, password: bytes) -> AuthResult:
+        session = server.session
+        ip = peer_ip(session)
+        username = login.decode("utf-8", errors="replace")
+        outcome = await self._auth.login(username, password, ip)
+        self._metrics.auth.labels(outcome.status.value).inc()
+        if outcome.status is AuthStatus.OK:
+            assert outcome.dealer_id is not None
+            log.info("AUTH ok user=%s dealer=%s peer=%s", username, outcome.dealer_id, ip)
+            return AuthResult(
+                success=True,
+                auth_data=Identity(username, outcome.dealer_id),
+                message=replies.AUTH_OK.line(),
+            )
+        if outcome.status is AuthStatus.THROTTLED:
+            log.warning("AUTH throttled peer=%s", ip)
+            await server.push(replies.TOO_MANY_AUTH_FAILURES.line())
+            if server.transport is not None:
+                server.transport.close()
+            return AuthResult(success=False, handled=True)
+        if outcome.status is AuthStatus.UNAVAILABLE:
+            return AuthResult(success=False, handled=False, message=replies.AUTH_TEMPFAIL.line())
+        # The username is logged (operators need it); the password never is.
+        log.info("AUTH failed user=%r peer=%s", username, ip)
+        return AuthResult(success=False, handled=False, message=replies.AUTH_INVALID.line())
+
+    # -- envelope ---------------------------------------------------------------------------
+
+    def _identity(self, session: Session) -> Identity | None:
+        data = session.auth_data
+        return data if isinstance(data, Identity) else None
+
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: SmtpEnvelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        """Who may send, from which address, and whether we have room for it."""
+        identity = self._identity(session)
+        if identity is None:
+            return replies.AUTH_REQUIRED.line()
+        dealer = self._policies.current.dealer(identity.dealer_id)
+        if dealer is None:
+            return replies.UNKNOWN_DEALER.line()
+        count = self._messages.get(id(session), 0)
+        if count >= self._limits.max_messages_per_connection:
+            self._metrics.refused.labels("messages-per-connection").inc()
+            await server.push(replies.TOO_MANY_MESSAGES.line())
+            if server.transport is not None:
+                server.transport.close()
+            return replies.TOO_MANY_MESSAGES.line()
+        if self._guard.full():
+            self._metrics.refused.labels("spool-full").inc()
+            return replies.SPOOL_FULL.line()
+        if address == "<>":
+            if dealer.null_sender != "allow":
+                self._metrics.refused.labels("null-sender").inc()
+                return replies.NULL_SENDER_REFUSED.line()
+            # aiosmtpd treats an empty mail_from as "no MAIL yet"; keep "<>" and map it
+            # to the null sender when the envelope is handed to intake.
+            envelope.mail_from = "<>"
+            envelope.mail_options.extend(mail_options)
+            return replies.OK.line()
+        problem = addresses.check(address)
+        if problem is not None:
+            self._metrics.refused.labels(f"sender-{problem.value}").inc()
+            return _ADDRESS_REPLIES[problem].line()
+        domain = addresses.domain_of(address)
+        if not dealer.owns_domain(domain):
+            self._metrics.refused.labels("sender-not-owned").inc()
+            log.info("MAIL refused: %s is not a domain of dealer %s", domain, dealer.dealer_id)
+            return replies.sender_not_owned(domain, dealer.dealer_id).line()
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return replies.OK.line()
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: SmtpEnvelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        """Recipient syntax, relay tricks and the per-message recipient limit."""
+        identity = self._identity(session)
+        if identity is None:
+            return replies.AUTH_REQUIRED.line()
+        dealer = self._policies.current.dealer(identity.dealer_id)
+        limit = self._limits.max_recipients
+        if dealer is not None and dealer.max_recipients is not None:
+            limit = min(limit, dealer.max_recipients)
+        problem = addresses.check(address)
+        if problem is not None:
+            self._metrics.refused.labels(f"recipient-{problem.value}").inc()
+            return _ADDRESS_REPLIES[problem].line()
+        local, domain = addresses.split(address)
+        normalized = f"{local}@{domain}"
+        if normalized in envelope.rcpt_tos:
+            return replies.RCPT_OK.line()  # listed twice: one copy is enough
+        if len(envelope.rcpt_tos) >= limit:
+            self._metrics.refused.labels("too-many-recipients").inc()
+            return replies.too_many_recipients(limit).line()
+        envelope.rcpt_tos.append(normalized)
+        envelope.rcpt_options.extend(rcpt_options)
+        return replies.RCPT_OK.line()
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: SmtpEnvelope) -> str:
+        """Hand the raw bytes to intake; the reply is its verdict, 250 only once stored."""
+        identity = self._identity(session)
+        if identity is None:
+            return replies.AUTH_REQUIRED.line()
+        raw = envelope.original_content
+        assert isinstance(raw, bytes)
+        key = id(session)
+        self._messages[key] = self._messages.get(key, 0) + 1
+        env = Envelope(
+            dealer_id=identity.dealer_id,
+            mail_from="" if envelope.mail_from in (None, "<>") else envelope.mail_from,
+            rcpt_tos=tuple(envelope.rcpt_tos),
+            peer=peer_ip(session),
+            auth_user=identity.username,
+            helo=session.host_name or "",
+            received_at=self._clock.now(),
+            tls=session.ssl is not None,
+        )
+        reply = await self._intake.accept(env, raw)
+        return reply.line()
+
+    def forget(self, session: Session) -> None:
+        """Drop per-connection state when the connection closes."""
+        self._messages.pop(id(session), None)
+
+    async def handle_exception(self, error: Exception) -> str:
+        """Anything unexpected: a temporary failure, logged with its traceback."""
+        self._metrics.errors.labels("smtp").inc()
+        log.error("unexpected error in SMTP session", exc_info=error)
+        return replies.INTERNAL_ERROR.line()

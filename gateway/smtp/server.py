@@ -1,0 +1,205 @@
+"""The submission listener: aiosmtpd's ``SMTP`` with the limits it lacks, and shutdown.
+
+aiosmtpd 1.4.6 has no connection cap, no per-IP cap, a timeout that only recognised
+commands reset (so DATA must finish within it) and replies without enhanced codes. The
+subclass here adds: global and per-IP connection caps answered with ``421 4.7.0`` at the
+banner, a separate DATA deadline, enhanced codes on every built-in reply, and a registry
+of live sessions so SIGTERM can let DATA finish and tell the others ``421 4.3.2``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, AnyStr
+
+from aiosmtpd.smtp import SMTP
+
+from gateway.metrics import Metrics
+from gateway.smtp import replies
+from gateway.smtp.handler import SubmissionHandler, peer_ip
+
+log = logging.getLogger("gateway.smtp")
+
+
+class Sessions:
+    """Live sessions of one listener, with the counts the caps need."""
+
+    def __init__(self, max_total: int, max_per_ip: int) -> None:
+        self.max_total = max_total
+        self.max_per_ip = max_per_ip
+        self.live: set[GatewaySMTP] = set()
+        self.per_ip: Counter[str] = Counter()
+        self.closing = False
+
+    def admit(self, ip: str) -> replies.Reply | None:
+        """Return the refusal for a new connection from ``ip``, or ``None`` to admit it."""
+        if self.closing:
+            return replies.SHUTTING_DOWN
+        if len(self.live) >= self.max_total:
+            return replies.TOO_MANY_CONNECTIONS
+        if self.per_ip[ip] >= self.max_per_ip:
+            return replies.TOO_MANY_FROM_IP
+        return None
+
+
+class GatewaySMTP(SMTP):  # type: ignore[misc]
+    """aiosmtpd's server protocol with caps, deadlines and enhanced reply codes."""
+
+    def __init__(
+        self,
+        handler: SubmissionHandler,
+        *,
+        sessions: Sessions,
+        metrics: Metrics,
+        listener: str,
+        line_length_limit: int,
+        data_timeout: float,
+        **kwargs: Any,
+    ) -> None:
+        # Read by SMTP.__init__ to size the stream reader: DATA lines up to this length are
+        # accepted (and folded on output), longer ones fail the message with 500 5.5.2.
+        self.line_length_limit = line_length_limit
+        super().__init__(handler, **kwargs)
+        self._gw_handler = handler
+        self._sessions = sessions
+        self._metrics = metrics
+        self._listener = listener
+        self._data_timeout = data_timeout
+        self._ip = ""
+        self.in_data = False
+
+    async def push(self, status: AnyStr) -> None:
+        """Send a reply, giving aiosmtpd's own fixed replies enhanced codes."""
+        if isinstance(status, str):
+            status = replies.rewrite_builtin(status)  # type: ignore[assignment]
+        await super().push(status)
+
+    async def _handle_client(self) -> None:
+        assert self.session is not None
+        self._ip = peer_ip(self.session)
+        refusal = self._sessions.admit(self._ip)
+        if refusal is not None:
+            self._metrics.connections_refused.labels(self._listener, refusal.enhanced).inc()
+            log.info("connection from %s refused: %s", self._ip, refusal.text)
+            await super().push(refusal.line())
+            if self.transport is not None:
+                self.transport.close()
+            return
+        self._sessions.live.add(self)
+        self._sessions.per_ip[self._ip] += 1
+        self._metrics.connections.labels(self._listener).inc()
+        try:
+            await super()._handle_client()
+        finally:
+            self._sessions.live.discard(self)
+            self._sessions.per_ip[self._ip] -= 1
+            if self._sessions.per_ip[self._ip] <= 0:
+                del self._sessions.per_ip[self._ip]
+            self._metrics.connections.labels(self._listener).dec()
+            self._gw_handler.forget(self.session)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        """DATA with its own deadline: bytes do not reset aiosmtpd's command timer."""
+        self._reset_timeout(self._data_timeout)
+        self.in_data = True
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self.in_data = False
+            self._reset_timeout()
+
+    def say_goodbye(self, reply: replies.Reply) -> None:
+        """Tell the client why and close (used at shutdown); safe from outside the session."""
+        if self.transport is None:
+            return
+        try:
+            self._writer.write(reply.line().encode("ascii") + b"\r\n")
+        except (RuntimeError, OSError):
+            pass
+        self.transport.close()
+
+
+class SubmissionServer:
+    """One listening socket serving ``GatewaySMTP`` sessions."""
+
+    def __init__(
+        self,
+        *,
+        handler: SubmissionHandler,
+        host: str,
+        port: int,
+        hostname: str,
+        tls_context: ssl.SSLContext | None,
+        require_tls: bool,
+        max_message_size: int,
+        line_length_limit: int,
+        idle_timeout: float,
+        data_timeout: float,
+        sessions: Sessions,
+        metrics: Metrics,
+        listener: str = "submission",
+    ) -> None:
+        self.host = host
+        self.port = port
+        self._sessions = sessions
+        self._server: asyncio.Server | None = None
+
+        def factory() -> GatewaySMTP:
+            return GatewaySMTP(
+                handler,
+                sessions=sessions,
+                metrics=metrics,
+                listener=listener,
+                line_length_limit=line_length_limit,
+                data_timeout=data_timeout,
+                hostname=hostname,
+                ident="Mailgate ESMTP",
+                data_size_limit=max_message_size,
+                decode_data=False,
+                enable_SMTPUTF8=False,
+                tls_context=tls_context,
+                require_starttls=require_tls and tls_context is not None,
+                auth_required=True,
+                auth_require_tls=require_tls,
+                auth_exclude_mechanism=["CRAM-MD5"],
+                timeout=idle_timeout,
+                # RFC 5321 leaves floods to the server; these caps stop NOOP/RSET/VRFY loops
+                # (reliability A13) while leaving room for long CRM sessions.
+                command_call_limit={"NOOP": 100, "RSET": 1000, "VRFY": 20, "HELP": 20,
+                                    "EHLO": 20, "HELO": 20, "AUTH": 10, "STARTTLS": 5,
+                                    "*": 100_000},  # fmt: skip
+            )
+
+        self._factory: Callable[[], GatewaySMTP] = factory
+
+    async def start(self) -> None:
+        """Bind and start accepting connections."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._factory, host=self.host, port=self.port, reuse_address=True
+        )
+        sock = self._server.sockets[0]
+        self.port = sock.getsockname()[1]
+        log.info("submission listener on %s:%d", self.host, self.port)
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting, let sessions in DATA finish for up to ``grace`` seconds, then
+        answer every remaining session ``421 4.3.2`` and close it."""
+        self._sessions.closing = True
+        if self._server is not None:
+            self._server.close()
+        for session in list(self._sessions.live):
+            if not session.in_data:
+                session.say_goodbye(replies.SHUTTING_DOWN)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while any(s.in_data for s in self._sessions.live) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for session in list(self._sessions.live):
+            session.say_goodbye(replies.SHUTTING_DOWN)
+        if self._server is not None:
+            await self._server.wait_closed()
