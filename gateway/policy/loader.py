@@ -1,0 +1,532 @@
+"""Loading the ``policies/`` directory into a validated ``PolicySet``.
+
+This module owns the policy file formats and every rule about them. Layers, in order:
+
+1. ``defaults.toml``: one entry per finding code in ``[checks]`` plus the dealer-level keys;
+   the single source of default actions.
+2. ``presets/<name>.toml``, when a dealer file says ``preset = "<name>"``: a shared set of
+   overrides (the same keys as the defaults, every one optional).
+3. ``dealers/<dealer-id>.toml``: the dealer's identity and its own overrides.
+
+Tables are deep-merged (a dealer can change one option of one check); arrays and scalars
+are replaced. Each file is validated on its own with closed pydantic models, so a problem
+is always reported against the file that contains it; then the whole set is cross-checked
+(overlapping domains, shared AUTH users, options the defaults do not declare). Pydantic
+stays at this edge: callers only ever see the frozen records of ``gateway.policy.model``.
+
+``load_policy_set`` either returns a complete set or raises ``PolicyError`` listing every
+problem it found, so an operator fixes a broken directory in one pass instead of one
+error per run.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Annotated, Any, Literal, TypeVar
+
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+from gateway.errors import PolicyError, Problem
+from gateway.findings import CATALOGUE
+from gateway.policy.model import CheckRule, DealerPolicy, DkimSettings, PolicySet
+from gateway.settings import parse_duration
+from gateway.types import Action, DealerId
+
+__all__ = ["ACTION_NAMES", "DEFAULTS_FILE", "load_policy_set"]
+
+DEFAULTS_FILE = "defaults.toml"
+DEALERS_DIR = "dealers"
+PRESETS_DIR = "presets"
+
+ACTION_NAMES: tuple[str, ...] = tuple(a.label for a in Action)
+
+OptionValue = str | int | float | bool
+_M = TypeVar("_M", bound="BaseModel")
+_T = TypeVar("_T")
+
+# Lower-case letters, digits and inner hyphens: safe as a file name, a metric label and a
+# URL path segment without escaping.
+_SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+# RFC 1035 §2.3.1 labels (RFC 1123 §2.1 allows a leading digit); internationalized names
+# must be written in their ASCII (xn--) form, which is what appears in headers anyway.
+_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+# AUTH identities as the CRMs send them: no spaces or control characters, which would
+# be ambiguous in logs and in the SASL PLAIN encoding (RFC 4616 §2 forbids NUL).
+_AUTH_USER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")
+_TOML_LINE = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
+
+
+# --- field validators: each raises ValueError with a message meant for an operator ---
+
+
+def _suggest(word: str, candidates: Iterable[str]) -> str:
+    match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _action_name(value: str) -> str:
+    if value not in ACTION_NAMES:
+        raise ValueError(
+            f"unknown action {value!r}{_suggest(value, ACTION_NAMES)}; "
+            f"use one of {'|'.join(ACTION_NAMES)}"
+        )
+    return value
+
+
+def _check_code(value: str) -> str:
+    if value not in CATALOGUE:
+        raise ValueError(f"unknown check code {value!r}{_suggest(value, CATALOGUE)}")
+    return value
+
+
+def _slug(value: str) -> str:
+    if not _SLUG.match(value):
+        raise ValueError(
+            f"{value!r} is not a safe id: use lower-case letters, digits and inner hyphens "
+            "(at most 64 characters)"
+        )
+    return value
+
+
+def domain_problem(value: str) -> str | None:
+    """Why ``value`` is not a lower-case DNS name we accept, or ``None`` if it is one."""
+    if value != value.lower():
+        return f"{value!r} must be written in lower case"
+    if value.endswith("."):
+        return f"{value!r} must not end with a dot"
+    if len(value) > 253:
+        return f"{value!r} is longer than 253 characters"
+    labels = value.split(".")
+    if len(labels) < 2:
+        return f"{value!r} is not a fully qualified domain name"
+    if not all(_LABEL.match(label) for label in labels):
+        return f"{value!r} is not a valid domain name (use the xn-- form for non-ASCII)"
+    if labels[-1].isdigit():
+        return f"{value!r} looks like an IP address, not a domain name"
+    return None
+
+
+def _domain(value: str) -> str:
+    problem = domain_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _auth_user(value: str) -> str:
+    if not _AUTH_USER.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid AUTH user name: letters, digits and . _ @ + - only"
+        )
+    return value
+
+
+def _address(value: str) -> str:
+    local, at, domain = value.rpartition("@")
+    if not at or not local or any(c.isspace() or c in "<>,;\"'" for c in local):
+        raise ValueError(f"{value!r} is not a plain e-mail address (local@domain)")
+    problem = domain_problem(domain.lower())
+    if problem:
+        raise ValueError(f"{value!r}: the domain {problem.removeprefix(repr(domain.lower()))}")
+    return value
+
+
+def _option_value(value: Any) -> Any:
+    # TOML tables or arrays as check options would need a schema per check; the catalogue
+    # keeps options flat so that a dealer override is always one key = one value.
+    if isinstance(value, str | int | float | bool):
+        return value
+    raise ValueError("a check option must be a string, number or boolean")
+
+
+def _one_or_many(value: Any) -> Any:
+    # ``[dkim]`` (one identity, the common case) and ``[[dkim]]`` (several) both read well.
+    return [value] if isinstance(value, dict) else value
+
+
+ActionName = Annotated[str, AfterValidator(_action_name)]
+CheckCode = Annotated[str, AfterValidator(_check_code)]
+Slug = Annotated[str, AfterValidator(_slug)]
+DomainName = Annotated[str, AfterValidator(_domain)]
+AuthUser = Annotated[str, AfterValidator(_auth_user)]
+Address = Annotated[str, AfterValidator(_address)]
+
+
+# --- file schemas (the edge): closed, strict, frozen ---
+
+
+class _Closed(BaseModel):
+    # strict: TOML is already typed, so "10" for a number is a mistake, not a conversion.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class _CheckEntry(BaseModel):
+    """One ``[checks]`` entry: an action plus check-specific options.
+
+    Extra keys are the options; they are open here because their names come from
+    ``defaults.toml``, and the loader rejects any option the defaults do not declare.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
+    __pydantic_extra__: dict[str, Annotated[Any, AfterValidator(_option_value)]]
+
+    action: ActionName | None = None
+
+
+class _DkimEntry(_Closed):
+    domain: DomainName
+    selector: Annotated[str, AfterValidator(_slug)]
+    # Declared before key_file so that the key check can see it (pydantic validates in
+    # field order and passes earlier values in ``info.data``).
+    algorithm: Literal["rsa-sha256", "ed25519-sha256"] = "rsa-sha256"
+    key_file: str = Field(min_length=1)  # relative to the policies directory
+
+    @field_validator("key_file")
+    @classmethod
+    def _key_parses(cls, value: str, info: ValidationInfo) -> str:
+        directory = info.context.get("directory") if info.context else None
+        if isinstance(directory, Path):
+            _check_private_key(directory / value, info.data.get("algorithm"))
+        return value
+
+
+class _Layer(_Closed):
+    """The keys every layer may set; in presets and dealer files all are optional."""
+
+    null_sender: Literal["reject", "allow"] | None = None
+    on_suspended: Literal["reject", "tempfail"] | None = None
+    max_recipients: int | None = Field(default=None, ge=1, le=10_000)
+    checks: dict[CheckCode, _CheckEntry] = {}
+
+
+class _DealerFile(_Layer):
+    dealer_id: Slug
+    name: str = Field(min_length=1, max_length=200)
+    preset: Slug | None = None
+    auth_users: list[AuthUser] = Field(min_length=1)
+    from_domains: list[DomainName] = Field(min_length=1)
+    contacts: list[Address] = []
+    dkim: Annotated[list[_DkimEntry], BeforeValidator(_one_or_many)] = []
+
+    @field_validator("dealer_id")
+    @classmethod
+    def _matches_stem(cls, value: str, info: ValidationInfo) -> str:
+        stem = info.context.get("stem") if info.context else None
+        if stem is not None and value != stem:
+            raise ValueError(f"{value!r} does not match the file name {stem + '.toml'!r}")
+        return value
+
+
+_KNOWN_KEYS = frozenset(_DealerFile.model_fields) | frozenset(_DkimEntry.model_fields) | {"action"}
+
+
+def _check_private_key(path: Path, algorithm: object) -> None:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ValueError(f"key file {str(path)!r} does not exist") from None
+    except OSError as exc:
+        raise ValueError(f"key file {str(path)!r} cannot be read: {exc.strerror}") from None
+    try:
+        key = load_pem_private_key(data, password=None)
+    except TypeError:
+        raise ValueError(f"key file {str(path)!r} is encrypted; store it unencrypted") from None
+    except ValueError:
+        raise ValueError(f"key file {str(path)!r} is not a PEM private key") from None
+    if algorithm == "ed25519-sha256":
+        if not isinstance(key, ed25519.Ed25519PrivateKey):
+            raise ValueError(f"key file {str(path)!r} is not an Ed25519 key (RFC 8463)")
+    elif not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError(f"key file {str(path)!r} is not an RSA key; set algorithm to match")
+    elif key.key_size < 1024:
+        # RFC 8301 §3.2: verifiers must not accept RSA keys below 1024 bits.
+        raise ValueError(f"key file {str(path)!r} holds a {key.key_size}-bit RSA key; use 2048")
+
+
+# --- reading files ---
+
+
+@dataclass(slots=True)
+class _Collector:
+    """Problems found so far, in the order found."""
+
+    problems: list[Problem] = field(default_factory=list)
+
+    def add(self, file: str, key: str, message: str) -> None:
+        self.problems.append(Problem(file, key, message))
+
+    def add_validation(self, file: str, exc: ValidationError) -> None:
+        for err in exc.errors():
+            loc = [p for p in err["loc"] if p != "[key]"]
+            key = ""
+            for part in loc:
+                key += f"[{part}]" if isinstance(part, int) else f".{part}" if key else str(part)
+            if err["type"] == "extra_forbidden":
+                message = f"unknown key{_suggest(str(loc[-1]), _KNOWN_KEYS)}"
+            elif err["type"] == "missing":
+                message = "required key is missing"
+            else:
+                message = str(err["msg"]).removeprefix("Value error, ")
+            self.add(file, key, message)
+
+
+def _read_toml(path: Path, name: str, found: _Collector) -> dict[str, Any] | None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        found.add(name, "", "file not found")
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        found.add(name, "", f"cannot be read: {exc}")
+        return None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        where = _TOML_LINE.search(message)
+        if where is None:
+            found.add(name, "", f"invalid TOML: {message}")
+        else:
+            found.add(name, f"line {where.group(1)}", f"invalid TOML: {message[: where.start()]}")
+        return None
+
+
+def _validate(
+    model: type[_M], data: dict[str, Any], name: str, found: _Collector, **context: object
+) -> _M | None:
+    try:
+        return model.model_validate(data, context=context)
+    except ValidationError as exc:
+        found.add_validation(name, exc)
+        return None
+
+
+def _display(directory: Path, *parts: str) -> str:
+    return str(directory.joinpath(*parts))
+
+
+# --- cross-checks ---
+
+
+def _check_defaults(defaults: _Layer, name: str, found: _Collector) -> None:
+    for code in CATALOGUE:
+        entry = defaults.checks.get(code)
+        if entry is None:
+            found.add(name, f"checks.{code}", "missing: every check code needs a default action")
+        elif entry.action is None:
+            found.add(name, f"checks.{code}.action", "required key is missing")
+
+
+def _option_mismatch(declared: OptionValue, value: OptionValue) -> str | None:
+    """Why ``value`` cannot replace the default ``declared``, or ``None`` if it can."""
+    if isinstance(declared, bool):
+        return None if isinstance(value, bool) else "must be true or false"
+    if isinstance(declared, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return None if ok else "must be a whole number"
+    if isinstance(declared, float):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return None if ok else "must be a number"
+    try:
+        parse_duration(declared)
+    except ValueError:
+        return None if isinstance(value, str) else "must be a string"
+    try:
+        parse_duration(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _check_options(layer: _Layer, name: str, defaults: _Layer, found: _Collector) -> None:
+    # The defaults declare which options a check takes, so a misspelt option in a dealer
+    # file is an error instead of a silently ignored key.
+    for code, entry in layer.checks.items():
+        declared_entry = defaults.checks.get(code)
+        declared = (declared_entry.model_extra or {}) if declared_entry else {}
+        for option, value in (entry.model_extra or {}).items():
+            key = f"checks.{code}.{option}"
+            if option not in declared:
+                takes = ", ".join(sorted(declared)) or "no options"
+                found.add(
+                    name, key, f"unknown option{_suggest(option, declared)}; {code} takes {takes}"
+                )
+                continue
+            problem = _option_mismatch(declared[option], value)
+            if problem:
+                found.add(name, key, problem)
+
+
+@dataclass(frozen=True, slots=True)
+class _DealerSource:
+    name: str  # the file, as reported in problems
+    file: _DealerFile
+    preset: _Layer | None
+
+
+def _check_unique(dealers: list[_DealerSource], found: _Collector) -> None:
+    domain_owner: dict[str, _DealerSource] = {}
+    user_owner: dict[str, _DealerSource] = {}
+    for source in dealers:
+        for attr, values, owner, what in (
+            ("from_domains", source.file.from_domains, domain_owner, "domain"),
+            ("auth_users", source.file.auth_users, user_owner, "AUTH user"),
+        ):
+            for index, value in enumerate(values):
+                key = f"{attr}[{index}]"
+                first = owner.setdefault(value, source)
+                if first is source and values.index(value) != index:
+                    found.add(source.name, key, f"{what} {value!r} is listed twice")
+                elif first is not source:
+                    found.add(
+                        source.name,
+                        key,
+                        f"{what} {value!r} already belongs to dealer {first.file.dealer_id!r}"
+                        f" ({first.name}); each {what} belongs to one dealer only",
+                    )
+
+
+# --- building the records ---
+
+
+def _last(values: Iterable[_T | None]) -> _T | None:
+    result: _T | None = None
+    for value in values:
+        if value is not None:
+            result = value
+    return result
+
+
+def _rule(entry: Mapping[str, Any]) -> CheckRule:
+    options = {k: v for k, v in entry.items() if k != "action"}
+    return CheckRule(Action.parse(entry["action"]), MappingProxyType(options))
+
+
+def _merged_checks(layers: list[_Layer]) -> dict[str, CheckRule]:
+    merged: dict[str, dict[str, Any]] = {}
+    for layer in layers:
+        for code, entry in layer.checks.items():
+            merged.setdefault(code, {}).update(entry.model_dump(exclude_unset=True))
+    # Catalogue order, so listings and `policy show` read the same for every dealer.
+    return {code: _rule(merged[code]) for code in CATALOGUE}
+
+
+def _build_dealer(source: _DealerSource, defaults: _Layer, directory: Path) -> DealerPolicy:
+    file = source.file
+    layers = [defaults] if source.preset is None else [defaults, source.preset]
+    layers.append(file)
+    return DealerPolicy(
+        dealer_id=DealerId(file.dealer_id),
+        name=file.name,
+        auth_users=frozenset(file.auth_users),
+        from_domains=frozenset(file.from_domains),
+        contacts=tuple(file.contacts),
+        checks=MappingProxyType(_merged_checks(layers)),
+        null_sender=_last(layer.null_sender for layer in layers) or "reject",
+        on_suspended=_last(layer.on_suspended for layer in layers) or "reject",
+        max_recipients=_last(layer.max_recipients for layer in layers),
+        dkim=tuple(
+            DkimSettings(d.domain, d.selector, directory / d.key_file, d.algorithm)
+            for d in file.dkim
+        ),
+        source=source.name,
+    )
+
+
+# --- the entry point ---
+
+
+def load_policy_set(directory: Path) -> PolicySet:
+    """Load, merge and validate every policy file under ``directory``.
+
+    Returns the complete set, or raises ``PolicyError`` whose ``problems`` list every
+    problem found (file, dotted key, message). A directory without a ``dealers/``
+    folder is a valid set with no dealers; a missing ``defaults.toml`` is a problem.
+    Performs blocking file I/O: call it from a thread when on the event loop.
+    """
+    found = _Collector()
+    read: list[str] = []
+
+    defaults_name = _display(directory, DEFAULTS_FILE)
+    defaults: _Layer | None = None
+    data = _read_toml(directory / DEFAULTS_FILE, defaults_name, found)
+    if data is not None:
+        read.append(defaults_name)
+        defaults = _validate(_Layer, data, defaults_name, found)
+        if defaults is not None:
+            _check_defaults(defaults, defaults_name, found)
+
+    presets: dict[str, tuple[str, _Layer | None]] = {}
+    dealers: list[_DealerSource] = []
+    dealer_dir = directory / DEALERS_DIR
+    paths = sorted(dealer_dir.glob("*.toml")) if dealer_dir.is_dir() else []
+    for path in paths:
+        name = _display(directory, DEALERS_DIR, path.name)
+        data = _read_toml(path, name, found)
+        if data is None:
+            continue
+        read.append(name)
+        file = _validate(_DealerFile, data, name, found, stem=path.stem, directory=directory)
+        if file is None:
+            continue
+        preset: _Layer | None = None
+        if file.preset is not None:
+            if file.preset not in presets:
+                presets[file.preset] = _load_preset(directory, file.preset, found, read)
+            preset_name, preset = presets[file.preset]
+            if preset is None and not (directory / PRESETS_DIR / f"{file.preset}.toml").exists():
+                found.add(name, "preset", f"no preset named {file.preset!r} ({preset_name})")
+                continue
+            if preset is None:
+                continue  # the preset's own problems are already listed
+        dealers.append(_DealerSource(name, file, preset))
+
+    if defaults is not None:
+        for preset_name, preset in presets.values():
+            if preset is not None:
+                _check_options(preset, preset_name, defaults, found)
+        for source in dealers:
+            _check_options(source.file, source.name, defaults, found)
+    _check_unique(dealers, found)
+
+    if found.problems or defaults is None:
+        raise PolicyError(found.problems)
+    return PolicySet(
+        defaults=MappingProxyType(_merged_checks([defaults])),
+        dealers=MappingProxyType(
+            {DealerId(s.file.dealer_id): _build_dealer(s, defaults, directory) for s in dealers}
+        ),
+        source_dir=directory,
+        loaded_from=tuple(read),
+    )
+
+
+def _load_preset(
+    directory: Path, preset: str, found: _Collector, read: list[str]
+) -> tuple[str, _Layer | None]:
+    name = _display(directory, PRESETS_DIR, f"{preset}.toml")
+    path = directory / PRESETS_DIR / f"{preset}.toml"
+    if not path.exists():
+        return name, None  # reported against the dealer file that names it
+    data = _read_toml(path, name, found)
+    if data is None:
+        return name, None
+    read.append(name)
+    return name, _validate(_Layer, data, name, found)
