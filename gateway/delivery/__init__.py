@@ -1,0 +1,1 @@
+"""Delivery: the worker pool that relays queued mail, its retry schedule and its DSNs."""
