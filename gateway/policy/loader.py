@@ -365,8 +365,11 @@ def _check_options(layer: _Layer, name: str, defaults: _Layer, found: _Collector
             key = f"checks.{code}.{option}"
             if option not in declared:
                 takes = ", ".join(sorted(declared)) or "no options"
+                hint = _suggest(option, [*declared, "action"])
                 found.add(
-                    name, key, f"unknown option{_suggest(option, declared)}; {code} takes {takes}"
+                    name,
+                    key,
+                    f"unknown option{hint}; {code} takes {takes}",
                 )
                 continue
             problem = _option_mismatch(declared[option], value)
