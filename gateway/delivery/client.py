@@ -131,9 +131,13 @@ def check_address(address: str) -> RcptOutcome | None:
     if not address.isascii():
         return RcptOutcome(OutcomeKind.FAILED, 553, "5.6.7", "non-ASCII address needs SMTPUTF8")
     try:
-        quote_address(address)
+        quoted = quote_address(address)
     except ValueError as exc:
         return RcptOutcome(OutcomeKind.FAILED, 553, "5.1.3", _clean_text(str(exc)))
+    if quoted != f"<{address}>":
+        # aiosmtplib would send a different mailbox than the one queued (it parses
+        # "Name <a@b>" down to a@b); relay exactly what was accepted or nothing.
+        return RcptOutcome(OutcomeKind.FAILED, 553, "5.1.3", "address is not a plain mailbox")
     return None
 
 
