@@ -52,32 +52,22 @@ class PolicyStore:
     def __init__(
         self,
         directory: Path,
-        initial: PolicySet,
+        initial: PolicySet | None = None,
         *,
         on_reload: Callable[[str], None] | None = None,
         loader: Loader = load_policy_set,
     ) -> None:
+        """Hold ``initial``, or load ``directory`` now when it is ``None``.
+
+        Loading here raises ``PolicyError`` if the set does not validate: at start-up
+        there is no last good set to fall back on, so the process must not start.
+        """
         self._directory = directory
-        self._current = initial
+        self._current = loader(directory) if initial is None else initial
         self._on_reload = on_reload
         self._loader = loader
         # Serializes reloads (SIGHUP and the admin API may race); readers never take it.
         self._lock = threading.Lock()
-
-    @classmethod
-    def open(
-        cls,
-        directory: Path,
-        *,
-        on_reload: Callable[[str], None] | None = None,
-        loader: Loader = load_policy_set,
-    ) -> PolicyStore:
-        """Load ``directory`` and return a store holding it.
-
-        Raises ``PolicyError`` if the set does not validate: at start-up there is no last
-        good set to fall back on, so the process must not start.
-        """
-        return cls(directory, loader(directory), on_reload=on_reload, loader=loader)
 
     @property
     def directory(self) -> Path:
