@@ -144,7 +144,7 @@ def _address(value: str) -> str:
         raise ValueError(f"{value!r} is not a plain e-mail address (local@domain)")
     problem = domain_problem(domain.lower())
     if problem:
-        raise ValueError(f"{value!r}: the domain {problem.removeprefix(repr(domain.lower()))}")
+        raise ValueError(f"{value!r}: the domain{problem.removeprefix(repr(domain.lower()))}")
     return value
 
 
