@@ -1,0 +1,58 @@
+"""The checks a submitted message goes through, in one explicit order (pure).
+
+``CHECKS`` is a literal tuple, cheapest and most decisive first; nothing is discovered by
+scanning modules or names. ``run`` has no exception handling on purpose: a check that
+raises must not be skipped ("continue" would let unchecked mail through). Intake runs
+the checks one at a time with ``run_check`` and answers 451, naming the failing check
+with ``check_name``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gateway.message import ParsedMessage
+from gateway.pipeline.base import Check, CheckContext, Finding
+from gateway.pipeline.decide import Verdict, decide
+from gateway.pipeline.headers import from_domain_not_allowed, missing_from, multiple_from
+from gateway.policy.model import DealerPolicy
+
+__all__ = [
+    "CHECKS",
+    "Check",
+    "CheckContext",
+    "Finding",
+    "Verdict",
+    "check_name",
+    "decide",
+    "run",
+    "run_check",
+]
+
+CHECKS: tuple[Check, ...] = (
+    missing_from,
+    multiple_from,
+    from_domain_not_allowed,
+)
+
+
+def run_check(
+    check: Check, msg: ParsedMessage, dealer: DealerPolicy, ctx: CheckContext
+) -> tuple[Finding, ...]:
+    """Run one check to completion (a lazy check raises here, not later)."""
+    return tuple(check(msg, dealer, ctx))
+
+
+def run(
+    msg: ParsedMessage,
+    dealer: DealerPolicy,
+    ctx: CheckContext,
+    checks: Sequence[Check] = CHECKS,
+) -> tuple[Finding, ...]:
+    """Run ``checks`` in order and return every finding."""
+    return tuple(finding for check in checks for finding in run_check(check, msg, dealer, ctx))
+
+
+def check_name(check: Check) -> str:
+    """Return the name to show for ``check`` in logs and 451 replies."""
+    return getattr(check, "__name__", None) or repr(check)

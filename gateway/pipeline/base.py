@@ -1,0 +1,45 @@
+"""The contract every check follows: ``Check``, ``Finding`` and ``CheckContext`` (pure).
+
+A check looks at one parsed message with the dealer's policy and the context intake
+gathered, and yields findings. It never chooses an SMTP reply, never changes the message
+and keeps no state: ``decide()`` alone turns findings into an action.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+
+from gateway.message import ParsedMessage
+from gateway.policy.model import DealerPolicy
+from gateway.types import Envelope
+
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """Something a check noticed.
+
+    ``code`` is a key of ``gateway.findings.CATALOGUE``; ``detail`` is a sentence for the
+    dealer naming the specifics; ``recipient`` is set when the finding concerns one
+    recipient only; ``data`` carries machine-readable specifics for logs and the API.
+    """
+
+    code: str
+    detail: str
+    recipient: str | None = None
+    data: Mapping[str, str] = field(default=_EMPTY)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckContext:
+    """What a check may know beyond the message and the policy, fetched before the run."""
+
+    envelope: Envelope
+    now: datetime
+
+
+Check = Callable[[ParsedMessage, DealerPolicy, CheckContext], Iterable[Finding]]

@@ -1,0 +1,104 @@
+"""Turn findings into one verdict using the dealer's policy (pure).
+
+This is the only place where actions are chosen (checks detect, ``decide`` decides). Each
+finding's action comes from the dealer's rule for its code. A finding about one
+recipient drops that recipient when its action is hold, tempfail or reject, and the rest
+of the message goes on; when every recipient is dropped, the strictest of their actions
+becomes the message's. Otherwise the strictest message-level action wins (``Action`` is
+ordered from mildest to strictest).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from gateway.findings import CATALOGUE
+from gateway.pipeline.base import Finding
+from gateway.policy.model import DealerPolicy
+from gateway.types import Action, Reply
+
+# RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets including the code and CRLF.
+_MAX_TEXT = 400
+_DROPS = (Action.HOLD, Action.TEMPFAIL, Action.REJECT)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What to do with a message, and why.
+
+    ``reply`` is set for reject and tempfail only; for the other actions intake answers
+    250 once the message is stored. ``dropped`` maps each recipient taken out of the
+    message to the finding that removed it.
+    """
+
+    action: Action
+    reply: Reply | None
+    findings: tuple[Finding, ...]
+    dropped: Mapping[str, Finding]
+    tags: tuple[str, ...]
+
+
+def _action(finding: Finding, dealer: DealerPolicy) -> Action:
+    rule = dealer.checks.get(finding.code)
+    if rule is not None:
+        return rule.action
+    # The loader gives every catalogued code a rule; this covers a policy built in code.
+    return CATALOGUE[finding.code].default_action
+
+
+def _sentence(text: str) -> str:
+    # RFC 5321 §4.2: reply text is printable US-ASCII on one line.
+    clean = "".join(ch if " " <= ch <= "~" else "?" for ch in text)
+    return clean if len(clean) <= _MAX_TEXT else clean[: _MAX_TEXT - 3] + "..."
+
+
+def _reply(action: Action, finding: Finding) -> Reply | None:
+    kind = CATALOGUE.get(finding.code)
+    summary = kind.summary if kind is not None else finding.code
+    if action is Action.REJECT:
+        advice = f" {kind.advice[:1].upper()}{kind.advice[1:]}." if kind is not None else ""
+        text = f"Message refused ({finding.code}): {summary}: {finding.detail}.{advice}"
+        code, enhanced = (kind.reject_code, kind.reject_enhanced) if kind else (550, "5.7.1")
+        return Reply(code, enhanced, _sentence(text))
+    if action is Action.TEMPFAIL:
+        text = f"Message deferred ({finding.code}): {summary}: {finding.detail}. Try again later"
+        return Reply(451, "4.7.1", _sentence(text))
+    return None
+
+
+def decide(findings: Sequence[Finding], dealer: DealerPolicy, recipients: Sequence[str]) -> Verdict:
+    """Choose the action for a message from its findings and the dealer's rules."""
+    message_action = Action.ACCEPT
+    message_finding: Finding | None = None
+    dropped: dict[str, tuple[Action, Finding]] = {}
+    by_folded = {rcpt.lower(): rcpt for rcpt in recipients}
+    tags: dict[str, None] = {}
+    for finding in findings:
+        action = _action(finding, dealer)
+        if action is Action.TAG:
+            tags[finding.code] = None
+        if finding.recipient is not None and action in _DROPS:
+            rcpt = by_folded.get(finding.recipient.lower(), finding.recipient)
+            previous = dropped.get(rcpt)
+            if previous is None or action > previous[0]:
+                dropped[rcpt] = (action, finding)
+            continue
+        # The first finding with the strictest action names the reason.
+        if message_finding is None or action > message_action:
+            message_action, message_finding = action, finding
+
+    if recipients and all(rcpt in dropped for rcpt in recipients):
+        for action, finding in dropped.values():
+            if message_finding is None or action > message_action:
+                message_action, message_finding = action, finding
+
+    reply = _reply(message_action, message_finding) if message_finding is not None else None
+    return Verdict(
+        action=message_action,
+        reply=reply,
+        findings=tuple(findings),
+        dropped=MappingProxyType({rcpt: finding for rcpt, (_, finding) in dropped.items()}),
+        tags=tuple(tags),
+    )
