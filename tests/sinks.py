@@ -69,7 +69,7 @@ class SinkHandler:
             await asyncio.sleep(self.delay)
         if self.drop_data > 0:
             self.drop_data -= 1
-            assert server.transport is not None
+            assert isinstance(server.transport, asyncio.Transport)
             server.transport.abort()
             return "250 OK (never seen)"
         if self.data_replies:
@@ -127,7 +127,7 @@ class Sink:
         if self._server is not None:
             self._server.close()
             for proto in self._protocols:
-                if proto.transport is not None:
+                if isinstance(proto.transport, asyncio.Transport):
                     proto.transport.abort()
             self._protocols.clear()
             await self._server.wait_closed()

@@ -86,7 +86,9 @@ def test_clock_step_back_does_not_starve_retries() -> None:
 
 
 def test_from_settings() -> None:
-    s = DeliverySettings(first_retry="1m", max_retry_interval="10m", backoff_factor=3, max_age="1d")
+    s = DeliverySettings.model_validate(
+        {"first_retry": "1m", "max_retry_interval": "10m", "backoff_factor": 3, "max_age": "1d"}
+    )
     assert RetryPolicy.from_settings(s) == RetryPolicy(
         timedelta(minutes=1), timedelta(minutes=10), 3.0, timedelta(days=1)
     )

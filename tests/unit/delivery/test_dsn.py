@@ -66,6 +66,28 @@ def parse(raw: bytes) -> Message:
     return email.message_from_bytes(raw, policy=email.policy.compat32)
 
 
+def part(msg: Message, index: int) -> Message:
+    parts = msg.get_payload()
+    assert isinstance(parts, list)
+    found = parts[index]
+    assert isinstance(found, Message)
+    return found
+
+
+def decoded(msg: Message) -> bytes:
+    payload = msg.get_payload(decode=True)
+    assert isinstance(payload, bytes)
+    return payload
+
+
+def status_blocks(raw: bytes) -> tuple[Message, Message]:
+    blocks = part(parse(raw), 1).get_payload()
+    assert isinstance(blocks, list) and len(blocks) == 2
+    per_message, per_rcpt = blocks
+    assert isinstance(per_message, Message) and isinstance(per_rcpt, Message)
+    return per_message, per_rcpt
+
+
 def test_structure_is_rfc3464_multipart_report() -> None:
     msg = parse(build())
     assert msg.get_content_type() == "multipart/report"
@@ -73,9 +95,7 @@ def test_structure_is_rfc3464_multipart_report() -> None:
     assert msg["Auto-Submitted"] == "auto-replied"
     assert msg["To"] == "<bounces@dealer.example>"
     assert msg["Message-ID"] == "<m1.dsn@gw.example.net>"
-    parts = msg.get_payload()
-    assert isinstance(parts, list)
-    assert [p.get_content_type() for p in parts] == [
+    assert [part(msg, i).get_content_type() for i in range(3)] == [
         "text/plain",
         "message/delivery-status",
         "text/rfc822-headers",
@@ -83,18 +103,14 @@ def test_structure_is_rfc3464_multipart_report() -> None:
 
 
 def test_human_part_names_recipient_reason_and_advice() -> None:
-    human = parse(build()).get_payload(0)
-    text = human.get_payload(decode=True).decode()
+    text = decoded(part(parse(build()), 0)).decode()
     assert "jane@customer.example" in text
     assert "550 5.1.1 no such user" in text
     assert "What you can do" in text
 
 
 def test_delivery_status_fields() -> None:
-    status_part = parse(build()).get_payload(1)
-    blocks = status_part.get_payload()
-    assert isinstance(blocks, list) and len(blocks) == 2
-    per_message, per_rcpt = blocks
+    per_message, per_rcpt = status_blocks(build())
     assert per_message["Reporting-MTA"] == "dns; gw.example.net"
     assert per_message["Arrival-Date"] == "Mon, 05 Jan 2026 09:00:00 +0000"
     assert per_rcpt["Final-Recipient"] == "rfc822; jane@customer.example"
@@ -107,7 +123,7 @@ def test_delivery_status_fields() -> None:
 def test_headers_part_has_headers_only() -> None:
     raw = build()
     assert b"SECRET-BODY-MARKER" not in raw
-    headers = parse(raw).get_payload(2).get_payload(decode=True)
+    headers = decoded(part(parse(raw), 2))
     assert b"Subject: Your service appointment" in headers
     assert b"Message-ID: <abc@dealer.example>" in headers
 
@@ -132,14 +148,14 @@ def test_crlf_and_line_length() -> None:
 def test_awkward_originals_stay_7bit_and_parse(data: bytes) -> None:
     raw = build(queued(data=data))
     assert raw.isascii()
-    headers = parse(raw).get_payload(2).get_payload(decode=True)
+    headers = decoded(part(parse(raw), 2))
     assert b"Subject: Your service appointment" in headers
     assert b"SECRET-BODY-MARKER" not in headers
 
 
 def test_non_5xx_status_is_reported_as_permanent() -> None:
     expired = RcptOutcome(OutcomeKind.FAILED, 451, "4.4.1", "no answer")
-    per_rcpt = parse(build(outcome=expired)).get_payload(1).get_payload()[1]
+    _, per_rcpt = status_blocks(build(outcome=expired))
     assert per_rcpt["Status"] == "5.0.0"
 
 
