@@ -242,7 +242,12 @@ class Intake:
         if not message.has_date:
             added.append(("Date", format_datetime(env.received_at)))
         data = rewrite.prepend_headers(data, added)
-        data, _changed = rewrite.fold_long_lines(data)
+        try:
+            # RFC 5321 §4.5.3.1.6: lines over 998 octets are folded (headers) or their part
+            # re-encoded as quoted-printable (bodies); meaning is kept, nothing truncated.
+            data, _changed = rewrite.fold_long_lines(data, limits=self._limits)
+        except rewrite.LineTooLong:
+            return None
         return data
 
     def _received(self, env: Envelope, submission_id: str) -> str:

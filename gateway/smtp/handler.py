@@ -97,11 +97,11 @@ class SubmissionHandler:
             try:
                 blob = b64decode(args[1].encode(), validate=True)
             except (binascii.Error, ValueError):
-                await server.push(replies.Reply(501, "5.5.2", "Cannot decode base64").line())
+                await server.push(Reply(501, "5.5.2", "Cannot decode base64").line())
                 return AuthResult(success=False, handled=True)
         parts = blob.split(b"\0")
         if len(parts) != 3:
-            await server.push(replies.Reply(501, "5.5.2", "Cannot split auth value").line())
+            await server.push(Reply(501, "5.5.2", "Cannot split auth value").line())
             return AuthResult(success=False, handled=True)
         return await self._login(server, parts[1], parts[2])
 
@@ -115,7 +115,7 @@ class SubmissionHandler:
             try:
                 login = b64decode(args[1].encode(), validate=True)
             except (binascii.Error, ValueError):
-                await server.push(replies.Reply(501, "5.5.2", "Cannot decode base64").line())
+                await server.push(Reply(501, "5.5.2", "Cannot decode base64").line())
                 return AuthResult(success=False, handled=True)
         password = await server.challenge_auth(SMTP.AuthLoginPasswordChallenge)
         if not isinstance(password, bytes):
@@ -124,6 +124,7 @@ class SubmissionHandler:
 
     async def _login(self, server: SMTP, login: bytes, password: bytes) -> AuthResult:
         session = server.session
+        assert session is not None
         ip = peer_ip(session)
         username = login.decode("utf-8", errors="replace")
         outcome = await self._auth.login(username, password, ip)

@@ -21,6 +21,7 @@ from aiosmtpd.smtp import SMTP
 from gateway.metrics import Metrics
 from gateway.smtp import replies
 from gateway.smtp.handler import SubmissionHandler, peer_ip
+from gateway.types import Reply
 
 log = logging.getLogger("gateway.smtp")
 
@@ -35,7 +36,7 @@ class Sessions:
         self.per_ip: Counter[str] = Counter()
         self.closing = False
 
-    def admit(self, ip: str) -> replies.Reply | None:
+    def admit(self, ip: str) -> Reply | None:
         """Return the refusal for a new connection from ``ip``, or ``None`` to admit it."""
         if self.closing:
             return replies.SHUTTING_DOWN
@@ -46,7 +47,7 @@ class Sessions:
         return None
 
 
-class GatewaySMTP(SMTP):  # type: ignore[misc]
+class GatewaySMTP(SMTP):
     """aiosmtpd's server protocol with caps, deadlines and enhanced reply codes."""
 
     def __init__(
@@ -75,7 +76,7 @@ class GatewaySMTP(SMTP):  # type: ignore[misc]
     async def push(self, status: AnyStr) -> None:
         """Send a reply, giving aiosmtpd's own fixed replies enhanced codes."""
         if isinstance(status, str):
-            status = replies.rewrite_builtin(status)  # type: ignore[assignment]
+            status = replies.rewrite_builtin(status)
         await super().push(status)
 
     async def _handle_client(self) -> None:
@@ -112,7 +113,7 @@ class GatewaySMTP(SMTP):  # type: ignore[misc]
             self.in_data = False
             self._reset_timeout()
 
-    def say_goodbye(self, reply: replies.Reply) -> None:
+    def say_goodbye(self, reply: Reply) -> None:
         """Tell the client why and close (used at shutdown); safe from outside the session."""
         if self.transport is None:
             return
