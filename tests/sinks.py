@@ -126,12 +126,16 @@ class Sink:
         """Stop listening and drop every open session."""
         if self._server is not None:
             self._server.close()
-            for proto in self._protocols:
-                if isinstance(proto.transport, asyncio.Transport):
-                    proto.transport.abort()
-            self._protocols.clear()
+            self.drop_sessions()
             await self._server.wait_closed()
             self._server = None
+
+    def drop_sessions(self) -> None:
+        """Close every open session from the server side but keep listening."""
+        for proto in self._protocols:
+            if isinstance(proto.transport, asyncio.Transport):
+                proto.transport.abort()
+        self._protocols.clear()
 
     @property
     def messages(self) -> list[Received]:

@@ -33,6 +33,7 @@ from gateway.storage.base import Storage
 from gateway.types import (
     DealerId,
     MessageId,
+    MessageState,
     NewMessage,
     OutcomeKind,
     QueuedMessage,
@@ -44,6 +45,9 @@ log = logging.getLogger("gateway.delivery")
 # The worker's own deadline sits a little beyond the client's, so the client normally
 # reports its own timeout (with the stage) and this one is only a backstop.
 _DEADLINE_SLACK = timedelta(seconds=5)
+# A backward step of the wall clock larger than this is treated as a clock correction.
+_CLOCK_STEP = timedelta(minutes=1)
+_RESCUE_BATCH = 10_000
 
 
 def expired_outcome(message: QueuedMessage, last: RcptOutcome) -> RcptOutcome:
@@ -182,14 +186,42 @@ class DeliveryWorker:
 
     async def _feed(self) -> None:
         poll = self._settings.poll_interval.total_seconds()
+        last_now: datetime | None = None
         while not self._stop.is_set():
             self._wake.clear()
+            now = self._clock.now()
+            if last_now is not None and last_now - now > _CLOCK_STEP:
+                await self._rescue_after_clock_step(last_now, now)
+            last_now = now
             idle = self._settings.workers - self._busy - self._queue.qsize()
             if idle > 0:
                 await self._claim(idle)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(poll):
                     await self._wake.wait()
+
+    async def _rescue_after_clock_step(self, before: datetime, now: datetime) -> None:
+        """Bring forward retries that a backward clock step pushed out of reach (F18).
+
+        Retry times were computed on the old clock; after a step back of a day they would
+        wait a day more. Anything due later than ``max_interval`` from the new ``now`` is
+        made due now, which is what the backoff would have allowed at most.
+        """
+        log.warning(
+            "delivery: the clock stepped back from %s to %s; rescheduling deferred mail",
+            before.isoformat(),
+            now.isoformat(),
+        )
+        latest = now + self._policy.max_interval
+        try:
+            queued = await self._storage.list_messages(
+                state=MessageState.QUEUED, limit=_RESCUE_BATCH
+            )
+            for message in queued:
+                if message.next_attempt_at is not None and message.next_attempt_at > latest:
+                    await self._storage.requeue(message.id, now)
+        except StorageError as exc:
+            log.warning("delivery: rescheduling after the clock step failed: %s", exc)
 
     async def _claim(self, limit: int) -> None:
         try:

@@ -221,6 +221,38 @@ async def test_connection_replaced_after_reuse_limit(
     assert sink.connections == 3
 
 
+async def test_connection_closed_by_server_while_idle_is_replaced_silently(
+    storage: SqliteStorage, clock: FakeClock, sink: Sink
+) -> None:
+    h = Harness(storage, clock, smtp_factory(sink.port), SETTINGS.model_copy(update={"workers": 1}))
+    async with h.running():
+        await h.enqueue("m1")
+        await h.wait_state("m1", MessageState.DELIVERED)
+        sink.drop_sessions()
+        await settle(0.05)
+        await h.enqueue("m2")
+        second = await h.wait_state("m2", MessageState.DELIVERED)
+    assert second.attempts == 1  # not deferred because of the dead kept connection
+    assert sink.connections == 2
+
+
+async def test_idle_connection_is_not_reused(
+    storage: SqliteStorage, clock: FakeClock, sink: Sink
+) -> None:
+    settings = SETTINGS.model_copy(
+        update={"workers": 1, "idle_connection_timeout": timedelta(milliseconds=50)}
+    )
+    upstream = UpstreamSettings(host="127.0.0.1", port=sink.port, tls="none")
+    h = Harness(storage, clock, lambda: SmtpUpstream(upstream, settings, "gw.test"), settings)
+    async with h.running():
+        await h.enqueue("m1")
+        await h.wait_state("m1", MessageState.DELIVERED)
+        await settle(0.1)
+        await h.enqueue("m2")
+        await h.wait_state("m2", MessageState.DELIVERED)
+    assert sink.connections == 2
+
+
 # -- temporary and permanent failures --------------------------------------------------
 
 
@@ -341,6 +373,53 @@ async def test_slow_upstream_times_out_and_defers(
         await h.enqueue()
         deferred = await h.wait_deferred("m1")
     assert "4.4.2" in deferred.last_error
+
+
+async def test_421_defers_and_reconnects(
+    storage: SqliteStorage, clock: FakeClock, sink: Sink
+) -> None:
+    sink.handler.rcpt_replies[RCPT] = ["421 4.3.2 shutting down"]
+    h = Harness(storage, clock, smtp_factory(sink.port))
+    async with h.running():
+        await h.enqueue()
+        deferred = await h.wait_deferred("m1")
+        assert deferred.last_error == "421 4.3.2 shutting down"
+        h.retry_now()
+        await h.wait_state("m1", MessageState.DELIVERED)
+    assert sink.connections == 2
+
+
+async def test_garbled_reply_defers_without_desync(
+    storage: SqliteStorage, clock: FakeClock, sink: Sink
+) -> None:
+    # F12: a reply line without a numeric code.
+    sink.handler.data_replies = ["hello there, not a reply"]
+    h = Harness(storage, clock, smtp_factory(sink.port))
+    async with h.running():
+        await h.enqueue()
+        deferred = await h.wait_deferred("m1")
+        assert deferred.last_error.startswith("451 4.5.0")
+        h.retry_now()
+        await h.wait_state("m1", MessageState.DELIVERED)
+    assert len(sink.messages) == 1
+
+
+async def test_clock_step_back_does_not_starve_deferred_mail(
+    storage: SqliteStorage, clock: FakeClock, sink: Sink
+) -> None:
+    # F18: deferred on the old clock, then the clock is corrected back by a day.
+    sink.handler.rcpt_replies[RCPT] = ["450 4.2.0 mailbox busy"]
+    h = Harness(storage, clock, smtp_factory(sink.port))
+    async with h.running():
+        await h.enqueue()
+        await h.wait_deferred("m1")
+        await settle(0.1)  # the feeder has polled at the old time
+        clock.set(clock.now() - timedelta(days=1))
+        h.worker.notify()
+        done = await h.wait_state("m1", MessageState.DELIVERED)
+    # Without the rescue it would have waited a whole day of the new clock.
+    assert done.attempts == 2
+    assert len(sink.messages) == 1
 
 
 async def test_too_old_fails_with_dsn(storage: SqliteStorage, clock: FakeClock, sink: Sink) -> None:
