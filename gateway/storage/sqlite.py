@@ -37,6 +37,7 @@ import hashlib
 import json
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -142,6 +143,23 @@ def _credential(row: Sequence[Any]) -> Credential:
     )
 
 
+def _enable_wal(conn: sqlite3.Connection) -> str:
+    """Switch to WAL (a persistent setting of the file); return the resulting mode.
+
+    The switch needs an exclusive lock, and SQLite answers SQLITE_BUSY at once instead of
+    calling the busy handler when another connection is opening the same new file, so
+    the busy timeout is applied here by hand. This runs on the connection's own thread.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorname", "") != "SQLITE_BUSY" or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _connect(path: str, *, query_only: bool) -> sqlite3.Connection:
     # isolation_level=None: the sqlite3 module must not open transactions behind our back;
     # every write transaction below starts with an explicit BEGIN IMMEDIATE, which takes
@@ -154,8 +172,8 @@ def _connect(path: str, *, query_only: bool) -> sqlite3.Connection:
         if query_only:
             conn.execute("PRAGMA query_only = ON")
         else:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
+            mode = _enable_wal(conn)
+            if mode != "wal":
                 raise StorageError(f"sqlite: {path} refused WAL mode (journal_mode={mode})")
         # Set after journal_mode: FULL in WAL mode means an fsync of the WAL per commit.
         conn.execute("PRAGMA synchronous = FULL")
