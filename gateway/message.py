@@ -236,6 +236,7 @@ def _walk(
     html: list[str] = []
     attachments: list[Attachment] = []
     pending: list[email.message.Message] = [tree]
+    visited: list[email.message.Message] = []
     seen = 0
     while pending:
         part = pending.pop()
@@ -244,7 +245,7 @@ def _walk(
             raise MessageRejected(
                 "too-many-parts", f"the message has more than {limits.max_parts} MIME parts"
             )
-        defects.extend(type(defect).__name__ for defect in part.defects)
+        visited.append(part)
         payload = part.get_payload()
         content_type = _safe(part.get_content_type, "text/plain")
         if part.is_multipart() and isinstance(payload, list):
@@ -259,6 +260,9 @@ def _walk(
             (text if content_type == "text/plain" else html).append(decoded)
             continue
         attachments.append(_attachment(part, content_type, limits, defects))
+    # Decoding adds defects (e.g. InvalidBase64CharactersDefect), so collect them last.
+    for part in visited:
+        defects.extend(type(defect).__name__ for defect in part.defects)
     return tuple(text), tuple(html), tuple(attachments)
 
 

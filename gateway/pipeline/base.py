@@ -31,7 +31,7 @@ class Finding:
     code: str
     detail: str
     recipient: str | None = None
-    data: Mapping[str, str] = field(default=_EMPTY)
+    data: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
 
 
 @dataclass(frozen=True, slots=True)
