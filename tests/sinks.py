@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 
 @dataclass
@@ -91,10 +91,16 @@ class Sink:
     """An aiosmtpd server on 127.0.0.1 (port 0 by default) around a ``SinkHandler``."""
 
     def __init__(
-        self, handler: SinkHandler | None = None, *, tls_context: ssl.SSLContext | None = None
+        self,
+        handler: SinkHandler | None = None,
+        *,
+        tls_context: ssl.SSLContext | None = None,
+        credentials: tuple[str, str] | None = None,
     ) -> None:
         self.handler = handler or SinkHandler()
         self.tls_context = tls_context
+        self.credentials = credentials
+        self.logins: list[str] = []
         self.connections = 0
         self.port = 0
         self._server: asyncio.Server | None = None
@@ -109,9 +115,22 @@ class Sink:
             tls_context=self.tls_context,
             require_starttls=False,
             auth_require_tls=False,
+            authenticator=self._authenticate if self.credentials else None,
         )
         self._protocols.append(proto)
         return proto
+
+    def _authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        ok = (
+            isinstance(data, LoginPassword)
+            and self.credentials is not None
+            and (data.login.decode(), data.password.decode()) == self.credentials
+        )
+        if ok:
+            self.logins.append(data.login.decode())
+        return AuthResult(success=ok)
 
     async def start(self, port: int | None = None) -> Sink:
         """Listen (on ``port``, or the last one used, or a free one) and return self."""

@@ -189,12 +189,14 @@ class SmtpUpstream:
         """The relay's host name, for the ``Remote-MTA`` field of a DSN."""
         return self._settings.host
 
-    def _password(self) -> str | None:
+    async def _password(self) -> str:
         path = self._settings.password_file
         if path is None:
-            return None
-        # Read on every connect so a rotated secret is picked up without a restart.
-        return path.read_text(encoding="utf-8").strip("\r\n")
+            return ""
+        # Read on every connect so a rotated secret is picked up without a restart; in a
+        # thread, because even a small file read can stall on a busy disk.
+        text = await asyncio.to_thread(path.read_text, encoding="utf-8")
+        return text.strip("\r\n")
 
     async def send(self, mail_from: str, rcpt: str, data: bytes) -> RcptOutcome:
         """Relay one message to one recipient and report what the relay said."""
@@ -319,7 +321,7 @@ class SmtpUpstream:
                 # RFC 3207 §4.2: forget what was learnt before TLS and ask again.
                 await self._ehlo(smtp, command)
             if s.username:
-                await smtp.login(s.username, self._password() or "", timeout=command)
+                await smtp.login(s.username, await self._password(), timeout=command)
         except _TlsUnavailable:
             await self._quit_smtp(smtp)
             raise

@@ -491,6 +491,44 @@ async def test_untrusted_certificate_defers(storage: SqliteStorage, clock: FakeC
     assert sink.handler.mail_commands == 0
 
 
+async def test_auth_with_password_file(
+    storage: SqliteStorage, clock: FakeClock, tmp_path: Path
+) -> None:
+    secret = tmp_path / "relay.secret"
+    secret.write_text("s3cret\n")
+    sink = await Sink(credentials=("gateway", "s3cret")).start()
+    try:
+        factory = smtp_factory(sink.port, username="gateway", password_file=str(secret))
+        h = Harness(storage, clock, factory)
+        async with h.running():
+            await h.enqueue()
+            await h.wait_state("m1", MessageState.DELIVERED)
+    finally:
+        await sink.stop()
+    assert sink.logins == ["gateway"]
+    assert len(sink.messages) == 1
+
+
+async def test_wrong_password_defers_instead_of_bouncing(
+    storage: SqliteStorage, clock: FakeClock, tmp_path: Path
+) -> None:
+    secret = tmp_path / "relay.secret"
+    secret.write_text("wrong")
+    sink = await Sink(credentials=("gateway", "s3cret")).start()
+    try:
+        factory = smtp_factory(sink.port, username="gateway", password_file=str(secret))
+        h = Harness(storage, clock, factory)
+        async with h.running():
+            await h.enqueue()
+            deferred = await h.wait_deferred("m1")
+    finally:
+        await sink.stop()
+    # Our credentials are wrong, not the message: never a bounce to the dealer.
+    assert deferred.last_error.startswith("451 4.")
+    assert sink.messages == [] and sink.logins == []
+    assert await storage.get(MessageId("m1.dsn")) is None
+
+
 # -- internal errors, suspension, local delivery --------------------------------------
 
 
