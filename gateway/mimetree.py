@@ -125,19 +125,6 @@ def _classify(entity: _Open, ctype: bytes | None, cte: bytes | None) -> None:
     entity.cte = cte.decode("latin-1").strip().lower() if cte is not None else ""
 
 
-def _delimiter(line: bytes, boundary: bytes) -> int:
-    """0: not this boundary's delimiter; 1: a part delimiter; 2: the close delimiter."""
-    # RFC 2046 §5.1.1: "--" boundary, optional "--", then optional linear white space.
-    if not line.startswith(b"--" + boundary):
-        return 0
-    rest = line[2 + len(boundary) :].rstrip(b" \t\r")
-    if rest == b"":
-        return 1
-    if rest == b"--":
-        return 2
-    return 0
-
-
 def scan(raw: bytes, *, max_depth: int, max_parts: int, max_header_bytes: int) -> Structure:
     """Return the entity spans of ``raw`` or raise ``StructureLimit``.
 
@@ -159,6 +146,8 @@ def scan(raw: bytes, *, max_depth: int, max_parts: int, max_header_bytes: int) -
     in_header = True
 
     while True:
+        # Recomputed once per header section or delimiter, both bounded by max_parts.
+        active = _active(stack)
         if in_header:
             assert current is not None
             # Header mode: line by line until an empty line or a non-header line.
@@ -187,8 +176,8 @@ def scan(raw: bytes, *, max_depth: int, max_parts: int, max_header_bytes: int) -
                     current.has_separator = True
                     pos = end
                     break
-                if content.startswith(b"--") and stack:
-                    hit = _match_delimiter(content, stack)
+                if active and content.startswith(b"--"):
+                    hit = _match_delimiter(content, active)
                     if hit is not None:
                         current.header_end = current.body_start = pos
                         ended_by_delimiter = (hit[0], hit[1], pos)
@@ -248,7 +237,7 @@ def scan(raw: bytes, *, max_depth: int, max_parts: int, max_header_bytes: int) -
 
         # Body mode: jump from one "--" at the start of a line to the next.
         hit_at: tuple[int, int, int] | None = None
-        if any(not entry.closed_multipart and entry.boundary for _, entry in stack):
+        if active:
             search = pos  # always the start of a line
             while search < size:
                 if raw.startswith(b"--", search):
@@ -260,7 +249,7 @@ def scan(raw: bytes, *, max_depth: int, max_parts: int, max_header_bytes: int) -
                     line_start = at + 1
                 nl = raw.find(b"\n", line_start)
                 line_end = size if nl < 0 else nl + 1
-                hit = _match_delimiter(raw[line_start:line_end].rstrip(b"\r\n"), stack)
+                hit = _match_delimiter(raw[line_start:line_end].rstrip(b"\r\n"), active)
                 if hit is not None:
                     hit_at = (hit[0], hit[1], line_start)
                     break
@@ -299,17 +288,31 @@ def _check_limits(depth: int, parts: int, max_depth: int, max_parts: int) -> Non
         raise StructureLimit("too-many-parts", f"the message has more than {max_parts} MIME parts")
 
 
-def _match_delimiter(content: bytes, stack: list[tuple[int, _Open]]) -> tuple[int, int] | None:
-    # The innermost open multipart wins; an outer boundary also ends inner parts, which is
-    # how the stdlib parser recovers from a missing close delimiter.
-    for index in range(len(stack) - 1, -1, -1):
-        entry = stack[index][1]
-        if entry.boundary is None or entry.closed_multipart:
-            continue
-        kind = _delimiter(content, entry.boundary)
-        if kind:
-            return index, kind
-    return None
+def _active(stack: list[tuple[int, _Open]]) -> dict[bytes, int]:
+    """Map each boundary still open to the stack index of the innermost multipart using it."""
+    return {
+        entry.boundary: index
+        for index, (_, entry) in enumerate(stack)
+        if entry.boundary is not None and not entry.closed_multipart
+    }
+
+
+def _match_delimiter(content: bytes, active: dict[bytes, int]) -> tuple[int, int] | None:
+    """Return (stack index, 1 for a part delimiter or 2 for the close delimiter) or None.
+
+    One dictionary lookup per line, whatever the depth. The innermost open multipart wins;
+    an outer boundary also ends inner parts, which is how the stdlib parser recovers from
+    a missing close delimiter.
+    """
+    if not content.startswith(b"--"):
+        return None
+    # RFC 2046 §5.1.1: "--" boundary, optional "--", then optional linear white space.
+    rest = content[2:].rstrip(b" \t\r")
+    part = active.get(rest, -1)
+    close = active.get(rest[:-2], -1) if rest.endswith(b"--") else -1
+    if part < 0 and close < 0:
+        return None
+    return (part, 1) if part > close else (close, 2)
 
 
 def _before_break(raw: bytes, line_start: int, floor: int) -> int:

@@ -273,3 +273,28 @@ def test_qp_reencoding_round_trips(payload: bytes, limit: int) -> None:
     assert changed
     assert max_line(out) <= limit
     assert email.message_from_bytes(out).get_payload(decode=True) == body
+
+
+PIECES = st.sampled_from(
+    [
+        b"\r\n", b"--b", b"--b--", b"--c", b"Content-Type: multipart/mixed; boundary=b",
+        b"Content-Type: multipart/mixed; boundary=c", b"Content-Type: message/rfc822",
+        b"Content-Transfer-Encoding: base64", b"Content-Transfer-Encoding: quoted-printable",
+        b"Subject:", b" ", b"x" * 400, b"=3D", b"\xff", b"From: a@b.test",
+    ]
+)  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(PIECES, max_size=60))
+def test_fold_long_lines_fixes_or_refuses(pieces: list[bytes]) -> None:
+    raw, _ = normalize_line_endings(b"".join(pieces))
+    limits = ParseLimits(max_header_bytes=100_000, max_mime_depth=10, max_parts=100)
+    try:
+        out, changed = fold_long_lines(raw, 300, limits=limits)
+    except LineTooLong:
+        return
+    assert max_line(out) <= 300
+    assert changed == (out != raw)
+    assert not has_bare_line_endings(out)
+    parse(out, limits)
