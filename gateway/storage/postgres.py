@@ -354,6 +354,14 @@ class PostgresStorage:
         )
         return updated == 1
 
+    async def release_owned(self, node: str) -> int:
+        """Drop every lease ``node`` holds (it restarted); return how many were dropped."""
+        return await self._execute(
+            "UPDATE messages SET lease_owner = NULL, lease_until = NULL"
+            " WHERE lease_owner = $1 AND state = 'queued'",
+            node,
+        )
+
     async def hold(self, message_id: MessageId, note: str, now: datetime) -> bool:
         """Move a ``QUEUED`` message to ``HELD``; a lease on it is revoked (fenced off)."""
         updated = await self._execute(

@@ -272,6 +272,18 @@ async def test_release_makes_message_claimable_without_counting_an_attempt(
     assert again.attempts == 0
 
 
+async def test_release_owned_frees_every_lease_of_a_restarted_node(store: Storage) -> None:
+    await store.enqueue([msg(f"m{i}", at=T0 + timedelta(seconds=i)) for i in range(4)])
+    now = T0 + timedelta(minutes=1)
+    await store.claim("node-a", 2, now, LEASE)
+    await store.claim("node-b", 1, now, LEASE)
+    assert await store.release_owned("node-a") == 2
+    assert await store.release_owned("node-a") == 0
+    # node-b keeps its lease: only the free messages are handed out again.
+    assert ids(await store.claim("node-c", 10, now, LEASE)) == ["m0", "m1", "m3"]
+    assert await store.complete(MessageId("m2"), "node-b", DELIVERED, now) is True
+
+
 async def test_defer_schedules_the_next_attempt(store: Storage) -> None:
     await store.enqueue([msg("m1")])
     await store.claim("node-a", 1, T0, LEASE)
@@ -603,7 +615,6 @@ async def test_commits_are_synchronous(backend: Backend) -> None:
         from gateway.storage.postgres import PostgresStorage
 
         # Even a database whose default is asynchronous commit gets synchronous ones.
-        await backend.execute("SELECT 1")
         database = backend.url.rsplit("/", 1)[-1]  # type: ignore[attr-defined]
         await backend.execute(f'ALTER DATABASE "{database}" SET synchronous_commit = off')
         store = await backend.open()
@@ -621,3 +632,67 @@ async def test_many_small_concurrent_enqueues_all_land(store: Storage, batch_siz
     batches = [[msg(f"m{next(counter)}") for _ in range(batch_size)] for _ in range(40)]
     await asyncio.gather(*(store.enqueue(b) for b in batches))
     assert (await store.stats()).count(MessageState.QUEUED) == 40 * batch_size
+
+
+class _Proxy:
+    """A TCP relay to the database that a test can cut, as a network failure would."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self._writers += [writer, up_writer]
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while chunk := await src.read(65536):
+                    dst.write(chunk)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async def cut(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.transport.abort()
+        self._writers.clear()
+        await self._server.wait_closed()
+
+
+async def test_lost_database_raises_storage_unavailable_then_recovers(backend: Backend) -> None:
+    if backend.name != "postgres":
+        pytest.skip("only PostgreSQL has a network connection to lose")
+    from urllib.parse import urlsplit, urlunsplit
+
+    from gateway.storage.postgres import PostgresStorage
+
+    parts = urlsplit(backend.url)  # type: ignore[attr-defined]
+    proxy = _Proxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    await proxy.start()
+    netloc = f"{parts.username}@127.0.0.1:{proxy.port}"
+    store = await PostgresStorage.open(urlunsplit(parts._replace(netloc=netloc)))
+    try:
+        await store.enqueue([msg("m1")])
+        await proxy.cut()
+        with pytest.raises(StorageUnavailable):
+            await store.get(MessageId("m1"))
+        with pytest.raises(StorageUnavailable):
+            await store.enqueue([msg("m2")])
+        await proxy.start()  # the same port: the database is back
+        assert await store.get(MessageId("m1")) is not None
+    finally:
+        await store.close()
+        await proxy.cut()
