@@ -23,9 +23,9 @@ Group commit: while the writer is busy (usually in fsync), newly arriving ``enqu
 batches wait in a list; the next write transaction takes all of them, each inside its own
 ``SAVEPOINT``, and commits once. A batch that violates a constraint is rolled back to its
 savepoint and only its caller gets the error; everyone else returns after the one commit
-that contains their rows. With 20 concurrent enqueuers this gave about five times the
-throughput of one commit per call (and a tenth of the median latency); a lone enqueuer
-sees no difference.
+that contains their rows. With 20 concurrent enqueuers of 20 kB messages this gave three
+to seven times the throughput of one commit per call, at a quarter or less of the median
+latency; a lone enqueuer sees no difference.
 
 Times are stored as integer microseconds since the Unix epoch (UTC) and come back as
 timezone-aware UTC ``datetime``s.
