@@ -1,4 +1,4 @@
-"""Envelope address rules for the submission listener (pure).
+r"""Envelope address rules for the submission listener (pure).
 
 aiosmtpd 1.4.6 hands the handler addresses it has already unquoted: ``<"x\\rRSET"@d>``
 arrives as ``x\\rRSET@d``, NUL passes, source routes are stripped and ``"a@b"`` with no

@@ -26,7 +26,7 @@ from gateway.delivery.client import make_upstream
 from gateway.delivery.worker import DeliveryWorker
 from gateway.errors import StorageError
 from gateway.intake import Intake
-from gateway.keys import load_or_create_key
+from gateway.keys import load_or_create_key, load_or_create_node_id
 from gateway.metrics import Metrics
 from gateway.policy.store import PolicyStore
 from gateway.settings import Settings, parse_hostport
@@ -63,6 +63,7 @@ class Gateway:
     guard: SpoolGuard
     http: _HttpServer
     http_socket: socket.socket
+    node: str
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -95,6 +96,9 @@ class Gateway:
             on_reload=lambda result: metrics.policy_reloads.labels(result).inc(),
         )
         storage = await open_storage(settings.storage_url)
+        node = settings.server.node_id or load_or_create_node_id(
+            settings.node_id_file, socket.gethostname()
+        )
         refs = RefCodec(load_or_create_key(settings.ref_key_file))
         guard = SpoolGuard(
             storage,
@@ -111,7 +115,7 @@ class Gateway:
             upstream_factory=lambda: make_upstream(settings),
             clock=clock,
             settings=settings.delivery,
-            node=settings.node_id,
+            node=node,
             metrics=metrics,
             hostname=settings.server.hostname,
         )
@@ -205,10 +209,16 @@ class Gateway:
             guard=guard,
             http=http,
             http_socket=http_socket,
+            node=node,
         )
 
     async def start(self) -> None:
         """Bind the listeners and start delivery and housekeeping in the background."""
+        # A node that restarts after a crash held leases that no process is working on
+        # now: give them back at once instead of waiting for them to expire.
+        released = await self.storage.release_owned(self.node)
+        if released:
+            log.warning("released %d leases this node held before it restarted", released)
         await self.guard.refresh()
         await self.submission.start()
         self._tasks = [

@@ -107,8 +107,12 @@ def cmd_credentials(args: argparse.Namespace) -> int:
                     print("passwords must have at least 12 characters", file=sys.stderr)
                     return EXIT_USAGE
                 await storage.set_credential(
-                    Credential(args.username, DealerId(args.dealer), hash_password(password),
-                               datetime.now(UTC))  # fmt: skip
+                    Credential(
+                        args.username,
+                        DealerId(args.dealer),
+                        hash_password(password),
+                        datetime.now(UTC),
+                    )
                 )
                 print(f"credential set: {args.username} -> {args.dealer}")
                 if generated:
@@ -172,7 +176,7 @@ def cmd_send_test(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         try:
-            errors, reply = await aiosmtplib.send(
+            _errors, reply = await aiosmtplib.send(
                 msg, hostname=host, port=port, start_tls=True, tls_context=context,
                 username=args.user, password=password, timeout=30,
             )  # fmt: skip

@@ -58,4 +58,3 @@ CATALOGUE: dict[str, FindingKind] = {
 def kind_of(code: str) -> FindingKind:
     """Return the catalogue entry for ``code`` (``KeyError`` for an unknown code)."""
     return CATALOGUE[code]
-

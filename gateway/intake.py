@@ -25,7 +25,7 @@ from email.utils import format_datetime
 from gateway import rewrite
 from gateway.clock import Clock
 from gateway.errors import SigningError, StorageError
-from gateway.message import MessageRejected, ParseLimits, ParsedMessage, parse
+from gateway.message import MessageRejected, ParsedMessage, ParseLimits, parse
 from gateway.metrics import Metrics
 from gateway.pipeline import CHECKS, check_name
 from gateway.pipeline.base import CheckContext, Finding
@@ -116,9 +116,7 @@ class Intake:
         budget = self._settings.check_time_budget.total_seconds()
         try:
             async with asyncio.timeout(budget):
-                prepared = await asyncio.to_thread(
-                    self._prepare, env, raw, dealer, submission_id
-                )
+                prepared = await asyncio.to_thread(self._prepare, env, raw, dealer, submission_id)
         except TimeoutError:
             self._metrics.errors.labels("checks-timeout").inc()
             log.error("checks exceeded %.1fs dealer=%s submission=%s",
@@ -200,7 +198,9 @@ class Intake:
         built: list[NewMessage] = []
         for n, rcpt in enumerate(recipients, start=1):
             message_id = message_id_for(submission_id, n)
-            per_rcpt = [("X-Mailgate-Ref", self._refs.header_value(message_id, dealer.dealer_id, rcpt))]
+            per_rcpt = [
+                ("X-Mailgate-Ref", self._refs.header_value(message_id, dealer.dealer_id, rcpt))
+            ]
             if verdict.tags:
                 per_rcpt.append(("X-Mailgate-Findings", ", ".join(verdict.tags)))
             data = self._signer.sign(rewrite.prepend_headers(base, per_rcpt), dealer)
@@ -259,5 +259,3 @@ class Intake:
             f"from {helo or 'unknown'} ([{env.peer}]) by {self._hostname} (Mailgate) "
             f"with {protocol} id {submission_id}; {format_datetime(when)}"
         )
-
-

@@ -246,7 +246,8 @@ def _walk(
                 "too-many-parts", f"the message has more than {limits.max_parts} MIME parts"
             )
         visited.append(part)
-        payload = part.get_payload()
+        # get_payload() itself can raise on junk parameters (e.g. a NUL in the charset).
+        payload = _safe(part.get_payload, None)
         content_type = _safe(part.get_content_type, "text/plain")
         if part.is_multipart() and isinstance(payload, list):
             if content_type == "message/rfc822":

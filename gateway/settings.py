@@ -81,7 +81,7 @@ class ServerSettings(_Section):
     hostname: str = Field(default_factory=socket.getfqdn)
     data_dir: Path = Path("var")
     policies_dir: Path = Path("policies")
-    node_id: str = ""  # empty: hostname plus process id, unique per process
+    node_id: str = ""  # empty: generated once into data_dir/node-id (stable across restarts)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     ref_key_file: Path | None = None  # HMAC key for X-Mailgate-Ref; default data_dir/ref.key
 
@@ -191,9 +191,9 @@ class Settings(_Section):
         return self.server.ref_key_file or self.server.data_dir / "ref.key"
 
     @property
-    def node_id(self) -> str:
-        """This process's identity in leases."""
-        return self.server.node_id or f"{socket.gethostname()}:{os.getpid()}"
+    def node_id_file(self) -> Path:
+        """Where the node id is kept when ``server.node_id`` is not set."""
+        return self.server.data_dir / "node-id"
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
@@ -224,9 +224,7 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def load_settings(
-    path: Path | None = None, environ: Mapping[str, str] | None = None
-) -> Settings:
+def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Load settings from ``path`` (may be ``None`` or missing) plus the environment.
 
     Raises ``ConfigError`` naming the file, key and problem for anything invalid.

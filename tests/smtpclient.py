@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import ssl
 from dataclasses import dataclass
 
@@ -108,7 +109,5 @@ class RawSmtp:
         except (ConnectionError, OSError, TimeoutError):
             pass
         self.writer.close()
-        try:
+        with contextlib.suppress(ConnectionError, OSError, TimeoutError, ssl.SSLError):
             await asyncio.wait_for(self.writer.wait_closed(), 2)
-        except (ConnectionError, OSError, TimeoutError, ssl.SSLError):
-            pass

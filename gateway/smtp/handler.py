@@ -14,7 +14,8 @@ import logging
 from base64 import b64decode
 from dataclasses import dataclass
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope as SmtpEnvelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Session
+from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
 from gateway import addresses
 from gateway.addresses import AddressProblem

@@ -17,9 +17,7 @@ from gateway.types import Reply
 TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections; try again later")
 TOO_MANY_FROM_IP = Reply(421, "4.7.0", "Too many connections from your address; try again later")
 SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down; try again shortly")
-TOO_MANY_MESSAGES = Reply(
-    421, "4.7.0", "Too many messages on one connection; please reconnect"
-)
+TOO_MANY_MESSAGES = Reply(421, "4.7.0", "Too many messages on one connection; please reconnect")
 TOO_MANY_AUTH_FAILURES = Reply(
     421, "4.7.0", "Too many failed logins from your address; try again later"
 )

@@ -10,6 +10,7 @@ of live sessions so SIGTERM can let DATA finish and tell the others ``421 4.3.2`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 from collections import Counter
@@ -117,10 +118,8 @@ class GatewaySMTP(SMTP):
         """Tell the client why and close (used at shutdown); safe from outside the session."""
         if self.transport is None:
             return
-        try:
+        with contextlib.suppress(RuntimeError, OSError):
             self._writer.write(reply.line().encode("ascii") + b"\r\n")
-        except (RuntimeError, OSError):
-            pass
         self.transport.close()
 
 
@@ -170,9 +169,17 @@ class SubmissionServer:
                 timeout=idle_timeout,
                 # RFC 5321 leaves floods to the server; these caps stop NOOP/RSET/VRFY loops
                 # (reliability A13) while leaving room for long CRM sessions.
-                command_call_limit={"NOOP": 100, "RSET": 1000, "VRFY": 20, "HELP": 20,
-                                    "EHLO": 20, "HELO": 20, "AUTH": 10, "STARTTLS": 5,
-                                    "*": 100_000},  # fmt: skip
+                command_call_limit={
+                    "NOOP": 100,
+                    "RSET": 1000,
+                    "VRFY": 20,
+                    "HELP": 20,
+                    "EHLO": 20,
+                    "HELO": 20,
+                    "AUTH": 10,
+                    "STARTTLS": 5,
+                    "*": 100_000,
+                },
             )
 
         self._factory: Callable[[], GatewaySMTP] = factory
@@ -188,8 +195,10 @@ class SubmissionServer:
         log.info("submission listener on %s:%d", self.host, self.port)
 
     async def stop(self, grace: float) -> None:
-        """Stop accepting, let sessions in DATA finish for up to ``grace`` seconds, then
-        answer every remaining session ``421 4.3.2`` and close it."""
+        """Stop accepting; let DATA finish, then answer the rest ``421 4.3.2``.
+
+        Sessions in DATA get up to ``grace`` seconds; every other session is told at once.
+        """
         self._sessions.closing = True
         if self._server is not None:
             self._server.close()

@@ -97,6 +97,10 @@ class Storage(Protocol):
         """Drop the lease without counting an attempt (shutdown, dealer suspended)."""
         ...
 
+    async def release_owned(self, node: str) -> int:
+        """Drop every lease ``node`` holds (it restarted; nothing of it is in flight)."""
+        ...
+
     async def hold(self, message_id: MessageId, note: str, now: datetime) -> bool:
         """Move a ``QUEUED`` message to ``HELD`` with an operator-facing note."""
         ...

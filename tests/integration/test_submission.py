@@ -37,7 +37,7 @@ EIGHT_BIT = message(body="Bonjour Zoë, votre essai routier est prêt. Ça roule
 MULTIPART = (
     b"From: sales@example-motors.test\r\nTo: customer@example.org\r\nSubject: Offer\r\n"
     b"Date: Mon, 05 Jan 2026 09:00:00 +0000\r\nMessage-ID: <m2@example-motors.test>\r\n"
-    b"MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=\"b1\"\r\n\r\n"
+    b'MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary="b1"\r\n\r\n'
     b"--b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHello\r\n"
     b"--b1\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>Hello</p>\r\n"
     b".leading dot line\r\n--b1--\r\n"
@@ -77,7 +77,8 @@ async def test_lf_only_message_is_normalised_to_crlf(harness: Harness) -> None:
 async def test_bcc_is_stripped_and_missing_ids_added(harness: Harness) -> None:
     data = (
         b"From: sales@example-motors.test\r\nTo: customer@example.org\r\n"
-        b"Bcc: boss@example-motors.test,\r\n secret@example-motors.test\r\nSubject: Hi\r\n\r\nBody\r\n"
+        b"Bcc: boss@example-motors.test,\r\n secret@example-motors.test\r\n"
+        b"Subject: Hi\r\n\r\nBody\r\n"
     )
     assert (await submit(harness, data)).startswith("250 ")
     await harness.wait_delivered(1)

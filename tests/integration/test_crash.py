@@ -1,0 +1,222 @@
+"""The gateway as a real process, killed with SIGKILL at the worst moments (F1, F2, F23)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.contract.conftest import PostgresBackend, _postgres_backend
+from tests.integration.conftest import PASSWORD, dot_stuff, message, policies_dir
+from tests.procs import GatewayProcess, free_port, write_config
+from tests.sinks import Sink
+from tests.smtpclient import RawSmtp
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def node_config(
+    tmp_path: Path, name: str, sink_port: int, storage_url: str, **delivery: Any
+) -> GatewayProcess:
+    port = free_port()
+    data_dir = tmp_path / name
+    data_dir.mkdir(parents=True, exist_ok=True)
+    policies = tmp_path / "policies"
+    if not policies.exists():
+        policies_dir(tmp_path)
+    config = write_config(
+        data_dir / "mailgate.toml",
+        {
+            "server": {
+                "hostname": f"{name}.test",
+                "data_dir": str(data_dir),
+                "policies_dir": str(policies),
+                "node_id": name,
+            },
+            "submission": {"listen": f"127.0.0.1:{port}", "shutdown_grace": "5s"},
+            "http": {"listen": f"127.0.0.1:{free_port()}"},
+            "upstream": {"host": "127.0.0.1", "port": sink_port, "tls": "none"},
+            "delivery": {
+                "workers": 2,
+                "poll_interval": "0.1s",
+                "first_retry": "1s",
+                "connect_timeout": "2s",
+                "command_timeout": "10s",
+                "data_timeout": "10s",
+                **delivery,
+            },
+            "storage": {"url": storage_url},
+        },
+    )
+    return GatewayProcess(config, port, data_dir / "gateway.log")
+
+
+async def set_password(proc: GatewayProcess) -> None:
+    cmd = [
+        "-m", "gateway", "--config", str(proc.config), "credentials", "set",
+        "example-motors", "example-crm", "--password", PASSWORD,
+    ]  # fmt: skip
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await child.communicate()
+    assert child.returncode == 0, out.decode()
+
+
+async def send(port: int, to: str, subject: str) -> str:
+    client = await RawSmtp.connect("127.0.0.1", port)
+    try:
+        await client.login("example-crm", PASSWORD)
+        assert (await client.cmd("MAIL FROM:<sales@example-motors.test>")).code == 250
+        assert (await client.cmd(f"RCPT TO:<{to}>")).code == 250
+        return str(await client.data(dot_stuff(message(to=to, subject=subject))))
+    finally:
+        await client.close()
+
+
+async def wait_for(
+    predicate: Callable[[], bool], timeout: float, what: str, *logs: GatewayProcess
+) -> None:
+    def detail() -> str:
+        return "".join(f"\n--- {p.log}:\n{p.output()[-3000:]}" for p in logs)
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}{detail()}")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def procs() -> AsyncIterator[list[GatewayProcess]]:
+    started: list[GatewayProcess] = []
+    yield started
+    for proc in started:
+        proc.kill()
+
+
+async def test_sigkill_right_after_250_loses_nothing(
+    tmp_path: Path, procs: list[GatewayProcess]
+) -> None:
+    sink = Sink()
+    sink_port = free_port()  # the upstream is down while the message is accepted
+    db = tmp_path / "node" / "mailgate.db"
+    node = node_config(tmp_path, "node", sink_port, f"sqlite:///{db}")
+    procs.append(node)
+    await set_password(node)
+    await node.start()
+    reply = await send(node.port, "customer@example.org", "kill after 250")
+    node.kill()  # the moment the client has read 250
+    assert reply.startswith("250 2.0.0 queued as "), reply
+
+    await sink.start(sink_port)
+    try:
+        await node.start()
+        await wait_for(lambda: len(sink.messages) >= 1, 30, "delivery after restart", node)
+        await asyncio.sleep(0.5)
+        assert len(sink.messages) == 1
+        assert b"Subject: kill after 250" in sink.messages[0].data
+    finally:
+        node.terminate()
+        await sink.stop()
+
+
+async def test_sigkill_mid_data_delivers_nothing_half_written(
+    tmp_path: Path, procs: list[GatewayProcess]
+) -> None:
+    sink = await Sink().start()
+    db = tmp_path / "node" / "mailgate.db"
+    node = node_config(tmp_path, "node", sink.port, f"sqlite:///{db}")
+    procs.append(node)
+    await set_password(node)
+    await node.start()
+    client = await RawSmtp.connect("127.0.0.1", node.port)
+    await client.login("example-crm", PASSWORD)
+    await client.cmd("MAIL FROM:<sales@example-motors.test>")
+    await client.cmd("RCPT TO:<customer@example.org>")
+    assert (await client.cmd("DATA")).code == 354
+    await client.send(message(subject="half written")[:150])
+    await asyncio.sleep(0.2)
+    node.kill()
+    await client.close()
+    try:
+        await node.start()
+        reply = await send(node.port, "other@example.org", "after restart")
+        assert reply.startswith("250 ")
+        await wait_for(lambda: len(sink.messages) >= 1, 20, "the second message", node)
+        await asyncio.sleep(0.5)
+        assert [b"half written" in m.data for m in sink.messages] == [False]
+        with sqlite3.connect(db) as conn:
+            count = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
+        assert count == 1
+    finally:
+        node.terminate()
+        await sink.stop()
+
+
+@pytest.fixture
+async def pg() -> AsyncIterator[PostgresBackend]:
+    backend = await _postgres_backend()
+    yield backend
+    await backend.cleanup()
+
+
+@pytest.mark.postgres
+async def test_two_nodes_on_postgres_deliver_each_message_once(
+    tmp_path: Path, procs: list[GatewayProcess], pg: PostgresBackend
+) -> None:
+    sink = await Sink().start()
+    a = node_config(tmp_path, "node-a", sink.port, pg.url)
+    b = node_config(tmp_path, "node-b", sink.port, pg.url)
+    procs += [a, b]
+    await set_password(a)
+    await asyncio.gather(a.start(), b.start())
+    try:
+        replies = await asyncio.gather(
+            *(send((a, b)[i % 2].port, f"c{i}@example.org", f"m{i}") for i in range(20))
+        )
+        assert all(r.startswith("250 ") for r in replies), replies
+        await wait_for(lambda: len(sink.messages) >= 20, 30, "20 deliveries", a, b)
+        await asyncio.sleep(1.0)  # a duplicate would show up now
+        rcpts = sorted(m.rcpt_tos[0] for m in sink.messages)
+        assert rcpts == sorted(f"c{i}@example.org" for i in range(20))
+    finally:
+        a.terminate()
+        b.terminate()
+        await sink.stop()
+
+
+@pytest.mark.postgres
+async def test_node_killed_mid_delivery_is_taken_over_by_the_other(
+    tmp_path: Path, procs: list[GatewayProcess], pg: PostgresBackend
+) -> None:
+    sink = await Sink().start()
+    sink.handler.delay = 60.0  # node A will be stuck waiting for the reply to "."
+    a = node_config(tmp_path, "node-a", sink.port, pg.url, lease="3s")
+    procs.append(a)
+    await set_password(a)
+    await a.start()
+    reply = await send(a.port, "customer@example.org", "stranded?")
+    assert reply.startswith("250 ")
+    await asyncio.sleep(1.0)  # node A has claimed it and is inside DATA upstream
+    a.kill()
+    sink.handler.delay = 0.0
+    assert sink.messages == []
+
+    b = node_config(tmp_path, "node-b", sink.port, pg.url, lease="3s")
+    procs.append(b)
+    await b.start()
+    try:
+        await wait_for(lambda: len(sink.messages) >= 1, 30, "takeover by node B", a, b)
+        await asyncio.sleep(0.5)
+        assert len(sink.messages) == 1
+        assert b"Subject: stranded?" in sink.messages[0].data
+    finally:
+        b.terminate()
+        await sink.stop()
