@@ -42,7 +42,10 @@ def _configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     # aiosmtpd logs every command at INFO (including peers' junk); keep ours readable.
-    logging.getLogger("mail.log").setLevel(logging.WARNING)
+    mail_log = logging.getLogger("mail.log")
+    mail_log.setLevel(logging.WARNING)
+    # aiosmtpd 1.4.6 itself touches its deprecated Session.login_data on every AUTH.
+    mail_log.addFilter(lambda record: "login_data is deprecated" not in record.getMessage())
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -180,10 +183,13 @@ def cmd_send_test(args: argparse.Namespace) -> int:
                 msg, hostname=host, port=port, start_tls=True, tls_context=context,
                 username=args.user, password=password, timeout=30,
             )  # fmt: skip
-        except aiosmtplib.SMTPException as exc:
-            print(f"refused: {exc}", file=sys.stderr)
+        except aiosmtplib.SMTPResponseException as exc:
+            print(f"refused: {exc.code} {exc.message}", file=sys.stderr)
             return EXIT_FAIL
-        print(reply)
+        except aiosmtplib.SMTPException as exc:
+            print(f"failed: {exc}", file=sys.stderr)
+            return EXIT_FAIL
+        print(f"250 {reply}")
         return EXIT_OK
 
     return asyncio.run(run())

@@ -135,7 +135,7 @@ class DeliverySettings(_Section):
     connection_reuse: int = Field(default=100, ge=1)  # messages per upstream connection
     idle_connection_timeout: Duration = timedelta(seconds=30)
     poll_interval: Duration = timedelta(seconds=1)
-    lease: Duration = timedelta(minutes=15)
+    lease: Duration = timedelta(minutes=30)  # longer than one attempt's worst case
     first_retry: Duration = timedelta(minutes=5)
     max_retry_interval: Duration = timedelta(hours=1)
     backoff_factor: float = Field(default=2.0, ge=1.0)

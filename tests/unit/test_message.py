@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from gateway.message import MessageRejected, ParseLimits, parse
 
-CORPUS = Path("/work/shared/corpus")
+# The shared corpus sits beside the checkout (../shared/corpus), locally and in CI.
+CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
 CPYTHON = CORPUS / "cpython-test-email" / "data"
 FLANKER = CORPUS / "flanker" / "tests" / "fixtures" / "messages"
 LIMITS = ParseLimits(max_header_bytes=102_400, max_mime_depth=100)
