@@ -138,7 +138,7 @@ class PostgresBackend(Backend):
             await conn.close()
 
 
-async def _postgres_backend() -> PostgresBackend:
+async def postgres_backend() -> PostgresBackend:
     configured = os.environ.get("MAILGATE_TEST_PG_URL")
     admin_url = configured or DEFAULT_PG_URL
     try:
@@ -169,7 +169,7 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     if request.param == "sqlite":
         chosen = SqliteBackend(tmp_path / "data" / "mailgate.db")
     else:
-        chosen = await _postgres_backend()
+        chosen = await postgres_backend()
     try:
         yield chosen
     finally:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
 
 import pytest
 
@@ -21,9 +20,7 @@ from gateway.types import (
     OutcomeKind,
     RcptOutcome,
 )
-
-if TYPE_CHECKING:
-    from conftest import Backend
+from tests.contract.conftest import Backend, PostgresBackend, postgres_backend
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 LEASE = timedelta(minutes=5)
@@ -672,14 +669,22 @@ class _Proxy:
         await self._server.wait_closed()
 
 
-async def test_lost_database_raises_storage_unavailable_then_recovers(backend: Backend) -> None:
-    if backend.name != "postgres":
-        pytest.skip("only PostgreSQL has a network connection to lose")
+@pytest.mark.postgres
+async def test_lost_database_raises_storage_unavailable_then_recovers() -> None:
+    # Only PostgreSQL has a network connection to lose, so this case is not parametrized.
+    backend = await postgres_backend()
+    try:
+        await _lost_connection_case(backend)
+    finally:
+        await backend.cleanup()
+
+
+async def _lost_connection_case(backend: PostgresBackend) -> None:
     from urllib.parse import urlsplit, urlunsplit
 
     from gateway.storage.postgres import PostgresStorage
 
-    parts = urlsplit(backend.url)  # type: ignore[attr-defined]
+    parts = urlsplit(backend.url)
     proxy = _Proxy(parts.hostname or "127.0.0.1", parts.port or 5432)
     await proxy.start()
     netloc = f"{parts.username}@127.0.0.1:{proxy.port}"

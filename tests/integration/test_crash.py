@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.contract.conftest import PostgresBackend, _postgres_backend
+from tests.contract.conftest import PostgresBackend, postgres_backend
 from tests.integration.conftest import PASSWORD, dot_stuff, message, policies_dir
 from tests.procs import GatewayProcess, free_port, write_config
 from tests.sinks import Sink
@@ -162,7 +162,7 @@ async def test_sigkill_mid_data_delivers_nothing_half_written(
 
 @pytest.fixture
 async def pg() -> AsyncIterator[PostgresBackend]:
-    backend = await _postgres_backend()
+    backend = await postgres_backend()
     yield backend
     await backend.cleanup()
 
