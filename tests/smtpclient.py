@@ -45,8 +45,13 @@ class RawSmtp:
         self.banner: Resp | None = None
 
     @classmethod
-    async def connect(cls, host: str, port: int, timeout: float = 10) -> RawSmtp:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    async def connect(
+        cls, host: str, port: int, timeout: float = 10, source: str | None = None
+    ) -> RawSmtp:
+        local_addr = (source, 0) if source else None
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, local_addr=local_addr), timeout
+        )
         client = cls(reader, writer)
         client.banner = await client.read_reply(timeout)
         return client

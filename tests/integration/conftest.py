@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +15,7 @@ import pytest
 from gateway.app import Gateway
 from gateway.passwords import hash_password
 from gateway.settings import Settings
+from gateway.signing import Signer
 from gateway.types import Credential, DealerId
 from tests.sinks import Sink
 from tests.smtpclient import RawSmtp
@@ -114,12 +115,27 @@ def settings_factory(tmp_path: Path) -> Callable[..., Settings]:
 
 
 @pytest.fixture
-async def harness(sink: Sink, settings_factory: Callable[..., Settings]) -> AsyncIterator[Harness]:
-    gateway = await Gateway.build(settings_factory(sink.port))
-    await add_credentials(gateway)
-    await gateway.start()
-    yield Harness(gateway, sink)
-    await gateway.stop()
+async def make_harness(
+    sink: Sink, settings_factory: Callable[..., Settings]
+) -> AsyncIterator[Callable[..., Awaitable[Harness]]]:
+    """Start a gateway with extra settings sections (and optionally a given signer)."""
+    started: list[Gateway] = []
+
+    async def make(signer: Signer | None = None, **sections: dict[str, Any]) -> Harness:
+        gateway = await Gateway.build(settings_factory(sink.port, **sections), signer=signer)
+        await add_credentials(gateway)
+        await gateway.start()
+        started.append(gateway)
+        return Harness(gateway, sink)
+
+    yield make
+    for gateway in started:
+        await gateway.stop()
+
+
+@pytest.fixture
+async def harness(make_harness: Callable[..., Awaitable[Harness]]) -> Harness:
+    return await make_harness()
 
 
 def message(
