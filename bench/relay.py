@@ -25,6 +25,7 @@ import math
 import os
 import platform
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -588,8 +589,11 @@ class PgDatabase:
         return {row["pid"]: cpu_seconds(row["pid"], children=False) for row in rows}
 
 
-def gateway_argv() -> tuple[list[str], dict[str, str]]:
-    """How to run the ``mailgate`` command: the installed script, else ``python -m gateway``."""
+def gateway_argv(command: str = "") -> tuple[list[str], dict[str, str]]:
+    """How to run the ``mailgate`` command: ``command`` if given, else the installed script,
+    else ``python -m gateway`` from this checkout."""
+    if command:
+        return shlex.split(command), {"PYTHONPATH": str(REPO)}
     script = Path(sys.executable).parent / "mailgate"
     if script.exists():
         return [str(script)], {}
@@ -643,6 +647,7 @@ class Options:
     size: int
     backend: str
     pg_url: str
+    gateway_cmd: str
     startup_timeout: float
     load_timeout: float
     drain_timeout: float
@@ -692,7 +697,7 @@ async def run_target(
                 gateway_config(work, port, http_port, sink_port, storage_url, opts.concurrency),
                 encoding="utf-8",
             )
-            argv, extra = gateway_argv()
+            argv, extra = gateway_argv(opts.gateway_cmd)
             env = child_env(extra)
             cred = subprocess.run(
                 [*argv, "--config", str(config), "credentials", "set", DEALER, USERNAME,
@@ -861,7 +866,30 @@ def ratios(summary: dict[str, dict[str, Any]]) -> dict[str, float]:
     return out
 
 
-def markdown(summary: dict[str, dict[str, Any]], opts: Options, repeat: int) -> str:
+def paired_ratios(results: Sequence[RunResult]) -> list[dict[str, float]]:
+    """gateway / minimal delivered and accepted throughput within each repeat."""
+    out = []
+    for repeat in sorted({r.repeat for r in results}):
+        by_target = {r.target: r for r in results if r.repeat == repeat}
+        g, m = by_target.get("gateway"), by_target.get("minimal")
+        if g is None or m is None:
+            continue
+        out.append(
+            {
+                "repeat": repeat + 1,
+                "accepted_per_s": g.accepted_per_s / m.accepted_per_s,
+                "delivered_per_s": g.delivered_per_s / m.delivered_per_s,
+            }
+        )
+    return out
+
+
+def markdown(
+    summary: dict[str, dict[str, Any]],
+    opts: Options,
+    repeat: int,
+    paired: Sequence[dict[str, float]] = (),
+) -> str:
     """The report as a markdown table."""
     head = (
         "| target | backend | accepted msg/s | delivered msg/s | CPU s / 1k msgs "
@@ -891,6 +919,12 @@ def markdown(summary: dict[str, dict[str, Any]], opts: Options, repeat: int) -> 
             f"CPU per message {fmt(r['cpu_per_1000'], 1)}x "
             f"(target: throughput >= 50%)",
         ]
+    if len(paired) > 1:
+        each = ", ".join(
+            f"{fmt(p['accepted_per_s'] * 100, 0)}%/{fmt(p['delivered_per_s'] * 100, 0)}%"
+            for p in paired
+        )
+        lines.append(f"per repeat (accepted/delivered): {each}")
     for target, s in summary.items():
         for label, items in (("refused", s["refused"]), ("client errors", s["errors"])):
             for text, count in sorted(items.items(), key=lambda kv: -kv[1])[:10]:
@@ -917,6 +951,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--pg-url",
         default="postgresql://postgres@127.0.0.1:5432/postgres",
         help="admin URL of the PostgreSQL server (a database is created and dropped per run)",
+    )
+    p.add_argument(
+        "--gateway-cmd",
+        default="",
+        help="command that runs the mailgate CLI (default: the virtualenv's mailgate script)",
     )
     p.add_argument("--targets", default="gateway,minimal", help="comma-separated targets")
     p.add_argument("--repeat", type=int, default=1, help="runs per target (median reported)")
@@ -960,6 +999,7 @@ async def amain(args: argparse.Namespace, err: TextIO) -> int:
         size=args.size,
         backend=args.backend,
         pg_url=args.pg_url,
+        gateway_cmd=args.gateway_cmd,
         startup_timeout=args.startup_timeout,
         load_timeout=args.load_timeout,
         drain_timeout=args.drain_timeout,
@@ -990,7 +1030,8 @@ async def amain(args: argparse.Namespace, err: TextIO) -> int:
             for line in result.log_problems[:10]:
                 say(f"  log: {line[:240]}")
     summary = summarize(results)
-    print(markdown(summary, opts, args.repeat))
+    paired = paired_ratios(results)
+    print(markdown(summary, opts, args.repeat, paired))
     if failures:
         print("\nFailed runs:")
         for line in failures:
@@ -1009,6 +1050,7 @@ async def amain(args: argparse.Namespace, err: TextIO) -> int:
             "options": asdict(opts) | {"targets": args.target_list, "repeat": args.repeat},
             "summary": summary,
             "ratio_gateway_over_minimal": ratios(summary),
+            "ratio_per_repeat": paired,
             "runs": [asdict(r) for r in results],
             "failures": failures,
         }
