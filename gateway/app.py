@@ -279,7 +279,9 @@ class Gateway:
         try:
             await self._stopping.wait()
         finally:
+            log.info("shutting down")
+            # Handlers stay installed while stopping: a second SIGTERM must not kill the
+            # process halfway through its orderly shutdown.
+            await self.stop()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
-            log.info("shutting down")
-            await self.stop()

@@ -220,3 +220,89 @@ async def test_node_killed_mid_delivery_is_taken_over_by_the_other(
     finally:
         b.terminate()
         await sink.stop()
+
+
+async def test_sigterm_lets_data_finish_and_tells_idle_sessions(
+    tmp_path: Path, procs: list[GatewayProcess]
+) -> None:
+    sink = await Sink().start()
+    db = tmp_path / "node" / "mailgate.db"
+    node = node_config(tmp_path, "node", sink.port, f"sqlite:///{db}")
+    procs.append(node)
+    await set_password(node)
+    await node.start()
+    idle = await RawSmtp.connect("127.0.0.1", node.port)
+    busy = await RawSmtp.connect("127.0.0.1", node.port)
+    await busy.login("example-crm", PASSWORD)
+    await busy.cmd("MAIL FROM:<sales@example-motors.test>")
+    await busy.cmd("RCPT TO:<customer@example.org>")
+    assert (await busy.cmd("DATA")).code == 354
+    payload = dot_stuff(message(subject="finished during shutdown"))
+    await busy.send(payload[:100])
+    assert node.proc is not None
+    node.proc.send_signal(15)  # SIGTERM
+    goodbye = await idle.read_reply()
+    await asyncio.sleep(0.3)
+    await busy.send(payload[100:])
+    reply = await busy.read_reply()
+    try:
+        after = await busy.read_reply()
+    except ConnectionError:
+        after = None
+    assert (goodbye.code, goodbye.enhanced) == (421, "4.3.2")
+    assert reply.code == 250, reply
+    assert after is None or (after.code, after.enhanced) == (421, "4.3.2")
+    assert await asyncio.to_thread(node.proc.wait, 30) == 0, node.output()
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT state FROM messages").fetchall()
+    assert len(rows) == 1  # acknowledged, so stored (delivered or still queued)
+    if rows[0][0] == "queued":
+        await node.start()
+        await wait_for(lambda: len(sink.messages) == 1, 20, "delivery after restart", node)
+        node.terminate()
+    await sink.stop()
+
+
+async def test_sighup_applies_only_a_policy_set_that_validates(
+    tmp_path: Path, procs: list[GatewayProcess]
+) -> None:
+    sink = await Sink().start()
+    node = node_config(tmp_path, "node", sink.port, f"sqlite:///{tmp_path / 'node' / 'db'}")
+    procs.append(node)
+    await set_password(node)
+    await node.start()
+    assert node.proc is not None
+    dealer_file = tmp_path / "policies" / "dealers" / "example-motors.toml"
+    original = dealer_file.read_text()
+    try:
+        # An invalid set (unknown key) is refused: the old set stays, mail still flows.
+        dealer_file.write_text(original + "\nnot_a_key = 1\n")
+        node.proc.send_signal(1)  # SIGHUP
+        await asyncio.sleep(1.0)
+        assert (await send(node.port, "a@example.org", "after bad reload")).startswith("250 ")
+        assert "not_a_key" in node.output()
+        # A valid set that adds a sending domain takes effect.
+        dealer_file.write_text(
+            original.replace('["example-motors.test"]', '["example-motors.test", "em-mail.test"]')
+        )
+        node.proc.send_signal(1)
+        client = await RawSmtp.connect("127.0.0.1", node.port)
+        await client.login("example-crm", PASSWORD)
+
+        async def accepted() -> bool:
+            resp = await client.cmd("MAIL FROM:<sales@em-mail.test>")
+            if resp.code == 250:
+                return True
+            await client.cmd("RSET")
+            return False
+
+        for _ in range(50):
+            if await accepted():
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the valid policy set was not applied")
+        await client.close()
+    finally:
+        node.terminate()
+        await sink.stop()
