@@ -30,7 +30,7 @@ from gateway.keys import load_or_create_key, load_or_create_node_id
 from gateway.metrics import Metrics
 from gateway.policy.store import PolicyStore
 from gateway.settings import Settings, parse_hostport
-from gateway.signing import PassThroughSigner, Signer
+from gateway.signing import DkimSigner, Signer
 from gateway.smtp.auth import Authenticator, FailureLimiter
 from gateway.smtp.handler import SessionLimits, SubmissionHandler
 from gateway.smtp.server import Sessions, SubmissionServer
@@ -128,7 +128,8 @@ class Gateway:
             storage=storage,
             policies=policies,
             refs=refs,
-            signer=signer or PassThroughSigner(),
+            # Reads the dealer's keys through the store, so a policy reload rotates keys.
+            signer=signer or DkimSigner(policies, clock),
             clock=clock,
             metrics=metrics,
             settings=sub,

@@ -26,6 +26,7 @@ import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, Literal, TypeVar
@@ -156,6 +157,12 @@ def _option_value(value: Any) -> Any:
     raise ValueError("a check option must be a string, number or boolean")
 
 
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("needs a time zone, e.g. 2026-02-01T00:00:00Z")
+    return value
+
+
 def _one_or_many(value: Any) -> Any:
     # ``[dkim]`` (one identity, the common case) and ``[[dkim]]`` (several) both read well.
     return [value] if isinstance(value, dict) else value
@@ -197,6 +204,8 @@ class _DkimEntry(_Closed):
     # field order and passes earlier values in ``info.data``).
     algorithm: Literal["rsa-sha256", "ed25519-sha256"] = "rsa-sha256"
     key_file: str = Field(min_length=1)  # relative to the policies directory
+    # A key being rotated out signs until this moment (see `mailgate dkim rotate`).
+    retire_at: Annotated[datetime, AfterValidator(_aware)] | None = None
 
     @field_validator("key_file")
     @classmethod
@@ -406,6 +415,21 @@ def _check_unique(dealers: list[_DealerSource], found: _Collector) -> None:
                     )
 
 
+def _check_dkim_domains(dealers: list[_DealerSource], found: _Collector) -> None:
+    # A dealer must never sign as another dealer's domain (the signer only ever uses the
+    # dealer's own entries; this keeps those entries from naming someone else's domain).
+    owner = {domain: s for s in dealers for domain in s.file.from_domains}
+    for source in dealers:
+        for index, entry in enumerate(source.file.dkim):
+            other = owner.get(entry.domain)
+            if other is not None and other is not source:
+                found.add(
+                    source.name,
+                    f"dkim[{index}].domain",
+                    f"{entry.domain!r} is a sending domain of dealer {other.file.dealer_id!r}",
+                )
+
+
 # --- building the records ---
 
 
@@ -446,7 +470,7 @@ def _build_dealer(source: _DealerSource, defaults: _Layer, directory: Path) -> D
         on_suspended=_last(layer.on_suspended for layer in layers) or "reject",
         max_recipients=_last(layer.max_recipients for layer in layers),
         dkim=tuple(
-            DkimSettings(d.domain, d.selector, directory / d.key_file, d.algorithm)
+            DkimSettings(d.domain, d.selector, directory / d.key_file, d.algorithm, d.retire_at)
             for d in file.dkim
         ),
         source=source.name,
@@ -508,6 +532,7 @@ def load_policy_set(directory: Path) -> PolicySet:
         for source in dealers:
             _check_options(source.file, source.name, defaults, found)
     _check_unique(dealers, found)
+    _check_dkim_domains(dealers, found)
 
     if found.problems or defaults is None:
         raise PolicyError(found.problems)

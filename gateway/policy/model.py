@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
@@ -27,12 +28,17 @@ class CheckRule:
 
 @dataclass(frozen=True, slots=True)
 class DkimSettings:
-    """One DKIM signing identity (filled in by the signing capability)."""
+    """One DKIM signing identity: ``d=``, ``s=``, the private key and its algorithm.
+
+    ``retire_at`` (timezone-aware) ends a key rotation: from then on the identity no
+    longer signs, while a newer one of the same dealer does.
+    """
 
     domain: str
     selector: str
     key_file: Path
     algorithm: Literal["rsa-sha256", "ed25519-sha256"] = "rsa-sha256"
+    retire_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
