@@ -245,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure", action="store_true",
                    help="accept a self-signed certificate (first-run setups)")  # fmt: skip
     p.set_defaults(func=cmd_send_test)
+    __import__("gateway.cli_feedback", fromlist=["register"]).register(sub)
+    __import__("gateway.cli_dkim", fromlist=["register"]).register(sub)
     return parser
 
 

@@ -1,0 +1,200 @@
+"""Hard or soft, and why: the classification of one failed recipient (pure).
+
+This module owns the mapping from what a bounce says about a recipient (the RFC 3463
+enhanced status code, the RFC 5321 reply code, the diagnostic text) to a
+``BounceReason`` and the hard flag that suppression acts on. The rules, in order:
+
+1. A specific status code names the reason (RFC 3463 §3: X.1.1 bad mailbox, X.1.2 bad
+   system, X.2.2 mailbox full, ...), except when the text says the mailbox is full,
+   disabled or the message was blocked, which servers often send with a misleading
+   X.1.1.
+2. Otherwise the diagnostic text decides, through ``_TEXT_RULES``: ordered tables of
+   wordings seen from real servers, most specific first.
+3. Otherwise the class decides: 4.X.X (or a delay) is temporary, anything else other.
+
+Only an unknown user or an unknown domain can be hard, and only when the failure is
+permanent: a spam block or a full mailbox says nothing about whether the address exists.
+"""
+
+from __future__ import annotations
+
+import re
+
+from gateway.feedback.reports import BounceKind, BounceReason
+
+# RFC 3463 status code: class "." subject "." detail; detail up to 3 digits (X.7.606).
+STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+SMTP_CODE = re.compile(r"(?<![\d.#-])([245][0-5]\d)(?:[ -]|$)")
+
+# Specific codes (RFC 3463 §3.2-3.9 and the registry) and the reason each names.
+_STATUS_REASONS: dict[str, BounceReason] = {
+    "1.1": BounceReason.UNKNOWN_USER,  # bad destination mailbox address
+    "1.0": BounceReason.UNKNOWN_USER,  # other address status; servers use it for unknown users
+    "1.6": BounceReason.UNKNOWN_USER,  # destination mailbox has moved, no forwarding address
+    "1.10": BounceReason.DOMAIN_NOT_FOUND,  # RFC 7505 §4.2: recipient domain has a null MX
+    "1.2": BounceReason.DOMAIN_NOT_FOUND,  # bad destination system address
+    "4.4": BounceReason.DOMAIN_NOT_FOUND,  # unable to route (no MX/A: NXDOMAIN)
+    "2.2": BounceReason.MAILBOX_FULL,  # mailbox full
+    "2.3": BounceReason.POLICY,  # message length exceeds administrative limit
+    "3.4": BounceReason.POLICY,  # message too big for system
+    "7.1": BounceReason.POLICY,  # delivery not authorized, message refused
+    "7.0": BounceReason.POLICY,
+}
+_STATUS_SUBJECT_REASONS: dict[str, BounceReason] = {
+    "7": BounceReason.POLICY,  # security or policy status (RFC 3463 §3.8)
+}
+_STATUS_TEMPORARY_DETAILS = frozenset({"4.1", "4.2", "4.7", "4.0", "4.3", "4.5"})
+
+_FLAGS = re.IGNORECASE
+
+# Text tables, each (reason, pattern); the first pattern that matches wins.
+_FULL = re.compile(
+    r"mail ?box (?:is |was |size )?(?:full|limit|exceeded)|over ?quota|quota (?:exceeded|exceed|"
+    r"full)|exceeded (?:the |his |her |its )?(?:storage|quota|mailbox)|(?:storage|disk) "
+    r"(?:quota|space|full)|insufficient (?:system )?storage|mailbox (?:has )?exceeded|"
+    r"not enough (?:disk )?space|is over (?:the )?(?:quota|limit)|full mailbox|mailfolder is full|"
+    r"user has exceeded|mailbox quota|(?:inbox|mail ?box) is full|account is full|"
+    r"exceeds? (?:the )?(?:storage|quota)|out of (?:disk )?space|space (?:is )?not enough|"
+    r"no space left|too many messages in|message would exceed|size limit exceeded",
+    _FLAGS,
+)
+_DISABLED = re.compile(
+    r"(?:account|mailbox|user|address)(?: has been| is|) (?:disabled|suspended|deactivated|"
+    r"inactive|locked|blocked|expired|frozen)|\bsuspend|disabled (?:account|mailbox|user)|"
+    r"inactive (?:account|mailbox|user)|not (?:an )?active (?:user|account|mailbox)",
+    _FLAGS,
+)
+_SPAM = re.compile(
+    r"spam|black ?list|block ?list|\brbl\b|dnsbl|spamhaus|spamcop|sorbs|barracuda|\bubl\b|"
+    r"uribl|surbl|reputation|junk|bulk mail|content (?:rejected|filter)|virus|malware|"
+    r"phish|blocked (?:by|because|for|due|using)|(?:ip|sender|domain|host|connection|message)"
+    r"(?: address)? (?:is |was |has been )?(?:blocked|listed|banned|rejected as)|"
+    r"listed (?:in|at|on|by)|"
+    r"rejected (?:by|due to|because of) (?:the )?(?:content|filter|anti)|unsolicited|"
+    r"high (?:probability|score)|suspicious|looks like|\bscore\b|rejected for policy reasons",
+    _FLAGS,
+)
+_DOMAIN = re.compile(
+    r"host (?:or domain name )?(?:unknown|not found)|unknown (?:host|domain)|"
+    r"domain (?:name )?(?:not found|does ?n[o']t exist|is not (?:valid|registered)|lookup failed)|"
+    r"no such (?:domain|host)|name or service not known|\bno mx\b|nxdomain|non-?existent domain|"
+    r"unrouteable (?:mail )?domain|unroutable domain|could not be resolved|unresolvable|"
+    r"does not accept mail|null mx|invalid domain|mx (?:record|lookup)s? (?:not found|failed)|"
+    r"no (?:valid )?(?:mx|dns|mail exchanger)|hostname (?:lookup failed|not found)|"
+    r"host not reachable|dns (?:lookup )?(?:error|failure)|unknown mail ?domain|"
+    r"domain (?:could not|cannot) be found|name server|domain has no|illegal host|"
+    r"host .{0,80} not found",
+    _FLAGS,
+)
+_USER = re.compile(
+    r"user ?unknown|unknown (?:user|local ?part|recipient|address|e-?mail|mailbox|account|alias)|"
+    r"no such (?:user|mailbox|recipient|account|address|person|local user|e-?mail)|"
+    r"(?:user|mailbox|recipient|account|address|addressee|e-?mail(?: address)?) "
+    r"(?:does ?n[o']t exist|does not exist|not found|unknown|not known|invalid|"
+    r"not listed|is not valid|is invalid|not exist|doesn't exist|not in our directory|"
+    r"is unknown|could not be found|no longer (?:exists|valid|available|in use))|"
+    r"invalid (?:recipient|mailbox|address|user|e-?mail)|does not exist|doesn't exist|"
+    r"not (?:a )?(?:valid|known) (?:user|mailbox|recipient|address)|unrouteable address|"
+    r"recipientnotfound|not our customer|is not a known user|bad destination|"
+    r"undeliverable address|no valid recipients|unknown or illegal|addressee unknown|"
+    r"mailbox unavailable|mailbox not available|no mailbox|mailbox name not allowed|"
+    r"recipient rejected|rejected recipient|address rejected|"
+    r"no longer (?:valid|available|active|in service)|not (?:a )?registered|"
+    r"unknown account|mailbox (?:is )?not (?:found|present)|user not|has moved|"
+    r"no such|not a valid|badrcptto|non-?existent (?:user|mailbox|address|account)|"
+    r"invalid mailbox|unable to find|address lookup|user doesn|isn't a valid|"
+    r"not exist|illegal (?:user|alias)|is not a valid|mailbox .{0,40}does not exist",
+    _FLAGS,
+)
+_POLICY = re.compile(
+    r"relay(?:ing)? (?:denied|not permitted|access denied|prohibited)|not (?:permitted|allowed) "
+    r"to relay|authenticat|\bspf\b|\bdkim\b|\bdmarc\b|policy|not authori[sz]ed|access denied|"
+    r"too (?:large|big)|size (?:exceeds|limit)|message (?:length|size) exceeds|refused|"
+    r"denied|not allowed|prohibited|reverse dns|\bptr\b|rate limit|too many|tls|"
+    r"rejected|not accepted",
+    _FLAGS,
+)
+_TEMPORARY = re.compile(
+    r"try again|temporar|retry|timed? ?out|deferred|delayed|connection (?:refused|reset|lost|"
+    r"closed)|network|could not connect|unable to connect|no route|expired|"
+    r"has not been delivered|will (?:continue|keep) trying|not yet been delivered",
+    _FLAGS,
+)
+
+_TEXT_RULES: tuple[tuple[BounceReason, re.Pattern[str]], ...] = (
+    (BounceReason.MAILBOX_FULL, _FULL),
+    (BounceReason.OTHER, _DISABLED),
+    (BounceReason.DOMAIN_NOT_FOUND, _DOMAIN),
+    (BounceReason.UNKNOWN_USER, _USER),
+    (BounceReason.BLOCKED_SPAM, _SPAM),
+    (BounceReason.POLICY, _POLICY),
+    (BounceReason.TEMPORARY, _TEMPORARY),
+)
+# Text that overrides even a specific status code (servers often send 5.1.1 or 5.7.1 for
+# these); the others give way to the code.
+_OVERRIDES_STATUS = frozenset(
+    {BounceReason.MAILBOX_FULL, BounceReason.OTHER, BounceReason.BLOCKED_SPAM}
+)
+_HARD = frozenset({BounceReason.UNKNOWN_USER, BounceReason.DOMAIN_NOT_FOUND})
+
+
+def text_reason(text: str) -> BounceReason | None:
+    """The reason the wording of ``text`` names, or ``None`` when nothing matches."""
+    sample = text[:4096]
+    for reason, pattern in _TEXT_RULES:
+        if pattern.search(sample):
+            return reason
+    return None
+
+
+def status_reason(status: str | None) -> BounceReason | None:
+    """The reason a specific RFC 3463 code names, or ``None`` for X.0.0 and unknown codes."""
+    if not status:
+        return None
+    _, _, rest = status.partition(".")
+    subject, _, _detail = rest.partition(".")
+    if rest in _STATUS_REASONS:
+        return _STATUS_REASONS[rest]
+    return _STATUS_SUBJECT_REASONS.get(subject)
+
+
+def classify(
+    kind: BounceKind, status: str | None, smtp_code: str | None, diagnostic: str
+) -> tuple[BounceReason, bool]:
+    """Return ``(reason, hard)`` for one recipient of a bounce or delay report."""
+    temporary = (
+        kind is BounceKind.DELAY
+        or (status or "").startswith("4")
+        or (not status and (smtp_code or "").startswith("4"))
+    )
+    by_text = text_reason(diagnostic)
+    by_status = status_reason(status)
+    reason: BounceReason | None
+    if by_status is not None and by_status is not BounceReason.POLICY:
+        reason = by_text if by_text in _OVERRIDES_STATUS else by_status
+    elif by_status is BounceReason.POLICY:
+        # X.7.X says "refused by policy"; the text may say which policy (spam, unknown user).
+        reason = by_text if by_text not in (None, BounceReason.TEMPORARY) else by_status
+    else:
+        reason = by_text
+    if reason is None or reason is BounceReason.TEMPORARY:
+        reason = BounceReason.TEMPORARY if temporary else BounceReason.OTHER
+    if temporary and reason in _HARD:
+        # A 4XX "user unknown" is retried by the sender; it proves nothing yet.
+        return reason, False
+    return reason, reason in _HARD and not temporary
+
+
+def find_status(text: str) -> str | None:
+    """The first RFC 3463 status code in ``text``, or ``None``."""
+    match = STATUS.search(text)
+    return match.group(0) if match else None
+
+
+def find_smtp_code(text: str) -> str | None:
+    """The first RFC 5321 reply code (2XX-5XX at a word start) in ``text``, or ``None``."""
+    for match in SMTP_CODE.finditer(text[:4096]):
+        code = match.group(1)
+        if code[0] in "45":
+            return code
+    return None

@@ -1,0 +1,610 @@
+"""Bounce and delay reports: RFC 3464 DSNs and the common non-standard formats (pure).
+
+This module owns ``parse_bounce(raw) -> BounceReport | None``. A message is read in this
+order, the most authoritative evidence first (like flufl.bounce's ``_DETECTORS``):
+
+1. ``message/delivery-status`` parts (RFC 3464 §2.1; also ``message/global-delivery-status``,
+   RFC 6533 §6.2) and DSN fields pasted into a text part: per-recipient blocks with
+   ``Final-Recipient``, ``Action``, ``Status`` and ``Diagnostic-Code``.
+2. Auto-replies (RFC 3834: out-of-office, vacation, challenge-response) are not bounces.
+3. ``TEXT_FORMATS``: the plain-text notices of qmail, Exim, Postfix, Sendmail, Exchange,
+   Gmail, Yahoo, Lotus Notes and others, each a signature, a pattern naming the failed
+   addresses with their diagnostic, and where the returned original starts.
+4. A last, generic reading for mail that is plainly a bounce (sent by a mailer daemon or
+   titled like one) but in no known format: addresses and SMTP replies in the notice.
+
+Each recipient is then classified by ``gateway.feedback.classify``. ``None`` means "not a
+bounce"; junk never raises.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from gateway.feedback import classify as cls
+from gateway.feedback import mail as mailmod
+from gateway.feedback.mail import Mail, Part, decode_words
+from gateway.feedback.refs import find_refs, original_message_id
+from gateway.feedback.reports import BounceKind, BounceReason, BounceRecipient, BounceReport
+
+MAX_RECIPIENTS = 100  # a bounce naming more than this is cut (the rest are not read)
+MAX_DIAGNOSTIC = 1000
+
+_ADDR = r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)+"  # noqa: E501
+ADDRESS = re.compile(_ADDR)
+_FLAGS = re.IGNORECASE | re.MULTILINE
+
+# Senders that only ever send bounces (RFC 3464 §2 leaves the From to the MTA; these are
+# the names MTAs use).
+_DAEMON_FROM = re.compile(
+    r"mailer-?daemon|mail-?daemon|postmaster|mail delivery (?:sub)?system|"
+    r"delivery (?:status )?notification|maildelivery|\bmdaemon|mail administrator|"
+    r"mailmaster|mail ?delivery|double-?bounce|\bdaemon@|internet mail delivery|"
+    r"mail system|mailerdaemon|notification@|bounces?@|microsoftexchange",
+    re.IGNORECASE,
+)
+_BOUNCE_SUBJECT = re.compile(
+    r"undeliver|undelivered|returned mail|delivery (?:status )?notification|"
+    r"delivery (?:has )?fail|failure notice|mail delivery fail|non[- ]?delivery|"
+    r"could not (?:be )?deliver|delivery problem|mail system error|"
+    r"returned to sender|rejected|delivery report|delivery error|bounce|"
+    r"nicht zustellbar|unzustellbar|mail failure|error sending|delivery notice|"
+    r"warning: could not send|delayed mail|delivery delayed|delay|message not delivered|"
+    r"permanent error|mail could not|unable to deliver|failed delivery|returned|"
+    r"message you sent|benachrichtig|non remis|no entregado|non recapitabile",
+    re.IGNORECASE,
+)
+_AUTO_REPLY_SUBJECT = re.compile(
+    r"^\s*(?:re:\s*)?(?:auto(?:matic)?[ -]?(?:reply|response|antwort|answer)|auto:|"
+    r"out of (?:the )?office|vacation|on leave|away from|abwesenheit|absence|"
+    r"r[ée]ponse automatique|respuesta autom[áa]tica|risposta automatica|"
+    r"i am (?:currently )?(?:out|away)|thank you for (?:your|contacting)|ooo\b|"
+    r"autoreply|autoresponse|holiday|urlaub|fuera de la oficina|absent)",
+    re.IGNORECASE,
+)
+_CHALLENGE = re.compile(
+    r"please (?:confirm|verify) (?:that )?you|boxbe|challenge|verify your (?:e-?mail|address)|"
+    r"whitelist|spam arrest|bluebottle|mailblocks|i have a spam filter|"
+    r"pending (?:your )?(?:verification|confirmation)",
+    re.IGNORECASE,
+)
+_DELAY_TEXT = re.compile(
+    r"this is a warning message only|will (?:continue|keep) (?:to )?(?:try|retry)|"
+    r"(?:has|have) not (?:yet )?been delivered|delivery (?:has been|is) delayed|"
+    r"warning: (?:could not send|message .* delayed)|still (?:being )?(?:retried|trying)|"
+    r"will be retried|not been able to deliver .* for .* hours|delivery delay|"
+    r"temporarily deferred|status: 4\.\d|retry (?:timeout|time) not reached|"
+    r"message (?:is|has been) delayed|delayed mail|no action is required on your part",
+    re.IGNORECASE,
+)
+_PERMANENT_TEXT = re.compile(
+    r"permanent(?:ly)? (?:error|failure|fatal)|i've given up|retry timeout exceeded|"
+    r"giving up|could not be delivered|failed permanently|has been rejected|"
+    r"undeliverable|delivery has failed|couldn't be delivered|was not delivered",
+    re.IGNORECASE,
+)
+# Where the returned original starts in a text notice; nothing after it is the notice.
+# DSN fields pasted into a text part: the block starts at the first of these.
+_DSN_TEXT_START = re.compile(
+    r"^(?:Reporting-MTA|Original-Recipient|Final-Recipient|Arrival-Date|Received-From-MTA):",
+    _FLAGS,
+)
+_ORIGINAL_STARTS = re.compile(
+    r"^[ \t]*-{2,}[ \t]*(?:below this line is a copy of the message|"
+    r"this is a copy of (?:the|your) message|"
+    r"the (?:header|body|headers) of the (?:original )?message|"
+    r"original message|enclosed are the original headers|returned message|"
+    r"message headers? follow|undelivered message|copy of the original|forwarded message)"
+    r".*$|^[ \t]*original message (?:follows|headers?)\b.*$|"
+    r"^(?:the )?original message (?:was|is) (?:attached|below|included).*$|"
+    r"^-+ ?(?:original|returned) (?:message|mail|headers?).*$",
+    _FLAGS,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    """One failed address as read, before classification."""
+
+    address: str
+    diagnostic: str
+    status: str | None = None
+    smtp_code: str | None = None
+    action: str | None = None  # RFC 3464 action, lower case; None when the format has none
+
+
+# -- 1. RFC 3464 ---------------------------------------------------------------------------
+
+
+def _field_groups(text: str) -> list[list[tuple[str, str]]]:
+    """Split DSN fields into groups: per-message first, then one per recipient.
+
+    RFC 3464 §2.1 separates the groups with empty lines; some MTAs omit them, so a new
+    ``Final-Recipient`` or ``Original-Recipient`` after one was seen also starts a group.
+    """
+    groups: list[list[tuple[str, str]]] = [[]]
+    for line in text.split("\n"):
+        line = line.rstrip("\r")
+        if not line.strip():
+            if groups[-1]:
+                groups.append([])
+            continue
+        if line[:1] in (" ", "\t"):
+            if groups[-1]:
+                name, value = groups[-1][-1]
+                groups[-1][-1] = (name, f"{value} {line.strip()}")
+            continue
+        name, colon, value = line.partition(":")
+        name = name.strip().lower()
+        if not colon or not re.fullmatch(r"[a-z0-9-]{1,60}", name):
+            continue
+        current = groups[-1]
+        names = {n for n, _ in current}
+        if (
+            name in ("final-recipient", "original-recipient")
+            and ("final-recipient" in names or (name == "original-recipient" and "action" in names))
+        ) or (name == "reporting-mta" and "final-recipient" in names):
+            groups.append([])
+        groups[-1].append((name, value.strip()))
+    return [group for group in groups if group]
+
+
+def _address_of(value: str) -> str | None:
+    # RFC 3464 §2.3.2: "address-type ; generic-address", address-type usually rfc822.
+    _, semi, rest = value.partition(";")
+    candidate = rest if semi else value
+    match = ADDRESS.search(candidate)
+    return match.group(0) if match else None
+
+
+def _dsn_text(mail: Mail) -> tuple[list[str], str]:
+    """DSN field texts and the variant name, or empty when the mail has none."""
+    parts = mail.of_type(
+        "message/delivery-status", "message/global-delivery-status", "text/delivery-status"
+    )
+    if parts:
+        return [p.text() for p in parts], "rfc3464"
+    texts: list[str] = []
+    for part in mail.parts:
+        if part.in_enclosed or not part.content_type.startswith("text/"):
+            continue
+        text = part.text()
+        start = _DSN_TEXT_START.search(text)
+        if start is not None and re.search(r"^(?:Status|Action):", text, _FLAGS):
+            texts.append(text[start.start() :])
+    return texts, "rfc3464-text"
+
+
+def _from_dsn(mail: Mail) -> tuple[list[_Found], str | None, str] | None:
+    texts, variant = _dsn_text(mail)
+    if not texts:
+        return None
+    found: list[_Found] = []
+    reporting_mta: str | None = None
+    for text in texts:
+        for group in _field_groups(text):
+            fields = dict(reversed(group))  # the first occurrence of each name wins
+            if "reporting-mta" in fields and reporting_mta is None:
+                reporting_mta = fields["reporting-mta"].partition(";")[2].strip() or None
+            address = None
+            for name in ("final-recipient", "original-recipient", "x-actual-recipient"):
+                if name in fields:
+                    address = _address_of(fields[name])
+                    if address:
+                        break
+            if address is None:
+                continue
+            diagnostic = fields.get("diagnostic-code", "")
+            dtype, semi, dtext = diagnostic.partition(";")
+            if semi and re.fullmatch(r"\s*[A-Za-z-]+\s*", dtype):
+                diagnostic = dtext
+            status_field = fields.get("status", "")
+            status = cls.find_status(status_field)
+            found.append(
+                _Found(
+                    address=address,
+                    diagnostic=_clean(diagnostic),
+                    status=status,
+                    smtp_code=cls.find_smtp_code(diagnostic),
+                    action=fields.get("action", "").strip().lower() or None,
+                )
+            )
+    if not found:
+        return None
+    return found, reporting_mta, variant
+
+
+# -- 2. Auto-replies -------------------------------------------------------------------------
+
+
+def is_auto_reply(mail: Mail) -> bool:
+    """True for an RFC 3834 automatic response that is not a delivery report."""
+    top = mail.top
+    subject = decode_words(top.header("subject") or "")
+    for name in ("x-autoreply", "x-autorespond", "x-autoresponder", "x-vacation"):
+        if top.header(name) is not None:
+            return True
+    precedence = (top.header("precedence") or "").lower()
+    if "auto_reply" in precedence or "auto-reply" in precedence:
+        return True
+    if _AUTO_REPLY_SUBJECT.search(subject):
+        return True
+    sender = top.header("from") or ""
+    if _DAEMON_FROM.search(sender) is None and _CHALLENGE.search(subject + "\n" + sender):
+        return True
+    auto = (top.header("auto-submitted") or "").strip().lower()
+    # RFC 3834 §5: "auto-replied" from a person's address (not a mailer daemon) is a reply.
+    return (
+        auto.startswith("auto-replied")
+        and _DAEMON_FROM.search(sender) is None
+        and (not _BOUNCE_SUBJECT.search(subject))
+    )
+
+
+# -- 3. Known plain-text formats -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TextFormat:
+    """A non-standard bounce format: how to recognise it and read its failed addresses.
+
+    ``recipient`` has a group ``addr`` and optionally ``diag`` (the reason for that address);
+    without ``diag`` the text after the address up to the next match is the diagnostic.
+    """
+
+    name: str
+    signature: re.Pattern[str]
+    recipient: re.Pattern[str]
+
+
+_A = rf"(?P<addr>{_ADDR})"
+
+# Ordered most specific to least: the first format whose signature matches the notice and
+# that yields at least one address wins.
+TEXT_FORMATS: tuple[TextFormat, ...] = (
+    TextFormat(
+        "qmail",
+        re.compile(
+            r"qmail-send program|I'm afraid I wasn't able to deliver your message|"
+            r"I wasn't able to deliver|vdelivermail|This is a permanent error; I've given up",
+            re.IGNORECASE,
+        ),
+        re.compile(rf"^[ \t]*<{_A}>:?[ \t]*$", re.MULTILINE),
+    ),
+    TextFormat(
+        "exim",
+        re.compile(
+            r"created automatically by mail delivery software|following address\(es\) failed|"
+            r"could not be delivered to one or more of its\s+recipients|"
+            r"has not yet been delivered to one or more of its\s+recipients",
+            re.IGNORECASE,
+        ),
+        re.compile(rf"^[ \t]+<?{_A}>?(?:[ \t]*<[^>\n]*>)?[ \t]*(?:\n|$)", re.MULTILINE),
+    ),
+    TextFormat(
+        "postfix",
+        re.compile(
+            r"This is the (?:mail system|Postfix program) at host|I'm sorry to have to inform you",
+            re.IGNORECASE,
+        ),
+        re.compile(rf"^[ \t]*<{_A}>(?:[ \t]+\(expanded from[^)\n]*\))?:(?P<diag>.*)", re.MULTILINE),
+    ),
+    TextFormat(
+        "sendmail",
+        re.compile(r"-{3,} ?Transcript of session follows|The original message was received at"),
+        re.compile(
+            rf"^(?:<<<|\d{{3}}[ -]|[ \t])*(?:\d\.\d\.\d+[ \t]+)?<?{_A}>?\.\.\.[ \t]*(?P<diag>.*)",
+            re.MULTILINE,
+        ),
+    ),
+    TextFormat(
+        "gmail",
+        re.compile(
+            r"Delivery to the following recipients? (?:failed|has been delayed)|"
+            r"Delivery to these recipients or groups|Your message wasn't delivered to|"
+            r"The response from the remote server was|Technical details of (?:permanent|temporary)"
+            r" failure",
+            re.IGNORECASE,
+        ),
+        re.compile(rf"^[ \t]*<?{_A}>?(?:[ \t].*)?$", re.MULTILINE),
+    ),
+    TextFormat(
+        "exchange",
+        re.compile(
+            r"Your message did not reach some or all of the intended recipients|"
+            r"The following recipient\(s\) (?:could not be reached|cannot be reached)|"
+            r"Delivery has failed to these recipients|did not reach the following recipient",
+            re.IGNORECASE,
+        ),
+        re.compile(
+            rf"^[ \t]*(?:[^\n<]*<)?{_A}>?(?:[ \t]+on [^\n]*)?[ \t]*\n?(?P<diag>(?:[ \t]+\S.*\n?)*)",
+            re.MULTILINE,
+        ),
+    ),
+    TextFormat(
+        "yahoo",
+        re.compile(r"Sorry, we were unable to deliver your message to the following address"),
+        re.compile(rf"^[ \t]*<{_A}>:?[ \t]*(?P<diag>.*)", re.MULTILINE),
+    ),
+    TextFormat(
+        "notes",
+        re.compile(r"Your message\s+Subject:.*\s+was not delivered to:", re.IGNORECASE),
+        re.compile(rf"was not delivered to:\s*\n\s*<?{_A}>?", re.IGNORECASE),
+    ),
+)
+
+
+def _notice(mail: Mail) -> tuple[str, Part | None]:
+    """The human-readable notice: the first text part of the report, cut at the original."""
+    chosen: Part | None = None
+    for part in mail.parts:
+        if part.in_enclosed or part.encloses:
+            continue
+        if part.content_type == "text/plain":
+            chosen = part
+            break
+    if chosen is None:
+        for part in mail.parts:
+            if not part.in_enclosed and part.content_type == "text/html":
+                chosen = part
+                break
+    if chosen is None:
+        return "", None
+    text = chosen.text()
+    if chosen.content_type == "text/html":
+        text = _strip_html(text)
+    cut = _ORIGINAL_STARTS.search(text)
+    if cut is not None and cut.start() > 0:
+        text = text[: cut.start()]
+    else:
+        # An inline original without a marker: its header block starts the copy.
+        header = re.search(r"^(?:Return-Path|Received): .*\n(?:[\w-]+: |\s)", text, re.M | re.I)
+        if header is not None and header.start() > 0:
+            text = text[: header.start()]
+    return text, chosen
+
+
+def _strip_html(text: str) -> str:
+    text = re.sub(r"(?is)<(script|style)\b.*?</\1\s*>", " ", text)
+    text = re.sub(r"(?i)<br\s*/?>|</p>|</div>|</tr>|</li>", "\n", text)
+    text = re.sub(r"<[^>]{0,2000}>", " ", text)
+    text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    return text.replace("&nbsp;", " ").replace("&#64;", "@")
+
+
+def _clean(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()[:MAX_DIAGNOSTIC]
+
+
+def _excluded(mail: Mail) -> set[str]:
+    """Addresses a notice mentions that are not failed recipients: sender and reporter."""
+    out: set[str] = set()
+    top = mail.top
+    for name in ("from", "to", "reply-to", "return-path", "sender", "cc"):
+        for value in top.header_all(name):
+            out.update(a.lower() for a in ADDRESS.findall(value))
+    for headers in mail.enclosed_headers():
+        for key, value in headers:
+            if key.lower() in ("from", "sender", "return-path", "reply-to"):
+                out.update(a.lower() for a in ADDRESS.findall(value))
+    return out
+
+
+def _is_daemon(address: str) -> bool:
+    local = address.partition("@")[0].lower()
+    return bool(
+        re.fullmatch(
+            r"(?:mailer-?daemon|postmaster|root|mail-?daemon|abuse|noreply|no-reply|"
+            r"bounces?|double-bounce|nobody|mail|admin|webmaster|hostmaster|support|"
+            r"microsoftexchange[0-9a-f]*|mdaemon)",
+            local,
+        )
+    )
+
+
+def _from_text_format(
+    notice: str, mail: Mail, excluded: set[str]
+) -> tuple[list[_Found], str] | None:
+    for fmt in TEXT_FORMATS:
+        if not fmt.signature.search(notice):
+            continue
+        matches = [m for m in fmt.recipient.finditer(notice) if _usable(m.group("addr"), excluded)][
+            :MAX_RECIPIENTS
+        ]
+        if not matches:
+            continue
+        found: list[_Found] = []
+        for i, match in enumerate(matches):
+            diag: str | None = match.groupdict().get("diag")
+            after_end = matches[i + 1].start() if i + 1 < len(matches) else len(notice)
+            following = notice[match.end() : after_end]
+            # The paragraph after the address is that address's reason (qmail, Exim).
+            paragraph = re.split(r"\n[ \t]*\n", following, maxsplit=1)[0]
+            if not diag or not diag.strip():
+                diag = paragraph
+            elif fmt.name == "postfix":
+                diag = diag + " " + paragraph
+            found.append(_Found(match.group("addr"), _clean(diag)))
+        return _dedupe(found), fmt.name
+    return None
+
+
+def _usable(address: str, excluded: set[str]) -> bool:
+    lowered = address.lower()
+    return lowered not in excluded and not _is_daemon(address)
+
+
+def _dedupe(found: list[_Found]) -> list[_Found]:
+    seen: dict[str, _Found] = {}
+    for item in found:
+        key = item.address.lower()
+        if key not in seen or (not seen[key].diagnostic and item.diagnostic):
+            seen[key] = item
+    return list(seen.values())[:MAX_RECIPIENTS]
+
+
+# -- 4. Generic reading ----------------------------------------------------------------------
+
+
+def _looks_like_bounce(mail: Mail, notice: str) -> bool:
+    top = mail.top
+    sender = decode_words(top.header("from") or "")
+    subject = decode_words(top.header("subject") or "")
+    if top.header("x-failed-recipients"):
+        return True
+    if _DAEMON_FROM.search(sender) and (_BOUNCE_SUBJECT.search(subject) or _looks_failed(notice)):
+        return True
+    return bool(_BOUNCE_SUBJECT.search(subject)) and _looks_failed(notice)
+
+
+def _looks_failed(notice: str) -> bool:
+    return bool(
+        _PERMANENT_TEXT.search(notice)
+        or _DELAY_TEXT.search(notice)
+        or cls.find_status(notice)
+        or cls.find_smtp_code(notice)
+        or cls.text_reason(notice) not in (None, BounceReason.TEMPORARY)
+    )
+
+
+def _generic(notice: str, mail: Mail, excluded: set[str]) -> list[_Found]:
+    found: list[_Found] = []
+    header = mail.top.header("x-failed-recipients")
+    if header:
+        # Exim: the failed addresses, comma-separated (Exim spec, "X-Failed-Recipients").
+        for address in ADDRESS.findall(header)[:MAX_RECIPIENTS]:
+            found.append(_Found(address, _near(notice, address)))
+        if found:
+            return _dedupe(found)
+    for match in ADDRESS.finditer(notice):
+        address = match.group(0)
+        if not _usable(address, excluded):
+            continue
+        before = notice[max(0, match.start() - 1) : match.start()]
+        if before in ("/", "=", "."):  # part of a URL or a longer token
+            continue
+        found.append(_Found(address, _near(notice, address)))
+        if len(found) >= MAX_RECIPIENTS:
+            break
+    if found:
+        return _dedupe(found)
+    # No address in the notice: the returned original's recipient is the failed one.
+    for headers in mail.enclosed_headers():
+        for key, value in headers:
+            if key.lower() in ("to", "delivered-to", "x-original-to"):
+                addresses = [a for a in ADDRESS.findall(value) if _usable(a, excluded)]
+                if len(addresses) == 1:
+                    return [_Found(addresses[0], _clean(notice))]
+    return []
+
+
+def _near(notice: str, address: str) -> str:
+    """The lines around the first mention of ``address``: usually its reason."""
+    at = notice.lower().find(address.lower())
+    if at < 0:
+        return _clean(notice)
+    start = notice.rfind("\n\n", 0, at)
+    end = notice.find("\n\n", at + len(address))
+    chunk = notice[start + 1 if start >= 0 else 0 : end if end >= 0 else len(notice)]
+    if not cls.find_smtp_code(chunk) and not cls.text_reason(chunk):
+        return _clean(notice)
+    return _clean(chunk)
+
+
+# -- Assembly ------------------------------------------------------------------------------
+
+
+def _kind(item: _Found, notice_is_delay: bool) -> BounceKind | None:
+    action = (item.action or "").split()[0] if item.action else ""
+    if action in ("delivered", "relayed", "expanded"):
+        return None  # RFC 3464 §2.3.3: success notices name no failure
+    if action == "delayed":
+        return BounceKind.DELAY
+    if action == "failed":
+        return BounceKind.BOUNCE
+    status = item.status or ""
+    if status.startswith("2"):
+        return None
+    if status.startswith("4") and (notice_is_delay or action == ""):
+        return BounceKind.DELAY if notice_is_delay else BounceKind.BOUNCE
+    return (
+        BounceKind.DELAY if notice_is_delay and not status.startswith("5") else (BounceKind.BOUNCE)
+    )
+
+
+def _recipient(item: _Found, kind: BounceKind, notice: str) -> BounceRecipient:
+    diagnostic = item.diagnostic
+    status = item.status or cls.find_status(diagnostic)
+    smtp_code = item.smtp_code or cls.find_smtp_code(diagnostic)
+    evidence = diagnostic
+    if cls.text_reason(diagnostic) is None:
+        # The DSN says little: the notice's own words about this address may say more.
+        evidence = f"{diagnostic} {_near(notice, item.address)}"
+        if status is None or status.endswith(".0.0"):
+            status = status or cls.find_status(evidence)
+    reason, hard = cls.classify(kind, status, smtp_code, evidence)
+    return BounceRecipient(
+        address=item.address,
+        hard=hard,
+        kind=kind,
+        reason=reason,
+        status=status,
+        smtp_code=smtp_code,
+        diagnostic=diagnostic,
+    )
+
+
+def bounce_from(mail: Mail) -> BounceReport | None:
+    """Read a bounce from an already read ``Mail``; ``None`` when it is not one."""
+    notice, _ = _notice(mail)
+    subject = decode_words(mail.top.header("subject") or "")
+    notice_is_delay = bool(
+        _DELAY_TEXT.search(notice) or re.search(r"delay|warning|deferred", subject, re.I)
+    ) and not _PERMANENT_TEXT.search(notice)
+    excluded = _excluded(mail)
+    reporting_mta: str | None = None
+    dsn = _from_dsn(mail)
+    if dsn is not None:
+        found, reporting_mta, variant = dsn
+    else:
+        if is_auto_reply(mail):
+            return None
+        if not _looks_like_bounce(mail, notice) and not _strong_signature(notice):
+            return None
+        text_found = _from_text_format(notice, mail, excluded)
+        if text_found is not None:
+            found, variant = text_found
+        else:
+            found, variant = _generic(notice, mail, excluded), "generic"
+        notice_status = cls.find_status(notice) if len(found) == 1 else None
+        if notice_status is not None and not found[0].diagnostic:
+            found = [_Found(found[0].address, _clean(notice), notice_status)]
+    recipients: list[BounceRecipient] = []
+    for item in found[:MAX_RECIPIENTS]:
+        kind = _kind(item, notice_is_delay)
+        if kind is None:
+            continue
+        recipients.append(_recipient(item, kind, notice))
+    if not recipients:
+        return None
+    return BounceReport(
+        recipients=tuple(recipients),
+        refs=find_refs(mail),
+        original_message_id=original_message_id(mail),
+        reporting_mta=reporting_mta,
+        variant=variant,
+    )
+
+
+def _strong_signature(notice: str) -> bool:
+    return any(fmt.signature.search(notice) for fmt in TEXT_FORMATS[:4])
+
+
+def parse_bounce(raw: bytes) -> BounceReport | None:
+    """Parse ``raw`` as a bounce or delay report.
+
+    Returns ``None`` when the message is not one (an auto-reply, a complaint, ordinary
+    mail, junk). Never raises on malformed input.
+    """
+    return bounce_from(mailmod.read(raw))
