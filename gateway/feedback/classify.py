@@ -29,7 +29,6 @@ SMTP_CODE = re.compile(r"(?<![\d.#-])([245][0-5]\d)(?:[ -]|$)")
 # Specific codes (RFC 3463 §3.2-3.9 and the registry) and the reason each names.
 _STATUS_REASONS: dict[str, BounceReason] = {
     "1.1": BounceReason.UNKNOWN_USER,  # bad destination mailbox address
-    "1.0": BounceReason.UNKNOWN_USER,  # other address status; servers use it for unknown users
     "1.6": BounceReason.UNKNOWN_USER,  # destination mailbox has moved, no forwarding address
     "1.10": BounceReason.DOMAIN_NOT_FOUND,  # RFC 7505 §4.2: recipient domain has a null MX
     "1.2": BounceReason.DOMAIN_NOT_FOUND,  # bad destination system address
@@ -39,11 +38,16 @@ _STATUS_REASONS: dict[str, BounceReason] = {
     "3.4": BounceReason.POLICY,  # message too big for system
     "7.1": BounceReason.POLICY,  # delivery not authorized, message refused
     "7.0": BounceReason.POLICY,
+    "1.3": BounceReason.UNKNOWN_USER,  # bad destination mailbox address syntax: never valid
+    "1.7": BounceReason.POLICY,  # bad sender's mailbox address syntax: not the recipient
+    "1.8": BounceReason.POLICY,  # bad sender's system address: not the recipient
+    "2.0": BounceReason.OTHER,  # other or undefined mailbox status
+    "2.4": BounceReason.OTHER,  # mailing list expansion problem
 }
 _STATUS_SUBJECT_REASONS: dict[str, BounceReason] = {
+    "6": BounceReason.OTHER,  # message content or media status
     "7": BounceReason.POLICY,  # security or policy status (RFC 3463 §3.8)
 }
-_STATUS_TEMPORARY_DETAILS = frozenset({"4.1", "4.2", "4.7", "4.0", "4.3", "4.5"})
 
 _FLAGS = re.IGNORECASE
 
@@ -81,7 +85,7 @@ _DOMAIN = re.compile(
     r"unrouteable (?:mail )?domain|unroutable domain|could not be resolved|unresolvable|"
     r"does not accept mail|null mx|invalid domain|mx (?:record|lookup)s? (?:not found|failed)|"
     r"no (?:valid )?(?:mx|dns|mail exchanger)|hostname (?:lookup failed|not found)|"
-    r"host not reachable|dns (?:lookup )?(?:error|failure)|unknown mail ?domain|"
+    r"domain is not reachable|domain (?:is )?unreachable|unknown mail ?domain|"
     r"domain (?:could not|cannot) be found|name server|domain has no|illegal host|"
     r"host .{0,80} not found",
     _FLAGS,
@@ -97,9 +101,13 @@ _USER = re.compile(
     r"not (?:a )?(?:valid|known) (?:user|mailbox|recipient|address)|unrouteable address|"
     r"recipientnotfound|not our customer|is not a known user|bad destination|"
     r"undeliverable address|no valid recipients|unknown or illegal|addressee unknown|"
-    r"mailbox unavailable|mailbox not available|no mailbox|mailbox name not allowed|"
-    r"recipient rejected|rejected recipient|address rejected|"
-    r"no longer (?:valid|available|active|in service)|not (?:a )?registered|"
+    r"mailbox unavailable|mailbox not available|no mail ?box|mailbox name not allowed|"
+    r"bad[_ -]recipient|"
+    r"rejected recipient|"
+    r"no longer (?:valid|available|active|in service)|recipient address rejected: access denied|"
+    r"recipient address rejected(?:\.|\s*$|\s*\()|address (?:couldn't|could not|cannot|can't) "
+    r"be found|address not found|not listed in (?:\w+ )?(?:directory|address book)|"
+    r"invalid (?:final )?(?:delivery )?user ?id|"
     r"unknown account|mailbox (?:is )?not (?:found|present)|user not|has moved|"
     r"no such|not a valid|badrcptto|non-?existent (?:user|mailbox|address|account)|"
     r"invalid mailbox|unable to find|address lookup|user doesn|isn't a valid|"
@@ -109,11 +117,27 @@ _USER = re.compile(
 _POLICY = re.compile(
     r"relay(?:ing)? (?:denied|not permitted|access denied|prohibited)|not (?:permitted|allowed) "
     r"to relay|authenticat|\bspf\b|\bdkim\b|\bdmarc\b|policy|not authori[sz]ed|access denied|"
-    r"too (?:large|big)|size (?:exceeds|limit)|message (?:length|size) exceeds|refused|"
-    r"denied|not allowed|prohibited|reverse dns|\bptr\b|rate limit|too many|tls|"
-    r"rejected|not accepted",
+    r"too (?:large|big)|size (?:exceeds|limit)|message (?:length|size) exceeds|"
+    r"reverse dns|\bptr\b|tls",
     _FLAGS,
 )
+# Wordings that override even a specific status code: a rate limit or a recipient's own
+# filter refuses this message now, whatever X.1.1 the server attached to it.
+_THROTTLED = re.compile(
+    r"too many (?:recipients|messages|connections|mails|emails)|rate limit|sending limit|"
+    r"recipient preferences|may not have permission to post|not (?:a )?member of|"
+    r"only (?:accepts|members)|try again later",
+    _FLAGS,
+)
+# A DNS failure that is temporary (SERVFAIL, malformed answer), not a missing domain.
+_DNS_TEMPFAIL = re.compile(
+    r"host not found, try again|malformed or unexpected name server reply|"
+    r"temporary failure in name resolution|servfail|host not reachable|"
+    r"name service error[^\n]{0,80}try again",
+    _FLAGS,
+)
+# Generic refusals: used only when nothing more specific was said anywhere.
+_REFUSED = re.compile(r"refused|denied|not allowed|prohibited|rejected|not accepted", _FLAGS)
 _TEMPORARY = re.compile(
     r"try again|temporar|retry|timed? ?out|deferred|delayed|connection (?:refused|reset|lost|"
     r"closed)|network|could not connect|unable to connect|no route|expired|"
@@ -121,30 +145,56 @@ _TEMPORARY = re.compile(
     _FLAGS,
 )
 
-_TEXT_RULES: tuple[tuple[BounceReason, re.Pattern[str]], ...] = (
-    (BounceReason.MAILBOX_FULL, _FULL),
-    (BounceReason.OTHER, _DISABLED),
-    (BounceReason.DOMAIN_NOT_FOUND, _DOMAIN),
-    (BounceReason.UNKNOWN_USER, _USER),
-    (BounceReason.BLOCKED_SPAM, _SPAM),
-    (BounceReason.POLICY, _POLICY),
-    (BounceReason.TEMPORARY, _TEMPORARY),
+# The sender's address, domain or host was refused: says nothing about the recipient.
+_SENDER = re.compile(
+    r"sender (?:address |domain )?(?:rejected|refused|denied|verify failed|is not allowed)|"
+    r"sender (?:address |domain )?(?:is )?(?:invalid|unknown|not found|does not exist)|"
+    r"(?:domain|address) of sender|mail from (?:address )?(?:rejected|refused)|"
+    r"(?:unknown|invalid|unresolvable) sender|sender domain|after mail from|>>> mail from|"
+    r"my name was rejected|\bhelo\b|\behlo\b",
+    _FLAGS,
 )
-# Text that overrides even a specific status code (servers often send 5.1.1 or 5.7.1 for
-# these); the others give way to the code.
-_OVERRIDES_STATUS = frozenset(
-    {BounceReason.MAILBOX_FULL, BounceReason.OTHER, BounceReason.BLOCKED_SPAM}
+# Rejected once the content was sent: the server accepted the recipient at RCPT TO.
+AFTER_DATA = re.compile(
+    r"after (?:end of )?data|end of data command|in reply to (?:end of )?data|"
+    r"after the message was sent|after DATA|smtp command\W+data\b|>>> DATA",
+    _FLAGS,
+)
+
+# (reason, pattern, overrides a specific status code), the first match wins; weak wordings
+# come last and lose to any strong wording in the surrounding notice.
+_TEXT_RULES: tuple[tuple[BounceReason, re.Pattern[str], bool], ...] = (
+    (BounceReason.POLICY, _SENDER, True),
+    (BounceReason.POLICY, _THROTTLED, True),
+    (BounceReason.MAILBOX_FULL, _FULL, True),
+    (BounceReason.OTHER, _DISABLED, True),
+    (BounceReason.OTHER, _DNS_TEMPFAIL, True),
+    (BounceReason.DOMAIN_NOT_FOUND, _DOMAIN, False),
+    (BounceReason.UNKNOWN_USER, _USER, False),
+    (BounceReason.BLOCKED_SPAM, _SPAM, True),
+    (BounceReason.POLICY, _POLICY, False),
+    (BounceReason.TEMPORARY, _TEMPORARY, False),
+)
+_WEAK_RULES: tuple[tuple[BounceReason, re.Pattern[str], bool], ...] = (
+    (BounceReason.POLICY, _REFUSED, False),
 )
 _HARD = frozenset({BounceReason.UNKNOWN_USER, BounceReason.DOMAIN_NOT_FOUND})
 
 
+def _match(
+    text: str, rules: tuple[tuple[BounceReason, re.Pattern[str], bool], ...]
+) -> tuple[BounceReason, bool] | None:
+    sample = text[:4096]
+    for reason, pattern, overrides in rules:
+        if pattern.search(sample):
+            return reason, overrides
+    return None
+
+
 def text_reason(text: str) -> BounceReason | None:
     """The reason the wording of ``text`` names, or ``None`` when nothing matches."""
-    sample = text[:4096]
-    for reason, pattern in _TEXT_RULES:
-        if pattern.search(sample):
-            return reason
-    return None
+    found = _match(text, _TEXT_RULES) or _match(text, _WEAK_RULES)
+    return found[0] if found is not None else None
 
 
 def status_reason(status: str | None) -> BounceReason | None:
@@ -159,29 +209,56 @@ def status_reason(status: str | None) -> BounceReason | None:
 
 
 def classify(
-    kind: BounceKind, status: str | None, smtp_code: str | None, diagnostic: str
+    kind: BounceKind,
+    status: str | None,
+    smtp_code: str | None,
+    diagnostic: str,
+    context: str = "",
 ) -> tuple[BounceReason, bool]:
-    """Return ``(reason, hard)`` for one recipient of a bounce or delay report."""
+    """Return ``(reason, hard)`` for one recipient of a bounce or delay report.
+
+    ``diagnostic`` is what the report says about this recipient (the DSN
+    ``Diagnostic-Code`` or the line next to the address); ``context`` is the surrounding
+    notice, weaker evidence used only when the diagnostic names no reason.
+    """
     temporary = (
         kind is BounceKind.DELAY
         or (status or "").startswith("4")
         or (not status and (smtp_code or "").startswith("4"))
     )
-    by_text = text_reason(diagnostic)
+    # Strong wordings of the diagnostic, then of the notice, then weak ones ("rejected").
+    in_diagnostic = _match(diagnostic, _TEXT_RULES)
+    found = (
+        in_diagnostic
+        or _match(context, _TEXT_RULES)
+        or (in_diagnostic := _match(diagnostic, _WEAK_RULES))
+        or _match(context, _WEAK_RULES)
+    )
+    by_text, overrides = found if found is not None else (None, False)
+    from_diagnostic = in_diagnostic is not None
     by_status = status_reason(status)
     reason: BounceReason | None
-    if by_status is not None and by_status is not BounceReason.POLICY:
-        reason = by_text if by_text in _OVERRIDES_STATUS else by_status
+    if by_status in _HARD:
+        # Only the server's words about this recipient can contradict its status code.
+        reason = by_text if overrides and from_diagnostic else by_status
     elif by_status is BounceReason.POLICY:
-        # X.7.X says "refused by policy"; the text may say which policy (spam, unknown user).
-        reason = by_text if by_text not in (None, BounceReason.TEMPORARY) else by_status
+        # X.7.X: refused by policy; the server's own words may say which (spam, no such user).
+        usable = by_text not in (None, BounceReason.TEMPORARY)
+        usable = usable and (from_diagnostic or by_text not in _HARD)
+        reason = by_text if usable else by_status
+    elif by_status is not None:
+        # A code about something else than the address (list, content): the text may say
+        # more, but cannot turn it into a bad address.
+        useful = by_text not in (None, BounceReason.TEMPORARY) and by_text not in _HARD
+        reason = by_text if useful else by_status
     else:
         reason = by_text
     if reason is None or reason is BounceReason.TEMPORARY:
         reason = BounceReason.TEMPORARY if temporary else BounceReason.OTHER
-    if temporary and reason in _HARD:
-        # A 4XX "user unknown" is retried by the sender; it proves nothing yet.
-        return reason, False
+    if reason in _HARD and AFTER_DATA.search(f"{diagnostic[:4096]} {context[:4096]}"):
+        # Refused after DATA: the address was accepted at RCPT TO, so it exists.
+        reason = BounceReason.POLICY
+    # A 4XX "user unknown" is retried by the sender; it proves nothing yet.
     return reason, reason in _HARD and not temporary
 
 

@@ -38,7 +38,7 @@ _FLAGS = re.IGNORECASE | re.MULTILINE
 # Senders that only ever send bounces (RFC 3464 §2 leaves the From to the MTA; these are
 # the names MTAs use).
 _DAEMON_FROM = re.compile(
-    r"mailer-?daemon|mail-?daemon|postmaster|mail delivery (?:sub)?system|"
+    r"mailer[- ]?daemon|mail-?daemon|postmaster|post_master|mail delivery (?:sub)?system|"
     r"delivery (?:status )?notification|maildelivery|\bmdaemon|mail administrator|"
     r"mailmaster|mail ?delivery|double-?bounce|\bdaemon@|internet mail delivery|"
     r"mail system|mailerdaemon|notification@|bounces?@|microsoftexchange",
@@ -141,10 +141,12 @@ def _field_groups(text: str) -> list[list[tuple[str, str]]]:
             continue
         current = groups[-1]
         names = {n for n, _ in current}
+        complete = bool(names & {"action", "status", "diagnostic-code"})
         if (
-            name in ("final-recipient", "original-recipient")
-            and ("final-recipient" in names or (name == "original-recipient" and "action" in names))
-        ) or (name == "reporting-mta" and "final-recipient" in names):
+            (name == "final-recipient" and "final-recipient" in names)
+            or (name == "original-recipient" and ("original-recipient" in names or complete))
+            or (name == "reporting-mta" and "final-recipient" in names)
+        ):
             groups.append([])
         groups[-1].append((name, value.strip()))
     return [group for group in groups if group]
@@ -167,7 +169,7 @@ def _dsn_text(mail: Mail) -> tuple[list[str], str]:
         return [p.text() for p in parts], "rfc3464"
     texts: list[str] = []
     for part in mail.parts:
-        if part.in_enclosed or not part.content_type.startswith("text/"):
+        if part.in_enclosed or not _is_text(part):
             continue
         text = part.text()
         start = _DSN_TEXT_START.search(text)
@@ -212,7 +214,7 @@ def _from_dsn(mail: Mail) -> tuple[list[_Found], str | None, str] | None:
             )
     if not found:
         return None
-    return found, reporting_mta, variant
+    return _dedupe(found), reporting_mta, variant
 
 
 # -- 2. Auto-replies -------------------------------------------------------------------------
@@ -341,7 +343,9 @@ def _notice(mail: Mail) -> tuple[str, Part | None]:
     for part in mail.parts:
         if part.in_enclosed or part.encloses:
             continue
-        if part.content_type == "text/plain":
+        if part.content_type == "text/plain" or (
+            _is_text(part) and part.content_type != "text/html"
+        ):
             chosen = part
             break
     if chosen is None:
@@ -363,6 +367,13 @@ def _notice(mail: Mail) -> tuple[str, Part | None]:
         if header is not None and header.start() > 0:
             text = text[: header.start()]
     return text, chosen
+
+
+def _is_text(part: Part) -> bool:
+    """A text leaf, or a multipart whose boundary could not be read (its body is text)."""
+    return part.content_type.startswith("text/") or (
+        part.content_type.startswith("multipart/") and part.param("boundary") is None
+    )
 
 
 def _strip_html(text: str) -> str:
@@ -391,6 +402,11 @@ def _excluded(mail: Mail) -> set[str]:
     return out
 
 
+_GENERIC_ADDRESS = re.compile(_A)
+_LINE_ADDRESS = re.compile(rf"[ \t]*[<\"(]?{_A}")
+_MAILER_DAEMON = re.compile(r"mailer-?daemon|mail-?daemon|double-bounce|mdaemon", re.I)
+
+
 def _is_daemon(address: str) -> bool:
     local = address.partition("@")[0].lower()
     return bool(
@@ -409,9 +425,7 @@ def _from_text_format(
     for fmt in TEXT_FORMATS:
         if not fmt.signature.search(notice):
             continue
-        matches = [m for m in fmt.recipient.finditer(notice) if _usable(m.group("addr"), excluded)][
-            :MAX_RECIPIENTS
-        ]
+        matches = _prefer(list(fmt.recipient.finditer(notice)), excluded)[:MAX_RECIPIENTS]
         if not matches:
             continue
         found: list[_Found] = []
@@ -435,13 +449,31 @@ def _usable(address: str, excluded: set[str]) -> bool:
     return lowered not in excluded and not _is_daemon(address)
 
 
+def _prefer(matches: list[re.Match[str]], excluded: set[str]) -> list[re.Match[str]]:
+    """Matches naming a plausible recipient; the sender or a daemon only if nothing else.
+
+    A failed recipient can be a postmaster, or the sender writing to themselves, so those
+    are dropped only when the notice also names someone else.
+    """
+    plausible = [m for m in matches if _usable(m.group("addr"), excluded)]
+    if plausible:
+        return plausible
+    return [m for m in matches if not _MAILER_DAEMON.fullmatch(m.group("addr").partition("@")[0])]
+
+
 def _dedupe(found: list[_Found]) -> list[_Found]:
+    """One entry per address (in first-seen order), keeping the most informative one."""
     seen: dict[str, _Found] = {}
     for item in found:
         key = item.address.lower()
-        if key not in seen or (not seen[key].diagnostic and item.diagnostic):
+        kept = seen.get(key)
+        if kept is None or _weight(item) > _weight(kept):
             seen[key] = item
     return list(seen.values())[:MAX_RECIPIENTS]
+
+
+def _weight(item: _Found) -> tuple[bool, bool, int]:
+    return (item.status is not None, item.action is not None, len(item.diagnostic))
 
 
 # -- 4. Generic reading ----------------------------------------------------------------------
@@ -477,16 +509,14 @@ def _generic(notice: str, mail: Mail, excluded: set[str]) -> list[_Found]:
             found.append(_Found(address, _near(notice, address)))
         if found:
             return _dedupe(found)
-    for match in ADDRESS.finditer(notice):
-        address = match.group(0)
-        if not _usable(address, excluded):
-            continue
-        before = notice[max(0, match.start() - 1) : match.start()]
-        if before in ("/", "=", "."):  # part of a URL or a longer token
-            continue
-        found.append(_Found(address, _near(notice, address)))
-        if len(found) >= MAX_RECIPIENTS:
-            break
+    candidates = [
+        m
+        for m in _GENERIC_ADDRESS.finditer(notice)
+        # Not part of a URL or a longer token.
+        if notice[max(0, m.start() - 1) : m.start()] not in ("/", "=", ".")
+    ]
+    for match in _prefer(candidates, excluded)[:MAX_RECIPIENTS]:
+        found.append(_Found(match.group("addr"), _near(notice, match.group("addr"))))
     if found:
         return _dedupe(found)
     # No address in the notice: the returned original's recipient is the failed one.
@@ -500,16 +530,34 @@ def _generic(notice: str, mail: Mail, excluded: set[str]) -> list[_Found]:
 
 
 def _near(notice: str, address: str) -> str:
-    """The lines around the first mention of ``address``: usually its reason."""
-    at = notice.lower().find(address.lower())
+    """What the notice says next to ``address``: its line and the lines that continue it.
+
+    The chunk ends at an empty line or at a line that starts with another address (the
+    next recipient's entry). Without a reply code or a reason there, the paragraph, then
+    the start of the notice, stand in.
+    """
+    lowered = address.lower()
+    at = notice.lower().find(lowered)
     if at < 0:
-        return _clean(notice)
+        return _clean(notice[:2000])
+    line_start = notice.rfind("\n", 0, at) + 1
+    chunk: list[str] = []
+    for i, line in enumerate(notice[line_start:].split("\n")[:20]):
+        if i > 0 and not line.strip():
+            break
+        head = _LINE_ADDRESS.match(line)
+        if i > 0 and head is not None and head.group("addr").lower() != lowered:
+            break
+        chunk.append(line)
+    text = " ".join(chunk)
+    if cls.find_smtp_code(text) or cls.text_reason(text):
+        return _clean(text)
     start = notice.rfind("\n\n", 0, at)
-    end = notice.find("\n\n", at + len(address))
-    chunk = notice[start + 1 if start >= 0 else 0 : end if end >= 0 else len(notice)]
-    if not cls.find_smtp_code(chunk) and not cls.text_reason(chunk):
-        return _clean(notice)
-    return _clean(chunk)
+    end = notice.find("\n\n", at)
+    paragraph = notice[start + 1 if start >= 0 else 0 : end if end >= 0 else len(notice)]
+    if cls.find_smtp_code(paragraph) or cls.text_reason(paragraph):
+        return _clean(paragraph)
+    return _clean(notice[:2000])
 
 
 # -- Assembly ------------------------------------------------------------------------------
@@ -537,13 +585,11 @@ def _recipient(item: _Found, kind: BounceKind, notice: str) -> BounceRecipient:
     diagnostic = item.diagnostic
     status = item.status or cls.find_status(diagnostic)
     smtp_code = item.smtp_code or cls.find_smtp_code(diagnostic)
-    evidence = diagnostic
+    # The notice's own words about this address: weaker evidence than the diagnostic.
+    context = _near(notice, item.address)
     if cls.text_reason(diagnostic) is None:
-        # The DSN says little: the notice's own words about this address may say more.
-        evidence = f"{diagnostic} {_near(notice, item.address)}"
-        if status is None or status.endswith(".0.0"):
-            status = status or cls.find_status(evidence)
-    reason, hard = cls.classify(kind, status, smtp_code, evidence)
+        status = status or cls.find_status(context)
+    reason, hard = cls.classify(kind, status, smtp_code, diagnostic, context)
     return BounceRecipient(
         address=item.address,
         hard=hard,
