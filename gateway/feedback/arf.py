@@ -7,7 +7,8 @@ This module owns ``parse_arf(raw) -> ComplaintReport | None``. It reads, in orde
    part made only of feedback-report fields (older Yahoo/AOL reports and mislabelled
    attachments).
 2. Microsoft's JMRP/SNDS reports, which are not ARF: a ``message/rfc822`` original from
-   ``staff@hotmail.com`` whose header ``X-HmXmrOriginalRecipient`` names the complainant.
+   ``staff@hotmail.com`` whose header ``X-HmXmrOriginalRecipient`` names the complainant;
+   then Amazon SES complaint notifications received by e-mail (``gateway.feedback.ses``).
 3. Plain-text DMARC failure reports without the ARF part (Exim's "failed the published
    DMARC policy" notice): ``auth-failure`` per RFC 6591.
 4. Apple Mail's one-click unsubscribe (``X-Apple-Unsubscribe: true``): ``opt-out``.
@@ -22,6 +23,7 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 
 from gateway.feedback import mail as mailmod
+from gateway.feedback import ses
 from gateway.feedback.mail import Mail, decode_words, first_header, parse_header_block
 from gateway.feedback.refs import find_refs, original_message_id
 from gateway.feedback.reports import ComplaintReport
@@ -160,7 +162,8 @@ def _report(
 
 def _jmrp(mail: Mail) -> ComplaintReport | None:
     # Microsoft JMRP: no report part; the enclosed original carries the complainant.
-    for headers in mail.enclosed_headers():
+    # Some mailboxes deliver the original itself as the report (flattened forward).
+    for headers in [*mail.enclosed_headers(), mail.top.headers]:
         recipient = first_header(headers, "x-hmxmroriginalrecipient")
         if recipient is None:
             continue
@@ -191,6 +194,22 @@ def _dmarc_text(mail: Mail) -> ComplaintReport | None:
     return None
 
 
+def _ses(mail: Mail) -> ComplaintReport | None:
+    document = ses.notification(mail)
+    if document is None or document.get("notificationType") != "Complaint":
+        return None
+    complaint = ses.section(document, "complaint")
+    kind = complaint.get("complaintFeedbackType")
+    agent = complaint.get("userAgent")
+    fields: list[tuple[str, str]] = [("Feedback-Type", kind if isinstance(kind, str) else "abuse")]
+    if isinstance(agent, str):
+        fields.append(("User-Agent", agent))
+    reported = tuple(
+        e["emailAddress"] for e in ses.entries(document, "complaint", "complainedRecipients")
+    )
+    return _report(mail, tuple(fields), "amazon-ses", reported=reported)
+
+
 def _apple_unsubscribe(mail: Mail) -> ComplaintReport | None:
     # Apple Mail answers a List-Unsubscribe mailto: (RFC 2369) with this header set.
     if (mail.top.header("x-apple-unsubscribe") or "").strip().lower() != "true":
@@ -205,7 +224,7 @@ def complaint_from(mail: Mail) -> ComplaintReport | None:
     fields = _report_fields(mail)
     if fields is not None:
         return _report(mail, fields, "arf")
-    return _jmrp(mail) or _dmarc_text(mail) or _apple_unsubscribe(mail)
+    return _jmrp(mail) or _ses(mail) or _dmarc_text(mail) or _apple_unsubscribe(mail)
 
 
 def parse_arf(raw: bytes) -> ComplaintReport | None:

@@ -181,6 +181,26 @@ _WEAK_RULES: tuple[tuple[BounceReason, re.Pattern[str], bool], ...] = (
 _HARD = frozenset({BounceReason.UNKNOWN_USER, BounceReason.DOMAIN_NOT_FOUND})
 
 
+# Provider-specific meanings, most specific first: (recipient domain, wording, reason).
+# au by KDDI answers "550 : User unknown" when the recipient's own sender filter
+# ("designated domain reception") refuses the mail; the mailbox exists.
+PROVIDER_RULES: tuple[tuple[re.Pattern[str], re.Pattern[str], BounceReason], ...] = (
+    (
+        re.compile(r"@(?:ezweb\.ne\.jp|au\.com)$", re.I),
+        re.compile(r"\b550[ :]+:?\s*user unknown", re.I),
+        BounceReason.POLICY,
+    ),
+)
+
+
+def provider_reason(address: str, text: str) -> BounceReason | None:
+    """A reason that ``PROVIDER_RULES`` give for this recipient and wording, or ``None``."""
+    for domain, wording, reason in PROVIDER_RULES:
+        if domain.search(address) and wording.search(text[:4096]):
+            return reason
+    return None
+
+
 def _match(
     text: str, rules: tuple[tuple[BounceReason, re.Pattern[str], bool], ...]
 ) -> tuple[BounceReason, bool] | None:

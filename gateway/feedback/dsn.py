@@ -5,7 +5,8 @@ order, the most authoritative evidence first (like flufl.bounce's ``_DETECTORS``
 
 1. ``message/delivery-status`` parts (RFC 3464 §2.1; also ``message/global-delivery-status``,
    RFC 6533 §6.2) and DSN fields pasted into a text part: per-recipient blocks with
-   ``Final-Recipient``, ``Action``, ``Status`` and ``Diagnostic-Code``.
+   ``Final-Recipient``, ``Action``, ``Status`` and ``Diagnostic-Code``; Amazon SES bounce
+   notifications received by e-mail carry the same fields as JSON.
 2. Auto-replies (RFC 3834: out-of-office, vacation, challenge-response) are not bounces.
 3. ``TEXT_FORMATS``: the plain-text notices of qmail, Exim, Postfix, Sendmail, Exchange,
    Gmail, Yahoo, Lotus Notes and others, each a signature, a pattern naming the failed
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 
 from gateway.feedback import classify as cls
 from gateway.feedback import mail as mailmod
+from gateway.feedback import ses
 from gateway.feedback.mail import Mail, Part, decode_words
 from gateway.feedback.refs import find_refs, original_message_id
 from gateway.feedback.reports import BounceKind, BounceReason, BounceRecipient, BounceReport
@@ -217,6 +219,32 @@ def _from_dsn(mail: Mail) -> tuple[list[_Found], str | None, str] | None:
     return _dedupe(found), reporting_mta, variant
 
 
+def _from_ses(mail: Mail) -> tuple[list[_Found], str | None, str] | None:
+    document = ses.notification(mail)
+    if document is None or document.get("notificationType") != "Bounce":
+        return None
+    found: list[_Found] = []
+    for entry in ses.entries(document, "bounce", "bouncedRecipients"):
+        diagnostic = entry.get("diagnosticCode")
+        diagnostic = (
+            diagnostic.partition(";")[2] or diagnostic if isinstance(diagnostic, str) else ""
+        )
+        status = entry.get("status")
+        action = entry.get("action")
+        found.append(
+            _Found(
+                address=entry["emailAddress"],
+                diagnostic=_clean(diagnostic),
+                status=cls.find_status(status) if isinstance(status, str) else None,
+                smtp_code=cls.find_smtp_code(diagnostic),
+                action=action.lower() if isinstance(action, str) else "failed",
+            )
+        )
+    mta = ses.section(document, "bounce").get("reportingMTA")
+    reporting = mta.partition(";")[2].strip() if isinstance(mta, str) else None
+    return (found, reporting or None, "amazon-ses") if found else None
+
+
 # -- 2. Auto-replies -------------------------------------------------------------------------
 
 
@@ -370,9 +398,9 @@ def _notice(mail: Mail) -> tuple[str, Part | None]:
 
 
 def _is_text(part: Part) -> bool:
-    """A text leaf, or a multipart whose boundary could not be read (its body is text)."""
+    """A text leaf, or a multipart without parts (its body is then read as text)."""
     return part.content_type.startswith("text/") or (
-        part.content_type.startswith("multipart/") and part.param("boundary") is None
+        part.content_type.startswith("multipart/") and bool(part.body)
     )
 
 
@@ -589,7 +617,11 @@ def _recipient(item: _Found, kind: BounceKind, notice: str) -> BounceRecipient:
     context = _near(notice, item.address)
     if cls.text_reason(diagnostic) is None:
         status = status or cls.find_status(context)
-    reason, hard = cls.classify(kind, status, smtp_code, diagnostic, context)
+    special = cls.provider_reason(item.address, f"{diagnostic}\n{context}")
+    if special is not None:
+        reason, hard = special, False
+    else:
+        reason, hard = cls.classify(kind, status, smtp_code, diagnostic, context)
     return BounceRecipient(
         address=item.address,
         hard=hard,
@@ -610,7 +642,7 @@ def bounce_from(mail: Mail) -> BounceReport | None:
     ) and not _PERMANENT_TEXT.search(notice)
     excluded = _excluded(mail)
     reporting_mta: str | None = None
-    dsn = _from_dsn(mail)
+    dsn = _from_dsn(mail) or _from_ses(mail)
     if dsn is not None:
         found, reporting_mta, variant = dsn
     else:

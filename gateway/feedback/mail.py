@@ -177,6 +177,13 @@ def _undo_transfer_encoding(body: bytes, cte: str) -> bytes:
     return body[:MAX_BODY]
 
 
+def _has_children(entities: tuple[mimetree.Entity, ...], parent: mimetree.Entity) -> bool:
+    return any(
+        e.depth == parent.depth + 1 and parent.body_start <= e.start < max(parent.body_end, 1)
+        for e in entities
+    )
+
+
 def normalise(raw: bytes) -> bytes:
     """Cap the input and make every line end in LF (CRLF and bare CR alike)."""
     data = raw[:MAX_INPUT]
@@ -217,9 +224,10 @@ def read(raw: bytes) -> Mail:
         inside = any(lo <= entity.start < hi for lo, hi in enclosed_spans)
         headers = parse_header_block(data[entity.start : entity.header_end])
         ctype_value = first_header(headers, "content-type") or ""
-        if entity.is_container:
+        if entity.is_container and _has_children(structure.entities, entity):
             body = b""
         else:
+            # A leaf, or a multipart none of whose delimiters appear: its body is all text.
             body = _undo_transfer_encoding(data[entity.body_start : entity.body_end], entity.cte)
         parts.append(
             Part(
