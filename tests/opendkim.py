@@ -24,14 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-TESTMSG = "opendkim-testmsg"
+# Debian installs it in /usr/sbin, which is not on every user's PATH.
+TESTMSG = shutil.which("opendkim-testmsg") or shutil.which("opendkim-testmsg", path="/usr/sbin")
 _QUERIES = "dns-queries: "
 
 
 def unavailable() -> str | None:
     """Why OpenDKIM verification cannot run here, or ``None`` if it can."""
-    if shutil.which(TESTMSG) is None:
-        return f"{TESTMSG} is not installed (Debian package opendkim-tools)"
+    if TESTMSG is None:
+        return "opendkim-testmsg is not installed (Debian package opendkim-tools)"
     if shutil.which("unshare") is None or shutil.which("mount") is None:
         return "unshare/mount (util-linux) are not installed"
     probe = subprocess.run(
@@ -109,6 +110,7 @@ def _inside(zone_file: Path, tmp: Path) -> int:
     server = DnsServer(port=53)
     server.load(json.loads(zone_file.read_text()))
     with server:
+        assert TESTMSG is not None
         done = subprocess.run(
             [TESTMSG, "-t", str(tmp)], stdin=sys.stdin.buffer, capture_output=True, check=False
         )
