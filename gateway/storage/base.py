@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from gateway.errors import ConfigError
+from gateway.fingerprints import DuplicateDrop, RecipientHistory, SendClaim
 from gateway.types import (
     Credential,
     DealerId,
@@ -154,6 +155,59 @@ class Storage(Protocol):
     async def list_credentials(self, dealer_id: DealerId | None = None) -> list[Credential]:
         """List credentials (hashes included; callers must not print them)."""
         ...
+
+    # -- duplicates and frequency caps (gateway/fingerprints.py) -----------------------
+    #
+    # Contract (tests/contract/test_duplicates.py): ``enqueue_claimed`` is the only
+    # writer of the send history, and it decides atomically: a claim is checked and
+    # recorded in the same transaction that stores the messages, so a refused claim
+    # stores nothing and a stored message always holds its claim.
+
+    async def recipient_histories(
+        self, keys: Sequence[bytes], since: datetime
+    ) -> dict[bytes, RecipientHistory]:
+        """Return each recipient key's version and its sends since ``since``, newest first.
+
+        Every key of ``keys`` is in the result; one never seen has version 0 and no sends.
+        The version is read before the sends, so a send committed in between can only
+        make the later claim fail (and be retried), never pass unseen.
+        """
+        ...
+
+    async def enqueue_claimed(
+        self,
+        messages: Sequence[NewMessage],
+        claims: Sequence[SendClaim],
+        drops: Sequence[DuplicateDrop] = (),
+    ) -> bool:
+        """Claim, record and enqueue in one durable transaction; False if a claim is lost.
+
+        For each claim: if ``expected_version`` is set, the recipient's version must still
+        be that value (it is then incremented); if ``claim_exact``, the (recipient,
+        fingerprint) pair must be free or older than ``exact_since`` (an expired entry is
+        taken over). When any claim fails nothing at all is stored and the call returns
+        ``False``: the caller re-reads the histories and decides again. Otherwise the
+        sends, ``drops`` and ``messages`` are committed together and it returns ``True``.
+        """
+        ...
+
+    async def list_duplicate_drops(
+        self, dealer_id: DealerId | None = None, limit: int = 100
+    ) -> list[DuplicateDrop]:
+        """List recorded duplicate drops and refusals, newest first."""
+        ...
+
+    async def expire_duplicates(
+        self, sends_before: datetime, drops_before: datetime, batch: int = 5000
+    ) -> int:
+        """Delete at most ``batch`` expired rows of each duplicate table; return how many.
+
+        One short transaction per call, so intake never waits long behind it; callers
+        repeat until it returns 0.
+        """
+        ...
+
+    # -- end of duplicates ---------------------------------------------------------------
 
 
 async def open_storage(url: str) -> Storage:

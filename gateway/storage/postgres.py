@@ -34,6 +34,13 @@ from typing import Any
 import asyncpg
 
 from gateway.errors import GatewayError, StorageError, StorageUnavailable
+from gateway.fingerprints import (
+    Category,
+    DuplicateDrop,
+    PriorSend,
+    RecipientHistory,
+    SendClaim,
+)
 from gateway.storage.migrate import apply_postgres
 from gateway.types import (
     Credential,
@@ -212,6 +219,13 @@ class PostgresStorage:
 
     async def enqueue(self, messages: Sequence[NewMessage]) -> None:
         """Store ``messages`` in one synchronous-commit transaction, all or nothing."""
+        rows = await self._message_rows(messages)
+        if not rows:
+            return
+        async with self._conn() as conn, conn.transaction():
+            await conn.executemany(_INSERT, rows)
+
+    async def _message_rows(self, messages: Sequence[NewMessage]) -> list[tuple[Any, ...]]:
         batch = list(messages)
         for message in batch:
             _aware(message.received_at)
@@ -220,7 +234,7 @@ class PostgresStorage:
                     f"{message.id}: a new message is QUEUED or HELD, not {message.state}"
                 )
         if not batch:
-            return
+            return []
         bodies = [m.data for m in batch]
         if sum(map(len, bodies)) > _HASH_IN_THREAD:
             digests = await asyncio.to_thread(_digests, bodies)
@@ -244,8 +258,7 @@ class PostgresStorage:
             )
             for m, digest in zip(batch, digests, strict=True)
         ]
-        async with self._conn() as conn, conn.transaction():
-            await conn.executemany(_INSERT, rows)
+        return rows
 
     async def claim(
         self,
@@ -481,3 +494,192 @@ class PostgresStorage:
         async with self._conn() as conn:
             rows = await conn.fetch(sql + " ORDER BY username", *args)
         return [_credential(r) for r in rows]
+
+    # -- duplicates and frequency caps (Storage protocol, "duplicates" section) ----------
+
+    async def recipient_histories(
+        self, keys: Sequence[bytes], since: datetime
+    ) -> dict[bytes, RecipientHistory]:
+        """Return each key's version and its sends since ``since``, newest first."""
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+        async with self._conn() as conn:
+            # Version first (see the protocol): under READ COMMITTED each statement has its
+            # own snapshot, and this order makes a send committed in between harmless.
+            versions = {
+                bytes(r["rkey"]): int(r["version"])
+                for r in await conn.fetch(
+                    "SELECT rkey, version FROM dup_recipients WHERE rkey = ANY($1::bytea[])",
+                    wanted,
+                )
+            }
+            rows = await conn.fetch(
+                "SELECT rkey, message_id, sent_at, fingerprint, signature, category"
+                " FROM dup_sends WHERE rkey = ANY($1::bytea[]) AND sent_at >= $2"
+                " ORDER BY sent_at DESC",
+                wanted,
+                _aware(since),
+            )
+        sends: dict[bytes, list[PriorSend]] = {key: [] for key in wanted}
+        for row in rows:
+            sends[bytes(row["rkey"])].append(
+                PriorSend(
+                    message_id=MessageId(row["message_id"]),
+                    sent_at=row["sent_at"],
+                    fingerprint=bytes(row["fingerprint"]),
+                    signature=bytes(row["signature"]),
+                    category=Category(row["category"]),
+                )
+            )
+        return {
+            key: RecipientHistory(key, versions.get(key, 0), tuple(sends[key])) for key in wanted
+        }
+
+    async def enqueue_claimed(
+        self,
+        messages: Sequence[NewMessage],
+        claims: Sequence[SendClaim],
+        drops: Sequence[DuplicateDrop] = (),
+    ) -> bool:
+        """Claim, record and enqueue in one durable transaction; False if a claim is lost.
+
+        Claims go in key order, so two transactions over the same recipients take their
+        row locks in the same order and cannot deadlock. A competing transaction on the
+        same recipient makes this one wait for its commit; then the version (or the
+        unique key) no longer matches and the claim is lost.
+        """
+        rows = await self._message_rows(messages)
+        if not rows and not claims and not drops:
+            return True
+        try:
+            async with self._conn() as conn, conn.transaction():
+                for claim in sorted(claims, key=lambda c: (c.recipient, c.fingerprint)):
+                    if not await _claim(conn, claim):
+                        raise _ClaimLost
+                if drops:
+                    await conn.executemany(
+                        "INSERT INTO dup_drops (dealer_id, recipient, submission_id, kind, code,"
+                        " action, earlier, detail, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8,"
+                        " $9)",
+                        [
+                            (d.dealer_id, d.recipient, d.submission_id, d.kind, d.code,
+                             d.action, d.earlier, d.detail, _aware(d.at))
+                            for d in drops
+                        ],
+                    )  # fmt: skip
+                if rows:
+                    await conn.executemany(_INSERT, rows)
+        except _ClaimLost:
+            return False
+        return True
+
+    async def list_duplicate_drops(
+        self, dealer_id: DealerId | None = None, limit: int = 100
+    ) -> list[DuplicateDrop]:
+        """List recorded duplicate drops and refusals, newest first."""
+        sql = (
+            "SELECT dealer_id, recipient, submission_id, kind, code, action, earlier, detail,"
+            " at FROM dup_drops"
+        )
+        args: list[Any] = []
+        if dealer_id is not None:
+            args.append(dealer_id)
+            sql += " WHERE dealer_id = $1"
+        args.append(max(limit, 0))
+        sql += f" ORDER BY at DESC, id DESC LIMIT ${len(args)}"
+        async with self._conn() as conn:
+            rows = await conn.fetch(sql, *args)
+        return [
+            DuplicateDrop(
+                dealer_id=DealerId(r["dealer_id"]),
+                recipient=r["recipient"],
+                submission_id=r["submission_id"],
+                kind=r["kind"],
+                code=r["code"],
+                action=r["action"],
+                earlier=r["earlier"],
+                detail=r["detail"],
+                at=r["at"],
+            )
+            for r in rows
+        ]
+
+    async def expire_duplicates(
+        self, sends_before: datetime, drops_before: datetime, batch: int = 5000
+    ) -> int:
+        """Delete at most ``batch`` expired rows of each duplicate table; return how many."""
+        removed = 0
+        async with self._conn() as conn:
+            # Each statement is its own short transaction; ctid = ANY(ARRAY(...)) is a TID
+            # scan over just the rows the index found.
+            for sql, before in (
+                (
+                    "DELETE FROM dup_sends WHERE ctid = ANY(ARRAY(SELECT ctid FROM dup_sends"
+                    " WHERE sent_at < $1 ORDER BY sent_at LIMIT $2))",
+                    sends_before,
+                ),
+                (
+                    "DELETE FROM dup_recipients WHERE ctid = ANY(ARRAY(SELECT ctid FROM"
+                    " dup_recipients WHERE updated_at < $1 ORDER BY updated_at LIMIT $2))",
+                    sends_before,
+                ),
+                (
+                    "DELETE FROM dup_drops WHERE ctid = ANY(ARRAY(SELECT ctid FROM dup_drops"
+                    " WHERE at < $1 ORDER BY at LIMIT $2))",
+                    drops_before,
+                ),
+            ):
+                removed += _count(await conn.execute(sql, _aware(before), batch))
+        return removed
+
+    # -- end of duplicates ---------------------------------------------------------------
+
+
+# -- duplicates helpers (module level) ----------------------------------------------------
+
+
+class _ClaimLost(Exception):
+    """A duplicate claim failed inside ``enqueue_claimed``; rolls the transaction back."""
+
+
+async def _claim(conn: Any, claim: SendClaim) -> bool:
+    if claim.expected_version is not None:
+        if claim.expected_version == 0:
+            status = await conn.execute(
+                "INSERT INTO dup_recipients (rkey, version, updated_at) VALUES ($1, 1, $2)"
+                " ON CONFLICT (rkey) DO NOTHING",
+                claim.recipient,
+                _aware(claim.sent_at),
+            )
+        else:
+            status = await conn.execute(
+                "UPDATE dup_recipients SET version = version + 1, updated_at = $3"
+                " WHERE rkey = $1 AND version = $2",
+                claim.recipient,
+                claim.expected_version,
+                _aware(claim.sent_at),
+            )
+        if _count(status) != 1:
+            return False
+    if claim.claim_exact:
+        won = await conn.fetchval(
+            "INSERT INTO dup_sends (rkey, fingerprint, message_id, sent_at, signature, category)"
+            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (rkey, fingerprint) DO UPDATE SET"
+            " message_id = EXCLUDED.message_id, sent_at = EXCLUDED.sent_at,"
+            " signature = EXCLUDED.signature, category = EXCLUDED.category"
+            " WHERE dup_sends.sent_at < $7 RETURNING true",
+            claim.recipient,
+            claim.fingerprint,
+            claim.message_id,
+            _aware(claim.sent_at),
+            claim.signature,
+            claim.category.value,
+            _aware(claim.exact_since),
+        )
+        if won is None:
+            return False
+    return True
+
+
+# -- end of duplicates helpers ------------------------------------------------------------

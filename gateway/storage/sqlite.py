@@ -42,11 +42,19 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.errors import StorageError, StorageUnavailable
+from gateway.fingerprints import (
+    Category,
+    DuplicateDrop,
+    PriorSend,
+    RecipientHistory,
+    SendClaim,
+)
 from gateway.storage.migrate import apply_sqlite
 from gateway.types import (
     Credential,
@@ -275,24 +283,117 @@ def _insert_params(message: NewMessage) -> tuple[Any, ...]:
     )
 
 
-def _insert_groups(
-    conn: sqlite3.Connection, groups: Sequence[Sequence[NewMessage]]
-) -> list[StorageError | None]:
-    """Insert several callers' batches in one transaction; one result per batch."""
-    results: list[StorageError | None] = []
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """One caller's enqueue: messages, plus the duplicate claims and drops that go with them."""
+
+    messages: Sequence[NewMessage]
+    claims: Sequence[SendClaim] = ()
+    drops: Sequence[DuplicateDrop] = ()
+
+
+def _insert_groups(conn: sqlite3.Connection, groups: Sequence[_Batch]) -> list[StorageError | bool]:
+    """Insert several callers' batches in one transaction; one result per batch.
+
+    A result is ``True`` (stored), ``False`` (a duplicate claim was lost, nothing of the
+    batch stored) or the ``StorageError`` that refused the batch.
+    """
+    results: list[StorageError | bool] = []
     for group in groups:
         conn.execute("SAVEPOINT enqueue")
         try:
-            conn.executemany(_INSERT, [_insert_params(m) for m in group])
+            claimed = _apply_claims(conn, group.claims)
+            if claimed:
+                _insert_drops(conn, group.drops)
+                conn.executemany(_INSERT, [_insert_params(m) for m in group.messages])
         except (sqlite3.IntegrityError, sqlite3.InterfaceError, TypeError, ValueError) as exc:
             # This batch alone is at fault (duplicate id, a value of the wrong type): undo
             # it and keep the others of the group.
             conn.execute("ROLLBACK TO enqueue")
             results.append(StorageError(f"sqlite: enqueue refused, nothing stored: {exc}"))
         else:
-            results.append(None)
+            if not claimed:
+                conn.execute("ROLLBACK TO enqueue")
+            results.append(claimed)
         conn.execute("RELEASE enqueue")
     return results
+
+
+# -- duplicates: claims inside the enqueue transaction (see Storage.enqueue_claimed) ------
+
+
+def _apply_claims(conn: sqlite3.Connection, claims: Sequence[SendClaim]) -> bool:
+    """Check and record ``claims``; False as soon as one is lost (the caller rolls back).
+
+    The writer connection runs one transaction at a time under ``BEGIN IMMEDIATE``, so
+    these reads and writes are serialized with every other node's on the same file.
+    """
+    for claim in sorted(claims, key=lambda c: (c.recipient, c.fingerprint)):
+        sent_us = _to_us(claim.sent_at)
+        if claim.expected_version is not None:
+            if claim.expected_version == 0:
+                changed = conn.execute(
+                    "INSERT INTO dup_recipients (rkey, version, updated_at) VALUES (?, 1, ?)"
+                    " ON CONFLICT (rkey) DO NOTHING",
+                    (claim.recipient, sent_us),
+                ).rowcount
+            else:
+                changed = conn.execute(
+                    "UPDATE dup_recipients SET version = version + 1, updated_at = ?"
+                    " WHERE rkey = ? AND version = ?",
+                    (sent_us, claim.recipient, claim.expected_version),
+                ).rowcount
+            if changed != 1:
+                return False
+        if claim.claim_exact:
+            row = conn.execute(
+                "INSERT INTO dup_sends (rkey, fingerprint, message_id, sent_at, signature,"
+                " category) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (rkey, fingerprint) DO UPDATE SET message_id = excluded.message_id,"
+                " sent_at = excluded.sent_at, signature = excluded.signature,"
+                " category = excluded.category WHERE dup_sends.sent_at < ? RETURNING 1",
+                (
+                    claim.recipient,
+                    claim.fingerprint,
+                    claim.message_id,
+                    sent_us,
+                    claim.signature,
+                    claim.category.value,
+                    _to_us(claim.exact_since),
+                ),
+            ).fetchone()
+            if row is None:
+                return False
+    return True
+
+
+def _insert_drops(conn: sqlite3.Connection, drops: Sequence[DuplicateDrop]) -> None:
+    conn.executemany(
+        "INSERT INTO dup_drops (dealer_id, recipient, submission_id, kind, code, action,"
+        " earlier, detail, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (d.dealer_id, d.recipient, d.submission_id, d.kind, d.code, d.action, d.earlier,
+             d.detail, _to_us(d.at))
+            for d in drops
+        ],
+    )  # fmt: skip
+
+
+def _drop(row: Sequence[Any]) -> DuplicateDrop:
+    return DuplicateDrop(
+        dealer_id=DealerId(row[0]),
+        recipient=row[1],
+        submission_id=row[2],
+        kind=row[3],
+        code=row[4],
+        action=row[5],
+        earlier=row[6],
+        detail=row[7],
+        at=_from_us(row[8]),
+    )
+
+
+# -- end of duplicates helpers -------------------------------------------------------------
 
 
 def _check_enqueue(messages: Sequence[NewMessage]) -> None:
@@ -310,7 +411,7 @@ class SqliteStorage:
         self._writer = writer
         self._reader = reader
         self._group_commit = group_commit
-        self._pending: list[tuple[Sequence[NewMessage], asyncio.Future[None]]] = []
+        self._pending: list[tuple[_Batch, asyncio.Future[bool]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -374,21 +475,24 @@ class SqliteStorage:
         _check_enqueue(batch)
         if not batch:
             return
+        await self._commit(_Batch(batch))
+
+    async def _commit(self, batch: _Batch) -> bool:
         if not self._group_commit:
-            (error,) = await self._writer.run(
+            (result,) = await self._writer.run(
                 _write(functools.partial(_insert_groups, groups=[batch]))
             )
-            if error is not None:
-                raise error
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            if isinstance(result, StorageError):
+                raise result
+            return result
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         # Mark a failure as seen even if its caller was cancelled meanwhile.
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._pending.append((batch, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
         # shield: a caller that gives up must not cancel the commit other callers share.
-        await asyncio.shield(future)
+        return await asyncio.shield(future)
 
     async def _flush(self) -> None:
         while self._pending:
@@ -407,13 +511,13 @@ class SqliteStorage:
                 if not isinstance(exc, Exception):
                     raise
                 continue
-            for (_, future), error in zip(taken, results, strict=True):
+            for (_, future), result in zip(taken, results, strict=True):
                 if future.done():
                     continue
-                if error is None:
-                    future.set_result(None)
+                if isinstance(result, StorageError):
+                    future.set_exception(result)
                 else:
-                    future.set_exception(error)
+                    future.set_result(result)
 
     async def claim(
         self,
@@ -697,3 +801,116 @@ class SqliteStorage:
             return [_credential(r) for r in conn.execute(sql + " ORDER BY username", params)]
 
         return await self._reader.run(select)
+
+    # -- duplicates and frequency caps (Storage protocol, "duplicates" section) ----------
+
+    async def recipient_histories(
+        self, keys: Sequence[bytes], since: datetime
+    ) -> dict[bytes, RecipientHistory]:
+        """Return each key's version and its sends since ``since``, newest first."""
+        self._check_open()
+        wanted = list(dict.fromkeys(keys))
+        since_us = _to_us(since)
+        if not wanted:
+            return {}
+
+        def read(conn: sqlite3.Connection) -> dict[bytes, RecipientHistory]:
+            marks = ", ".join("?" * len(wanted))
+            # One read transaction: both statements see the same snapshot (WAL).
+            conn.execute("BEGIN")
+            try:
+                versions = dict(
+                    conn.execute(
+                        f"SELECT rkey, version FROM dup_recipients WHERE rkey IN ({marks})",
+                        wanted,
+                    ).fetchall()
+                )
+                rows = conn.execute(
+                    "SELECT rkey, message_id, sent_at, fingerprint, signature, category"
+                    f" FROM dup_sends WHERE rkey IN ({marks}) AND sent_at >= ?"
+                    " ORDER BY sent_at DESC",
+                    [*wanted, since_us],
+                ).fetchall()
+            finally:
+                conn.execute("COMMIT")
+            sends: dict[bytes, list[PriorSend]] = {key: [] for key in wanted}
+            for row in rows:
+                sends[bytes(row[0])].append(
+                    PriorSend(
+                        message_id=MessageId(row[1]),
+                        sent_at=_from_us(row[2]),
+                        fingerprint=bytes(row[3]),
+                        signature=bytes(row[4]),
+                        category=Category(row[5]),
+                    )
+                )
+            return {
+                key: RecipientHistory(key, int(versions.get(key, 0)), tuple(sends[key]))
+                for key in wanted
+            }
+
+        return await self._reader.run(read)
+
+    async def enqueue_claimed(
+        self,
+        messages: Sequence[NewMessage],
+        claims: Sequence[SendClaim],
+        drops: Sequence[DuplicateDrop] = (),
+    ) -> bool:
+        """Claim, record and enqueue in one durable transaction; False if a claim is lost."""
+        self._check_open()
+        batch = list(messages)
+        _check_enqueue(batch)
+        if not batch and not claims and not drops:
+            return True
+        return await self._commit(_Batch(batch, tuple(claims), tuple(drops)))
+
+    async def list_duplicate_drops(
+        self, dealer_id: DealerId | None = None, limit: int = 100
+    ) -> list[DuplicateDrop]:
+        """List recorded duplicate drops and refusals, newest first."""
+        self._check_open()
+        sql = (
+            "SELECT dealer_id, recipient, submission_id, kind, code, action, earlier, detail,"
+            " at FROM dup_drops"
+        )
+        params: list[Any] = []
+        if dealer_id is not None:
+            sql += " WHERE dealer_id = ?"
+            params.append(dealer_id)
+        sql += " ORDER BY at DESC, id DESC LIMIT ?"
+        params.append(max(limit, 0))
+
+        def select(conn: sqlite3.Connection) -> list[DuplicateDrop]:
+            return [_drop(r) for r in conn.execute(sql, params)]
+
+        return await self._reader.run(select)
+
+    async def expire_duplicates(
+        self, sends_before: datetime, drops_before: datetime, batch: int = 5000
+    ) -> int:
+        """Delete at most ``batch`` expired rows of each duplicate table; return how many."""
+        self._check_open()
+        sends_us, drops_us = _to_us(sends_before), _to_us(drops_before)
+
+        def expire(conn: sqlite3.Connection) -> int:
+            removed = conn.execute(
+                "DELETE FROM dup_sends WHERE (rkey, fingerprint) IN (SELECT rkey, fingerprint"
+                " FROM dup_sends WHERE sent_at < ? ORDER BY sent_at LIMIT ?)",
+                (sends_us, batch),
+            ).rowcount
+            removed += conn.execute(
+                "DELETE FROM dup_recipients WHERE rkey IN (SELECT rkey FROM dup_recipients"
+                " WHERE updated_at < ? ORDER BY updated_at LIMIT ?)",
+                (sends_us, batch),
+            ).rowcount
+            removed += conn.execute(
+                "DELETE FROM dup_drops WHERE id IN (SELECT id FROM dup_drops WHERE at < ?"
+                " ORDER BY at LIMIT ?)",
+                (drops_us, batch),
+            ).rowcount
+            return removed
+
+        return await self._writer.run(_write(expire))
+
+    # -- end of duplicates ---------------------------------------------------------------
