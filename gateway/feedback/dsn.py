@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from gateway.feedback import classify as cls
 from gateway.feedback import mail as mailmod
 from gateway.feedback import ses
-from gateway.feedback.mail import Mail, Part, decode_words
+from gateway.feedback.mail import Mail, Part, decode_words, parse_header_block
 from gateway.feedback.refs import find_refs, original_message_id
 from gateway.feedback.reports import BounceKind, BounceReason, BounceRecipient, BounceReport
 
@@ -87,6 +87,14 @@ _PERMANENT_TEXT = re.compile(
     re.IGNORECASE,
 )
 # Where the returned original starts in a text notice; nothing after it is the notice.
+# A returned original quoted inline: three or more header fields in a row, one of them a
+# field every message has (RFC 5322 §3.6).
+_INLINE_HEADERS = re.compile(
+    r"^(?:From [^\n]*\n)?(?=(?:[\w-]{1,40}:[^\n]*\n|[ \t][^\n]*\n){0,10}"
+    r"(?:From|To|Subject|Date|Message-I[Dd]|Return-Path|Received):)"
+    r"(?:[\w-]{1,40}:[^\n]*\n(?:[ \t][^\n]*\n)*){3}",
+    re.M | re.I,
+)
 # DSN fields pasted into a text part: the block starts at the first of these.
 _DSN_TEXT_START = re.compile(
     r"^(?:Reporting-MTA|Original-Recipient|Final-Recipient|Arrival-Date|Received-From-MTA):",
@@ -365,8 +373,11 @@ TEXT_FORMATS: tuple[TextFormat, ...] = (
 )
 
 
-def _notice(mail: Mail) -> tuple[str, Part | None]:
-    """The human-readable notice: the first text part of the report, cut at the original."""
+def _notice(mail: Mail) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """The human-readable notice (the first text part, cut at the returned original).
+
+    Also returns the header fields of an original quoted inline below the notice, if any.
+    """
     chosen: Part | None = None
     for part in mail.parts:
         if part.in_enclosed or part.encloses:
@@ -382,19 +393,23 @@ def _notice(mail: Mail) -> tuple[str, Part | None]:
                 chosen = part
                 break
     if chosen is None:
-        return "", None
+        return "", ()
     text = chosen.text()
     if chosen.content_type == "text/html":
         text = _strip_html(text)
     cut = _ORIGINAL_STARTS.search(text)
     if cut is not None and cut.start() > 0:
-        text = text[: cut.start()]
+        text, rest = text[: cut.start()], text[cut.end() :]
     else:
         # An inline original without a marker: its header block starts the copy.
-        header = re.search(r"^(?:Return-Path|Received): .*\n(?:[\w-]+: |\s)", text, re.M | re.I)
-        if header is not None and header.start() > 0:
-            text = text[: header.start()]
-    return text, chosen
+        header = _INLINE_HEADERS.search(text)
+        if header is None or header.start() == 0:
+            return text, ()
+        text, rest = text[: header.start()], text[header.start() :]
+    block = _INLINE_HEADERS.search(rest[:20000])
+    if block is None:
+        return text, ()
+    return text, parse_header_block(block.group(0).encode("utf-8", errors="replace"))
 
 
 def _is_text(part: Part) -> bool:
@@ -416,14 +431,14 @@ def _clean(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()[:MAX_DIAGNOSTIC]
 
 
-def _excluded(mail: Mail) -> set[str]:
+def _excluded(mail: Mail, inline: tuple[tuple[str, str], ...]) -> set[str]:
     """Addresses a notice mentions that are not failed recipients: sender and reporter."""
     out: set[str] = set()
     top = mail.top
     for name in ("from", "to", "reply-to", "return-path", "sender", "cc"):
         for value in top.header_all(name):
             out.update(a.lower() for a in ADDRESS.findall(value))
-    for headers in mail.enclosed_headers():
+    for headers in [*mail.enclosed_headers(), inline]:
         for key, value in headers:
             if key.lower() in ("from", "sender", "return-path", "reply-to"):
                 out.update(a.lower() for a in ADDRESS.findall(value))
@@ -528,7 +543,9 @@ def _looks_failed(notice: str) -> bool:
     )
 
 
-def _generic(notice: str, mail: Mail, excluded: set[str]) -> list[_Found]:
+def _generic(
+    notice: str, mail: Mail, excluded: set[str], inline: tuple[tuple[str, str], ...]
+) -> list[_Found]:
     found: list[_Found] = []
     header = mail.top.header("x-failed-recipients")
     if header:
@@ -548,7 +565,7 @@ def _generic(notice: str, mail: Mail, excluded: set[str]) -> list[_Found]:
     if found:
         return _dedupe(found)
     # No address in the notice: the returned original's recipient is the failed one.
-    for headers in mail.enclosed_headers():
+    for headers in [*mail.enclosed_headers(), inline]:
         for key, value in headers:
             if key.lower() in ("to", "delivered-to", "x-original-to"):
                 addresses = [a for a in ADDRESS.findall(value) if _usable(a, excluded)]
@@ -635,12 +652,12 @@ def _recipient(item: _Found, kind: BounceKind, notice: str) -> BounceRecipient:
 
 def bounce_from(mail: Mail) -> BounceReport | None:
     """Read a bounce from an already read ``Mail``; ``None`` when it is not one."""
-    notice, _ = _notice(mail)
+    notice, inline = _notice(mail)
     subject = decode_words(mail.top.header("subject") or "")
     notice_is_delay = bool(
         _DELAY_TEXT.search(notice) or re.search(r"delay|warning|deferred", subject, re.I)
     ) and not _PERMANENT_TEXT.search(notice)
-    excluded = _excluded(mail)
+    excluded = _excluded(mail, inline)
     reporting_mta: str | None = None
     dsn = _from_dsn(mail) or _from_ses(mail)
     if dsn is not None:
@@ -654,7 +671,7 @@ def bounce_from(mail: Mail) -> BounceReport | None:
         if text_found is not None:
             found, variant = text_found
         else:
-            found, variant = _generic(notice, mail, excluded), "generic"
+            found, variant = _generic(notice, mail, excluded, inline), "generic"
         notice_status = cls.find_status(notice) if len(found) == 1 else None
         if notice_status is not None and not found[0].diagnostic:
             found = [_Found(found[0].address, _clean(notice), notice_status)]
