@@ -108,7 +108,7 @@ _USER = re.compile(
     r"no longer (?:valid|available|active|in service)|recipient address rejected: access denied|"
     r"recipient address rejected(?:\.|\s*$|\s*\()|address (?:couldn't|could not|cannot|can't) "
     r"be found|address not found|not listed in (?:\w+ )?(?:directory|address book)|"
-    r"invalid (?:final )?(?:delivery )?user ?id|"
+    r"invalid (?:final )?(?:delivery )?user ?id|not an active address|"
     r"unknown account|mailbox (?:is )?not (?:found|present)|user not|has moved|"
     r"no such|not a valid|badrcptto|non-?existent (?:user|mailbox|address|account)|"
     r"invalid mailbox|unable to find|address lookup|user doesn|isn't a valid|"
@@ -127,12 +127,12 @@ _POLICY = re.compile(
 _THROTTLED = re.compile(
     r"too many (?:recipients|messages|connections|mails|emails)|rate limit|sending limit|"
     r"recipient preferences|may not have permission to post|not (?:a )?member of|"
-    r"only (?:accepts|members)|try again later",
+    r"only (?:accepts|members)|try again later|(?:max(?:imum)? )?message size exceeded",
     _FLAGS,
 )
 # A DNS failure that is temporary (SERVFAIL, malformed answer), not a missing domain.
 _DNS_TEMPFAIL = re.compile(
-    r"host not found, try again|malformed or unexpected name server reply|"
+    r"host not found, try again|"
     r"temporary failure in name resolution|servfail|host not reachable|"
     r"name service error[^\n]{0,80}try again",
     _FLAGS,

@@ -28,6 +28,10 @@ MAX_HEADER_BYTES = 256 * 1024
 MAX_BODY = 512 * 1024  # decoded bytes kept per entity
 MAX_TEXT = 256 * 1024  # characters of decoded text any pattern looks at
 
+# RFC 6522 §4 names text/rfc822-headers; senders also write these variants.
+_HEADER_TYPES = frozenset(
+    {"text/rfc822-headers", "text/rfc822-header", "message/rfc822-headers", "message/headers"}
+)
 _HEADER_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+")
 _PARAM = re.compile(
     r""";\s*([!#$%&'*+\-.^_`|~0-9A-Za-z]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s;"]+))"""
@@ -88,7 +92,7 @@ class Mail:
         for part in self.parts:
             if part.encloses:
                 blocks.append(part.headers)
-            elif part.content_type in ("text/rfc822-headers", "text/rfc822-header"):
+            elif part.content_type in _HEADER_TYPES:
                 blocks.append(parse_header_block(part.body))
         return blocks
 
