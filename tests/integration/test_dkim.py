@@ -143,19 +143,19 @@ def verify_each(data: bytes, server: DnsServer) -> list[tuple[str, str]]:
     return [(tag(s, b"d").decode(), tag(s, b"s").decode()) for s in found]
 
 
-async def submit(h: Harness, payload: bytes) -> str:
+async def submit(h: Harness, payload: bytes, rcpt: str = "customer@example.org") -> str:
     client = await h.client()
     try:
         assert (await client.cmd(f"MAIL FROM:<sales@{DOMAIN}>")).code == 250
-        assert (await client.cmd("RCPT TO:<customer@example.org>")).code == 250
+        assert (await client.cmd(f"RCPT TO:<{rcpt}>")).code == 250
         return str(await client.data(payload))
     finally:
         await client.close()
 
 
-async def deliver(h: Harness, payload: bytes) -> bytes:
+async def deliver(h: Harness, payload: bytes, rcpt: str = "customer@example.org") -> bytes:
     before = len(h.sink.messages)
-    reply = await submit(h, payload)
+    reply = await submit(h, payload, rcpt)
     assert reply.startswith("250 "), reply
     await h.wait_delivered(before + 1)
     return h.sink.messages[before].data
@@ -164,6 +164,14 @@ async def deliver(h: Harness, payload: bytes) -> bytes:
 async def reload(h: Harness) -> None:
     result = await asyncio.to_thread(h.gateway.policies.reload)
     assert result.ok, result.problems
+
+
+def distinct(n: int) -> tuple[bytes, str]:
+    """Message ``n`` of a series, to its own recipient (repeats would count as duplicates)."""
+    body = f"Hello,\r\n\r\nMessage {n} of the series: your test drive is booked.\r\n"
+    return dot_stuff(message(subject=f"Your test drive, part {n}", body=body)), (
+        f"customer{n}@example.org"
+    )
 
 
 needs_opendkim = pytest.mark.skipif(NO_OPENDKIM is not None, reason=str(NO_OPENDKIM))
@@ -269,7 +277,7 @@ async def test_rotation_signs_with_both_then_only_the_new(
     dns_server.add_txt(f"mg2._domainkey.{DOMAIN}", record)
     await reload(h)
 
-    during = await deliver(h, dot_stuff(message()))
+    during = await deliver(h, *distinct(1))
     assert datetime.now(UTC) < started + timedelta(seconds=3), "the machine is too slow"
     assert verify_each(during, dns_server) == [(DOMAIN, "mg1"), (DOMAIN, "mg2")]
 
@@ -277,14 +285,14 @@ async def test_rotation_signs_with_both_then_only_the_new(
     await asyncio.sleep(
         max(0.0, (started + timedelta(seconds=3.2) - datetime.now(UTC)).total_seconds())
     )
-    after = await deliver(h, dot_stuff(message()))
+    after = await deliver(h, *distinct(2))
     assert verify_each(after, dns_server) == [(DOMAIN, "mg2")]
 
     assert mailgate([*args, "--finish"]) == 0
     assert "removed 'mg1'" in capsys.readouterr().out
     await reload(h)
     (policies / f"keys/{DOMAIN}.mg1.pem").unlink()  # the old key is no longer needed
-    finished = await deliver(h, dot_stuff(message()))
+    finished = await deliver(h, *distinct(3))
     assert verify_each(finished, dns_server) == [(DOMAIN, "mg2")]
 
 
