@@ -20,11 +20,20 @@ Contract (checked by ``tests/contract/test_storage.py`` against every backend):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Protocol
 
 from gateway.errors import ConfigError
 from gateway.fingerprints import DuplicateDrop, RecipientHistory, SendClaim
+from gateway.reputation.records import (
+    DailyCounts,
+    DayCounts,
+    DealerStatus,
+    EventKind,
+    FeedbackEvent,
+    StateChange,
+    Suppression,
+)
 from gateway.types import (
     Credential,
     DealerId,
@@ -208,6 +217,118 @@ class Storage(Protocol):
         ...
 
     # -- end of duplicates ---------------------------------------------------------------
+
+    # -- feedback, suppression and dealer state (feedback/ingest.py, reputation/) ---------
+    #
+    # Contract (tests/contract/test_feedback_store.py): ``record_feedback`` is idempotent
+    # on the replay key (message id, kind, recipient) and counts an event on its day in
+    # the same transaction, so a replayed report changes nothing. A suppression is never
+    # deleted: lifting records who and why, expiry is a time. ``change_dealer_state`` is
+    # a compare-and-set on the current state, so two nodes evaluating the same report
+    # make one transition (and send one alert), not two.
+
+    async def record_feedback(
+        self, event: FeedbackEvent, suppression: Suppression | None = None
+    ) -> bool:
+        """Record ``event``, add it to its day's counters and add ``suppression``, atomically.
+
+        Returns ``False`` and changes nothing when the replay key is already recorded.
+        """
+        ...
+
+    async def count_events(
+        self, dealer_id: DealerId, recipient: str, kind: EventKind, since: datetime
+    ) -> int:
+        """How many ``kind`` events ``recipient`` has for ``dealer_id`` since ``since``."""
+        ...
+
+    async def recent_events(
+        self, dealer_id: DealerId, kinds: frozenset[EventKind], since: datetime, limit: int = 100
+    ) -> list[FeedbackEvent]:
+        """The dealer's events of ``kinds`` since ``since``, newest first."""
+        ...
+
+    async def add_suppression(self, entry: Suppression) -> bool:
+        """Suppress ``entry.address`` for ``entry.dealer_id`` (``None``: globally).
+
+        An active entry for the same scope and address is kept; if it is temporary and
+        ``entry`` ends later (or never), its expiry, reason and source are updated.
+        Entries that expired before ``entry.created_at`` are closed first. Returns whether
+        anything was added or extended.
+        """
+        ...
+
+    async def find_suppression(
+        self, dealer_id: DealerId, address: str, now: datetime
+    ) -> Suppression | None:
+        """The active entry blocking ``address`` for ``dealer_id``, or ``None``.
+
+        The dealer's own list is looked at first, then the global one. One indexed
+        lookup: it runs at every RCPT.
+        """
+        ...
+
+    async def lift_suppression(
+        self, dealer_id: DealerId | None, address: str, by: str, reason: str, now: datetime
+    ) -> bool:
+        """Close the active entry of one scope and address, recording who and why."""
+        ...
+
+    async def list_suppressions(
+        self,
+        dealer_id: DealerId | None = None,
+        *,
+        global_only: bool = False,
+        active_at: datetime | None = None,
+        after_id: int = 0,
+        limit: int = 1000,
+    ) -> list[Suppression]:
+        """Entries in id order after ``after_id`` (for paging through large lists).
+
+        ``dealer_id`` limits to one dealer's list, ``global_only`` to the global list;
+        ``active_at`` keeps only entries active then (otherwise lifted and expired ones
+        are listed too).
+        """
+        ...
+
+    async def count_suppressions(self, now: datetime) -> dict[str, int]:
+        """Active entries per list: dealer id, or ``*`` for the global list."""
+        ...
+
+    async def add_counts(self, dealer_id: DealerId, day: date, counts: DayCounts) -> None:
+        """Add ``counts`` to the dealer's counters of ``day`` (UTC)."""
+        ...
+
+    async def daily_counts(
+        self, dealer_id: DealerId, since: date, until: date
+    ) -> list[DailyCounts]:
+        """The dealer's counter rows from ``since`` to ``until`` inclusive, oldest first."""
+        ...
+
+    async def get_dealer_status(self, dealer_id: DealerId) -> DealerStatus | None:
+        """The dealer's current state, or ``None`` when nothing has happened to it (active)."""
+        ...
+
+    async def list_dealer_statuses(self) -> list[DealerStatus]:
+        """Every dealer that has a recorded state."""
+        ...
+
+    async def change_dealer_state(
+        self, change: StateChange, baseline: DayCounts | None = None
+    ) -> StateChange | None:
+        """Apply ``change`` if the dealer is still in ``change.previous``; keep it in history.
+
+        A dealer without a recorded state is ``ACTIVE``. ``baseline`` (on resume) is the
+        day's counters at that moment. Returns the change with its id, or ``None`` when
+        the state had already moved on (nothing is written).
+        """
+        ...
+
+    async def dealer_history(self, dealer_id: DealerId, limit: int = 50) -> list[StateChange]:
+        """The dealer's transitions, newest first."""
+        ...
+
+    # -- end of feedback -----------------------------------------------------------------
 
 
 async def open_storage(url: str) -> Storage:
