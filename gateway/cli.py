@@ -247,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_send_test)
     __import__("gateway.cli_feedback", fromlist=["register"]).register(sub)
     __import__("gateway.cli_dkim", fromlist=["register"]).register(sub)
+    __import__("gateway.cli_duplicates", fromlist=["register"]).register(sub)
     return parser
 
 

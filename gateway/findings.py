@@ -51,6 +51,29 @@ CATALOGUE: dict[str, FindingKind] = {
             reject_enhanced="5.6.0",
             reject_code=554,
         ),
+        # -- duplicates and frequency caps (gateway/pipeline/duplicates.py) --
+        FindingKind(
+            "duplicate-message",
+            "the recipient already received this message",
+            "stop the CRM sending the same message once per lead or opportunity",
+            Action.DROP,
+            per_recipient=True,
+        ),
+        FindingKind(
+            "near-duplicate-message",
+            "the recipient already received a message that differs only in details",
+            "merge the customer's leads in the CRM so one follow-up goes out, not one per lead",
+            Action.DROP,
+            per_recipient=True,
+        ),
+        FindingKind(
+            "frequency-cap",
+            "the recipient has reached the dealer's limit of commercial messages",
+            "send fewer commercial messages to one customer, or mark transactional mail with "
+            "X-Mailgate-Category: transactional",
+            Action.DROP,
+            per_recipient=True,
+        ),
     )
 }
 

@@ -25,6 +25,7 @@ from email.utils import format_datetime
 from gateway import rewrite
 from gateway.clock import Clock
 from gateway.errors import SigningError, StorageError
+from gateway.fingerprints import DuplicateState
 from gateway.message import MessageRejected, ParsedMessage, ParseLimits, parse
 from gateway.metrics import Metrics
 from gateway.pipeline import CHECKS, check_name
@@ -32,6 +33,7 @@ from gateway.pipeline.base import CheckContext, Finding
 from gateway.pipeline.decide import Verdict, decide
 from gateway.policy.model import DealerPolicy
 from gateway.policy.store import PolicyStore
+from gateway.sendlog import Recipients, SendLog
 from gateway.settings import SubmissionSettings
 from gateway.signing import Signer
 from gateway.smtp import replies
@@ -46,6 +48,11 @@ _REJECTIONS: dict[str, Reply] = {
     "mime-too-deep": replies.MIME_TOO_DEEP,
     "too-many-parts": replies.TOO_MANY_PARTS,
 }
+
+# Duplicate claims (sendlog.py): how often a submission is decided again after another
+# connection or node sent to one of its recipients first; the marker reply says "again".
+CLAIM_ATTEMPTS = 3
+_CLAIM_LOST = Reply(451, "4.3.0", "duplicate claim lost")
 
 
 class CheckCrashed(Exception):
@@ -64,6 +71,7 @@ class Prepared:
     verdict: Verdict | None
     messages: tuple[NewMessage, ...]
     submission_id: str
+    duplicates: DuplicateState | None = None
 
 
 class Intake:
@@ -91,6 +99,7 @@ class Intake:
         self._settings = settings
         self._hostname = hostname
         self._on_enqueued = on_enqueued
+        self._sendlog = SendLog(storage, metrics, clock, policies)
         self._limits = ParseLimits(
             max_header_bytes=settings.max_header_bytes,
             max_mime_depth=settings.max_mime_depth,
@@ -109,14 +118,32 @@ class Intake:
         return reply
 
     async def _accept(self, env: Envelope, raw: bytes) -> Reply:
+        # A lost duplicate claim means another connection or node has just sent to one of
+        # the recipients: decide again with that send in view (see sendlog.py).
+        for _ in range(CLAIM_ATTEMPTS):
+            reply = await self._accept_once(env, raw)
+            if reply is not _CLAIM_LOST:
+                return reply
+        log.warning("duplicate claims kept changing dealer=%s peer=%s", env.dealer_id, env.peer)
+        return replies.STORAGE_ERROR
+
+    async def _accept_once(self, env: Envelope, raw: bytes) -> Reply:
         dealer = self._policies.current.dealer(env.dealer_id)
         if dealer is None:
             return replies.UNKNOWN_DEALER
         submission_id = new_submission_id(env.received_at)
+        try:
+            history = await self._sendlog.fetch(env, dealer)
+        except StorageError as exc:
+            log.error("reading recipients' history failed dealer=%s submission=%s: %s",
+                      dealer.dealer_id, submission_id, exc)  # fmt: skip
+            return replies.STORAGE_ERROR
         budget = self._settings.check_time_budget.total_seconds()
         try:
             async with asyncio.timeout(budget):
-                prepared = await asyncio.to_thread(self._prepare, env, raw, dealer, submission_id)
+                prepared = await asyncio.to_thread(
+                    self._prepare, env, raw, dealer, submission_id, history
+                )
         except TimeoutError:
             self._metrics.errors.labels("checks-timeout").inc()
             log.error("checks exceeded %.1fs dealer=%s submission=%s",
@@ -134,14 +161,26 @@ class Intake:
             return replies.SIGNING_FAILED
         if prepared.verdict is not None:
             self._record(dealer, prepared.verdict)
-        if prepared.reply is not None:
+        if prepared.reply is not None and prepared.verdict is None:
             return prepared.reply
         try:
-            await self._storage.enqueue(prepared.messages)
+            # The messages, their duplicate claims and the duplicate drops, in one commit.
+            stored = await self._sendlog.store(
+                dealer=dealer,
+                verdict=prepared.verdict,
+                messages=prepared.messages,
+                recipients=history,
+                state=prepared.duplicates,
+                submission_id=submission_id,
+            )
         except StorageError as exc:
             log.error("enqueue failed dealer=%s submission=%s: %s",
                       dealer.dealer_id, submission_id, exc)  # fmt: skip
             return replies.STORAGE_ERROR
+        if not stored:
+            return _CLAIM_LOST
+        if prepared.reply is not None:
+            return prepared.reply
         self._on_enqueued(len(prepared.messages))
         for message in prepared.messages:
             log.info(
@@ -160,7 +199,12 @@ class Intake:
     # -- the CPU-bound part, run in a thread ---------------------------------------------
 
     def _prepare(
-        self, env: Envelope, raw: bytes, dealer: DealerPolicy, submission_id: str
+        self,
+        env: Envelope,
+        raw: bytes,
+        dealer: DealerPolicy,
+        submission_id: str,
+        history: Recipients,
     ) -> Prepared:
         def refuse(reply: Reply, reason: str) -> Prepared:
             self._metrics.refused.labels(reason).inc()
@@ -181,11 +225,14 @@ class Intake:
         if message.received_count >= self._settings.max_hops:
             return refuse(replies.TOO_MANY_HOPS, "too-many-hops")
 
-        findings = self._run_checks(message, dealer, env)
+        duplicates = history.state(message)
+        findings = self._run_checks(message, dealer, env, duplicates)
         verdict = decide(findings, dealer, env.rcpt_tos)
         if verdict.reply is not None:
             return Prepared(verdict.reply, verdict, (), submission_id)
         recipients = [r for r in env.rcpt_tos if r not in verdict.dropped]
+        if not recipients and verdict.action is Action.DROP:
+            return Prepared(replies.nothing_to_send(submission_id), verdict, (), submission_id)
         if not recipients:
             return Prepared(replies.NO_RECIPIENTS_LEFT, verdict, (), submission_id)
 
@@ -217,12 +264,16 @@ class Intake:
                     note=note,
                 )
             )
-        return Prepared(None, verdict, tuple(built), submission_id)
+        return Prepared(None, verdict, tuple(built), submission_id, duplicates)
 
     def _run_checks(
-        self, message: ParsedMessage, dealer: DealerPolicy, env: Envelope
+        self,
+        message: ParsedMessage,
+        dealer: DealerPolicy,
+        env: Envelope,
+        duplicates: DuplicateState | None = None,
     ) -> tuple[Finding, ...]:
-        context = CheckContext(envelope=env, now=self._clock.now())
+        context = CheckContext(envelope=env, now=self._clock.now(), duplicates=duplicates)
         findings: list[Finding] = []
         for check in CHECKS:
             try:

@@ -101,6 +101,13 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.duplicates_dropped = Counter(
+            "mailgate_duplicates_dropped_total",
+            "Recipients left out or messages refused as duplicates, by dealer and kind "
+            "(exact, near, cap).",
+            ["dealer", "kind"],
+            registry=r,
+        )
         self.errors = Counter(
             "mailgate_internal_errors_total",
             "Unexpected internal errors by component; each one is logged.",

@@ -27,8 +27,12 @@ class Action(enum.IntEnum):
     TAG = 1
     REPAIR = 2
     HOLD = 3
-    TEMPFAIL = 4
-    REJECT = 5
+    # Per recipient: leave the recipient out without telling the client (a duplicate the
+    # customer already has); the client still gets 250, so it does not retry. Milder than
+    # the refusals, which the client must hear about.
+    DROP = 4
+    TEMPFAIL = 5
+    REJECT = 6
 
     @property
     def label(self) -> str:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from gateway.message import ParsedMessage
 from gateway.pipeline.base import Check, CheckContext, Finding
 from gateway.pipeline.decide import Verdict, decide
+from gateway.pipeline.duplicates import duplicate_message, frequency_cap, near_duplicate_message
 from gateway.pipeline.headers import from_domain_not_allowed, missing_from, multiple_from
 from gateway.policy.model import DealerPolicy
 
@@ -33,6 +34,11 @@ CHECKS: tuple[Check, ...] = (
     missing_from,
     multiple_from,
     from_domain_not_allowed,
+    # Per recipient, against the recipient's history: exact first (cheapest, and it
+    # names the very message already sent), then near copies, then the caps.
+    duplicate_message,
+    near_duplicate_message,
+    frequency_cap,
 )
 
 

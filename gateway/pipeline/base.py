@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 
+from gateway.fingerprints import DuplicateState
 from gateway.message import ParsedMessage
 from gateway.policy.model import DealerPolicy
 from gateway.types import Envelope
@@ -40,6 +41,9 @@ class CheckContext:
 
     envelope: Envelope
     now: datetime
+    # The recipients' recent sends and this message's fingerprint (None: not gathered,
+    # and the duplicate checks find nothing).
+    duplicates: DuplicateState | None = None
 
 
 Check = Callable[[ParsedMessage, DealerPolicy, CheckContext], Iterable[Finding]]

@@ -2,10 +2,10 @@
 
 This is the only place where actions are chosen (checks detect, ``decide`` decides). Each
 finding's action comes from the dealer's rule for its code. A finding about one
-recipient drops that recipient when its action is hold, tempfail or reject, and the rest
-of the message goes on; when every recipient is dropped, the strictest of their actions
-becomes the message's. Otherwise the strictest message-level action wins (``Action`` is
-ordered from mildest to strictest).
+recipient drops that recipient when its action is hold, drop, tempfail or reject, and the
+rest of the message goes on; when every recipient is dropped, the strictest of their
+actions becomes the message's (for drop: 250 with nothing queued). Otherwise the
+strictest message-level action wins (``Action`` is ordered from mildest to strictest).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from gateway.types import Action, Reply
 
 # RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets including the code and CRLF.
 _MAX_TEXT = 400
-_DROPS = (Action.HOLD, Action.TEMPFAIL, Action.REJECT)
+_DROPS = (Action.HOLD, Action.DROP, Action.TEMPFAIL, Action.REJECT)
 
 
 @dataclass(frozen=True, slots=True)

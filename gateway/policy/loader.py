@@ -364,6 +364,18 @@ def _option_mismatch(declared: OptionValue, value: OptionValue) -> str | None:
     return None
 
 
+def _pattern_problem(option: str, value: OptionValue) -> str | None:
+    """Why an ``*_pattern`` option is not a usable regular expression, or ``None``."""
+    # Compiled here so that a typo is a policy error, not a failure on every message.
+    if not option.endswith("_pattern") or not isinstance(value, str):
+        return None
+    try:
+        re.compile(value)
+    except re.error as exc:
+        return f"not a valid regular expression: {exc}"
+    return None
+
+
 def _check_options(layer: _Layer, name: str, defaults: _Layer, found: _Collector) -> None:
     # The defaults declare which options a check takes, so a misspelt option in a dealer
     # file is an error instead of a silently ignored key.
@@ -381,7 +393,7 @@ def _check_options(layer: _Layer, name: str, defaults: _Layer, found: _Collector
                     f"unknown option{hint}; {code} takes {takes}",
                 )
                 continue
-            problem = _option_mismatch(declared[option], value)
+            problem = _option_mismatch(declared[option], value) or _pattern_problem(option, value)
             if problem:
                 found.add(name, key, problem)
 

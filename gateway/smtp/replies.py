@@ -61,6 +61,15 @@ def sender_not_owned(domain: str, dealer_id: str) -> Reply:
     )
 
 
+def nothing_to_send(submission_id: str) -> Reply:
+    """Every recipient already has this message: accepted, nothing queued (no retry)."""
+    return Reply(
+        250,
+        "2.0.0",
+        f"accepted as {submission_id}; not sent: every recipient already has this message",
+    )
+
+
 def too_many_recipients(limit: int) -> Reply:
     """RFC 5321 §4.5.3.1.8: 452 for recipients past the limit; the CRM sends the rest later."""
     return TOO_MANY_RECIPIENTS.with_text(

@@ -1,0 +1,243 @@
+"""Fingerprints, signatures and recipient identity (gateway/fingerprints.py)."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from types import MappingProxyType
+
+import pytest
+
+from gateway import fingerprints as fp
+from gateway.message import ParsedMessage, ParseLimits, parse
+from gateway.policy.model import CheckRule
+from gateway.types import Action
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO / "tests" / "data" / "duplicates"
+LIMITS = ParseLimits(max_header_bytes=102_400, max_mime_depth=20)
+
+
+def sample(name: str) -> ParsedMessage:
+    return parse((DATA / f"{name}.eml").read_bytes(), LIMITS)
+
+
+def shipped_options() -> fp.DuplicateOptions:
+    checks = tomllib.loads((REPO / "policies" / "defaults.toml").read_text())["checks"]
+    rules = {
+        code: CheckRule(
+            Action.parse(entry["action"]),
+            MappingProxyType({k: v for k, v in entry.items() if k != "action"}),
+        )
+        for code, entry in checks.items()
+    }
+    return fp.options_for(rules)
+
+
+def text(body: str, subject: str = "Your test drive", extra: str = "") -> ParsedMessage:
+    raw = (
+        f"From: sales@example-motors.test\r\nTo: john@customer.test\r\nSubject: {subject}\r\n"
+        f"Message-ID: <x@y>\r\n{extra}Content-Type: text/plain\r\n\r\n{body}"
+    ).encode()
+    return parse(raw, LIMITS)
+
+
+# -- options ----------------------------------------------------------------------------
+
+
+def test_shipped_options() -> None:
+    options = shipped_options()
+    assert options == fp.DuplicateOptions(
+        window=fp.DuplicateOptions().window,
+        threshold=0.6,
+        per_day=1,
+        per_week=3,
+    )
+    assert options.history.days == 7
+
+
+def test_options_default_without_rules() -> None:
+    assert fp.options_for({}) == fp.DuplicateOptions()
+
+
+# -- exact fingerprint ------------------------------------------------------------------
+
+
+def test_a_resend_with_new_ids_tracking_tokens_spacing_and_case_is_exact() -> None:
+    first, resent = sample("lead-cars-com"), sample("lead-cars-com-resent")
+    assert first.message_id != resent.message_id
+    assert fp.exact_fingerprint(first) == fp.exact_fingerprint(resent)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        pytest.param(
+            "See https://dealer.test/car?id=7&utm_source=crm&utm_medium=email",
+            "See https://dealer.test/car?id=7&fbclid=IwAR3xYz&utm_campaign=spring",
+            id="tracking-parameters",
+        ),
+        pytest.param(
+            "Unsubscribe: https://crm.test/u/a8f9c2e1b7d44e0f9a1b",
+            "Unsubscribe: https://crm.test/u/0c1d2e3f4a5b6c7d8e9f",
+            id="unsubscribe-link",
+        ),
+        pytest.param(
+            "Your reference: 3f2b8c1e-9d4a-4e7b-8f6c-2a1b0c9d8e7f",
+            "Your reference: 5a6b7c8d-1e2f-4a3b-9c8d-7e6f5a4b3c2d",
+            id="per-message-token",
+        ),
+        pytest.param("Hello  John,\r\n\r\nSee you", "hello john, see   YOU", id="space-and-case"),
+        pytest.param(
+            "Track: https://x.test/o/AbCdEf0123456789XyZ?t=1",
+            "Track: https://x.test/o/ZyX9876543210fEdCbA?t=2",
+            id="token-in-path",
+        ),
+    ],
+)
+def test_what_differs_per_send_is_ignored(a: str, b: str) -> None:
+    assert fp.exact_fingerprint(text(a)) == fp.exact_fingerprint(text(b))
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        pytest.param("Your car is ready", "Your car is not ready", id="words"),
+        pytest.param("Price: $21,990", "Price: $23,990", id="numbers"),
+        pytest.param(
+            "https://dealer.test/car?id=7", "https://dealer.test/car?id=8", id="real-parameter"
+        ),
+    ],
+)
+def test_real_differences_change_the_fingerprint(a: str, b: str) -> None:
+    assert fp.exact_fingerprint(text(a)) != fp.exact_fingerprint(text(b))
+
+
+def test_subject_counts() -> None:
+    assert fp.exact_fingerprint(text("x", subject="A")) != fp.exact_fingerprint(
+        text("x", subject="B")
+    )
+
+
+def test_dealer_ignore_pattern() -> None:
+    a, b = text("Hello\r\nLead ref: 1001\r\n"), text("Hello\r\nLead ref: 2002\r\n")
+    assert fp.exact_fingerprint(a) != fp.exact_fingerprint(b)
+    pattern = r"^lead ref: .*$"
+    assert fp.exact_fingerprint(a, pattern) == fp.exact_fingerprint(b, pattern)
+
+
+def test_html_only_body_is_read_as_text() -> None:
+    raw = (
+        b"From: a@b.test\r\nSubject: s\r\nContent-Type: text/html\r\n\r\n"
+        b"<html><style>p{}</style><p>Hello <b>John</b></p></html>"
+    )
+    assert fp.canonical_text(parse(raw, LIMITS)) == "s hello john"
+
+
+def test_attachments_count() -> None:
+    def with_attachment(content: str) -> ParsedMessage:
+        raw = (
+            "From: a@b.test\r\nSubject: quote\r\nMIME-Version: 1.0\r\n"
+            'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+            "--b\r\nContent-Type: text/plain\r\n\r\nYour quote\r\n"
+            "--b\r\nContent-Type: application/pdf\r\n"
+            'Content-Disposition: attachment; filename="q.pdf"\r\n\r\n'
+            f"{content}\r\n--b--\r\n"
+        ).encode()
+        return parse(raw, LIMITS)
+
+    assert fp.exact_fingerprint(with_attachment("A")) != fp.exact_fingerprint(with_attachment("B"))
+
+
+# -- near-duplicate signature -----------------------------------------------------------
+
+SIMILAR = [
+    ("lead-cars-com", "lead-website"),
+    ("lead-cars-com", "lead-autotrader"),
+    ("lead-website", "lead-autotrader"),
+]
+DIFFERENT = [
+    ("service-reminder", "lead-cars-com"),
+    ("service-reminder", "sales-price-drop"),
+    ("sales-price-drop", "lead-cars-com"),
+    ("appointment-confirmation", "lead-cars-com"),
+    ("appointment-confirmation", "service-reminder"),
+]
+
+
+@pytest.mark.parametrize(("a", "b"), SIMILAR, ids=[f"{a}~{b}" for a, b in SIMILAR])
+def test_three_leads_are_near_duplicates(a: str, b: str) -> None:
+    score = fp.similarity(fp.signature(sample(a)), fp.signature(sample(b)))
+    assert score >= shipped_options().threshold + 0.15, score
+
+
+@pytest.mark.parametrize(("a", "b"), DIFFERENT, ids=[f"{a}~{b}" for a, b in DIFFERENT])
+def test_different_messages_are_not(a: str, b: str) -> None:
+    score = fp.similarity(fp.signature(sample(a)), fp.signature(sample(b)))
+    assert score <= shipped_options().threshold - 0.3, score
+
+
+def test_all_lower_case_template_still_matches() -> None:
+    # Without capitals the skeleton keeps only the digit mask; still well above 0.6.
+    a = sample("lead-cars-com")
+    b = sample("lead-website")
+    lower = [text(" ".join(m.text_parts).lower()) for m in (a, b)]
+    score = fp.similarity(fp.signature(lower[0]), fp.signature(lower[1]))
+    assert score >= 0.6, score
+
+
+def test_identical_signatures_score_one_and_foreign_lengths_zero() -> None:
+    sig = fp.signature(sample("service-reminder"))
+    assert len(sig) == fp.SIGNATURE_BYTES
+    assert fp.similarity(sig, sig) == 1.0
+    assert fp.similarity(sig, sig[:8]) == 0.0
+
+
+def test_skeleton_masks_template_fills() -> None:
+    assert fp.skeleton("Hi John, your 2024 Honda is ready") == [
+        "^", "^", "your", "#", "^", "is", "ready",
+    ]  # fmt: skip
+
+
+# -- category and recipients ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("", fp.Category.COMMERCIAL),
+        ("X-Mailgate-Category: transactional\r\n", fp.Category.TRANSACTIONAL),
+        ("X-Mailgate-Category:  Transactional \r\n", fp.Category.TRANSACTIONAL),
+        ("X-Mailgate-Category: commercial\r\n", fp.Category.COMMERCIAL),
+        ("X-Mailgate-Category: newsletter\r\n", fp.Category.COMMERCIAL),
+    ],
+)
+def test_category(header: str, expected: fp.Category) -> None:
+    assert fp.category_of(text("x", extra=header), fp.Category.COMMERCIAL) is expected
+
+
+def test_category_default_from_policy() -> None:
+    assert fp.category_of(text("x"), fp.Category.TRANSACTIONAL) is fp.Category.TRANSACTIONAL
+
+
+@pytest.mark.parametrize(
+    ("address", "fold", "plus", "expected"),
+    [
+        ("John.Doe+leads@Customer.Example", True, True, "john.doe@customer.example"),
+        ("John.Doe+leads@Customer.Example", False, True, "John.Doe@customer.example"),
+        ("John.Doe+leads@Customer.Example", True, False, "john.doe+leads@customer.example"),
+        ("John.Doe+leads@Customer.Example", False, False, "John.Doe+leads@customer.example"),
+        ("+only@x.test", True, True, "+only@x.test"),  # a leading + is not a tag
+        ("a@X.Test.", True, True, "a@x.test"),
+    ],
+)
+def test_normalise_recipient(address: str, fold: bool, plus: bool, expected: str) -> None:
+    got = fp.normalise_recipient(address, fold_local_part=fold, strip_plus_tag=plus)
+    assert got == expected
+
+
+def test_recipient_keys_are_per_dealer() -> None:
+    a = fp.recipient_key("example-motors", "john@x.test")
+    assert len(a) == 16
+    assert a == fp.recipient_key("example-motors", "john@x.test")
+    assert a != fp.recipient_key("rival-motors", "john@x.test")
