@@ -327,7 +327,11 @@ class LoadStats:
     latencies: list[float] = field(default_factory=list)
     connections: int = 0
     errors: Counter[str] = field(default_factory=Counter)
+    reconnects: Counter[str] = field(default_factory=Counter)  # 421 before DATA: resent
     abandoned: int = 0
+
+
+KEEP, RESEND, DROP = "keep", "resend", "drop"
 
 
 class Load:
@@ -364,9 +368,13 @@ class Load:
         if self._failures > self.max_failures:
             raise BenchError(f"more than {self.max_failures} failures: {dict(self.stats.errors)}")
 
-    def _refused(self, stage: str, resp: Resp) -> None:
+    @staticmethod
+    def _reply_key(stage: str, resp: Resp) -> str:
         text = re.sub(r"\b[0-9a-z]{10,}\b", "...", resp.lines[0] if resp.lines else "")
-        self.stats.refused[f"{stage} {resp.code} {text}"[:160]] += 1
+        return f"{stage} {resp.code} {text}"[:160]
+
+    def _refused(self, stage: str, resp: Resp) -> None:
+        self.stats.refused[self._reply_key(stage, resp)] += 1
 
     async def _connect(self) -> RawSmtp:
         client = await RawSmtp.connect(HOST, self.port, timeout=self.reply_timeout)
@@ -381,25 +389,30 @@ class Load:
         self.stats.connections += 1
         return client
 
-    async def _send_one(self, client: RawSmtp, n: int) -> bool:
-        """Submit message ``n``; False if the connection must be replaced (421 or lost)."""
+    async def _send_one(self, client: RawSmtp, n: int) -> str:
+        """Submit message ``n``.
+
+        Returns ``KEEP`` (answered, connection usable), ``RESEND`` (421 before the message
+        was taken: reconnect and send it again) or ``DROP`` (421 after DATA: reconnect).
+        """
         message = self.factory.message(n)
         timeout = self.reply_timeout
-        resp = await client.cmd(f"MAIL FROM:<{SENDER}> SIZE={len(message)}", timeout)
-        if resp.code != 250:
-            self._refused("MAIL", resp)
-            return resp.code != 421
-        resp = await client.cmd(f"RCPT TO:<{self.factory.recipient(n)}>", timeout)
-        if resp.code not in (250, 251):
-            self._refused("RCPT", resp)
+        steps = (
+            ("MAIL", f"MAIL FROM:<{SENDER}> SIZE={len(message)}", (250,)),
+            ("RCPT", f"RCPT TO:<{self.factory.recipient(n)}>", (250, 251)),
+            ("DATA", "DATA", (354,)),
+        )
+        for stage, line, good in steps:
+            resp = await client.cmd(line, timeout)
+            if resp.code in good:
+                continue
             if resp.code == 421:
-                return False
-            await client.cmd("RSET", timeout)
-            return True
-        resp = await client.cmd("DATA", timeout)
-        if resp.code != 354:
-            self._refused("DATA", resp)
-            return resp.code != 421
+                self.stats.reconnects[self._reply_key(stage, resp)] += 1
+                return RESEND
+            self._refused(stage, resp)
+            if stage != "DATA":
+                await client.cmd("RSET", timeout)
+            return KEEP
         await client.send(message[:-2])
         start = time.perf_counter()
         await client.send(b"\r\n.\r\n")
@@ -408,9 +421,9 @@ class Load:
         if resp.code == 250:
             self.stats.accepted += 1
             self.stats.latencies.append(elapsed)
-            return True
+            return KEEP
         self._refused("DATA-end", resp)
-        return resp.code != 421
+        return DROP if resp.code == 421 else KEEP
 
     async def _session(self) -> None:
         client: RawSmtp | None = None
@@ -425,18 +438,18 @@ class Load:
                             await asyncio.sleep(0.5)
                             continue
                     try:
-                        keep = await self._send_one(client, n)
+                        outcome = await self._send_one(client, n)
                     except (OSError, TimeoutError, ConnectionError, ValueError) as exc:
                         self._fail(f"session: {type(exc).__name__}: {exc}"[:160])
-                        keep = False
                         with contextlib.suppress(Exception):
                             client.writer.close()
                         client = None
                         continue  # the message may or may not have been taken: resend it
-                    if not keep:
+                    if outcome != KEEP:
                         await client.close()
                         client = None
-                    break
+                    if outcome != RESEND:
+                        break
                 else:
                     self.stats.abandoned += 1
         finally:
@@ -468,6 +481,8 @@ class RunResult:
     duplicates: int
     refused: dict[str, int]
     errors: dict[str, int]
+    reconnects: dict[str, int]
+    abandoned: int
     connections: int
     load_seconds: float
     deliver_seconds: float
@@ -779,6 +794,8 @@ async def run_target(
             duplicates=int(status.get("duplicates", 0)),
             refused=dict(stats.refused),
             errors=dict(stats.errors),
+            reconnects=dict(stats.reconnects),
+            abandoned=stats.abandoned,
             connections=stats.connections,
             load_seconds=load_seconds,
             deliver_seconds=deliver_seconds,
@@ -838,11 +855,15 @@ def summarize(results: Sequence[RunResult]) -> dict[str, dict[str, Any]]:
         summary["duplicates"] = sum(r.duplicates for r in runs)
         refused: Counter[str] = Counter()
         errors: Counter[str] = Counter()
+        reconnects: Counter[str] = Counter()
         for r in runs:
             refused.update(r.refused)
             errors.update(r.errors)
+            reconnects.update(r.reconnects)
         summary["refused"] = dict(refused)
         summary["errors"] = dict(errors)
+        summary["reconnects"] = dict(reconnects)
+        summary["abandoned"] = sum(r.abandoned for r in runs)
         out[target] = summary
     return out
 
@@ -926,9 +947,16 @@ def markdown(
         )
         lines.append(f"per repeat (accepted/delivered): {each}")
     for target, s in summary.items():
-        for label, items in (("refused", s["refused"]), ("client errors", s["errors"])):
+        groups = (
+            ("refused", s["refused"]),
+            ("client errors", s["errors"]),
+            ("reconnected and resent after", s["reconnects"]),
+        )
+        for label, items in groups:
             for text, count in sorted(items.items(), key=lambda kv: -kv[1])[:10]:
                 lines.append(f"- {target} {label}: {count}x {text}")
+        if s["abandoned"]:
+            lines.append(f"- {target}: {s['abandoned']} messages abandoned after 3 attempts")
         if s["duplicates"]:
             lines.append(f"- {target}: the sink saw {s['duplicates']} duplicate Message-IDs")
     return "\n".join(lines)
@@ -1066,6 +1094,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    # A shell starts background jobs with SIGINT ignored; Ctrl-C/kill -INT must still stop us.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return asyncio.run(amain(args, sys.stderr))
     except KeyboardInterrupt:
