@@ -74,6 +74,71 @@ CATALOGUE: dict[str, FindingKind] = {
             Action.DROP,
             per_recipient=True,
         ),
+        FindingKind(
+            "stray-attachment",
+            "the message carries an attachment nobody attached (such as unknown1.txt, "
+            "ATT00001.htm, noname or winmail.dat), which mailbox providers treat as a virus sign",
+            "fix the CRM template or mail settings so that the HTML is sent as the message body "
+            "and Outlook rich-text (TNEF) is turned off",
+            Action.REPAIR,
+        ),
+        FindingKind(
+            "dangerous-attachment",
+            "the message carries a program, script, macro document or disguised file",
+            "send documents as PDF or a link instead of programs, macro files or archives of them",
+            Action.HOLD,
+        ),
+        FindingKind(
+            "broken-html",
+            "the HTML of the message is broken and may show garbled or cut off",
+            "repair the template (close every tag and quote) and preview it before sending",
+            Action.TAG,
+            reject_enhanced="5.6.0",
+            reject_code=554,
+        ),
+        FindingKind(
+            "html-without-text",
+            "the message has HTML but no plain-text version",
+            "have the CRM send a plain-text version with the HTML (multipart/alternative)",
+            Action.TAG,
+        ),
+        FindingKind(
+            "unfilled-merge-field",
+            "the message contains a template placeholder that was never filled in",
+            "check the merge fields of the template and the data behind them",
+            Action.TAG,
+        ),
+        FindingKind(
+            "gmail-clipping",
+            "the HTML is larger than Gmail shows (102 KB); the end, with the unsubscribe link, "
+            "is hidden",
+            "shorten the email, or link to the full version, so the HTML stays under 102 KB",
+            Action.TAG,
+        ),
+        FindingKind(
+            "encoding",
+            "some text of the message is not encoded correctly and may show as garbage",
+            "make the CRM declare the character set and transfer encoding it really uses "
+            "(UTF-8 is safest)",
+            Action.TAG,
+            reject_enhanced="5.6.0",
+            reject_code=554,
+        ),
+        FindingKind(
+            "header-defect",
+            "a header of the message is missing, repeated or too long",
+            "make the CRM produce one Date: and one Subject: header and keep header lines short",
+            Action.TAG,
+            reject_enhanced="5.6.0",
+            reject_code=554,
+        ),
+        FindingKind(
+            "link-defect",
+            "a link in the message is empty, runs a script or shows a different address than "
+            "it opens",
+            "make every link point where its text says, with a real http or https address",
+            Action.TAG,
+        ),
     )
 }
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime
 
-from gateway import rewrite
+from gateway import repair, rewrite
 from gateway.clock import Clock
 from gateway.errors import SigningError, StorageError
 from gateway.fingerprints import DuplicateState
@@ -236,11 +236,20 @@ class Intake:
         if not recipients:
             return Prepared(replies.NO_RECIPIENTS_LEFT, verdict, (), submission_id)
 
+        state = MessageState.HELD if verdict.action is Action.HOLD else MessageState.QUEUED
+        note = "; ".join(f.detail for f in verdict.findings) if state is MessageState.HELD else ""
+        if verdict.repairs:
+            # Repaired even when held, so that a release delivers the repaired message.
+            repaired = repair.apply(raw, verdict.repairs)
+            if repaired is None:
+                state = MessageState.HELD
+                details = "; ".join(f.detail for f in verdict.repairs)
+                note = f"the repair could not be applied: {details}"
+            else:
+                raw = repaired
         base = self._rewrite(raw, message, env, submission_id)
         if base is None:
             return refuse(replies.HEADER_LINE_UNFOLDABLE, "header-unfoldable")
-        state = MessageState.HELD if verdict.action is Action.HOLD else MessageState.QUEUED
-        note = "; ".join(f.detail for f in verdict.findings) if state is MessageState.HELD else ""
         codes = tuple(dict.fromkeys(f.code for f in verdict.findings))
         built: list[NewMessage] = []
         for n, rcpt in enumerate(recipients, start=1):

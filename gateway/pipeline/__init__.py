@@ -12,10 +12,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gateway.message import ParsedMessage
+from gateway.pipeline.attachments import dangerous_attachment, stray_attachment
 from gateway.pipeline.base import Check, CheckContext, Finding
 from gateway.pipeline.decide import Verdict, decide
 from gateway.pipeline.duplicates import duplicate_message, frequency_cap, near_duplicate_message
+from gateway.pipeline.encoding import encoding
+from gateway.pipeline.header_defects import header_defect
 from gateway.pipeline.headers import from_domain_not_allowed, missing_from, multiple_from
+from gateway.pipeline.html import broken_html, gmail_clipping, html_without_text
+from gateway.pipeline.links import link_defect
+from gateway.pipeline.merge_fields import unfilled_merge_field
 from gateway.policy.model import DealerPolicy
 
 __all__ = [
@@ -34,6 +40,17 @@ CHECKS: tuple[Check, ...] = (
     missing_from,
     multiple_from,
     from_domain_not_allowed,
+    # Inspection: cheap header and attachment tests first (dangerous content is the most
+    # decisive), then the ones that read the whole body, HTML parsing last.
+    header_defect,
+    dangerous_attachment,
+    stray_attachment,
+    html_without_text,
+    gmail_clipping,
+    encoding,
+    unfilled_merge_field,
+    link_defect,
+    broken_html,
     # Per recipient, against the recipient's history: exact first (cheapest, and it
     # names the very message already sent), then near copies, then the caps.
     duplicate_message,

@@ -27,12 +27,15 @@ class Finding:
     ``code`` is a key of ``gateway.findings.CATALOGUE``; ``detail`` is a sentence for the
     dealer naming the specifics; ``recipient`` is set when the finding concerns one
     recipient only; ``data`` carries machine-readable specifics for logs and the API.
+    ``repair`` names the safe repair in ``gateway.repair`` that restores what the sender
+    meant, when the check saw that one applies; ``None`` when there is none.
     """
 
     code: str
     detail: str
     recipient: str | None = None
     data: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    repair: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,10 @@ recipient drops that recipient when its action is hold, drop, tempfail or reject
 rest of the message goes on; when every recipient is dropped, the strictest of their
 actions becomes the message's (for drop: 250 with nothing queued). Otherwise the
 strictest message-level action wins (``Action`` is ordered from mildest to strictest).
+
+A finding whose action is repair is repaired only when its check named a safe repair
+(``Finding.repair``); otherwise it is held, so nothing leaves half-fixed and nothing is
+lost. The findings to repair are listed in ``Verdict.repairs`` for intake to apply.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class Verdict:
     findings: tuple[Finding, ...]
     dropped: Mapping[str, Finding]
     tags: tuple[str, ...]
+    repairs: tuple[Finding, ...] = ()
 
 
 def _action(finding: Finding, dealer: DealerPolicy) -> Action:
@@ -75,8 +80,14 @@ def decide(findings: Sequence[Finding], dealer: DealerPolicy, recipients: Sequen
     dropped: dict[str, tuple[Action, Finding]] = {}
     by_folded = {rcpt.lower(): rcpt for rcpt in recipients}
     tags: dict[str, None] = {}
+    repairs: list[Finding] = []
     for finding in findings:
         action = _action(finding, dealer)
+        if action is Action.REPAIR:
+            if finding.repair is None:
+                action = Action.HOLD
+            else:
+                repairs.append(finding)
         if action is Action.TAG:
             tags[finding.code] = None
         if finding.recipient is not None and action in _DROPS:
@@ -101,4 +112,5 @@ def decide(findings: Sequence[Finding], dealer: DealerPolicy, recipients: Sequen
         findings=tuple(findings),
         dropped=MappingProxyType({rcpt: finding for rcpt, (_, finding) in dropped.items()}),
         tags=tuple(tags),
+        repairs=tuple(repairs),
     )

@@ -13,6 +13,7 @@ from gateway.types import Action
 FOREIGN = Finding("from-domain-not-allowed", "mail.other.test is not a domain of example-motors")
 TWO_FROM = Finding("multiple-from", "the message has 2 From: headers")
 NO_FROM = Finding("missing-from", "the message has no From: header")
+FIXABLE = dataclasses.replace(FOREIGN, repair="some-repair")
 RCPTS = ("a@customer.test", "b@customer.test")
 
 
@@ -33,7 +34,9 @@ def with_rules(dealer: DealerPolicy, **actions: Action) -> DealerPolicy:
         ({"from_domain_not_allowed": Action.TEMPFAIL}, [FOREIGN], Action.TEMPFAIL, (451, "4.7.1")),
         ({"from_domain_not_allowed": Action.ACCEPT}, [FOREIGN], Action.ACCEPT, None),
         ({"from_domain_not_allowed": Action.TAG}, [FOREIGN], Action.TAG, None),
-        ({"from_domain_not_allowed": Action.REPAIR}, [FOREIGN], Action.REPAIR, None),
+        # Repair needs a repair the check named; without one the message is held.
+        ({"from_domain_not_allowed": Action.REPAIR}, [FIXABLE], Action.REPAIR, None),
+        ({"from_domain_not_allowed": Action.REPAIR}, [FOREIGN], Action.HOLD, None),
         # The strictest action wins, whatever the order of the findings.
         (
             {"from_domain_not_allowed": Action.HOLD},
@@ -127,3 +130,10 @@ def test_per_recipient_accept_is_not_a_drop(dealer: DealerPolicy) -> None:
     assert not verdict.dropped
     assert verdict.action is Action.TAG
     assert verdict.tags == ("from-domain-not-allowed",)
+
+
+def test_repairs_are_listed_for_intake(dealer: DealerPolicy) -> None:
+    rules = with_rules(dealer, from_domain_not_allowed=Action.REPAIR)
+    verdict = decide([FIXABLE, FOREIGN], rules, RCPTS)
+    assert verdict.repairs == (FIXABLE,)
+    assert verdict.action is Action.HOLD  # the unfixable one holds the message

@@ -29,20 +29,27 @@ EXPECTED: dict[str, list[str]] = {
 }
 
 
+# The From: checks of headers.py; the other checks have their own tables.
+HEADER_CODES = {"missing-from", "multiple-from", "from-domain-not-allowed"}
+
+
+def header_findings(raw: bytes, dealer: DealerPolicy, ctx: CheckContext) -> list[Finding]:
+    findings = pipeline.run(parse(raw, LIMITS), dealer, ctx)
+    return [f for f in findings if f.code in HEADER_CODES]
+
+
 def test_every_sample_has_an_expectation() -> None:
     assert sorted(p.name for p in MESSAGES.glob("*.eml")) == sorted(EXPECTED)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_sample_findings(name: str, dealer: DealerPolicy, ctx: CheckContext) -> None:
-    msg = parse((MESSAGES / name).read_bytes(), LIMITS)
-    findings = pipeline.run(msg, dealer, ctx)
+    findings = header_findings((MESSAGES / name).read_bytes(), dealer, ctx)
     assert [f.code for f in findings] == EXPECTED[name]
 
 
 def test_detail_names_domain_and_dealer(dealer: DealerPolicy, ctx: CheckContext) -> None:
-    msg = parse((MESSAGES / "other-domain.eml").read_bytes(), LIMITS)
-    (finding,) = pipeline.run(msg, dealer, ctx)
+    (finding,) = header_findings((MESSAGES / "other-domain.eml").read_bytes(), dealer, ctx)
     assert finding.detail == "mail.other.test is not a domain of example-motors"
     assert finding.data["domain"] == "mail.other.test"
     assert finding.data["dealer"] == "example-motors"
@@ -50,7 +57,7 @@ def test_detail_names_domain_and_dealer(dealer: DealerPolicy, ctx: CheckContext)
 
 def test_same_foreign_domain_reported_once(dealer: DealerPolicy, ctx: CheckContext) -> None:
     raw = b"From: a@evil.test, b@EVIL.test\r\nSender: a@evil.test\r\n\r\nx\r\n"
-    findings = pipeline.run(parse(raw, LIMITS), dealer, ctx)
+    findings = header_findings(raw, dealer, ctx)
     assert [f.data["domain"] for f in findings] == ["evil.test"]
 
 

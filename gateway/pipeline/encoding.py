@@ -1,0 +1,100 @@
+"""Check that the text of a message is declared and encoded the way it is written (pure).
+
+What is looked for, each reported once per message:
+
+* undeclared 8-bit: bytes above 127 in a part without an 8bit/binary transfer encoding
+  (RFC 2045 §2.7, §6.2), or header bytes that are not UTF-8 (RFC 6532 allows UTF-8 only);
+* an unknown charset: the parser read the part as UTF-8 instead (``UnknownCharsetDefect``);
+* text that does not decode in its declared charset (replacement characters appear);
+* broken base64 (RFC 2045 §6.8) or quoted-printable (``=`` not followed by two hex digits
+  or a line break, RFC 2045 §6.7 rule 1).
+
+Most of this comes from the defects ``message.parse`` already recorded. The byte-level
+scan for 8-bit and quoted-printable problems runs only when the raw message can have them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from gateway import mimetree
+from gateway.message import ParsedMessage
+from gateway.pipeline.base import CheckContext, Finding
+from gateway.policy.model import DealerPolicy
+
+_EIGHT_BIT = re.compile(rb"[\x80-\xff]")
+_QP_DECLARED = re.compile(rb"quoted-printable", re.IGNORECASE)
+_BAD_QP = re.compile(rb"=(?![0-9A-Fa-f]{2}|\r?\n|[ \t]*\r?$)", re.MULTILINE)
+_BASE64_DEFECTS = (
+    "InvalidBase64CharactersDefect",
+    "InvalidBase64PaddingDefect",
+    "InvalidBase64LengthDefect",
+)
+_END_OF_HEADER = re.compile(rb"\r?\n\r?\n")
+
+
+def _finding(kind: str, detail: str) -> Finding:
+    return Finding("encoding", detail, data={"kind": kind})
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _byte_problems(raw: bytes) -> Iterator[tuple[str, str]]:
+    """Undeclared 8-bit bodies and broken quoted-printable, from the MIME spans."""
+    end = _END_OF_HEADER.search(raw)
+    header = raw[: end.start()] if end is not None else raw
+    if _EIGHT_BIT.search(header) and not _is_utf8(header):
+        yield "8bit-header", "a header contains 8-bit characters that are not UTF-8"
+    try:
+        # Same limits as intake's parse, which this message has already passed.
+        structure = mimetree.scan(
+            raw, max_depth=500, max_parts=10_000, max_header_bytes=max(len(raw), 1)
+        )
+    except mimetree.StructureLimit:
+        return
+    seen: set[str] = set()
+    for entity in structure.entities:
+        if entity.is_container:
+            continue
+        body = raw[entity.body_start : entity.body_end]
+        if "8bit" not in seen and entity.cte in ("", "7bit") and _EIGHT_BIT.search(body):
+            seen.add("8bit")
+            yield (
+                "8bit",
+                (
+                    f"a {entity.content_type} part has 8-bit characters but declares no 8bit "
+                    "transfer encoding"
+                ),
+            )
+        if "qp" not in seen and entity.cte == "quoted-printable" and _BAD_QP.search(body):
+            seen.add("qp")
+            yield (
+                "quoted-printable",
+                (f"a {entity.content_type} part has broken quoted-printable encoding"),
+            )
+
+
+def encoding(msg: ParsedMessage, dealer: DealerPolicy, ctx: CheckContext) -> Iterator[Finding]:
+    """Find undeclared 8-bit data, unknown charsets, undecodable text, broken encodings."""
+    defects = set(msg.defects)
+    if "UnknownCharsetDefect" in defects:
+        yield _finding("charset", "a text part declares a character set that does not exist")
+    if any(name in defects for name in _BASE64_DEFECTS):
+        yield _finding("base64", "a part has broken base64 encoding")
+    if "UndecodablePayloadDefect" in defects:
+        yield _finding("payload", "a part cannot be decoded at all")
+    raw = msg.raw
+    if _EIGHT_BIT.search(raw) or _QP_DECLARED.search(raw):
+        for kind, detail in _byte_problems(raw):
+            yield _finding(kind, detail)
+    if "UnknownCharsetDefect" not in defects and any(
+        "\ufffd" in part for part in (*msg.text_parts, *msg.html_parts)
+    ):
+        yield _finding("undecodable", "some text does not decode in its declared character set")
