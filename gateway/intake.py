@@ -89,7 +89,11 @@ class Intake:
         settings: SubmissionSettings,
         hostname: str,
         on_enqueued: Callable[[int], None] = lambda _n: None,
+        bounce_domain: str = "",
     ) -> None:
+        # With a bounce domain each copy's envelope sender is its VERP address, so a
+        # bounce names the exact message and recipient (tracking.py; feedback/ingest.py).
+        self._bounce_domain = bounce_domain
         self._storage = storage
         self._policies = policies
         self._refs = refs
@@ -254,6 +258,11 @@ class Intake:
         built: list[NewMessage] = []
         for n, rcpt in enumerate(recipients, start=1):
             message_id = message_id_for(submission_id, n)
+            mail_from = env.mail_from
+            if self._bounce_domain and env.mail_from:
+                mail_from = self._refs.verp_address(
+                    message_id, dealer.dealer_id, rcpt, self._bounce_domain
+                )
             per_rcpt = [
                 ("X-Mailgate-Ref", self._refs.header_value(message_id, dealer.dealer_id, rcpt))
             ]
@@ -264,7 +273,7 @@ class Intake:
                 NewMessage(
                     id=message_id,
                     dealer_id=dealer.dealer_id,
-                    mail_from=env.mail_from,
+                    mail_from=mail_from,
                     rcpt=rcpt,
                     data=data,
                     received_at=env.received_at,
