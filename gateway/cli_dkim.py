@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.dkim_keys import (
+    KEYS_DIR,
     KeyType,
     NewIdentity,
     PolicyEditError,
@@ -47,6 +49,8 @@ __all__ = ["register"]
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 DEFAULT_SELECTOR = "mg1"
+# The loader's rule for selectors: also safe in a file name and a DNS label.
+_SELECTOR = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 RELOAD_HINT = "reload the policies (SIGHUP to `mailgate serve`, or POST /policies/reload)"
 
 
@@ -100,6 +104,8 @@ def cmd_keygen(args: argparse.Namespace) -> int:
             if DEFAULT_SELECTOR not in taken
             else next_selector(DEFAULT_SELECTOR, taken)
         )
+        if not _SELECTOR.match(selector):
+            raise _Refused(f"selector {selector!r}: use lower-case letters, digits and hyphens")
         if selector in taken:
             raise _Refused(f"selector {selector!r} is already used for {domain}")
         entry = NewIdentity(
@@ -240,7 +246,7 @@ def _key_files(directory: Path, domain: str) -> set[str]:
     # A key file left behind by an earlier rotation still names a selector that may be
     # published; never reuse it for a different key.
     prefix = f"{domain}."
-    keys = directory / key_file_name(domain, "x").rpartition("/")[0]
+    keys = directory / KEYS_DIR
     if not keys.is_dir():
         return set()
     return {p.name[len(prefix) : -4] for p in keys.glob(f"{domain}.*.pem")}
