@@ -248,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     __import__("gateway.cli_feedback", fromlist=["register"]).register(sub)
     __import__("gateway.cli_dkim", fromlist=["register"]).register(sub)
     __import__("gateway.cli_duplicates", fromlist=["register"]).register(sub)
+    __import__("gateway.cli_held", fromlist=["register"]).register(sub)
+    __import__("gateway.cli_check", fromlist=["register"]).register(sub)
     return parser
 
 

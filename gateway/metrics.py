@@ -54,6 +54,12 @@ class Metrics:
             ["dealer", "code", "action"],
             registry=r,
         )
+        self.held_expired = Counter(
+            "mailgate_held_expired_total",
+            "Held messages deleted because nobody released them within delivery.held_expiry.",
+            ["dealer"],
+            registry=r,
+        )
         self.accept_seconds = Histogram(
             "mailgate_accept_seconds",
             "Time from the end of DATA to the reply (parse, checks, sign, spool).",

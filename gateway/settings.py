@@ -141,6 +141,7 @@ class DeliverySettings(_Section):
     backoff_factor: float = Field(default=2.0, ge=1.0)
     max_age: Duration = timedelta(days=5)
     keep_finished: Duration = timedelta(days=30)  # sent log kept for feedback matching
+    held_expiry: Duration = timedelta(days=14)  # held and never released: deleted after this
     dsn_from: str = ""  # empty: MAILER-DAEMON@server.hostname
 
 

@@ -211,6 +211,7 @@ def _result(found: dict[str, str]) -> HtmlProblems:
     return HtmlProblems(problems[0][0] if problems else None, problems)
 
 
+@lru_cache(maxsize=16)
 def strip_invisible(doc: str) -> str:
     """Remove comments (``<!--[if mso]>`` blocks included), style, script and title."""
     return _INVISIBLE.sub(" ", doc)
