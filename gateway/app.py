@@ -16,29 +16,47 @@ import signal
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import uvicorn
 
 from gateway.admin.http import build_app
+from gateway.alerts import Alerts
 from gateway.backpressure import SpoolGuard
 from gateway.clock import Clock, SystemClock
 from gateway.delivery.client import make_upstream
 from gateway.delivery.worker import DeliveryWorker
-from gateway.errors import StorageError
+from gateway.errors import ConfigError, StorageError
+from gateway.feedback.ingest import FeedbackIngest
 from gateway.intake import Intake
 from gateway.keys import load_or_create_key, load_or_create_node_id
 from gateway.metrics import Metrics
 from gateway.policy.store import PolicyStore
+from gateway.reputation.suspensions import Suspensions
 from gateway.settings import Settings, parse_hostport
 from gateway.signing import DkimSigner, Signer
 from gateway.smtp.auth import Authenticator, FailureLimiter
 from gateway.smtp.handler import SessionLimits, SubmissionHandler
+from gateway.smtp.inbound import InboundHandler
 from gateway.smtp.server import Sessions, SubmissionServer
 from gateway.smtp.tls import ensure_self_signed, server_context
 from gateway.storage.base import Storage, open_storage
 from gateway.tracking import RefCodec
 
 log = logging.getLogger("gateway")
+
+# Seconds between reloads of the suspended set (suspensions made by another node or by
+# the CLI) and checks for suspensions that have run out.
+REPUTATION_REFRESH = 2.0
+
+
+def _read_secret(path: Path | None) -> bytes:
+    if path is None:
+        return b""
+    try:
+        return path.read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(f"alerts.webhook_secret_file: cannot read {path}: {exc}") from exc
 
 
 class _HttpServer(uvicorn.Server):
@@ -64,6 +82,10 @@ class Gateway:
     http: _HttpServer
     http_socket: socket.socket
     node: str
+    suspensions: Suspensions | None = None
+    ingest: FeedbackIngest | None = None
+    alerts: Alerts | None = None
+    inbound: SubmissionServer | None = None  # the report listener, when configured
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -71,6 +93,11 @@ class Gateway:
     def submission_port(self) -> int:
         """The bound submission port (useful when configured as 0)."""
         return self.submission.port
+
+    @property
+    def inbound_port(self) -> int:
+        """The bound report-listener port (0 when it is not configured)."""
+        return self.inbound.port if self.inbound is not None else 0
 
     @property
     def http_port(self) -> int:
@@ -110,6 +137,18 @@ class Gateway:
             clock,
         )
         sub = settings.submission
+        alerts = Alerts(
+            storage,
+            clock,
+            metrics,
+            from_addr=settings.alerts.from_address or f"mailgate-alerts@{settings.server.hostname}",
+            hostname=settings.server.hostname,
+            operators=settings.alerts.operators,
+            webhook_url=settings.alerts.webhook_url,
+            webhook_secret=_read_secret(settings.alerts.webhook_secret_file),
+            on_enqueued=lambda _n: worker.notify(),
+        )
+        suspensions = Suspensions(storage, policies, clock, metrics, notifier=alerts)
         worker = DeliveryWorker(
             storage=storage,
             upstream_factory=lambda: make_upstream(settings),
@@ -118,6 +157,7 @@ class Gateway:
             node=node,
             metrics=metrics,
             hostname=settings.server.hostname,
+            suspended=suspensions.suspended,
         )
 
         def enqueued(count: int) -> None:
@@ -135,6 +175,7 @@ class Gateway:
             settings=sub,
             hostname=settings.server.hostname,
             on_enqueued=enqueued,
+            bounce_domain=settings.inbound.bounce_domain,
         )
         authenticator = Authenticator(
             storage,
@@ -153,6 +194,7 @@ class Gateway:
             ),
             metrics=metrics,
             clock=clock,
+            reputation=suspensions,
         )
         if sub.tls_cert is not None and sub.tls_key is not None:
             cert, key = sub.tls_cert, sub.tls_key
@@ -173,6 +215,27 @@ class Gateway:
             sessions=Sessions(sub.max_connections, sub.max_connections_per_ip),
             metrics=metrics,
         )
+        ingest = FeedbackIngest(storage, refs, policies, clock, metrics, suspensions)
+        inbound: SubmissionServer | None = None
+        ins = settings.inbound
+        if ins.enabled:
+            in_host, in_port = parse_hostport(ins.listen)
+            inbound = SubmissionServer(
+                handler=InboundHandler(ingest=ingest, settings=ins, metrics=metrics),
+                host=in_host,
+                port=in_port,
+                hostname=settings.server.hostname,
+                tls_context=None,
+                require_tls=False,
+                max_message_size=ins.max_message_size,
+                line_length_limit=sub.max_line_length,
+                idle_timeout=ins.idle_timeout.total_seconds(),
+                data_timeout=ins.data_timeout.total_seconds(),
+                sessions=Sessions(ins.max_connections, ins.max_connections_per_ip),
+                metrics=metrics,
+                listener="inbound",
+                auth=False,
+            )
 
         async def readiness() -> dict[str, str]:
             problems: dict[str, str] = {}
@@ -211,6 +274,10 @@ class Gateway:
             http=http,
             http_socket=http_socket,
             node=node,
+            suspensions=suspensions,
+            ingest=ingest,
+            alerts=alerts,
+            inbound=inbound,
         )
 
     async def start(self) -> None:
@@ -221,13 +288,24 @@ class Gateway:
         if released:
             log.warning("released %d leases this node held before it restarted", released)
         await self.guard.refresh()
+        if self.suspensions is not None:
+            try:
+                await self.suspensions.refresh()
+            except StorageError as exc:
+                log.warning("reputation: initial refresh failed: %s", exc)
         await self.submission.start()
+        if self.inbound is not None:
+            await self.inbound.start()
         self._tasks = [
             asyncio.create_task(self.worker.run(), name="delivery"),
             asyncio.create_task(self.guard.run(), name="spool-guard"),
             asyncio.create_task(self.http.serve(sockets=[self.http_socket]), name="http"),
             asyncio.create_task(self._housekeeping(), name="housekeeping"),
         ]
+        if self.suspensions is not None:
+            self._tasks.append(
+                asyncio.create_task(self.suspensions.run(REPUTATION_REFRESH), name="reputation")
+            )
         log.info(
             "mailgate ready: submission %s:%d, http %s, storage %s, delivery %s",
             self.submission.host,
@@ -260,7 +338,11 @@ class Gateway:
         """Shut down in order; nothing acknowledged is lost."""
         grace = self.settings.submission.shutdown_grace.total_seconds()
         await self.submission.stop(grace)
+        if self.inbound is not None:
+            await self.inbound.stop(grace)
         await self.worker.stop()
+        if self.alerts is not None:
+            await self.alerts.drain()
         self.http.should_exit = True
         for task in self._tasks:
             if task.get_name() != "http":

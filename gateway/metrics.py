@@ -121,6 +121,74 @@ class Metrics:
             registry=r,
         )
 
+        self._feedback(r)
+
+    def _feedback(self, r: CollectorRegistry) -> None:
+        """Feedback, suppression and dealer-state metrics (feedback/ingest.py, reputation/)."""
+        self.reports = Counter(
+            "mailgate_reports_received_total",
+            "Messages received on the inbound listener or imported, by what they are "
+            "(complaint, bounce, delay, other).",
+            ["kind"],
+            registry=r,
+        )
+        self.reports_untrusted = Counter(
+            "mailgate_reports_untrusted_total",
+            "Reports that changed nothing because they could not be trusted or were replays "
+            "(no-reference, unknown-message, bad-mac, recipient-mismatch, replay).",
+            ["reason"],
+            registry=r,
+        )
+        self.complaints = Counter(
+            "mailgate_complaints_total",
+            "Trusted spam complaints recorded, by dealer.",
+            ["dealer"],
+            registry=r,
+        )
+        self.bounces = Counter(
+            "mailgate_bounces_total",
+            "Trusted bounces recorded, by dealer and kind (hard, soft).",
+            ["dealer", "kind"],
+            registry=r,
+        )
+        self.complaint_rate = Gauge(
+            "mailgate_complaint_rate",
+            "Complaints per delivered message over the dealer's window, at the last evaluation.",
+            ["dealer"],
+            registry=r,
+        )
+        self.bounce_rate = Gauge(
+            "mailgate_bounce_rate",
+            "Hard bounces per sent message over the dealer's window, at the last evaluation.",
+            ["dealer"],
+            registry=r,
+        )
+        self.dealer_state = Gauge(
+            "mailgate_dealer_state",
+            "1 for the dealer's current state (active, warned, suspended, resumed), else 0.",
+            ["dealer", "state"],
+            registry=r,
+        )
+        self.dealer_suspended = Gauge(
+            "mailgate_dealer_suspended",
+            "1 while the dealer is suspended.",
+            ["dealer"],
+            registry=r,
+        )
+        self.suppressions = Gauge(
+            "mailgate_suppressed_addresses",
+            "Active suppression entries per list (a dealer id, or * for the global list).",
+            ["dealer"],
+            registry=r,
+        )
+        self.alerts = Counter(
+            "mailgate_alerts_total",
+            "Dealer alerts raised, by kind (warned, suspended, resumed) and channel "
+            "(email, webhook) and result (ok, failed).",
+            ["kind", "channel", "result"],
+            registry=r,
+        )
+
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type, for ``/metrics``."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -161,6 +161,41 @@ class HttpSettings(_Section):
     admin_token_file: Path | None = None
 
 
+class InboundSettings(_Section):
+    """The report listener: feedback-loop reports and bounces addressed to us.
+
+    It starts only when ``report_addresses`` or ``bounce_domain`` is set. It takes mail
+    for those addresses (and VERP addresses at the bounce domain) only, without AUTH, and
+    answers everything else ``550 5.7.1``; it never relays and never replies by mail.
+    """
+
+    listen: str = "127.0.0.1:2526"
+    report_addresses: list[str] = []  # e.g. ["fbl@mailgate.example"] (any case)
+    bounce_domain: str = ""  # VERP return paths b-<id>-<mac>@<domain>; empty: no VERP
+    max_message_size: Size = 10 * 1000**2  # reports are small; a returned original is cut
+    max_connections: int = Field(default=100, ge=1)
+    max_connections_per_ip: int = Field(default=20, ge=1)
+    max_messages_per_connection: int = Field(default=1000, ge=1)
+    reports_per_second: float = Field(default=50.0, gt=0)  # over this: 451 4.7.0, retry
+    report_burst: int = Field(default=200, ge=1)
+    idle_timeout: Duration = timedelta(seconds=60)
+    data_timeout: Duration = timedelta(minutes=2)
+
+    @property
+    def enabled(self) -> bool:
+        """True when there is anything to receive."""
+        return bool(self.report_addresses or self.bounce_domain)
+
+
+class AlertSettings(_Section):
+    """Who hears about dealer warnings, suspensions and resumptions besides the dealer."""
+
+    operators: list[str] = []  # always copied on every alert
+    from_address: str = ""  # empty: mailgate-alerts@server.hostname
+    webhook_url: str = ""  # optional; JSON POST signed with HMAC-SHA256
+    webhook_secret_file: Path | None = None  # the HMAC key (required with webhook_url)
+
+
 class Settings(_Section):
     """All process settings."""
 
@@ -170,6 +205,8 @@ class Settings(_Section):
     delivery: DeliverySettings = DeliverySettings()
     storage: StorageSettings = StorageSettings()
     http: HttpSettings = HttpSettings()
+    inbound: InboundSettings = InboundSettings()
+    alerts: AlertSettings = AlertSettings()
 
     @property
     def storage_url(self) -> str:
@@ -253,6 +290,7 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
     for listen_key, value in (
         ("submission.listen", settings.submission.listen),
         ("http.listen", settings.http.listen),
+        ("inbound.listen", settings.inbound.listen),
     ):
         try:
             parse_hostport(value)
@@ -260,6 +298,11 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
             raise ConfigError(f"{source}: {listen_key}: {exc}") from exc
     if (settings.submission.tls_cert is None) != (settings.submission.tls_key is None):
         raise ConfigError(f"{source}: submission.tls_cert and tls_key go together")
+    if settings.alerts.webhook_url:
+        if not settings.alerts.webhook_url.startswith(("https://", "http://")):
+            raise ConfigError(f"{source}: alerts.webhook_url must be an http(s) URL")
+        if settings.alerts.webhook_secret_file is None:
+            raise ConfigError(f"{source}: alerts.webhook_url needs alerts.webhook_secret_file")
     if settings.storage.queue_low_water > settings.storage.queue_high_water:
         raise ConfigError(f"{source}: storage.queue_low_water exceeds queue_high_water")
     return settings

@@ -46,7 +46,16 @@ from pydantic import (
 
 from gateway.errors import PolicyError, Problem
 from gateway.findings import CATALOGUE
-from gateway.policy.model import CheckRule, DealerPolicy, DkimSettings, PolicySet
+from gateway.policy.model import (
+    DEFAULT_BOUNCES,
+    DEFAULT_COMPLAINTS,
+    CheckRule,
+    DealerPolicy,
+    DkimSettings,
+    PolicySet,
+    RateThresholds,
+    SuppressionPolicy,
+)
 from gateway.settings import parse_duration
 from gateway.types import Action, DealerId
 
@@ -216,6 +225,34 @@ class _DkimEntry(_Closed):
         return value
 
 
+def _duration(value: str) -> str:
+    parse_duration(value)  # raises ValueError with the expected forms
+    return value
+
+
+DurationText = Annotated[str, AfterValidator(_duration)]
+Rate = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class _Rates(_Closed):
+    """``[complaints]`` or ``[bounces]``: every key optional, merged key by key."""
+
+    window: DurationText | None = None
+    min_volume: int | None = Field(default=None, ge=0)
+    warn_rate: Rate | None = None
+    suspend_rate: Rate | None = None
+    suspend_for: DurationText | None = None
+
+
+class _Suppression(_Closed):
+    """``[suppression]``: how suppressed recipients are refused; soft-bounce limits."""
+
+    on_rcpt: Literal["reject", "drop"] | None = None
+    soft_bounce_limit: int | None = Field(default=None, ge=0)
+    soft_bounce_window: DurationText | None = None
+    soft_bounce_suppress_for: DurationText | None = None
+
+
 class _Layer(_Closed):
     """The keys every layer may set; in presets and dealer files all are optional."""
 
@@ -223,6 +260,9 @@ class _Layer(_Closed):
     on_suspended: Literal["reject", "tempfail"] | None = None
     max_recipients: int | None = Field(default=None, ge=1, le=10_000)
     checks: dict[CheckCode, _CheckEntry] = {}
+    complaints: _Rates | None = None
+    bounces: _Rates | None = None
+    suppression: _Suppression | None = None
 
 
 class _DealerFile(_Layer):
@@ -243,7 +283,13 @@ class _DealerFile(_Layer):
         return value
 
 
-_KNOWN_KEYS = frozenset(_DealerFile.model_fields) | frozenset(_DkimEntry.model_fields) | {"action"}
+_KNOWN_KEYS = (
+    frozenset(_DealerFile.model_fields)
+    | frozenset(_DkimEntry.model_fields)
+    | frozenset(_Rates.model_fields)
+    | frozenset(_Suppression.model_fields)
+    | {"action"}
+)
 
 
 def _check_private_key(path: Path, algorithm: object) -> None:
@@ -486,7 +532,60 @@ def _build_dealer(source: _DealerSource, defaults: _Layer, directory: Path) -> D
             for d in file.dkim
         ),
         source=source.name,
+        complaints=_rates([layer.complaints for layer in layers], DEFAULT_COMPLAINTS),
+        bounces=_rates([layer.bounces for layer in layers], DEFAULT_BOUNCES),
+        suppression=_suppression([layer.suppression for layer in layers]),
     )
+
+
+def _merged(sections: Iterable[BaseModel | None]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for section in sections:
+        if section is not None:
+            merged.update(section.model_dump(exclude_none=True))
+    return merged
+
+
+def _rates(sections: list[_Rates | None], default: RateThresholds) -> RateThresholds:
+    values = _merged(sections)
+    return RateThresholds(
+        window=parse_duration(values.get("window", default.window)),
+        min_volume=values.get("min_volume", default.min_volume),
+        warn_rate=values.get("warn_rate", default.warn_rate),
+        suspend_rate=values.get("suspend_rate", default.suspend_rate),
+        suspend_for=parse_duration(values.get("suspend_for", default.suspend_for)),
+    )
+
+
+def _suppression(sections: list[_Suppression | None]) -> SuppressionPolicy:
+    values = _merged(sections)
+    default = SuppressionPolicy()
+    return SuppressionPolicy(
+        on_rcpt=values.get("on_rcpt", default.on_rcpt),
+        soft_bounce_limit=values.get("soft_bounce_limit", default.soft_bounce_limit),
+        soft_bounce_window=parse_duration(
+            values.get("soft_bounce_window", default.soft_bounce_window)
+        ),
+        soft_bounce_suppress_for=parse_duration(
+            values.get("soft_bounce_suppress_for", default.soft_bounce_suppress_for)
+        ),
+    )
+
+
+def _check_rates(source: _DealerSource, defaults: _Layer, found: _Collector) -> None:
+    # Checked on the merged values: a dealer may lower suspend_rate below the shipped
+    # warn_rate without touching warn_rate, which would make the warning unreachable.
+    layers = [defaults] if source.preset is None else [defaults, source.preset]
+    layers.append(source.file)
+    for name in ("complaints", "bounces"):
+        values = _merged(getattr(layer, name) for layer in layers)
+        warn, suspend = values.get("warn_rate"), values.get("suspend_rate")
+        if warn is not None and suspend is not None and warn > suspend:
+            found.add(
+                source.name,
+                f"{name}.warn_rate",
+                f"{warn} is above suspend_rate {suspend}; the warning must come first",
+            )
 
 
 # --- the entry point ---
@@ -543,6 +642,7 @@ def load_policy_set(directory: Path) -> PolicySet:
                 _check_options(preset, preset_name, defaults, found)
         for source in dealers:
             _check_options(source.file, source.name, defaults, found)
+            _check_rates(source, defaults, found)
     _check_unique(dealers, found)
     _check_dkim_domains(dealers, found)
 

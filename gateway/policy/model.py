@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
@@ -42,6 +42,42 @@ class DkimSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RateThresholds:
+    """When a dealer is warned or suspended for one rate (``[complaints]``, ``[bounces]``).
+
+    The rate is events over volume in the rolling ``window`` (whole UTC days, today
+    included); below ``min_volume`` no decision is made. A suspension made by the rate
+    lasts ``suspend_for`` unless an operator resumes the dealer earlier.
+    """
+
+    window: timedelta
+    min_volume: int
+    warn_rate: float
+    suspend_rate: float
+    suspend_for: timedelta
+
+
+# Gmail's sender guidelines ask for a spam rate below 0.1% and never 0.3%; 0.2% is
+# "10 per 5,000". Amazon SES reviews an account at a 5% bounce rate and pauses at 10%.
+DEFAULT_COMPLAINTS = RateThresholds(timedelta(days=7), 1000, 0.001, 0.002, timedelta(hours=72))
+DEFAULT_BOUNCES = RateThresholds(timedelta(days=7), 1000, 0.05, 0.10, timedelta(hours=72))
+
+
+@dataclass(frozen=True, slots=True)
+class SuppressionPolicy:
+    """How suppressed recipients are refused, and when soft bounces suppress (``[suppression]``).
+
+    ``on_rcpt``: ``reject`` answers ``550 5.7.1`` at RCPT; ``drop`` accepts the recipient
+    and leaves it out of the queued copies (the CRM never learns it was skipped).
+    """
+
+    on_rcpt: Literal["reject", "drop"] = "reject"
+    soft_bounce_limit: int = 3  # soft bounces within soft_bounce_window suppress ...
+    soft_bounce_window: timedelta = timedelta(days=7)
+    soft_bounce_suppress_for: timedelta = timedelta(days=14)  # ... for this long
+
+
+@dataclass(frozen=True, slots=True)
 class DealerPolicy:
     """Everything the gateway needs to know about one dealer (defaults merged in)."""
 
@@ -56,6 +92,9 @@ class DealerPolicy:
     max_recipients: int | None = None  # None: the listener's limit
     dkim: tuple[DkimSettings, ...] = ()
     source: str = ""  # the file it came from, for messages
+    complaints: RateThresholds = DEFAULT_COMPLAINTS
+    bounces: RateThresholds = DEFAULT_BOUNCES
+    suppression: SuppressionPolicy = SuppressionPolicy()
 
     def owns_domain(self, domain: str) -> bool:
         """Return True if ``domain`` (any case) is one of the dealer's sending domains."""

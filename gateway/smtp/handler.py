@@ -13,6 +13,7 @@ import binascii
 import logging
 from base64 import b64decode
 from dataclasses import dataclass
+from typing import Protocol
 
 from aiosmtpd.smtp import SMTP, AuthResult, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
@@ -21,9 +22,11 @@ from gateway import addresses
 from gateway.addresses import AddressProblem
 from gateway.backpressure import SpoolGuard
 from gateway.clock import Clock
+from gateway.errors import StorageError
 from gateway.intake import Intake
 from gateway.metrics import Metrics
 from gateway.policy.store import PolicyStore
+from gateway.reputation.records import DealerStatus, Suppression
 from gateway.smtp import replies
 from gateway.smtp.auth import Authenticator, AuthStatus
 from gateway.types import DealerId, Envelope, Reply
@@ -56,6 +59,22 @@ def peer_ip(session: Session) -> str:
     return str(peer)
 
 
+class ReputationChecks(Protocol):
+    """The store lookups MAIL FROM and RCPT TO make (``reputation/suspensions.py``).
+
+    Both raise ``StorageError`` when the store fails; the handler then answers
+    ``451 4.3.0``: closed, but only for now.
+    """
+
+    async def status(self, dealer_id: DealerId) -> DealerStatus | None:
+        """The dealer's current state, or ``None`` when nothing has happened to it."""
+        ...
+
+    async def suppression(self, dealer_id: DealerId, address: str) -> Suppression | None:
+        """The active suppression of ``address`` for the dealer, or ``None``."""
+        ...
+
+
 _ADDRESS_REPLIES: dict[AddressProblem, Reply] = {
     AddressProblem.SYNTAX: replies.BAD_ADDRESS_SYNTAX,
     AddressProblem.ROUTING: replies.ROUTING_NOT_ALLOWED,
@@ -76,7 +95,12 @@ class SubmissionHandler:
         limits: SessionLimits,
         metrics: Metrics,
         clock: Clock,
+        reputation: ReputationChecks | None = None,
     ) -> None:
+        self._reputation = reputation
+        # id(session) -> recipients of the current transaction left out as suppressed
+        # (policy [suppression] on_rcpt = "drop"): accepted at RCPT, never queued.
+        self._suppressed: dict[int, set[str]] = {}
         self._intake = intake
         self._auth = authenticator
         self._policies = policies
@@ -171,6 +195,21 @@ class SubmissionHandler:
         dealer = self._policies.current.dealer(identity.dealer_id)
         if dealer is None:
             return replies.UNKNOWN_DEALER.line()
+        self._suppressed.pop(id(session), None)
+        if self._reputation is not None:
+            try:
+                status = await self._reputation.status(dealer.dealer_id)
+            except StorageError as exc:
+                self._metrics.refused.labels("reputation-unavailable").inc()
+                log.error("MAIL: dealer %s status unknown: %s", dealer.dealer_id, exc)
+                return replies.REPUTATION_UNAVAILABLE.line()
+            if status is not None and status.suspended:
+                self._metrics.refused.labels("dealer-suspended").inc()
+                until = f"{status.expires_at:%Y-%m-%d %H:%M} UTC" if status.expires_at else ""
+                tempfail = dealer.on_suspended == "tempfail"
+                return replies.dealer_suspended(
+                    dealer.dealer_id, status.reason, until, tempfail
+                ).line()
         count = self._messages.get(id(session), 0)
         if count >= self._limits.max_messages_per_connection:
             self._metrics.refused.labels("messages-per-connection").inc()
@@ -230,6 +269,21 @@ class SubmissionHandler:
         if len(envelope.rcpt_tos) >= limit:
             self._metrics.refused.labels("too-many-recipients").inc()
             return replies.too_many_recipients(limit).line()
+        if self._reputation is not None and dealer is not None:
+            try:
+                entry = await self._reputation.suppression(dealer.dealer_id, normalized)
+            except StorageError as exc:
+                self._metrics.refused.labels("reputation-unavailable").inc()
+                log.error("RCPT: suppression of %s unknown: %s", dealer.dealer_id, exc)
+                return replies.REPUTATION_UNAVAILABLE.line()
+            if entry is not None:
+                self._metrics.refused.labels("recipient-suppressed").inc()
+                if dealer.suppression.on_rcpt == "drop":
+                    self._suppressed.setdefault(id(session), set()).add(normalized)
+                else:
+                    return replies.recipient_suppressed(
+                        normalized, dealer.dealer_id, entry.reason, f"{entry.created_at:%Y-%m-%d}"
+                    ).line()
         envelope.rcpt_tos.append(normalized)
         envelope.rcpt_options.extend(rcpt_options)
         return replies.RCPT_OK.line()
@@ -243,10 +297,14 @@ class SubmissionHandler:
         assert isinstance(raw, bytes)
         key = id(session)
         self._messages[key] = self._messages.get(key, 0) + 1
+        dropped = self._suppressed.pop(key, set())
+        rcpt_tos = tuple(r for r in envelope.rcpt_tos if r not in dropped)
+        if not rcpt_tos:
+            return replies.nothing_to_send_suppressed(len(dropped)).line()
         env = Envelope(
             dealer_id=identity.dealer_id,
             mail_from="" if envelope.mail_from in (None, "<>") else envelope.mail_from,
-            rcpt_tos=tuple(envelope.rcpt_tos),
+            rcpt_tos=rcpt_tos,
             peer=peer_ip(session),
             auth_user=identity.username,
             helo=session.host_name or "",
@@ -259,6 +317,7 @@ class SubmissionHandler:
     def forget(self, session: Session) -> None:
         """Drop per-connection state when the connection closes."""
         self._messages.pop(id(session), None)
+        self._suppressed.pop(id(session), None)
 
     async def handle_exception(self, error: Exception) -> str:
         """Anything unexpected: a temporary failure, logged with its traceback."""

@@ -165,3 +165,46 @@ def rewrite_builtin(status: str) -> str:
                 return f"501 5.5.4 {status.removeprefix('501 ')}"
             return reply.line()
     return status
+
+
+# -- reputation: suspended dealers, suppressed recipients (gateway/reputation/) ------------
+REPUTATION_UNAVAILABLE = Reply(
+    451, "4.3.0", "Temporary local problem checking sender or recipient status; try again later"
+)
+
+
+def _printable(text: str, limit: int = 240) -> str:
+    """Reply text from data (an operator's reason): one line of printable ASCII."""
+    cleaned = "".join(ch if " " <= ch <= "~" else " " for ch in text)
+    return " ".join(cleaned.split())[:limit]
+
+
+def dealer_suspended(dealer_id: str, reason: str, until: str, tempfail: bool) -> Reply:
+    """MAIL FROM of a suspended dealer: 554 5.7.1 (or 451 4.7.1, policy ``on_suspended``)."""
+    text = f"Dealer {dealer_id} is suspended: {_printable(reason)}"
+    if until:
+        text += f" (until {until})"
+    if tempfail:
+        return Reply(451, "4.7.1", text + "; try again later")
+    return Reply(554, "5.7.1", text)
+
+
+def recipient_suppressed(address: str, dealer_id: str, reason: str, day: str) -> Reply:
+    """RCPT TO of a suppressed address (policy ``[suppression] on_rcpt = "reject"``)."""
+    return Reply(
+        550, "5.7.1", f"<{_printable(address)}> is suppressed for {dealer_id}: {reason} on {day}"
+    )
+
+
+def nothing_to_send_suppressed(count: int) -> Reply:
+    """Every recipient was suppressed and dropped silently: accepted, nothing queued."""
+    return Reply(250, "2.0.0", f"accepted; not sent: {count} suppressed recipient(s) left out")
+
+
+# -- the inbound report listener (feedback loops and bounces) ---------------------------------
+RELAY_DENIED = Reply(
+    550, "5.7.1", "Relaying denied: this server takes reports for its own addresses only"
+)
+NO_SUCH_BOUNCE_ADDRESS = Reply(550, "5.1.1", "No such bounce address")
+REPORT_ACCEPTED = Reply(250, "2.0.0", "Report received")
+REPORTS_TOO_FAST = Reply(451, "4.7.0", "Too many reports; slow down and try again later")

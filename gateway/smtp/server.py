@@ -15,16 +15,24 @@ import logging
 import ssl
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, AnyStr
+from typing import Any, AnyStr, Protocol
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, Session
 
 from gateway.metrics import Metrics
 from gateway.smtp import replies
-from gateway.smtp.handler import SubmissionHandler, peer_ip
+from gateway.smtp.handler import peer_ip
 from gateway.types import Reply
 
 log = logging.getLogger("gateway.smtp")
+
+
+class SessionHandler(Protocol):
+    """What ``GatewaySMTP`` needs of a handler besides aiosmtpd's hooks."""
+
+    def forget(self, session: Session) -> None:
+        """Drop per-connection state when the connection closes."""
+        ...
 
 
 class Sessions:
@@ -53,7 +61,7 @@ class GatewaySMTP(SMTP):
 
     def __init__(
         self,
-        handler: SubmissionHandler,
+        handler: SessionHandler,
         *,
         sessions: Sessions,
         metrics: Metrics,
@@ -124,12 +132,16 @@ class GatewaySMTP(SMTP):
 
 
 class SubmissionServer:
-    """One listening socket serving ``GatewaySMTP`` sessions."""
+    """One listening socket serving ``GatewaySMTP`` sessions.
+
+    ``auth=False`` serves the inbound report listener: no AUTH is offered or accepted
+    (it is refused for want of TLS, ``538``), and nothing requires it.
+    """
 
     def __init__(
         self,
         *,
-        handler: SubmissionHandler,
+        handler: SessionHandler,
         host: str,
         port: int,
         hostname: str,
@@ -142,8 +154,10 @@ class SubmissionServer:
         sessions: Sessions,
         metrics: Metrics,
         listener: str = "submission",
+        auth: bool = True,
     ) -> None:
         self.host = host
+        self.listener = listener
         self.port = port
         self._sessions = sessions
         self._server: asyncio.Server | None = None
@@ -163,8 +177,8 @@ class SubmissionServer:
                 enable_SMTPUTF8=False,
                 tls_context=tls_context,
                 require_starttls=require_tls and tls_context is not None,
-                auth_required=True,
-                auth_require_tls=require_tls,
+                auth_required=auth,
+                auth_require_tls=require_tls or not auth,
                 auth_exclude_mechanism=["CRAM-MD5"],
                 timeout=idle_timeout,
                 # RFC 5321 leaves floods to the server; these caps stop NOOP/RSET/VRFY loops
@@ -192,7 +206,7 @@ class SubmissionServer:
         )
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
-        log.info("submission listener on %s:%d", self.host, self.port)
+        log.info("%s listener on %s:%d", self.listener, self.host, self.port)
 
     async def stop(self, grace: float) -> None:
         """Stop accepting; let DATA finish, then answer the rest ``421 4.3.2``.
