@@ -28,7 +28,6 @@ from gateway.delivery.client import Upstream, attempt_budget, deferred
 from gateway.delivery.dsn import build_dsn
 from gateway.errors import StorageError
 from gateway.metrics import Metrics
-from gateway.reputation.records import DayCounts
 from gateway.settings import DeliverySettings
 from gateway.storage.base import Storage
 from gateway.types import (
@@ -327,8 +326,6 @@ class DeliveryWorker:
         if outcome.kind is OutcomeKind.DELIVERED:
             kept = await self._storage.complete(message.id, self._node, outcome, now)
             self._metrics.relayed.labels(dealer=message.dealer_id).inc()
-            if kept:
-                await self._count(message, DayCounts(sent=1, delivered=1), now)
             log.info(
                 "message %s dealer %s: delivered to %s: %s",
                 message.id,
@@ -366,8 +363,6 @@ class DeliveryWorker:
         if message.mail_from and not message.system:
             await self._queue_dsn(message, outcome, now)
         kept = await self._storage.complete(message.id, self._node, outcome, now)
-        if kept:
-            await self._count(message, DayCounts(sent=1), now)
         log.warning(
             "message %s dealer %s: failed permanently for %s: %s",
             message.id,
@@ -416,25 +411,6 @@ class DeliveryWorker:
             extra=_ctx(message),
         )
         self.notify()
-
-    async def _count(self, message: QueuedMessage, counts: DayCounts, now: datetime) -> None:
-        """Add a final outcome to the dealer's daily counters (the rates' denominators).
-
-        The gateway's own messages (DSNs, alerts) are not the dealer's volume. A failure
-        here is logged, not raised: the outcome itself is already recorded.
-        """
-        if message.system:
-            return
-        try:
-            await self._storage.add_counts(message.dealer_id, now.date(), counts)
-        except StorageError as exc:
-            log.warning(
-                "message %s dealer %s: daily counters not updated: %s",
-                message.id,
-                message.dealer_id,
-                exc,
-                extra=_ctx(message),
-            )
 
     def _lease_lost(self, message: QueuedMessage) -> None:
         log.warning(

@@ -85,7 +85,10 @@ class Storage(Protocol):
         """Record a final outcome (``DELIVERED`` or ``FAILED``) and drop the lease.
 
         Increments ``attempts``. The message body may be discarded; the row (the sent
-        log) is kept. Returns ``False`` if ``node`` no longer holds the lease.
+        log) is kept. Unless the message is a ``system`` one, the dealer's counters of
+        ``now``'s day count it as sent (and delivered) in the same transaction, so a
+        retried or fenced-off completion is never counted twice. Returns ``False`` if
+        ``node`` no longer holds the lease.
         """
         ...
 

@@ -333,25 +333,34 @@ class PostgresStorage:
         """Record the final outcome if ``node`` still holds the lease.
 
         A delivered message loses its body (the row stays as the sent log); a failed one
-        keeps it so that an operator can ``requeue`` it.
+        keeps it so that an operator can ``requeue`` it. A dealer's message is counted in
+        its daily counters in the same transaction.
         """
         if outcome.kind is OutcomeKind.DEFERRED:
             raise ValueError("complete() takes a final outcome; use defer() for DEFERRED")
         delivered = outcome.kind is OutcomeKind.DELIVERED
         state = MessageState.DELIVERED if delivered else MessageState.FAILED
-        updated = await self._execute(
-            "UPDATE messages SET state = $3, attempts = attempts + 1, last_error = $4,"
-            " next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL, updated_at = $5,"
-            " data = CASE WHEN $6 THEN ''::bytea ELSE data END"
-            " WHERE id = $1 AND state = 'queued' AND lease_owner = $2",
-            message_id,
-            node,
-            state.value,
-            outcome.summary(),
-            _aware(now),
-            delivered,
-        )
-        return updated == 1
+        async with self._conn() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "UPDATE messages SET state = $3, attempts = attempts + 1, last_error = $4,"
+                " next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL,"
+                " updated_at = $5, data = CASE WHEN $6 THEN ''::bytea ELSE data END"
+                " WHERE id = $1 AND state = 'queued' AND lease_owner = $2"
+                " RETURNING dealer_id, system",
+                message_id,
+                node,
+                state.value,
+                outcome.summary(),
+                _aware(now),
+                delivered,
+            )
+            if row is None:
+                return False
+            # The dealer's daily counters move with the outcome (the rates' volume).
+            if not row["system"]:
+                counts = DayCounts(sent=1, delivered=int(delivered))
+                await _pg_add_counts(conn, row["dealer_id"], now.date(), counts)
+        return True
 
     async def defer(
         self,

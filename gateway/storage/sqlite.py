@@ -606,27 +606,40 @@ class SqliteStorage:
         """Record the final outcome if ``node`` still holds the lease.
 
         A delivered message loses its body (the row stays as the sent log); a failed one
-        keeps it so that an operator can ``requeue`` it.
+        keeps it so that an operator can ``requeue`` it. A dealer's message is counted in
+        its daily counters in the same transaction.
         """
         if outcome.kind is OutcomeKind.DEFERRED:
             raise ValueError("complete() takes a final outcome; use defer() for DEFERRED")
         state = (
             MessageState.DELIVERED if outcome.kind is OutcomeKind.DELIVERED else MessageState.FAILED
         )
-        return await self._update(
-            "UPDATE messages SET state = ?, attempts = attempts + 1, last_error = ?,"
-            " next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL, updated_at = ?,"
-            " data = CASE WHEN ? THEN x'' ELSE data END"
-            " WHERE id = ? AND state = 'queued' AND lease_owner = ?",
-            (
-                state.value,
-                outcome.summary(),
-                _to_us(now),
-                state is MessageState.DELIVERED,
-                message_id,
-                node,
-            ),
+        self._check_open()
+        params = (
+            state.value,
+            outcome.summary(),
+            _to_us(now),
+            state is MessageState.DELIVERED,
+            message_id,
+            node,
         )
+
+        def complete(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "UPDATE messages SET state = ?, attempts = attempts + 1, last_error = ?,"
+                " next_attempt_at = NULL, lease_owner = NULL, lease_until = NULL, updated_at = ?,"
+                " data = CASE WHEN ? THEN x'' ELSE data END"
+                " WHERE id = ? AND state = 'queued' AND lease_owner = ?"
+                " RETURNING dealer_id, system",
+                params,
+            ).fetchone()
+            if row is None:
+                return False
+            if not row[1]:
+                _add_counts(conn, row[0], now.date(), _final_counts(state))
+            return True
+
+        return await self._writer.run(_write(complete))
 
     async def defer(
         self,
@@ -1256,6 +1269,11 @@ def _get_status(conn: sqlite3.Connection, dealer_id: str) -> DealerStatus | None
         f"SELECT {_STATUS_COLUMNS} FROM dealer_status WHERE dealer_id = ?", (dealer_id,)
     ).fetchone()
     return None if row is None else _status(row)
+
+
+def _final_counts(state: MessageState) -> DayCounts:
+    """What a final outcome adds to the dealer's day: sent, and delivered if it was."""
+    return DayCounts(sent=1, delivered=int(state is MessageState.DELIVERED))
 
 
 def _add_counts(conn: sqlite3.Connection, dealer_id: str, day: date, counts: DayCounts) -> None:

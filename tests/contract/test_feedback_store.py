@@ -216,3 +216,25 @@ async def test_concurrent_transitions_make_one_change(store: Storage) -> None:
     )
     assert sum(r is not None for r in results) == 1
     assert len(await store.dealer_history(DEALER)) == 1
+
+
+async def test_complete_counts_dealer_messages_once(store: Storage) -> None:
+    from gateway.types import NewMessage, OutcomeKind, RcptOutcome
+
+    def new(mid: str, system: bool = False) -> NewMessage:
+        return NewMessage(
+            MessageId(mid), DEALER, "s@example-motors.test", "r@x.example", b"x", T0,
+            system=system,
+        )  # fmt: skip
+
+    await store.enqueue([new("m.1"), new("m.2"), new("m.3", system=True)])
+    claimed = await store.claim("n1", 10, T0, timedelta(minutes=5))
+    assert len(claimed) == 3
+    ok = RcptOutcome(OutcomeKind.DELIVERED, 250, "2.0.0", "ok")
+    failed = RcptOutcome(OutcomeKind.FAILED, 550, "5.1.1", "unknown")
+    assert await store.complete(MessageId("m.1"), "n1", ok, T0)
+    assert not await store.complete(MessageId("m.1"), "n1", ok, T0)  # fenced: no lease
+    assert await store.complete(MessageId("m.2"), "n1", failed, T0)
+    assert await store.complete(MessageId("m.3"), "n1", ok, T0)  # a system message
+    (row,) = await store.daily_counts(DEALER, T0.date(), T0.date())
+    assert row.counts == DayCounts(sent=2, delivered=1)
