@@ -150,7 +150,7 @@ def _parse_errors(doc: str, exact: bool) -> list[str]:
     return parser.errors()
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=4)  # one message at a time per worker thread; documents can be MBs
 def analyse(doc: str) -> HtmlProblems:
     """Grade the structural problems of one HTML document (memoised: pure in ``doc``)."""
     found: dict[str, str] = {}  # description -> grade
@@ -211,7 +211,7 @@ def _result(found: dict[str, str]) -> HtmlProblems:
     return HtmlProblems(problems[0][0] if problems else None, problems)
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=4)  # one message at a time per worker thread; documents can be MBs
 def strip_invisible(doc: str) -> str:
     """Remove comments (``<!--[if mso]>`` blocks included), style, script and title."""
     return _INVISIBLE.sub(" ", doc)
