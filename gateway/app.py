@@ -28,6 +28,7 @@ from gateway.delivery.client import make_upstream
 from gateway.delivery.worker import DeliveryWorker
 from gateway.errors import ConfigError, StorageError
 from gateway.feedback.ingest import FeedbackIngest
+from gateway.held import expire_held
 from gateway.intake import Intake
 from gateway.keys import load_or_create_key, load_or_create_node_id
 from gateway.metrics import Metrics
@@ -323,6 +324,9 @@ class Gateway:
                 removed = await self.storage.expire_finished(self.clock.now() - keep)
                 if removed:
                     log.info("expired %d finished messages older than %s", removed, keep)
+                await expire_held(
+                    self.storage, self.clock.now(), self.settings.delivery.held_expiry, self.metrics
+                )
             except StorageError as exc:
                 log.warning("housekeeping failed: %s", exc)
 
