@@ -577,10 +577,10 @@ def _check_rates(source: _DealerSource, defaults: _Layer, found: _Collector) -> 
     # warn_rate without touching warn_rate, which would make the warning unreachable.
     layers = [defaults] if source.preset is None else [defaults, source.preset]
     layers.append(source.file)
-    for name in ("complaints", "bounces"):
-        values = _merged(getattr(layer, name) for layer in layers)
-        warn, suspend = values.get("warn_rate"), values.get("suspend_rate")
-        if warn is not None and suspend is not None and warn > suspend:
+    for name, default in (("complaints", DEFAULT_COMPLAINTS), ("bounces", DEFAULT_BOUNCES)):
+        rates = _rates([getattr(layer, name) for layer in layers], default)
+        warn, suspend = rates.warn_rate, rates.suspend_rate
+        if warn > suspend:
             found.add(
                 source.name,
                 f"{name}.warn_rate",

@@ -158,8 +158,24 @@ CASES: dict[str, Case] = {
         [("dealers/a.toml", "dkim[0].slector", "did you mean 'selector'?")],
     ),
     "unknown-key-in-defaults": Case(
-        {"defaults.toml": defaults_toml() + "[complaints]\nwindow = '7d'\n"},
-        [("defaults.toml", "complaints", "unknown key")],
+        {"defaults.toml": defaults_toml() + "[throttle]\nwindow = '7d'\n"},
+        [("defaults.toml", "throttle", "unknown key")],
+    ),
+    "warn-rate-above-suspend-rate": Case(
+        {
+            "dealers/good-motors.toml": dealer_toml(
+                "good-motors", extra="[complaints]\nwarn_rate = 0.003\n"
+            )
+        },
+        [("dealers/good-motors.toml", "complaints.warn_rate", "the warning must come first")],
+    ),
+    "unknown-key-in-suppression": Case(
+        {
+            "dealers/good-motors.toml": dealer_toml(
+                "good-motors", extra='[suppression]\non_rcp = "drop"\n'
+            )
+        },
+        [("dealers/good-motors.toml", "suppression.on_rcp", "unknown key")],
     ),
     "unknown-check-option": Case(
         {
