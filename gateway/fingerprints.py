@@ -137,7 +137,20 @@ _URL = re.compile(r"\b(?:https?://|www\.)[^\s<>\"'()\[\]]+", re.IGNORECASE)
 # A word of 16+ characters mixing letters and digits (hex ids, base64url tokens, UUIDs
 # with their hyphens): nobody writes such a word, a program generates one per message.
 _TOKEN = re.compile(r"(?<![\w-])(?=[\w-]*\d)(?=[\w-]*[A-Za-z])[\w-]{16,}(?![\w-])")
+# Long words are rare, so matching them all and testing each in Python beats two
+# look-aheads tried at every position of the text.
+_LONG_WORD = re.compile(r"(?<![\w-])[\w-]{16,}(?![\w-])")
+_LETTER = re.compile(r"[A-Za-z]")
+
+
+def _token_or_word(match: re.Match[str]) -> str:
+    """A per-send token (16+ characters mixing digits and letters) becomes ``~``."""
+    word = match.group(0)
+    return "~" if _DIGIT.search(word) and _LETTER.search(word) else word
+
+
 _SPACE = re.compile(r"\s+")
+_DIGIT = re.compile(r"\d")
 _WORD = re.compile(r"\w+")
 
 _UNPACK = struct.Struct(f">{PERMUTATIONS}I").unpack
@@ -384,20 +397,31 @@ def _scrub(text: str, ignore_pattern: str) -> str:
     if ignore is not None:
         text = ignore.sub(" ", text)
     text = _URL.sub(_clean_url, text)
-    return _TOKEN.sub("~", text)
+    return _LONG_WORD.sub(_token_or_word, text)
+
+
+def _scrubbed(msg: ParsedMessage, ignore_pattern: str) -> str:
+    """Subject and body with per-send noise removed: the input of both prints."""
+    return f"{_scrub(msg.subject or '', ignore_pattern)}\n{_scrub(_body(msg), ignore_pattern)}"
 
 
 def canonical_text(msg: ParsedMessage, ignore_pattern: str = "") -> str:
     """Return the normalised subject and body of ``msg`` (what the fingerprint covers)."""
-    subject = _scrub(msg.subject or "", ignore_pattern)
-    body = _scrub(_body(msg), ignore_pattern)
-    return _SPACE.sub(" ", f"{subject}\n{body}").strip().casefold()
+    return _canonical(_scrubbed(msg, ignore_pattern))
+
+
+def _canonical(scrubbed: str) -> str:
+    return _SPACE.sub(" ", scrubbed).strip().casefold()
 
 
 def exact_fingerprint(msg: ParsedMessage, ignore_pattern: str = "") -> bytes:
     """Return the 16-byte fingerprint of the normalised content of ``msg``."""
+    return _fingerprint(msg, _scrubbed(msg, ignore_pattern))
+
+
+def _fingerprint(msg: ParsedMessage, scrubbed: str) -> bytes:
     digest = hashlib.blake2b(digest_size=16, person=b"mailgate-exact")
-    digest.update(canonical_text(msg, ignore_pattern).encode("utf-8", "surrogatepass"))
+    digest.update(_canonical(scrubbed).encode("utf-8", "surrogatepass"))
     for attachment in sorted(hashlib.sha256(a.content).digest() for a in msg.attachments):
         digest.update(attachment)
     return digest.digest()
@@ -407,7 +431,7 @@ def skeleton(text: str) -> list[str]:
     """Words of ``text`` with template fills masked: digits → ``#``, Capitalised → ``^``."""
     words: list[str] = []
     for word in _WORD.findall(text):
-        if any(ch.isdigit() for ch in word):
+        if _DIGIT.search(word):  # one C-level scan, not a Python loop per character
             words.append("#")
         elif word[0].isupper():
             words.append("^")
@@ -441,9 +465,7 @@ def minhash(items: Iterable[bytes]) -> bytes:
 
 def signature(msg: ParsedMessage, ignore_pattern: str = "") -> bytes:
     """Return the near-duplicate signature of ``msg`` (``SIGNATURE_BYTES`` long)."""
-    subject = _scrub(msg.subject or "", ignore_pattern)
-    body = _scrub(_body(msg), ignore_pattern)
-    return minhash(_shingles(skeleton(f"{subject}\n{body}")))
+    return minhash(_shingles(skeleton(_scrubbed(msg, ignore_pattern))))
 
 
 def similarity(a: bytes, b: bytes) -> float:
@@ -468,9 +490,10 @@ def category_of(msg: ParsedMessage, default: Category) -> Category:
 
 def print_message(msg: ParsedMessage, options: DuplicateOptions) -> MessagePrint:
     """Fingerprint, signature and category of ``msg`` under ``options``."""
+    scrubbed = _scrubbed(msg, options.ignore_pattern)  # once: it is most of the cost
     return MessagePrint(
-        fingerprint=exact_fingerprint(msg, options.ignore_pattern),
-        signature=signature(msg, options.ignore_pattern),
+        fingerprint=_fingerprint(msg, scrubbed),
+        signature=minhash(_shingles(skeleton(scrubbed))),
         category=category_of(msg, options.default_category),
     )
 
