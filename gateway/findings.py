@@ -139,6 +139,29 @@ CATALOGUE: dict[str, FindingKind] = {
             "make every link point where its text says, with a real http or https address",
             Action.TAG,
         ),
+        # -- consent and eligibility windows (gateway/consent.py, pipeline/consent.py) --
+        FindingKind(
+            "consent-window-expired",
+            "the recipient is outside the dealer's consent windows for commercial email",
+            "record a newer interaction or the customer's express consent, or send it as "
+            "transactional mail if it is one",
+            Action.REJECT,
+            per_recipient=True,
+        ),
+        FindingKind(
+            "no-opt-in",
+            "the recipient has not opted in to, or has opted out of, this commercial email",
+            "send commercial email only to customers whose opt-in the CRM has recorded",
+            Action.REJECT,
+            per_recipient=True,
+        ),
+        FindingKind(
+            "missing-postal-address",
+            "the commercial message does not show the dealer's postal address",
+            "add the dealer's postal address, as written in its policy file, to the template",
+            Action.REJECT,
+        ),
+        # -- end of consent --
     )
 }
 

@@ -18,13 +18,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime
 
 from gateway import repair, rewrite
 from gateway.clock import Clock
+from gateway.consent import ConsentRecord
 from gateway.errors import SigningError, StorageError
 from gateway.fingerprints import DuplicateState
 from gateway.message import MessageRejected, ParsedMessage, ParseLimits, parse
@@ -141,6 +142,12 @@ class Intake:
         submission_id = new_submission_id(env.received_at)
         try:
             history = await self._sendlog.fetch(env, dealer)
+            # Consent (gateway/consent.py): the recipients' records, for the pure checks.
+            consent = (
+                await self._storage.consent_records(dealer.dealer_id, env.rcpt_tos)
+                if dealer.consent.enforce
+                else None
+            )
         except StorageError as exc:
             log.error("reading recipients' history failed dealer=%s submission=%s: %s",
                       dealer.dealer_id, submission_id, exc)  # fmt: skip
@@ -151,11 +158,11 @@ class Intake:
                 # Measured: for typical CRM mail the thread hop costs more than the work and,
                 # the work being pure Python, buys no parallelism (it holds the GIL); the
                 # loop is blocked for a few milliseconds at most.
-                prepared = self._prepare(env, raw, dealer, submission_id, history)
+                prepared = self._prepare(env, raw, dealer, submission_id, history, consent)
             else:
                 async with asyncio.timeout(budget):
                     prepared = await asyncio.to_thread(
-                        self._prepare, env, raw, dealer, submission_id, history
+                        self._prepare, env, raw, dealer, submission_id, history, consent
                     )
         except TimeoutError:
             self._metrics.errors.labels("checks-timeout").inc()
@@ -218,6 +225,7 @@ class Intake:
         dealer: DealerPolicy,
         submission_id: str,
         history: Recipients,
+        consent: Mapping[str, ConsentRecord] | None = None,
     ) -> Prepared:
         def refuse(reply: Reply, reason: str) -> Prepared:
             self._metrics.refused.labels(reason).inc()
@@ -239,7 +247,7 @@ class Intake:
             return refuse(replies.TOO_MANY_HOPS, "too-many-hops")
 
         duplicates = history.state(message)
-        findings = self._run_checks(message, dealer, env, duplicates)
+        findings = self._run_checks(message, dealer, env, duplicates, consent)
         verdict = decide(findings, dealer, env.rcpt_tos)
         if verdict.reply is not None:
             return Prepared(verdict.reply, verdict, (), submission_id)
@@ -299,8 +307,11 @@ class Intake:
         dealer: DealerPolicy,
         env: Envelope,
         duplicates: DuplicateState | None = None,
+        consent: Mapping[str, ConsentRecord] | None = None,
     ) -> tuple[Finding, ...]:
-        context = CheckContext(envelope=env, now=self._clock.now(), duplicates=duplicates)
+        context = CheckContext(
+            envelope=env, now=self._clock.now(), duplicates=duplicates, consent=consent
+        )
         findings: list[Finding] = []
         for check in CHECKS:
             try:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from gateway.message import ParsedMessage
 from gateway.pipeline.attachments import dangerous_attachment, stray_attachment
 from gateway.pipeline.base import Check, CheckContext, Finding
+from gateway.pipeline.consent import consent_window_expired, missing_postal_address, no_opt_in
 from gateway.pipeline.decide import Verdict, decide
 from gateway.pipeline.duplicates import duplicate_message, frequency_cap, near_duplicate_message
 from gateway.pipeline.encoding import encoding
@@ -51,6 +52,11 @@ CHECKS: tuple[Check, ...] = (
     unfilled_merge_field,
     link_defect,
     broken_html,
+    # Consent (per recipient, except the postal address): before the duplicate checks, so
+    # that a recipient who may not be mailed at all is reported as such, not as a repeat.
+    missing_postal_address,
+    no_opt_in,
+    consent_window_expired,
     # Per recipient, against the recipient's history: exact first (cheapest, and it
     # names the very message already sent), then near copies, then the caps.
     duplicate_message,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 
+from gateway.consent import ConsentRecord
 from gateway.fingerprints import DuplicateState
 from gateway.message import ParsedMessage
 from gateway.policy.model import DealerPolicy
@@ -47,6 +48,9 @@ class CheckContext:
     # The recipients' recent sends and this message's fingerprint (None: not gathered,
     # and the duplicate checks find nothing).
     duplicates: DuplicateState | None = None
+    # Each envelope recipient's consent record (as submitted -> record) when the dealer's
+    # rules enforce consent; None: not gathered, and the consent checks find nothing.
+    consent: Mapping[str, ConsentRecord] | None = None
 
 
 Check = Callable[[ParsedMessage, DealerPolicy, CheckContext], Iterable[Finding]]

@@ -44,6 +44,7 @@ from pydantic import (
     field_validator,
 )
 
+from gateway.consent import IMPLIED, ConsentRules, Interaction, Window
 from gateway.errors import PolicyError, Problem
 from gateway.findings import CATALOGUE
 from gateway.policy.model import (
@@ -253,6 +254,44 @@ class _Suppression(_Closed):
     soft_bounce_suppress_for: DurationText | None = None
 
 
+# -- consent rules ([consent], gateway/consent.py) -----------------------------------------
+
+_WINDOW_KINDS = tuple(sorted(k.value for k in IMPLIED))
+
+
+def _window_kind(value: str) -> str:
+    if value not in _WINDOW_KINDS:
+        raise ValueError(
+            f"{value!r} opens no window{_suggest(value, _WINDOW_KINDS)}; "
+            f"use one of {', '.join(_WINDOW_KINDS)}"
+        )
+    return value
+
+
+def _window(value: str) -> str:
+    if value.strip().lower() != "off":
+        Window.parse(value)  # raises ValueError with the accepted forms
+    return value
+
+
+class _Consent(_Closed):
+    """``[consent]``: every key optional; ``windows`` merged kind by kind ("off" removes one)."""
+
+    enforce: bool | None = None
+    name: str | None = Field(default=None, min_length=1, max_length=80)
+    express_consent: bool | None = None
+    require_opt_in: bool | None = None
+    require_postal_address: bool | None = None
+    require_unsubscribe: bool | None = None
+    postal_address: str | None = Field(default=None, max_length=300)
+    windows: dict[
+        Annotated[str, AfterValidator(_window_kind)], Annotated[str, AfterValidator(_window)]
+    ] = {}
+
+
+# -- end of consent rules -------------------------------------------------------------------
+
+
 class _Layer(_Closed):
     """The keys every layer may set; in presets and dealer files all are optional."""
 
@@ -263,6 +302,7 @@ class _Layer(_Closed):
     complaints: _Rates | None = None
     bounces: _Rates | None = None
     suppression: _Suppression | None = None
+    consent: _Consent | None = None
 
 
 class _DealerFile(_Layer):
@@ -288,6 +328,7 @@ _KNOWN_KEYS = (
     | frozenset(_DkimEntry.model_fields)
     | frozenset(_Rates.model_fields)
     | frozenset(_Suppression.model_fields)
+    | frozenset(_Consent.model_fields)
     | {"action"}
 )
 
@@ -535,6 +576,7 @@ def _build_dealer(source: _DealerSource, defaults: _Layer, directory: Path) -> D
         complaints=_rates([layer.complaints for layer in layers], DEFAULT_COMPLAINTS),
         bounces=_rates([layer.bounces for layer in layers], DEFAULT_BOUNCES),
         suppression=_suppression([layer.suppression for layer in layers]),
+        consent=_consent([layer.consent for layer in layers]),
     )
 
 
@@ -643,6 +685,7 @@ def load_policy_set(directory: Path) -> PolicySet:
         for source in dealers:
             _check_options(source.file, source.name, defaults, found)
             _check_rates(source, defaults, found)
+            _check_consent(source, defaults, found)
     _check_unique(dealers, found)
     _check_dkim_domains(dealers, found)
 
@@ -670,3 +713,54 @@ def _load_preset(
         return name, None
     read.append(name)
     return name, _validate(_Layer, data, name, found)
+
+
+# -- consent rules: merge and cross-check ------------------------------------------------
+
+
+def _consent_layers(source: _DealerSource, defaults: _Layer) -> list[_Consent]:
+    layers = [defaults] if source.preset is None else [defaults, source.preset]
+    layers.append(source.file)
+    return [layer.consent for layer in layers if layer.consent is not None]
+
+
+def _consent(sections: Iterable[_Consent | None]) -> ConsentRules:
+    values: dict[str, Any] = {}
+    windows: dict[str, str] = {}
+    for section in sections:
+        if section is None:
+            continue
+        values.update(section.model_dump(exclude_none=True, exclude={"windows"}))
+        windows.update(section.windows)
+    return ConsentRules(
+        enforce=values.get("enforce", False),
+        name=values.get("name", ""),
+        windows=MappingProxyType(
+            {
+                Interaction(kind): Window.parse(text)
+                for kind, text in windows.items()
+                if text.strip().lower() != "off"
+            }
+        ),
+        express_consent=values.get("express_consent", True),
+        require_opt_in=values.get("require_opt_in", False),
+        require_postal_address=values.get("require_postal_address", False),
+        require_unsubscribe=values.get("require_unsubscribe", False),
+        postal_address=values.get("postal_address", "").strip(),
+    )
+
+
+def _check_consent(source: _DealerSource, defaults: _Layer, found: _Collector) -> None:
+    # A preset that requires the postal address (CAN-SPAM §7704(a)(5)(A)(iii)) is
+    # meaningless without one: every commercial message would be flagged.
+    rules = _consent(_consent_layers(source, defaults))
+    if rules.enforce and rules.require_postal_address and not rules.postal_address:
+        found.add(
+            source.name,
+            "consent.postal_address",
+            f"the {rules.name or 'consent'} rules require the dealer's postal address in "
+            "commercial mail; set it here",
+        )
+
+
+# -- end of consent rules: merge and cross-check -----------------------------------------

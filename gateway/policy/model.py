@@ -13,6 +13,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
+from gateway.consent import NO_RULES, ConsentRules
 from gateway.types import Action, DealerId
 
 
@@ -95,6 +96,7 @@ class DealerPolicy:
     complaints: RateThresholds = DEFAULT_COMPLAINTS
     bounces: RateThresholds = DEFAULT_BOUNCES
     suppression: SuppressionPolicy = SuppressionPolicy()
+    consent: ConsentRules = NO_RULES  # [consent]: eligibility windows (gateway/consent.py)
 
     def owns_domain(self, domain: str) -> bool:
         """Return True if ``domain`` (any case) is one of the dealer's sending domains."""

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import Protocol
 
+from gateway.consent import ConsentEvent, ConsentRecord, Preference
 from gateway.errors import ConfigError
 from gateway.fingerprints import DuplicateDrop, RecipientHistory, SendClaim
 from gateway.reputation.records import (
@@ -332,6 +333,45 @@ class Storage(Protocol):
         ...
 
     # -- end of feedback -----------------------------------------------------------------
+
+    # -- consent: interactions and opt-ins per dealer and recipient (gateway/consent.py) ---
+    #
+    # Contract (tests/contract/test_consent_store.py): nothing is ever deleted. Recording is
+    # idempotent on each event's natural key (dealer, address, kind, date, ref); a finance
+    # or lease sale recorded again keeps the later last payment date and a proof or source
+    # recorded later fills an empty one. Every preference statement is kept; a statement
+    # repeated for the same instant keeps the refusal. Addresses are looked up in the
+    # ``normalise_address`` form.
+
+    async def record_consent(
+        self,
+        events: Sequence[ConsentEvent],
+        preferences: Sequence[Preference] = (),
+        now: datetime | None = None,
+    ) -> int:
+        """Record ``events`` and ``preferences`` in one transaction; return rows new or changed.
+
+        ``now`` (default: the current time) is stored as when they were recorded.
+        """
+        ...
+
+    async def consent_records(
+        self, dealer_id: DealerId, addresses: Sequence[str]
+    ) -> dict[str, ConsentRecord]:
+        """Each of ``addresses`` (as given) with its record; an unknown one has an empty record.
+
+        One indexed lookup per call: it runs for every submission of a dealer whose rules
+        enforce consent.
+        """
+        ...
+
+    async def consent_page(
+        self, dealer_id: DealerId, after: str = "", limit: int = 1000
+    ) -> list[tuple[str, ConsentRecord]]:
+        """The dealer's recipients after ``after`` in address order, each with its record."""
+        ...
+
+    # -- end of consent ------------------------------------------------------------------
 
 
 async def open_storage(url: str) -> Storage:

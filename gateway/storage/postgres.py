@@ -30,11 +30,12 @@ import logging
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
+from gateway.consent import ConsentEvent, ConsentRecord, Preference
 from gateway.errors import GatewayError, StorageError, StorageUnavailable
 from gateway.fingerprints import (
     Category,
@@ -58,6 +59,7 @@ from gateway.reputation.records import (
     event_counts,
     initial_status,
 )
+from gateway.storage import postgres_consent
 from gateway.storage.migrate import apply_postgres
 from gateway.types import (
     Credential,
@@ -928,6 +930,37 @@ class PostgresStorage:
         ]
 
     # -- end of feedback -----------------------------------------------------------------
+
+    # -- consent (Storage protocol, "consent" section; storage/postgres_consent.py) ------
+
+    async def record_consent(
+        self,
+        events: Sequence[ConsentEvent],
+        preferences: Sequence[Preference] = (),
+        now: datetime | None = None,
+    ) -> int:
+        """Record events and preferences in one transaction; rows new or changed."""
+        stamp = _aware(now or datetime.now(UTC))
+        if not events and not preferences:
+            return 0
+        async with self._conn() as conn, conn.transaction():
+            return await postgres_consent.record(conn, events, preferences, stamp)
+
+    async def consent_records(
+        self, dealer_id: DealerId, addresses: Sequence[str]
+    ) -> dict[str, ConsentRecord]:
+        """Each address (as given) with its record."""
+        async with self._conn() as conn:
+            return await postgres_consent.records(conn, dealer_id, list(addresses))
+
+    async def consent_page(
+        self, dealer_id: DealerId, after: str = "", limit: int = 1000
+    ) -> list[tuple[str, ConsentRecord]]:
+        """The dealer's recipients after ``after`` in address order, with their records."""
+        async with self._conn() as conn:
+            return await postgres_consent.page(conn, dealer_id, after, limit)
+
+    # -- end of consent ------------------------------------------------------------------
 
 
 # -- duplicates helpers (module level) ----------------------------------------------------

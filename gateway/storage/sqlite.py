@@ -47,6 +47,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gateway.consent import ConsentEvent, ConsentRecord, Preference
 from gateway.errors import StorageError, StorageUnavailable
 from gateway.fingerprints import (
     Category,
@@ -70,6 +71,7 @@ from gateway.reputation.records import (
     event_counts,
     initial_status,
 )
+from gateway.storage import sqlite_consent
 from gateway.storage.migrate import apply_sqlite
 from gateway.types import (
     Credential,
@@ -1202,6 +1204,41 @@ class SqliteStorage:
         return await self._reader.run(select)
 
     # -- end of feedback -----------------------------------------------------------------
+
+    # -- consent (Storage protocol, "consent" section; storage/sqlite_consent.py) --------
+
+    async def record_consent(
+        self,
+        events: Sequence[ConsentEvent],
+        preferences: Sequence[Preference] = (),
+        now: datetime | None = None,
+    ) -> int:
+        """Record events and preferences in one transaction; rows new or changed."""
+        self._check_open()
+        stamp = now or datetime.now(UTC)
+        _to_us(stamp)
+        if not events and not preferences:
+            return 0
+        return await self._writer.run(
+            _write(lambda conn: sqlite_consent.record(conn, events, preferences, stamp))
+        )
+
+    async def consent_records(
+        self, dealer_id: DealerId, addresses: Sequence[str]
+    ) -> dict[str, ConsentRecord]:
+        """Each address (as given) with its record."""
+        self._check_open()
+        wanted = list(addresses)
+        return await self._reader.run(lambda c: sqlite_consent.records(c, dealer_id, wanted))
+
+    async def consent_page(
+        self, dealer_id: DealerId, after: str = "", limit: int = 1000
+    ) -> list[tuple[str, ConsentRecord]]:
+        """The dealer's recipients after ``after`` in address order, with their records."""
+        self._check_open()
+        return await self._reader.run(lambda c: sqlite_consent.page(c, dealer_id, after, limit))
+
+    # -- end of consent ------------------------------------------------------------------
 
 
 # -- feedback helpers (module level) --------------------------------------------------------

@@ -1,0 +1,88 @@
+"""Consent checks: commercial mail only to recipients the dealer's rules allow (pure).
+
+``consent_window_expired`` and ``no_opt_in`` read ``ctx.consent`` (each envelope
+recipient's events and preferences, gathered by intake before the run) and yield at most
+one finding per recipient, with ``recipient`` set, so that ``decide()`` leaves out or holds
+just that recipient and, when none is left, refuses the message with the reason.
+``missing_postal_address`` looks for the dealer's postal address in commercial mail.
+
+Why at DATA and not at RCPT: whether a message is commercial is known only from its
+``X-Mailgate-Category`` header, which arrives after the last RCPT. Refusing at RCPT would
+refuse receipts, recall notices and appointment confirmations (exempt by law) along with
+offers. CRMs send one message per customer, so a refused recipient still gets its own
+``550 5.7.1`` with the reason at the end of DATA; in a message to several recipients the
+others go on and the refused ones are recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from gateway.consent import (
+    CATEGORY_HEADER,
+    EMPTY_RECORD,
+    EXEMPT_CATEGORIES,
+    NO_OPT_IN,
+    TOPIC_HEADER,
+    WINDOW_EXPIRED,
+    Eligibility,
+    evaluate,
+    message_category,
+    message_topic,
+    normalise_address,
+    postal_address_present,
+)
+from gateway.message import ParsedMessage
+from gateway.pipeline.base import CheckContext, Finding
+from gateway.policy.model import DealerPolicy
+
+
+def _ineligible(
+    msg: ParsedMessage, dealer: DealerPolicy, ctx: CheckContext, code: str
+) -> Iterator[Finding]:
+    records = ctx.consent
+    if records is None or not dealer.consent.enforce:
+        return
+    category = message_category(msg.header(CATEGORY_HEADER))
+    topic = message_topic(msg.header(TOPIC_HEADER))
+    for rcpt in ctx.envelope.rcpt_tos:
+        record = records.get(rcpt) or records.get(normalise_address(rcpt)) or EMPTY_RECORD
+        verdict = evaluate(record, dealer.consent, ctx.now, category, topic)
+        if verdict.code == code:
+            yield Finding(code, f"{rcpt}: {verdict.reason}", recipient=rcpt, data=_data(verdict))
+
+
+def _data(verdict: Eligibility) -> dict[str, str]:
+    data = {"reason": verdict.reason}
+    if verdict.basis is not None:
+        data["basis"] = verdict.basis.kind.value
+        data["on"] = verdict.basis.on.isoformat()
+    return data
+
+
+def consent_window_expired(
+    msg: ParsedMessage, dealer: DealerPolicy, ctx: CheckContext
+) -> Iterator[Finding]:
+    """Find recipients of commercial mail outside every implied-consent window."""
+    return _ineligible(msg, dealer, ctx, WINDOW_EXPIRED)
+
+
+def no_opt_in(msg: ParsedMessage, dealer: DealerPolicy, ctx: CheckContext) -> Iterator[Finding]:
+    """Find recipients of commercial mail without a required opt-in, or who opted out."""
+    return _ineligible(msg, dealer, ctx, NO_OPT_IN)
+
+
+def missing_postal_address(
+    msg: ParsedMessage, dealer: DealerPolicy, ctx: CheckContext
+) -> Iterator[Finding]:
+    """Find commercial mail that does not show the dealer's postal address where required."""
+    rules = dealer.consent
+    if not (rules.enforce and rules.require_postal_address and rules.postal_address):
+        return
+    if message_category(msg.header(CATEGORY_HEADER)) in EXEMPT_CATEGORIES:
+        return
+    if not postal_address_present(rules.postal_address, msg.text_parts, msg.html_parts):
+        yield Finding(
+            "missing-postal-address",
+            f"the {rules.name or 'consent'} rules need {rules.postal_address!r} in the message",
+        )

@@ -1,0 +1,111 @@
+"""The consent part of the storage contract: interactions and opt-ins, never deleted."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+from gateway.consent import ConsentEvent, Interaction, Preference, Topic
+from gateway.storage.base import Storage
+from gateway.types import DealerId
+
+T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+DEALER = DealerId("example-motors")
+OTHER = DealerId("rival-motors")
+
+
+def ev(
+    kind: Interaction = Interaction.SERVICE,
+    on: date = date(2024, 3, 1),
+    address: str = "john@customer.test",
+    dealer: DealerId = DEALER,
+    **kw: object,
+) -> ConsentEvent:
+    return ConsentEvent(dealer, address, kind, on, **kw)  # type: ignore[arg-type]
+
+
+def pref(granted: bool, at: datetime = T0, topic: Topic = Topic.DEALER_MARKETING) -> Preference:
+    return Preference(DEALER, "john@customer.test", topic, granted, at, "crm")
+
+
+async def test_recording_is_idempotent_on_the_natural_key(store: Storage) -> None:
+    events = [ev(ref="RO-1"), ev(ref="RO-2"), ev(Interaction.INQUIRY, date(2025, 1, 1))]
+    assert await store.record_consent(events, now=T0) == 3
+    assert await store.record_consent(events, now=T0) == 0
+    found = await store.consent_records(DEALER, ["john@customer.test"])
+    assert sorted(e.ref for e in found["john@customer.test"].events) == ["", "RO-1", "RO-2"]
+
+
+async def test_one_batch_may_name_an_event_twice(store: Storage) -> None:
+    assert await store.record_consent([ev(ref="RO-1"), ev(ref="RO-1")], now=T0) == 1
+
+
+async def test_a_later_last_payment_and_a_missing_proof_are_taken(store: Storage) -> None:
+    deal = ev(Interaction.SALE_FINANCE, date(2020, 1, 1), ref="D-9")
+    await store.record_consent([deal], now=T0)
+    paid = ev(Interaction.SALE_FINANCE, date(2020, 1, 1), ref="D-9", last_payment=date(2024, 5, 1))
+    assert await store.record_consent([paid], now=T0) == 1
+    earlier = ev(
+        Interaction.SALE_FINANCE, date(2020, 1, 1), ref="D-9", last_payment=date(2023, 1, 1)
+    )
+    assert await store.record_consent([earlier], now=T0) == 0
+    proof = ev(Interaction.SALE_FINANCE, date(2020, 1, 1), ref="D-9", proof="contract 9")
+    assert await store.record_consent([proof], now=T0) == 1
+    (stored,) = (await store.consent_records(DEALER, ["john@customer.test"]))[
+        "john@customer.test"
+    ].events
+    assert stored.last_payment == date(2024, 5, 1) and stored.proof == "contract 9"
+
+
+async def test_addresses_are_looked_up_case_blind_and_returned_as_given(store: Storage) -> None:
+    await store.record_consent([ev(address=" John@Customer.TEST ")], now=T0)
+    found = await store.consent_records(DEALER, ["JOHN@customer.test", "nobody@customer.test"])
+    assert set(found) == {"JOHN@customer.test", "nobody@customer.test"}
+    assert [e.address for e in found["JOHN@customer.test"].events] == ["john@customer.test"]
+    assert found["nobody@customer.test"].events == ()
+
+
+async def test_records_are_per_dealer(store: Storage) -> None:
+    await store.record_consent([ev(dealer=OTHER)], now=T0)
+    assert (await store.consent_records(DEALER, ["john@customer.test"]))[
+        "john@customer.test"
+    ].events == ()
+
+
+async def test_every_preference_statement_is_kept(store: Storage) -> None:
+    later = T0.replace(year=2026, month=2)
+    assert await store.record_consent([], [pref(True), pref(False, later)], now=T0) == 2
+    assert await store.record_consent([], [pref(True)], now=T0) == 0
+    record = (await store.consent_records(DEALER, ["john@customer.test"]))["john@customer.test"]
+    assert sorted((p.at, p.granted) for p in record.preferences) == [(T0, True), (later, False)]
+    assert all(p.channel == "email" and p.source == "crm" for p in record.preferences)
+
+
+async def test_for_one_instant_the_refusal_is_kept(store: Storage) -> None:
+    await store.record_consent([], [pref(True)], now=T0)
+    assert await store.record_consent([], [pref(False)], now=T0) == 1
+    assert await store.record_consent([], [pref(True)], now=T0) == 0
+    record = (await store.consent_records(DEALER, ["john@customer.test"]))["john@customer.test"]
+    assert [p.granted for p in record.preferences] == [False]
+
+
+async def test_paging_through_a_dealers_recipients(store: Storage) -> None:
+    events = [ev(address=f"c{n:03d}@customer.test") for n in range(25)]
+    events.append(ev(address="c999@customer.test", dealer=OTHER))
+    await store.record_consent(events, [pref(True)], now=T0)
+    seen: list[str] = []
+    after = ""
+    while page := await store.consent_page(DEALER, after, limit=10):
+        seen.extend(address for address, _ in page)
+        after = page[-1][0]
+    assert seen == sorted([f"c{n:03d}@customer.test" for n in range(25)] + ["john@customer.test"])
+    (only,) = await store.consent_page(DEALER, "j", limit=10)
+    assert only[0] == "john@customer.test" and only[1].preferences
+
+
+async def test_a_large_batch_is_one_call(store: Storage) -> None:
+    events = [ev(address=f"bulk{n}@customer.test", ref=str(n)) for n in range(5000)]
+    assert await store.record_consent(events, now=T0) == 5000
+    found = await store.consent_records(
+        DEALER, [f"bulk{n}@customer.test" for n in range(0, 5000, 7)]
+    )
+    assert all(len(r.events) == 1 for r in found.values())
