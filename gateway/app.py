@@ -20,7 +20,11 @@ from pathlib import Path
 
 import uvicorn
 
+from gateway.admin.api import AdminApi
 from gateway.admin.http import build_app
+from gateway.admin.ops import AdminOps
+from gateway.admin.status import StatusLinks, status_routes
+from gateway.admin.tokens import TokenCheck
 from gateway.alerts import Alerts
 from gateway.backpressure import SpoolGuard
 from gateway.clock import Clock, SystemClock
@@ -87,6 +91,8 @@ class Gateway:
     ingest: FeedbackIngest | None = None
     alerts: Alerts | None = None
     inbound: SubmissionServer | None = None  # the report listener, when configured
+    admin: AdminOps | None = None  # the operations behind the admin API
+    status_links: StatusLinks | None = None  # the dealers' status-page links
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -249,6 +255,29 @@ class Gateway:
             return problems
 
         http_host, http_port = parse_hostport(settings.http.listen)
+        link_host = settings.server.hostname if http_host in ("0.0.0.0", "::") else http_host
+        status_links = StatusLinks(
+            load_or_create_key(data_dir / "status.key"),
+            settings.http.public_url or f"http://{link_host}:{http_port}",
+        )
+        admin = AdminOps(
+            storage=storage,
+            policies=policies,
+            suspensions=suspensions,
+            clock=clock,
+            node=node,
+            guard=guard,
+            wake_delivery=worker.notify,
+            metrics=metrics,
+            status_link=status_links.url,
+        )
+        metrics.queue_high_water.set(settings.storage.queue_high_water)
+        api = AdminApi(
+            admin,
+            TokenCheck(settings.admin_token_file),
+            allow_remote=settings.http.admin_allow_remote,
+            metrics=metrics,
+        )
         family = socket.AF_INET6 if ":" in http_host else socket.AF_INET
         http_socket = socket.socket(family, socket.SOCK_STREAM)
         http_socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -257,7 +286,12 @@ class Gateway:
         http_socket.setblocking(False)
         http = _HttpServer(
             uvicorn.Config(
-                build_app(metrics, readiness),
+                build_app(
+                    metrics,
+                    readiness,
+                    [*api.routes(), *status_routes(admin, status_links)],
+                    before_scrape=admin.refresh_gauges,
+                ),
                 log_level="warning",
                 lifespan="off",
                 access_log=False,
@@ -279,6 +313,8 @@ class Gateway:
             ingest=ingest,
             alerts=alerts,
             inbound=inbound,
+            admin=admin,
+            status_links=status_links,
         )
 
     async def start(self) -> None:

@@ -122,6 +122,7 @@ class Metrics:
         )
 
         self._feedback(r)
+        self._operations(r)
 
     def _feedback(self, r: CollectorRegistry) -> None:
         """Feedback, suppression and dealer-state metrics (feedback/ingest.py, reputation/)."""
@@ -186,6 +187,58 @@ class Metrics:
             "Dealer alerts raised, by kind (warned, suspended, resumed) and channel "
             "(email, webhook) and result (ok, failed).",
             ["kind", "channel", "result"],
+            registry=r,
+        )
+
+    def _operations(self, r: CollectorRegistry) -> None:
+        """What dashboards and alert rules compare against (admin/ops.py refreshes them)."""
+        self.delivery_latency = Histogram(
+            "mailgate_delivery_latency_seconds",
+            "Time from the message's receipt to its delivery upstream (queueing and retries "
+            "included).",
+            buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400),
+            registry=r,
+        )
+        self.complaint_rate_threshold = Gauge(
+            "mailgate_complaint_rate_threshold",
+            "The dealer's complaint-rate thresholds from its policy, by level (warn, suspend).",
+            ["dealer", "level"],
+            registry=r,
+        )
+        self.bounce_rate_threshold = Gauge(
+            "mailgate_bounce_rate_threshold",
+            "The dealer's hard-bounce-rate thresholds from its policy, by level (warn, suspend).",
+            ["dealer", "level"],
+            registry=r,
+        )
+        self.rate_volume = Gauge(
+            "mailgate_rate_volume",
+            "Messages in the dealer's rate window (rate: complaints counts delivered, bounces "
+            "counts sent); below the policy's min_volume no decision is made.",
+            ["dealer", "rate"],
+            registry=r,
+        )
+        self.rate_min_volume = Gauge(
+            "mailgate_rate_min_volume",
+            "The policy's minimum volume before a rate decides anything, by rate.",
+            ["dealer", "rate"],
+            registry=r,
+        )
+        self.queue_high_water = Gauge(
+            "mailgate_queue_high_water_messages",
+            "storage.queue_high_water: above this many queued messages MAIL is refused.",
+            registry=r,
+        )
+        self.held_messages = Gauge(
+            "mailgate_held_messages",
+            "Messages waiting in the hold queue for an operator, by dealer.",
+            ["dealer"],
+            registry=r,
+        )
+        self.admin_requests = Counter(
+            "mailgate_admin_requests_total",
+            "Admin API requests by result (ok, client-error, unauthorized, unavailable).",
+            ["result"],
             registry=r,
         )
 

@@ -158,7 +158,11 @@ class HttpSettings(_Section):
     """The HTTP listener: metrics, health, admin API."""
 
     listen: str = "127.0.0.1:8025"
-    admin_token_file: Path | None = None
+    admin_token_file: Path | None = None  # hashed API tokens; default data_dir/admin-tokens
+    # The admin API answers loopback clients only unless this is true (the listener may be
+    # on 0.0.0.0 for Prometheus; /metrics, /healthz, /readyz and /status stay open).
+    admin_allow_remote: bool = False
+    public_url: str = ""  # base of dealers' status-page links; empty: http://<listen>
 
 
 class InboundSettings(_Section):
@@ -227,6 +231,11 @@ class Settings(_Section):
     def ref_key_file(self) -> Path:
         """The HMAC key file for tracking references."""
         return self.server.ref_key_file or self.server.data_dir / "ref.key"
+
+    @property
+    def admin_token_file(self) -> Path:
+        """The file of hashed admin API tokens (``mailgate admin token create`` appends)."""
+        return self.http.admin_token_file or self.server.data_dir / "admin-tokens"
 
     @property
     def node_id_file(self) -> Path:

@@ -3,27 +3,39 @@
 ``/healthz`` says the process is alive (the event loop answers). ``/readyz`` says it can
 take mail: the store answers, policies are loaded, the submission listener is bound and
 the spool is not full. Load balancers use ``/readyz``; restarts are decided on
-``/healthz``.
+``/healthz``. The admin API (``admin/api.py``) and the dealers' status pages
+(``admin/status.py``) are mounted next to them by the application.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from gateway.metrics import Metrics
 
 ReadinessProbe = Callable[[], Awaitable[dict[str, str]]]
 
 
-def build_app(metrics: Metrics, readiness: ReadinessProbe) -> Starlette:
-    """Build the Starlette application; ``readiness`` returns failing components."""
+def build_app(
+    metrics: Metrics,
+    readiness: ReadinessProbe,
+    routes: Sequence[BaseRoute] = (),
+    before_scrape: Callable[[], Awaitable[None]] | None = None,
+) -> Starlette:
+    """Build the Starlette application; ``readiness`` returns failing components.
+
+    ``routes`` are added after the built-in ones; ``before_scrape`` refreshes gauges that
+    are computed from the store (it must not raise).
+    """
 
     async def metrics_route(_: Request) -> Response:
+        if before_scrape is not None:
+            await before_scrape()
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
 
@@ -41,5 +53,6 @@ def build_app(metrics: Metrics, readiness: ReadinessProbe) -> Starlette:
             Route("/metrics", metrics_route),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            *routes,
         ]
     )

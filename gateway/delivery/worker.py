@@ -326,6 +326,9 @@ class DeliveryWorker:
         if outcome.kind is OutcomeKind.DELIVERED:
             kept = await self._storage.complete(message.id, self._node, outcome, now)
             self._metrics.relayed.labels(dealer=message.dealer_id).inc()
+            self._metrics.delivery_latency.observe(
+                max((now - message.received_at).total_seconds(), 0.0)
+            )
             log.info(
                 "message %s dealer %s: delivered to %s: %s",
                 message.id,

@@ -1,0 +1,336 @@
+"""The dealers' read-only status page: ``/status/<dealer>/<token>``, server-rendered HTML.
+
+A dealer (who has no admin token) follows a link from an alert e-mail and sees its
+current state and why, its complaint and hard-bounce rates against its thresholds over
+the last weeks (inline SVG, no script), its recent complaints and bounces (recipients
+masked), its held messages with what each finding means, and what to do next.
+
+The link's token is an HMAC-SHA256 of the dealer id under a key created once in the data
+directory (``status.key``, like the tracking key), so it is unguessable, stable across
+restarts and nodes that share the directory's key, and cannot be turned into another
+dealer's link. A wrong token and an unknown dealer both answer the same 404.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import html
+import logging
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from gateway.admin.ops import AdminError, AdminOps, DealerReport, RateReport
+from gateway.errors import StorageError
+from gateway.findings import CATALOGUE
+from gateway.reputation.records import DailyCounts, DayCounts, DealerState, EventKind
+from gateway.types import MessageState
+
+log = logging.getLogger("gateway.admin")
+
+CHART_DAYS = 30
+_TOKEN_CHARS = 32
+_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Robots-Tag": "noindex, nofollow",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class StatusLinks:
+    """Makes and checks the per-dealer links."""
+
+    key: bytes
+    base_url: str  # e.g. "https://mailgate.example.net" (no trailing slash)
+
+    def token(self, dealer_id: str) -> str:
+        """The dealer's token: hex HMAC-SHA256 of its id, 128 bits."""
+        mac = hmac.new(self.key, b"status-page\x00" + dealer_id.encode(), hashlib.sha256)
+        return mac.hexdigest()[:_TOKEN_CHARS]
+
+    def path(self, dealer_id: str) -> str:
+        """The link's path."""
+        return f"/status/{dealer_id}/{self.token(dealer_id)}"
+
+    def url(self, dealer_id: str) -> str:
+        """The full link."""
+        return self.base_url.rstrip("/") + self.path(dealer_id)
+
+    def valid(self, dealer_id: str, token: str) -> bool:
+        """True when ``token`` is the dealer's (constant time)."""
+        return hmac.compare_digest(self.token(dealer_id), token)
+
+
+def status_routes(ops: AdminOps, links: StatusLinks) -> list[BaseRoute]:
+    """The status page route."""
+
+    async def page(request: Request) -> Response:
+        dealer = request.path_params["dealer"]
+        token = request.path_params["token"]
+        if not links.valid(dealer, token) or ops.policies.current.dealer(dealer) is None:
+            return HTMLResponse(_NOT_FOUND, status_code=404, headers=_HEADERS)
+        try:
+            body = await render_status(ops, dealer)
+        except StorageError as exc:
+            log.warning("status page for %s: store error: %s", dealer, exc)
+            return HTMLResponse(_UNAVAILABLE, status_code=503, headers=_HEADERS)
+        except AdminError:
+            return HTMLResponse(_NOT_FOUND, status_code=404, headers=_HEADERS)
+        return HTMLResponse(body, headers=_HEADERS)
+
+    return [Route("/status/{dealer}/{token}", page, methods=["GET"])]
+
+
+_NOT_FOUND = "<!doctype html><title>Not found</title><p>This status link is not valid.</p>\n"
+_UNAVAILABLE = (
+    "<!doctype html><title>Unavailable</title><p>The status is unavailable right now; "
+    "try again in a minute.</p>\n"
+)
+
+_STATE_COLOURS = {
+    DealerState.ACTIVE: "#2e7d32",
+    DealerState.RESUMED: "#2e7d32",
+    DealerState.WARNED: "#ef6c00",
+    DealerState.SUSPENDED: "#c62828",
+}
+SERIES_COLOUR = "#1565c0"
+WARN_COLOUR = "#ef6c00"
+SUSPEND_COLOUR = "#c62828"
+
+
+def mask(address: str) -> str:
+    """``j***@example.com``: enough for the dealer to recognise, not to harvest."""
+    local, _, domain = address.partition("@")
+    return f"{local[:1]}***@{domain}" if domain else "***"
+
+
+def rolling_rates(
+    rows: list[DailyCounts], report: RateReport, first: date, last: date
+) -> list[tuple[date, float | None]]:
+    """The rate over the policy's window ending on each day (``None`` without volume)."""
+    by_day = {r.day: r.counts for r in rows}
+    span = max(report.thresholds.window // timedelta(days=1), 1)
+    out: list[tuple[date, float | None]] = []
+    day = first
+    while day <= last:
+        counts = DayCounts()
+        for back in range(span):
+            counts = counts + by_day.get(day - timedelta(days=back), DayCounts())
+        events = counts.complaints if report.metric.value == "complaints" else counts.hard_bounces
+        volume = counts.delivered if report.metric.value == "complaints" else counts.sent
+        out.append((day, events / volume if volume else None))
+        day += timedelta(days=1)
+    return out
+
+
+def chart_svg(chart_id: str, title: str, points: list[tuple[date, float | None]],
+              report: RateReport) -> str:  # fmt: skip
+    """An inline SVG line chart of ``points`` with the warn and suspend thresholds."""
+    width, height, left, right, top, bottom = 720, 220, 56, 12, 24, 28
+    warn, suspend = report.thresholds.warn_rate, report.thresholds.suspend_rate
+    values = [v for _, v in points if v is not None]
+    top_value = max([suspend * 1.25, *(v * 1.1 for v in values)]) or 1.0
+    plot_w, plot_h = width - left - right, height - top - bottom
+
+    def x(i: int) -> float:
+        return left + (plot_w * i / max(len(points) - 1, 1))
+
+    def y(value: float) -> float:
+        return top + plot_h * (1 - min(value / top_value, 1.0))
+
+    parts = [
+        f'<svg id="{chart_id}" class="chart" role="img" aria-label="{html.escape(title)}" '
+        f'xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}">',
+        f"<title>{html.escape(title)}</title>",
+        f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="#fafafa" '
+        'stroke="#bbb"/>',
+    ]
+    for fraction in (0.0, 0.5, 1.0):
+        value = top_value * fraction
+        parts.append(
+            f'<text x="{left - 6}" y="{y(value) + 4:.1f}" font-size="11" text-anchor="end" '
+            f'fill="#555">{value:.2%}</text>'
+        )
+    for label, value, colour in (("warn", warn, WARN_COLOUR), ("suspend", suspend, SUSPEND_COLOUR)):
+        parts.append(
+            f'<line class="threshold-{label}" x1="{left}" x2="{left + plot_w}" '
+            f'y1="{y(value):.1f}" y2="{y(value):.1f}" stroke="{colour}" stroke-width="2" '
+            'stroke-dasharray="6 4"/>'
+        )
+        parts.append(
+            f'<text x="{left + plot_w - 4}" y="{y(value) - 4:.1f}" font-size="11" '
+            f'text-anchor="end" fill="{colour}">{label} {value:.2%}</text>'
+        )
+    segment: list[str] = []
+    segments: list[list[str]] = []
+    for i, (_, point) in enumerate(points):
+        if point is None:
+            if segment:
+                segments.append(segment)
+            segment = []
+            continue
+        segment.append(f"{x(i):.1f},{y(point):.1f}")
+    if segment:
+        segments.append(segment)
+    for seg in segments:
+        if len(seg) == 1:
+            cx, cy = seg[0].split(",")
+            parts.append(
+                f'<circle class="series" cx="{cx}" cy="{cy}" r="3" fill="{SERIES_COLOUR}"/>'
+            )
+        else:
+            parts.append(
+                f'<polyline class="series" fill="none" stroke="{SERIES_COLOUR}" stroke-width="3" '
+                f'points="{" ".join(seg)}"/>'
+            )
+    if not segments:
+        parts.append(
+            f'<text x="{left + plot_w / 2}" y="{top + plot_h / 2}" text-anchor="middle" '
+            'font-size="13" fill="#777">no mail in this period</text>'
+        )
+    if points:
+        for i in (0, len(points) - 1):
+            parts.append(
+                f'<text x="{x(i):.1f}" y="{height - 8}" font-size="11" fill="#555" '
+                f'text-anchor="{"start" if i == 0 else "end"}">{points[i][0]:%d %b}</text>'
+            )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _advice(report: DealerReport) -> list[str]:
+    state = report.state
+    steps: list[str] = []
+    if state is DealerState.SUSPENDED:
+        steps.append(
+            "Your mail is paused: new messages are refused and queued messages wait. "
+            "Nothing queued is lost; it goes out when the suspension ends."
+        )
+        if report.status and report.status.expires_at:
+            steps.append(
+                f"The suspension ends by itself at {report.status.expires_at:%Y-%m-%d %H:%M} UTC."
+            )
+        steps.append(
+            "Find the campaign that drew the complaints (see the recent complaints below), stop "
+            "it, and remove recipients who did not ask for your mail. Then contact your "
+            "Mailgate operator to resume earlier."
+        )
+    elif state is DealerState.WARNED:
+        steps.append(
+            "You are close to suspension. Check the recent complaints below, pause the "
+            "campaign they point to, and make the unsubscribe link easy to find."
+        )
+    else:
+        steps.append("Nothing to do: your rates are below your thresholds.")
+    if report.bounces.level in ("warn", "suspend"):
+        steps.append(
+            "Many addresses bounce: clean your CRM's contact list and stop sending to "
+            "addresses that bounced."
+        )
+    return steps
+
+
+async def render_status(ops: AdminOps, dealer_id: str) -> str:
+    """The whole page for one dealer."""
+    report = await ops.dealer(dealer_id, history=10)
+    today = ops.clock.now().date()
+    first = today - timedelta(days=CHART_DAYS - 1)
+    longest = max(report.complaints.thresholds.window, report.bounces.thresholds.window)
+    rows = await ops.storage.daily_counts(report.policy.dealer_id, first - longest, today)
+    events, _ = await ops.events(dealer_id, frozenset(EventKind), None, 20)
+    held = await ops.messages(MessageState.HELD, dealer_id, 20)
+    esc = html.escape
+    state = report.state
+    colour = _STATE_COLOURS[state]
+    status = report.status
+    reason = status.reason if status and status.reason else "No problems recorded."
+    since = f" since {status.since:%Y-%m-%d %H:%M} UTC" if status else ""
+
+    def rate_row(name: str, r: RateReport) -> str:
+        return (
+            f"<tr><th>{name}</th><td class='rate'>{r.rate:.3%}</td>"
+            f"<td>{r.window.events(r.metric)} of {r.window.volume(r.metric)}</td>"
+            f"<td>{r.thresholds.warn_rate:.2%}</td><td>{r.thresholds.suspend_rate:.2%}</td>"
+            f"<td>{esc(r.level)}</td></tr>"
+        )
+
+    parts: list[str] = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+        f"<title>{esc(report.policy.name or dealer_id)}: mail status</title>",
+        "<style>body{font:15px/1.45 system-ui,sans-serif;margin:24px;color:#222;max-width:900px}"
+        "h1{margin:0 0 8px}.state{display:inline-block;padding:6px 14px;border-radius:6px;"
+        "color:#fff;font-weight:700;font-size:20px}table{border-collapse:collapse;margin:8px 0}"
+        "td,th{border-bottom:1px solid #ddd;padding:4px 10px;text-align:left}"
+        "section{margin:22px 0}.muted{color:#666}</style></head><body>",
+        f"<h1>{esc(report.policy.name or dealer_id)}</h1>",
+        f"<p class='muted'>Dealer <code>{esc(dealer_id)}</code> · status at "
+        f"{ops.clock.now():%Y-%m-%d %H:%M} UTC</p>",
+        f"<section><div id='state' class='state state-{state.value}' "
+        f"style='background:{colour}'>{esc(state.value.upper())}</div>",
+        f"<p id='reason'>{esc(reason)}{esc(since)}</p></section>",
+        "<section id='advice'><h2>What to do</h2><ul>",
+        *(f"<li>{esc(step)}</li>" for step in _advice(report)),
+        "</ul></section>",
+        "<section><h2>Rates against your thresholds</h2><table><tr><th></th><th>rate</th>"
+        "<th>events of volume</th><th>warn at</th><th>suspended at</th><th>level</th></tr>",
+        rate_row("Complaints (of delivered)", report.complaints),
+        rate_row("Hard bounces (of sent)", report.bounces),
+        "</table>",
+        "<p class='muted'>Rates are over a rolling window; below the minimum volume no "
+        "decision is made.</p>",
+        "<h3>Complaint rate, last 30 days</h3>",
+        chart_svg(
+            "complaint-chart",
+            "Complaint rate against thresholds",
+            rolling_rates(rows, report.complaints, first, today),
+            report.complaints,
+        ),
+        "<h3>Hard-bounce rate, last 30 days</h3>",
+        chart_svg(
+            "bounce-chart",
+            "Hard-bounce rate against thresholds",
+            rolling_rates(rows, report.bounces, first, today),
+            report.bounces,
+        ),
+        "</section>",
+        "<section id='events'><h2>Recent complaints and bounces</h2>",
+    ]
+    if events:
+        parts.append("<table><tr><th>when</th><th>what</th><th>recipient</th><th>subject</th></tr>")
+        for e in events:
+            parts.append(
+                f"<tr><td>{e.at:%Y-%m-%d %H:%M}</td><td>{esc(e.kind.value)}</td>"
+                f"<td>{esc(mask(e.recipient))}</td><td>{esc(e.subject)}</td></tr>"
+            )
+        parts.append("</table>")
+    else:
+        parts.append("<p>None in the last 30 days.</p>")
+    parts.append("</section><section id='held'><h2>Held messages</h2>")
+    if held:
+        parts.append("<table><tr><th>held since</th><th>to</th><th>why</th></tr>")
+        for m in held:
+            why = []
+            for code in m.findings:
+                kind = CATALOGUE.get(code)
+                text = f"<b>{esc(code)}</b>"
+                if kind is not None:
+                    text += f": {esc(kind.summary)}. <i>Fix:</i> {esc(kind.advice)}"
+                why.append(text)
+            parts.append(
+                f"<tr><td>{m.updated_at:%Y-%m-%d %H:%M}</td><td>{esc(mask(m.rcpt))}</td>"
+                f"<td>{'<br>'.join(why) or esc(m.note)}</td></tr>"
+            )
+        parts.append("</table>")
+    else:
+        parts.append("<p>No messages are held.</p>")
+    parts.append("</section></body></html>\n")
+    return "".join(parts)
