@@ -286,6 +286,8 @@ class Intake:
             if verdict.tags:
                 per_rcpt.append(("X-Mailgate-Findings", ", ".join(verdict.tags)))
             data = self._signer.sign(rewrite.prepend_headers(base, per_rcpt), dealer)
+            # A per-recipient hold (decide.py) keeps just this copy for an operator.
+            held = verdict.held.get(rcpt) if state is MessageState.QUEUED else None
             built.append(
                 NewMessage(
                     id=message_id,
@@ -294,9 +296,9 @@ class Intake:
                     rcpt=rcpt,
                     data=data,
                     received_at=env.received_at,
-                    state=state,
+                    state=MessageState.HELD if held else state,
                     findings=codes,
-                    note=note,
+                    note=held.detail if held else note,
                 )
             )
         return Prepared(None, verdict, tuple(built), submission_id, duplicates)

@@ -2,9 +2,11 @@
 
 This is the only place where actions are chosen (checks detect, ``decide`` decides). Each
 finding's action comes from the dealer's rule for its code. A finding about one
-recipient drops that recipient when its action is hold, drop, tempfail or reject, and the
-rest of the message goes on; when every recipient is dropped, the strictest of their
-actions becomes the message's (for drop: 250 with nothing queued). Otherwise the
+recipient drops that recipient when its action is drop, tempfail or reject, and the rest
+of the message goes on; when every recipient is dropped, the strictest of their actions
+becomes the message's (for drop: 250 with nothing queued). With hold, that recipient's
+copy is kept for an operator (``Verdict.held``) while the others go on: nothing a policy
+holds may vanish; when every recipient left is held, the message's action is hold. Otherwise the
 strictest message-level action wins (``Action`` is ordered from mildest to strictest).
 
 A finding whose action is repair is repaired only when its check named a safe repair
@@ -15,7 +17,7 @@ lost. The findings to repair are listed in ``Verdict.repairs`` for intake to app
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from gateway.findings import CATALOGUE
@@ -25,7 +27,7 @@ from gateway.types import Action, Reply
 
 # RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets including the code and CRLF.
 _MAX_TEXT = 400
-_DROPS = (Action.HOLD, Action.DROP, Action.TEMPFAIL, Action.REJECT)
+_DROPS = (Action.DROP, Action.TEMPFAIL, Action.REJECT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +45,8 @@ class Verdict:
     dropped: Mapping[str, Finding]
     tags: tuple[str, ...]
     repairs: tuple[Finding, ...] = ()
+    # Recipients whose copy is stored held (a per-recipient finding with action hold).
+    held: Mapping[str, Finding] = field(default_factory=lambda: MappingProxyType({}))
 
 
 def _action(finding: Finding, dealer: DealerPolicy) -> Action:
@@ -81,6 +85,7 @@ def decide(findings: Sequence[Finding], dealer: DealerPolicy, recipients: Sequen
     by_folded = {rcpt.lower(): rcpt for rcpt in recipients}
     tags: dict[str, None] = {}
     repairs: list[Finding] = []
+    held: dict[str, Finding] = {}
     for finding in findings:
         action = _action(finding, dealer)
         if action is Action.REPAIR:
@@ -90,6 +95,9 @@ def decide(findings: Sequence[Finding], dealer: DealerPolicy, recipients: Sequen
                 repairs.append(finding)
         if action is Action.TAG:
             tags[finding.code] = None
+        if finding.recipient is not None and action is Action.HOLD:
+            held.setdefault(by_folded.get(finding.recipient.lower(), finding.recipient), finding)
+            continue
         if finding.recipient is not None and action in _DROPS:
             rcpt = by_folded.get(finding.recipient.lower(), finding.recipient)
             previous = dropped.get(rcpt)
@@ -100,10 +108,21 @@ def decide(findings: Sequence[Finding], dealer: DealerPolicy, recipients: Sequen
         if message_finding is None or action > message_action:
             message_action, message_finding = action, finding
 
-    if recipients and all(rcpt in dropped for rcpt in recipients):
-        for action, finding in dropped.values():
-            if message_finding is None or action > message_action:
-                message_action, message_finding = action, finding
+    held = {rcpt: finding for rcpt, finding in held.items() if rcpt not in dropped}
+    if recipients and all(rcpt in dropped or rcpt in held for rcpt in recipients):
+        refusal = max((action for action, _ in dropped.values()), default=Action.ACCEPT)
+        if held and refusal < Action.TEMPFAIL:
+            # Nobody is refused: keep the held copies, and the message counts as held.
+            if message_finding is None or message_action < Action.HOLD:
+                message_action, message_finding = Action.HOLD, next(iter(held.values()))
+        else:
+            # The client is told (4xx/5xx): the message is refused as a whole, held
+            # recipients included, so the client can correct and resend it.
+            dropped.update((rcpt, (Action.HOLD, finding)) for rcpt, finding in held.items())
+            held = {}
+            for action, finding in dropped.values():
+                if message_finding is None or action > message_action:
+                    message_action, message_finding = action, finding
 
     reply = _reply(message_action, message_finding) if message_finding is not None else None
     return Verdict(
@@ -113,4 +132,5 @@ def decide(findings: Sequence[Finding], dealer: DealerPolicy, recipients: Sequen
         dropped=MappingProxyType({rcpt: finding for rcpt, (_, finding) in dropped.items()}),
         tags=tuple(tags),
         repairs=tuple(repairs),
+        held=MappingProxyType(held),
     )
