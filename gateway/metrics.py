@@ -122,6 +122,7 @@ class Metrics:
         )
 
         self._feedback(r)
+        self._consent(r)
         self._operations(r)
 
     def _feedback(self, r: CollectorRegistry) -> None:
@@ -239,6 +240,16 @@ class Metrics:
             "mailgate_admin_requests_total",
             "Admin API requests by result (ok, client-error, unauthorized, unavailable).",
             ["result"],
+            registry=r,
+        )
+
+    def _consent(self, r: CollectorRegistry) -> None:
+        """Consent and eligibility windows (gateway/consent.py, gateway/consent_ops.py)."""
+        self.consent_recipients = Gauge(
+            "mailgate_consent_recipients",
+            "Recipients on record per dealer whose rules enforce consent, by standing for the "
+            "dealer's own marketing (eligible, locked), at the last tally.",
+            ["dealer", "state"],
             registry=r,
         )
 
