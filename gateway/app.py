@@ -30,6 +30,9 @@ from gateway.backpressure import SpoolGuard
 from gateway.clock import Clock, SystemClock
 from gateway.delivery.client import make_upstream
 from gateway.delivery.worker import DeliveryWorker
+from gateway.dns.domains import RecipientDomains
+from gateway.dns.resolver import Resolver, from_settings
+from gateway.dnscheck import config_from, monitor
 from gateway.errors import ConfigError, StorageError
 from gateway.feedback.ingest import FeedbackIngest
 from gateway.held import expire_held
@@ -93,6 +96,7 @@ class Gateway:
     inbound: SubmissionServer | None = None  # the report listener, when configured
     admin: AdminOps | None = None  # the operations behind the admin API
     status_links: StatusLinks | None = None  # the dealers' status-page links
+    resolver: Resolver | None = None  # recipient domains and DNS self-checks
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -189,6 +193,16 @@ class Gateway:
             policies,
             FailureLimiter(sub.auth_failures_per_ip, sub.auth_failure_window.total_seconds()),
         )
+        # DNS: built only when something uses it, so a gateway without [dns] settings never
+        # touches the system resolver (settings.DnsSettings says when validation is on).
+        resolver: Resolver | None = None
+        if settings.dns.validating or settings.dns.egress_ips:
+            resolver = from_settings(settings.dns)
+        domains: RecipientDomains | None = None
+        if resolver is not None and settings.dns.validating:
+            domains = RecipientDomains(
+                resolver, metrics, timeout=settings.dns.timeout.total_seconds()
+            )
         handler = SubmissionHandler(
             intake=intake,
             authenticator=authenticator,
@@ -202,6 +216,7 @@ class Gateway:
             metrics=metrics,
             clock=clock,
             reputation=suspensions,
+            domains=domains,
         )
         if sub.tls_cert is not None and sub.tls_key is not None:
             cert, key = sub.tls_cert, sub.tls_key
@@ -315,6 +330,7 @@ class Gateway:
             inbound=inbound,
             admin=admin,
             status_links=status_links,
+            resolver=resolver,
         )
 
     async def start(self) -> None:
@@ -343,6 +359,17 @@ class Gateway:
             self._tasks.append(
                 asyncio.create_task(self.suspensions.run(REPUTATION_REFRESH), name="reputation")
             )
+        interval = self.settings.dns.check_interval.total_seconds()
+        if self.resolver is not None and self.settings.dns.egress_ips and interval > 0:
+            checks = monitor(
+                self.resolver,
+                self.policies,
+                config_from(self.settings),
+                self.metrics,
+                interval,
+                hostname=self.settings.server.hostname,
+            )
+            self._tasks.append(asyncio.create_task(checks, name="dns-checks"))
         log.info(
             "mailgate ready: submission %s:%d, http %s, storage %s, delivery %s",
             self.submission.host,

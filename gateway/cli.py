@@ -253,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     __import__("gateway.cli_reputation", fromlist=["register"]).register(sub)
     __import__("gateway.cli_admin", fromlist=["register"]).register(sub)
     __import__("gateway.cli_consent", fromlist=["register"]).register(sub)
+    __import__("gateway.cli_dns", fromlist=["register"]).register(sub)
     return parser
 
 

@@ -123,6 +123,7 @@ class Metrics:
 
         self._feedback(r)
         self._consent(r)
+        self._dns(r)
         self._operations(r)
 
     def _feedback(self, r: CollectorRegistry) -> None:
@@ -188,6 +189,29 @@ class Metrics:
             "Dealer alerts raised, by kind (warned, suspended, resumed) and channel "
             "(email, webhook) and result (ok, failed).",
             ["kind", "channel", "result"],
+            registry=r,
+        )
+
+    def _dns(self, r: CollectorRegistry) -> None:
+        """DNS self-checks and recipient-domain validation (gateway/dnscheck.py, gateway/dns/)."""
+        self.dns_check_ok = Gauge(
+            "mailgate_dns_check_ok",
+            "1 when the dealer's DNS check passed at the last run, 0 when it failed "
+            "(dealer * for the gateway's own: bounce-mx, ptr-helo, dnsbl).",
+            ["dealer", "check"],
+            registry=r,
+        )
+        self.dnsbl_listed = Gauge(
+            "mailgate_dnsbl_listed",
+            "Egress addresses listed on the blocklist at the last check.",
+            ["list"],
+            registry=r,
+        )
+        self.recipient_domains = Counter(
+            "mailgate_recipient_domain_checks_total",
+            "Recipient domains checked at RCPT, by result (ok, nxdomain, no-mail-host, "
+            "null-mx; timeout and error let the recipient through).",
+            ["result"],
             registry=r,
         )
 

@@ -200,6 +200,33 @@ class AlertSettings(_Section):
     webhook_secret_file: Path | None = None  # the HMAC key (required with webhook_url)
 
 
+class DnsSettings(_Section):
+    """DNS: the resolver, recipient-domain validation and the self-checks (``mailgate dns check``).
+
+    ``validate_recipients`` unset means "on when ``nameservers`` is set": a gateway with a
+    resolver configured for it validates, one without (a developer's machine, the test
+    harness) does not reach for the system resolver at every RCPT. Production configs set
+    ``nameservers`` (a local caching resolver) or ``validate_recipients = true`` (the system
+    resolver).
+    """
+
+    nameservers: list[str] = []  # "host" or "host:port"; empty: /etc/resolv.conf
+    timeout: Duration = timedelta(seconds=2)  # per question, and per RCPT decision
+    validate_recipients: bool | None = None
+    negative_ttl: Duration = timedelta(minutes=5)  # NXDOMAIN/NODATA answers without a SOA
+    egress_ips: list[str] = []  # the addresses mail leaves from (SPF, PTR, DNSBL checks)
+    helo_name: str = ""  # empty: upstream.helo_name, else server.hostname
+    dnsbl_zones: list[str] = []  # e.g. ["zen.spamhaus.org"] (needs a non-public resolver)
+    check_interval: Duration = timedelta(hours=1)  # 0: the server does not repeat the checks
+
+    @property
+    def validating(self) -> bool:
+        """Whether RCPT checks recipient domains."""
+        if self.validate_recipients is None:
+            return bool(self.nameservers)
+        return self.validate_recipients
+
+
 class Settings(_Section):
     """All process settings."""
 
@@ -211,6 +238,7 @@ class Settings(_Section):
     http: HttpSettings = HttpSettings()
     inbound: InboundSettings = InboundSettings()
     alerts: AlertSettings = AlertSettings()
+    dns: DnsSettings = DnsSettings()
 
     @property
     def storage_url(self) -> str:

@@ -22,6 +22,7 @@ from gateway import addresses
 from gateway.addresses import AddressProblem
 from gateway.backpressure import SpoolGuard
 from gateway.clock import Clock
+from gateway.dns.domains import RecipientDomains
 from gateway.errors import StorageError
 from gateway.intake import Intake
 from gateway.metrics import Metrics
@@ -96,7 +97,9 @@ class SubmissionHandler:
         metrics: Metrics,
         clock: Clock,
         reputation: ReputationChecks | None = None,
+        domains: RecipientDomains | None = None,
     ) -> None:
+        self._domains = domains  # None: recipient domains are not looked up (settings [dns])
         self._reputation = reputation
         # id(session) -> recipients of the current transaction left out as suppressed
         # (policy [suppression] on_rcpt = "drop"): accepted at RCPT, never queued.
@@ -284,6 +287,13 @@ class SubmissionHandler:
                     return replies.recipient_suppressed(
                         normalized, dealer.dealer_id, entry.reason, f"{entry.created_at:%Y-%m-%d}"
                     ).line()
+        if self._domains is not None:
+            verdict = await self._domains.check(domain)
+            if verdict.refused:
+                self._metrics.refused.labels(f"recipient-domain-{verdict.status.value}").inc()
+                return replies.recipient_domain_unroutable(
+                    domain, verdict.why, verdict.suggestion
+                ).line()
         envelope.rcpt_tos.append(normalized)
         envelope.rcpt_options.extend(rcpt_options)
         return replies.RCPT_OK.line()

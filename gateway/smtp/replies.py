@@ -201,6 +201,14 @@ def nothing_to_send_suppressed(count: int) -> Reply:
     return Reply(250, "2.0.0", f"accepted; not sent: {count} suppressed recipient(s) left out")
 
 
+def recipient_domain_unroutable(domain: str, why: str, suggestion: str | None) -> Reply:
+    """RCPT TO a domain that cannot receive mail (gateway/dns/domains.py); 5.1.2: bad domain."""
+    text = f"Recipient domain {_printable(domain)} {why}"
+    if suggestion:
+        text += f"; did you mean {suggestion}?"
+    return Reply(550, "5.1.2", text)
+
+
 # -- the inbound report listener (feedback loops and bounces) ---------------------------------
 RELAY_DENIED = Reply(
     550, "5.7.1", "Relaying denied: this server takes reports for its own addresses only"
