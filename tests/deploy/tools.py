@@ -1,0 +1,19 @@
+"""Finding the external tools the deployment tests need (promtool, chromium)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+
+def need(tool: str, package: str) -> str:
+    """The tool's path; skipped when absent locally, a failure when absent in CI."""
+    path = shutil.which(tool)
+    if path is not None:
+        return path
+    message = f"{tool} not found (Debian package {package}; .ci/run installs it)"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(message)
+    pytest.skip(message)
