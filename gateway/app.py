@@ -28,6 +28,7 @@ from gateway.admin.tokens import TokenCheck
 from gateway.alerts import Alerts
 from gateway.backpressure import SpoolGuard
 from gateway.clock import Clock, SystemClock
+from gateway.consent_ops import ConsentGauges
 from gateway.delivery.client import make_upstream
 from gateway.delivery.worker import DeliveryWorker
 from gateway.dns.domains import RecipientDomains
@@ -359,6 +360,9 @@ class Gateway:
             self._tasks.append(
                 asyncio.create_task(self.suspensions.run(REPUTATION_REFRESH), name="reputation")
             )
+        # Consent: eligible and locked recipients per dealer (gateway/consent_ops.py).
+        gauges = ConsentGauges(self.storage, self.policies, self.clock, self.metrics)
+        self._tasks.append(asyncio.create_task(gauges.run(), name="consent-gauges"))
         interval = self.settings.dns.check_interval.total_seconds()
         if self.resolver is not None and self.settings.dns.egress_ips and interval > 0:
             checks = monitor(
