@@ -149,7 +149,6 @@ def _token_or_word(match: re.Match[str]) -> str:
     return "~" if _DIGIT.search(word) and _LETTER.search(word) else word
 
 
-_SPACE = re.compile(r"\s+")
 _DIGIT = re.compile(r"\d")
 _WORD = re.compile(r"\w+")
 
@@ -411,7 +410,8 @@ def canonical_text(msg: ParsedMessage, ignore_pattern: str = "") -> str:
 
 
 def _canonical(scrubbed: str) -> str:
-    return _SPACE.sub(" ", scrubbed).strip().casefold()
+    # split()/join() fold runs of white space like re.sub(r"\s+", " ") and strip(), in C.
+    return " ".join(scrubbed.split()).casefold()
 
 
 def exact_fingerprint(msg: ParsedMessage, ignore_pattern: str = "") -> bytes:
@@ -429,15 +429,11 @@ def _fingerprint(msg: ParsedMessage, scrubbed: str) -> bytes:
 
 def skeleton(text: str) -> list[str]:
     """Words of ``text`` with template fills masked: digits → ``#``, Capitalised → ``^``."""
-    words: list[str] = []
-    for word in _WORD.findall(text):
-        if _DIGIT.search(word):  # one C-level scan, not a Python loop per character
-            words.append("#")
-        elif word[0].isupper():
-            words.append("^")
-        else:
-            words.append(word.casefold())
-    return words
+    has_digit = _DIGIT.search  # one C-level scan per word, not a Python loop per character
+    return [
+        "#" if has_digit(word) else "^" if word[0].isupper() else word.casefold()
+        for word in _WORD.findall(text)
+    ]
 
 
 def _shingles(words: list[str]) -> set[bytes]:
