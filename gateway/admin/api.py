@@ -39,9 +39,13 @@ from gateway.admin.ops import (
     AdminOps,
     DealerReport,
     InvalidRequest,
+    NotFound,
     RateReport,
 )
 from gateway.admin.tokens import TokenCheck
+from gateway.cli_consent import RowError, parse_row
+from gateway.consent import Preference
+from gateway.consent_ops import ConsentOps, explanation_json
 from gateway.errors import StorageError
 from gateway.findings import CATALOGUE
 from gateway.metrics import Metrics
@@ -782,6 +786,55 @@ _DEALER_Q = Param("dealer", "string", "only this dealer's messages")
 _LIST_Q = Param("list", "string", "a dealer id, or * for the global list")
 
 
+# -- consent (gateway/consent.py, gateway/consent_ops.py) ----------------------------------
+
+
+class ConsentEventBody(_Body):
+    """One interaction or opt-in, as a row of ``mailgate consent import`` (same fields)."""
+
+    address: str = Field(min_length=3, max_length=320)
+    event: str = Field(min_length=1, max_length=40)
+    date: str = Field(min_length=10, max_length=40)
+    last_payment: str = Field(default="", max_length=40)
+    reference: str = Field(default="", max_length=200)
+    source: str = Field(default="", max_length=200)
+    proof: str = Field(default="", max_length=500)
+    topic: str = Field(default="", max_length=40)
+    channel: str = Field(default="email", max_length=20)
+
+
+def _consent_dealer(ops: AdminOps, dealer_id: str) -> Any:
+    dealer = ops.policies.current.dealer(dealer_id)
+    if dealer is None:
+        raise NotFound(f"no dealer {dealer_id!r}")
+    return dealer
+
+
+async def _show_consent(ops: AdminOps, call: Call) -> Any:
+    dealer = _consent_dealer(ops, call.path["dealer"])
+    shown = await ConsentOps(ops.storage, ops.clock).explain(dealer, call.path["address"])
+    return explanation_json(shown)
+
+
+async def _record_consent(ops: AdminOps, call: Call) -> Any:
+    dealer = _consent_dealer(ops, call.path["dealer"])
+    body = _body(call, ConsentEventBody)
+    try:
+        item = parse_row(body.model_dump(), dealer.dealer_id, None)
+    except RowError as exc:
+        raise InvalidRequest(str(exc)) from None
+    consent = ConsentOps(ops.storage, ops.clock)
+    if isinstance(item, Preference):
+        changed = await consent.record((), (item,))
+    else:
+        changed = await consent.record((item,))
+    shown = await consent.explain(dealer, item.address)
+    return {"recorded": bool(changed), "standing": explanation_json(shown)}
+
+
+# -- end of consent --------------------------------------------------------------------------
+
+
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
         "GET",
@@ -1069,6 +1122,27 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             }
         ),
         errors=(422,),
+    ),
+    # -- consent --
+    Endpoint(
+        "GET",
+        "/api/dealers/{dealer}/consent/{address}",
+        "May the dealer email this address? Its events, the window each opens, its standing "
+        "per topic and what would renew it.",
+        "consent",
+        _show_consent,
+        {"type": "object"},
+        errors=(404,),
+    ),
+    Endpoint(
+        "POST",
+        "/api/dealers/{dealer}/consent",
+        "Record one interaction or opt-in for an address (idempotent); returns its standing.",
+        "consent",
+        _record_consent,
+        _obj({"recorded": {"type": "boolean"}, "standing": {"type": "object"}}),
+        body=ConsentEventBody,
+        errors=(400, 404),
     ),
 )
 

@@ -19,6 +19,7 @@ from gateway.consent import ConsentEvent, Interaction
 from gateway.consent_ops import ConsentGauges, ConsentOps
 from gateway.storage.sqlite import SqliteStorage
 from gateway.types import DealerId
+from tests.integration.admin import add_token, call
 from tests.integration.conftest import Harness, dot_stuff, message
 
 MakeHarness = Callable[..., Awaitable[Harness]]
@@ -179,3 +180,37 @@ def test_consent_commands_from_the_command_line(
     )
     assert main(["--config", str(config), "consent", "show", "nobody@customer.example",
                  "--dealer", "example-motors"]) == 1  # fmt: skip
+
+
+async def test_admin_api_records_and_explains(make_harness: MakeHarness) -> None:
+    h = await make_harness()
+    casl(h)
+    token = add_token(h.gateway)
+    base = "/api/dealers/example-motors/consent"
+    posted = await call(
+        h.gateway,
+        "POST",
+        base,
+        token=token,
+        body={"address": "Ann@customer.example", "event": "express-consent",
+              "date": "2025-05-01", "source": "web form", "proof": "form 12"},
+    )  # fmt: skip
+    assert posted.status == 200 and posted.body["recorded"] is True
+    standing = posted.body["standing"]["eligibility"]["dealer-marketing"]
+    assert standing["eligible"] is True and standing["until"] is None
+    again = await call(h.gateway, "POST", base, token=token, body=posted_body())
+    assert again.status == 200 and again.body["recorded"] is False
+    shown = await call(h.gateway, "GET", f"{base}/ann@customer.example", token=token)
+    assert shown.status == 200 and shown.body["events"][0]["proof"] == "form 12"
+    bad = await call(
+        h.gateway, "POST", base, token=token,
+        body={"address": "ann@customer.example", "event": "hello", "date": "2025-05-01"},
+    )  # fmt: skip
+    assert bad.status == 400 and "event 'hello'" in bad.body["error"]
+    missing = await call(h.gateway, "GET", "/api/dealers/nobody/consent/a@b.example", token=token)
+    assert missing.status == 404
+
+
+def posted_body() -> dict[str, str]:
+    return {"address": "ann@customer.example", "event": "express-consent",
+            "date": "2025-05-01", "source": "web form", "proof": "form 12"}  # fmt: skip
