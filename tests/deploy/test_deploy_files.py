@@ -1,0 +1,154 @@
+"""The deployment files parse and agree with the code (Docker itself is not run here).
+
+Checked: every YAML and JSON file parses; the compose file has the stack and the cluster
+profile and mounts files that exist; the settings files load with the real settings loader;
+every metric the dashboard and the alert rules query is one the gateway exports; the image
+runs as a non-root user with a health check; the systemd unit carries its hardening; the
+Kubernetes manifests are the set the kustomization lists; prometheus.yml passes
+``promtool check config``.
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import re
+import subprocess
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gateway.metrics import Metrics
+from gateway.settings import Settings
+from tests.deploy.tools import need
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+METRIC = re.compile(r"\bmailgate_[a-z_]+\b")
+
+
+def exported_metrics() -> set[str]:
+    names: set[str] = set()
+    for family in Metrics().registry.collect():
+        names.add(family.name)
+        names.add(f"{family.name}_total")
+        for suffix in ("_bucket", "_count", "_sum"):
+            names.add(family.name + suffix)
+    return names
+
+
+def test_every_yaml_and_json_file_parses() -> None:
+    files = [p for p in DEPLOY.rglob("*") if p.suffix in (".yml", ".yaml", ".json")]
+    assert len(files) >= 12
+    for path in files:
+        text = path.read_text()
+        if path.suffix == ".json":
+            json.loads(text)
+        else:
+            assert [d for d in yaml.safe_load_all(text) if d is not None], path
+
+
+def test_compose_stack_and_cluster_profile() -> None:
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    services: dict[str, Any] = compose["services"]
+    default = {name for name, s in services.items() if not s.get("profiles")}
+    assert {"mailgate", "postgres", "prometheus", "grafana", "mailsink"} <= default
+    cluster = {name for name, s in services.items() if "cluster" in s.get("profiles", [])}
+    assert cluster == {"mailgate-a", "mailgate-b", "loadbalancer"}
+    for name in ("mailgate", "mailgate-a", "mailgate-b"):
+        assert services[name]["build"]["dockerfile"] == "deploy/Dockerfile"
+        assert "postgresql://" in services[name]["environment"]["MAILGATE_STORAGE_URL"]
+    for service in services.values():
+        for volume in service.get("volumes", []):
+            source = volume.split(":", 1)[0]
+            if source.startswith("."):
+                assert (DEPLOY / source).exists(), volume
+    haproxy = (DEPLOY / "haproxy" / "haproxy.cfg").read_text()
+    assert "server a mailgate-a:2525" in haproxy and "server b mailgate-b:2525" in haproxy
+    assert "GET /readyz" in haproxy
+
+
+def test_settings_files_load() -> None:
+    for text in (
+        (DEPLOY / "compose" / "mailgate.toml").read_text(),
+        yaml.safe_load((DEPLOY / "k8s" / "configmap.yaml").read_text())["data"]["mailgate.toml"],
+    ):
+        Settings.model_validate(tomllib.loads(text))
+
+
+def test_dashboard_and_rules_query_only_exported_metrics() -> None:
+    exported = exported_metrics()
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "mailgate.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    titles = " ".join(p["title"] for p in dashboard["panels"]).lower()
+    for wanted in ("complaint rate against thresholds", "volume", "findings by code",
+                   "duplicates dropped", "queue", "delivery latency"):  # fmt: skip
+        assert wanted in titles, wanted
+    rules = (DEPLOY / "prometheus" / "rules.yml").read_text()
+    used = set(METRIC.findall(" ".join(exprs))) | set(METRIC.findall(rules))
+    assert used, "no metric found"
+    assert used <= exported, sorted(used - exported)
+    provisioning = yaml.safe_load(
+        (DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yaml").read_text()
+    )
+    uid = provisioning["datasources"][0]["uid"]
+    assert all(p["datasource"]["uid"] == uid for p in dashboard["panels"] if "datasource" in p)
+
+
+def test_image_is_slim_non_root_with_a_health_check() -> None:
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11-slim\s*$", dockerfile, re.M)
+    user = re.search(r"^USER (\S+)", dockerfile, re.M)
+    assert user is not None and not user.group(1).startswith(("root", "0"))
+    assert "HEALTHCHECK" in dockerfile and "/healthz" in dockerfile
+
+
+def test_systemd_unit_is_hardened() -> None:
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read_string((DEPLOY / "mailgate.service").read_text())
+    service = unit["Service"]
+    assert service["User"] == "mailgate" and "serve" in service["ExecStart"]
+    for key, value in {
+        "NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes",
+        "PrivateTmp": "yes", "PrivateDevices": "yes", "RestrictSUIDSGID": "yes",
+        "MemoryDenyWriteExecute": "yes", "CapabilityBoundingSet": "",
+    }.items():  # fmt: skip
+        assert service[key] == value, key
+    assert service["ExecReload"].endswith("-HUP $MAINPID")
+
+
+def test_kubernetes_manifests() -> None:
+    k8s = DEPLOY / "k8s"
+    kustomization = yaml.safe_load((k8s / "kustomization.yaml").read_text())
+    kinds: dict[str, list[dict[str, Any]]] = {}
+    for name in kustomization["resources"]:
+        for doc in yaml.safe_load_all((k8s / name).read_text()):
+            kinds.setdefault(doc["kind"], []).append(doc)
+    assert set(kinds) == {
+        "ConfigMap", "Secret", "PersistentVolumeClaim", "Deployment", "Service", "PodMonitor",
+    }  # fmt: skip
+    (deployment,) = kinds["Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]
+              if "persistentVolumeClaim" in v]  # fmt: skip
+    assert claims == [kinds["PersistentVolumeClaim"][0]["metadata"]["name"]]
+    (container,) = pod["containers"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    ports = {p["name"] for p in container["ports"]}
+    (monitor,) = kinds["PodMonitor"]
+    assert monitor["spec"]["podMetricsEndpoints"][0]["port"] in ports
+
+
+def test_prometheus_config(tmp_path: Path) -> None:
+    promtool = need("promtool", "prometheus")
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    config["rule_files"] = [str(DEPLOY / "prometheus" / "rules.yml")]
+    path = tmp_path / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    done = subprocess.run([promtool, "check", "config", str(path)], capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
