@@ -162,6 +162,13 @@ AFTER_DATA = re.compile(
     _FLAGS,
 )
 
+# The refusal came in reply to RCPT TO (the SMTP stage where a server checks mailboxes):
+# Postfix "in reply to RCPT TO command", Exim "after RCPT TO", qmail "does not like
+# recipient", Yahoo "[RCPT_TO]".
+RCPT_STAGE = re.compile(
+    r"rcpt[ _]?to|\brcpt\b|does not like recipient|recipient address rejected", _FLAGS
+)
+
 # (reason, pattern, overrides a specific status code), the first match wins; weak wordings
 # come last and lose to any strong wording in the surrounding notice.
 _TEXT_RULES: tuple[tuple[BounceReason, re.Pattern[str], bool], ...] = (
@@ -235,12 +242,14 @@ def classify(
     smtp_code: str | None,
     diagnostic: str,
     context: str = "",
+    rcpt_stage: bool = False,
 ) -> tuple[BounceReason, bool]:
     """Return ``(reason, hard)`` for one recipient of a bounce or delay report.
 
     ``diagnostic`` is what the report says about this recipient (the DSN
     ``Diagnostic-Code`` or the line next to the address); ``context`` is the surrounding
     notice, weaker evidence used only when the diagnostic names no reason.
+    ``rcpt_stage`` says the notice shows the refusal came in reply to RCPT TO.
     """
     temporary = (
         kind is BounceKind.DELAY
@@ -278,6 +287,18 @@ def classify(
         reason = BounceReason.TEMPORARY if temporary else BounceReason.OTHER
     if reason in _HARD and AFTER_DATA.search(f"{diagnostic[:4096]} {context[:4096]}"):
         # Refused after DATA: the address was accepted at RCPT TO, so it exists.
+        reason = BounceReason.POLICY
+    if (
+        reason is BounceReason.UNKNOWN_USER
+        and (status or "")[1:] == ".2.1"
+        and not rcpt_stage
+        and not RCPT_STAGE.search(f"{diagnostic[:4096]} {context[:4096]}")
+    ):
+        # "550 5.2.1 <x>... User Unknown" is the reply of sendmail milters and of the
+        # filters in front of PowerMTA, Sun Messaging Server, Amazon WorkMail and Zoho.
+        # RFC 3463 X.2.1 means "mailbox disabled"; the wording only says "unknown" when
+        # the refusal came at RCPT TO. Otherwise (DATA, or no SMTP stage named) it is the
+        # recipient's filter or a suspended mailbox: Sisimai's "filtered"/"suspend", soft.
         reason = BounceReason.POLICY
     # A 4XX "user unknown" is retried by the sender; it proves nothing yet.
     return reason, reason in _HARD and not temporary

@@ -638,7 +638,8 @@ def _recipient(item: _Found, kind: BounceKind, notice: str) -> BounceRecipient:
     if special is not None:
         reason, hard = special, False
     else:
-        reason, hard = cls.classify(kind, status, smtp_code, diagnostic, context)
+        rcpt = bool(cls.RCPT_STAGE.search(notice[:20000]))
+        reason, hard = cls.classify(kind, status, smtp_code, diagnostic, context, rcpt)
     return BounceRecipient(
         address=item.address,
         hard=hard,

@@ -45,6 +45,18 @@ CASES = [
     (F, "5.4.4", "550", "Host not found, try again", "", R.OTHER, False),
     (F, None, None, "", "", R.OTHER, False),
     (F, "5.1.1", None, "", "our anti-spam policy", R.UNKNOWN_USER, True),
+    # X.2.1 "User Unknown" from a milter or filter (PowerMTA, Messaging Server): disabled
+    # or filtered mailbox, soft; the same reply at RCPT TO does name an unknown user.
+    (F, "5.2.1", "550", "550 5.2.1 <a@b.example>... User Unknown", "", R.POLICY, False),
+    (
+        F,
+        "5.2.1",
+        "550",
+        "after RCPT TO:<a@b.example>: 550 5.2.1 <a@b.example>... User Unknown",
+        "",
+        R.UNKNOWN_USER,
+        True,
+    ),
 ]
 
 
