@@ -169,6 +169,14 @@ RCPT_STAGE = re.compile(
     r"rcpt[ _]?to|\brcpt\b|does not like recipient|recipient address rejected", _FLAGS
 )
 
+# The literal "User unknown" under an X.7.X code: Sun/Oracle Messaging Server access
+# mappings ("550 5.7.1 550 User Unknown") and Postfix/sendmail restriction classes
+# ("550 5.7.1 <x>: Recipient address rejected: User unknown", as SFR sends to senders it
+# filters) refuse by rule with this canned text. The code says it is a policy refusal,
+# which says nothing about the mailbox: soft (Sisimai "filtered"). A recipient lookup
+# worded otherwise ("No such user", "No mailbox found") under 5.7.1 stays hard.
+_POLICY_USER_UNKNOWN = re.compile(r"\buser unknown\b", _FLAGS)
+
 # (reason, pattern, overrides a specific status code), the first match wins; weak wordings
 # come last and lose to any strong wording in the surrounding notice.
 _TEXT_RULES: tuple[tuple[BounceReason, re.Pattern[str], bool], ...] = (
@@ -275,6 +283,8 @@ def classify(
         # X.7.X: refused by policy; the server's own words may say which (spam, no such user).
         usable = by_text not in (None, BounceReason.TEMPORARY)
         usable = usable and (from_diagnostic or by_text not in _HARD)
+        if by_text in _HARD and _POLICY_USER_UNKNOWN.search(diagnostic[:4096]):
+            usable = False
         reason = by_text if usable else by_status
     elif by_status is not None:
         # A code about something else than the address (list, content): the text may say

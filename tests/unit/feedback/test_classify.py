@@ -57,6 +57,10 @@ CASES = [
         R.UNKNOWN_USER,
         True,
     ),
+    # "User unknown" canned under 5.7.1 (Messaging Server access mapping): policy, soft;
+    # a lookup worded otherwise under 5.7.1 stays hard.
+    (F, "5.7.1", "550", "550 5.7.1 550 User Unknown: a@b.example", "", R.POLICY, False),
+    (F, "5.7.1", "550", "550 5.7.1 No such user c18si2365148", "", R.UNKNOWN_USER, True),
 ]
 
 
