@@ -88,6 +88,7 @@ class Alert:
     dealer_name: str
     top_subjects: tuple[tuple[str, int], ...]
     recent: tuple[FeedbackEvent, ...]
+    status_url: str = ""  # the dealer's read-only status page (admin/status.py)
 
     @property
     def dedup_key(self) -> str:
@@ -115,6 +116,7 @@ class Alert:
             "at": change.at.isoformat(),
             "expires_at": change.expires_at.isoformat() if change.expires_at else None,
             "evidence": change.evidence.as_dict(),
+            "status_url": self.status_url or None,
             "top_subjects": [{"subject": s, "complaints": n} for s, n in self.top_subjects],
             "recent_complaints": [
                 {"at": e.at.isoformat(), "recipient": e.recipient, "subject": e.subject}
@@ -193,6 +195,8 @@ def render(alert: Alert) -> tuple[str, str, str]:
     ] or ["  none"]
     text += ["", "What to do next:"]
     text += [f"  - {step}" for step in steps]
+    if alert.status_url:
+        text += ["", f"Status page (rates over time, held mail): {alert.status_url}"]
     text += ["", "Complaining recipients are suppressed: the gateway will not mail them again."]
 
     e = html.escape
@@ -220,7 +224,13 @@ def render(alert: Alert) -> tuple[str, str, str]:
         f"<h2>Most recent complaints</h2><table>{recent or '<tr><td>none</td></tr>'}</table>"
         "<h2>What to do next</h2><ul>"
         + "".join(f"<li>{e(step)}</li>" for step in steps)
-        + "</ul><p>Complaining recipients are suppressed: the gateway will not mail them "
+        + "</ul>"
+        + (
+            f"<p><a href='{e(alert.status_url)}'>Status page</a>: rates over time, held mail.</p>"
+            if alert.status_url
+            else ""
+        )
+        + "<p>Complaining recipients are suppressed: the gateway will not mail them "
         "again.</p></body></html>"
     )
     return subject, "\n".join(text) + "\n", doc
@@ -271,6 +281,7 @@ class Alerts:
         webhook_url: str = "",
         webhook_secret: bytes = b"",
         on_enqueued: Callable[[int], None] = lambda _n: None,
+        status_link: Callable[[str], str] | None = None,
     ) -> None:
         self._storage = storage
         self._clock = clock
@@ -281,6 +292,7 @@ class Alerts:
         self._webhook_url = webhook_url
         self._webhook_secret = webhook_secret
         self._on_enqueued = on_enqueued
+        self._status_link = status_link
         self._posts: set[asyncio.Task[None]] = set()
 
     async def on_change(self, change: StateChange, dealer: DealerPolicy | None) -> None:
@@ -318,6 +330,7 @@ class Alerts:
             dealer_name=dealer.name if dealer else change.dealer_id,
             top_subjects=tuple(subjects.most_common(TOP_SUBJECTS)),
             recent=tuple(events[:RECENT_COMPLAINTS]),
+            status_url=self._status_link(change.dealer_id) if self._status_link else "",
         )
 
     async def _email(self, alert: Alert, recipients: list[str]) -> None:

@@ -148,6 +148,13 @@ class Gateway:
             metrics,
             clock,
         )
+        link_host, link_port = parse_hostport(settings.http.listen)
+        if link_host in ("0.0.0.0", "::"):
+            link_host = settings.server.hostname
+        status_links = StatusLinks(
+            load_or_create_key(data_dir / "status.key"),
+            settings.http.public_url or f"http://{link_host}:{link_port}",
+        )
         sub = settings.submission
         alerts = Alerts(
             storage,
@@ -159,6 +166,7 @@ class Gateway:
             webhook_url=settings.alerts.webhook_url,
             webhook_secret=_read_secret(settings.alerts.webhook_secret_file),
             on_enqueued=lambda _n: worker.notify(),
+            status_link=status_links.url,
         )
         suspensions = Suspensions(storage, policies, clock, metrics, notifier=alerts)
         worker = DeliveryWorker(
@@ -271,11 +279,6 @@ class Gateway:
             return problems
 
         http_host, http_port = parse_hostport(settings.http.listen)
-        link_host = settings.server.hostname if http_host in ("0.0.0.0", "::") else http_host
-        status_links = StatusLinks(
-            load_or_create_key(data_dir / "status.key"),
-            settings.http.public_url or f"http://{link_host}:{http_port}",
-        )
         admin = AdminOps(
             storage=storage,
             policies=policies,

@@ -8,6 +8,9 @@ to check that the state badge's colour and the chart line's colour were painted.
 from __future__ import annotations
 
 import asyncio
+import email
+import email.message
+import email.policy
 import struct
 import zlib
 from datetime import timedelta
@@ -109,6 +112,19 @@ async def test_status_page_renders_state_and_chart(harness: Harness, tmp_path: P
     assert answer.status == 200
 
     path = gw.status_links.path(DEALER)
+    # the alert e-mail to the dealer's contacts carries the link
+    alert = None
+    for _ in range(200):
+        alert = next((m for m in harness.sink.messages if b"X-Mailgate-Alert:" in m.data), None)
+        if alert is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert alert is not None, "no alert e-mail reached the sink"
+    parsed = email.message_from_bytes(alert.data, policy=email.policy.default)
+    assert isinstance(parsed, email.message.EmailMessage)
+    text = parsed.get_body(("plain",))
+    assert text is not None and gw.status_links.url(DEALER) in text.get_content()
+
     page = await call(gw, "GET", path)
     assert page.status == 200 and page.headers["content-type"].startswith("text/html")
     assert page.headers["cache-control"] == "no-store"
