@@ -19,6 +19,7 @@ permanent: a spam block or a full mailbox says nothing about whether the address
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 from gateway.feedback.reports import BounceKind, BounceReason
 
@@ -197,23 +198,94 @@ _WEAK_RULES: tuple[tuple[BounceReason, re.Pattern[str], bool], ...] = (
 _HARD = frozenset({BounceReason.UNKNOWN_USER, BounceReason.DOMAIN_NOT_FOUND})
 
 
-# Provider-specific meanings, most specific first: (recipient domain, wording, reason).
-# au by KDDI answers "550 : User unknown" when the recipient's own sender filter
-# ("designated domain reception") refuses the mail; the mailbox exists.
-PROVIDER_RULES: tuple[tuple[re.Pattern[str], re.Pattern[str], BounceReason], ...] = (
-    (
+class ProviderRule(NamedTuple):
+    """A meaning one provider or MTA gives to a wording, found by who sent the report.
+
+    ``origin`` is searched in the report's origin (its own header fields, one per line
+    as ``name: value``, its Reporting-MTA and the start of the notice), ``recipient`` in
+    the failed address, ``wording`` in what the report says about that recipient. With
+    ``without_code`` the rule applies only when no specific status code (X.0.0 or none)
+    was given: a specific X.1.1 from the server behind a gateway still names the mailbox.
+    """
+
+    origin: re.Pattern[str] | None
+    recipient: re.Pattern[str] | None
+    wording: re.Pattern[str]
+    reason: BounceReason
+    without_code: bool = False
+
+
+# Any "no such user" wording _USER knows, as the filtering gateways below relay it.
+_ANY_UNKNOWN = re.compile(
+    rf"{_USER.pattern}|recipient not found|this user doesn't have an? \S+ account", _FLAGS
+)
+_M = re.IGNORECASE | re.MULTILINE
+
+# Provider-specific meanings, most specific first; the first rule that matches wins and
+# its reason is soft. Where Sisimai and Mail::DeliveryStatus::BounceParser disagree, we
+# follow Sisimai: a recipient is hard only when the report shows the mailbox itself was
+# looked up and not found.
+PROVIDER_RULES: tuple[ProviderRule, ...] = (
+    # au by KDDI answers "550 : User unknown" when the recipient's own sender filter
+    # ("designated domain reception") refuses the mail; the mailbox exists.
+    ProviderRule(
+        None,
         re.compile(r"@(?:ezweb\.ne\.jp|au\.com)$", re.I),
         re.compile(r"\b550[ :]+:?\s*user unknown", re.I),
         BounceReason.POLICY,
     ),
+    # Filtering gateways that accept the message for the domain, then relay it to the
+    # mailbox server and report its refusal themselves: McAfee Email Gateway / Web
+    # Security Appliance (X-NAI-Header), its hosted MX Logic service (mxlogic.net),
+    # ActiveHunter (X-AHMAILID), MailFoundry ("(MAILFOUNDRY)" in Received), SurfControl
+    # E-mail Filter (X-Mailer), Zoho Mail's gateway, Apache James as run by SMS gateways
+    # (JavaMail Message-ID, "Message details:"), HP OpenMail and the gateways that print
+    # "---The following addresses had delivery errors---" with "[User unknown]", and the
+    # Exchange 4.0 Internet Mail Connector ("Recipient Not Found MSEXCH:IMC"). Without a
+    # specific status code the "unknown user" they relay may be their own content or
+    # recipient filter, seen after DATA: Sisimai reads it "filtered", soft.
+    ProviderRule(
+        re.compile(
+            r"^x-nai-header:.*mcafee|mxlogic\.net|^x-ahmailid:|\(mailfoundry\)|"
+            r"^x-mailer:.*surfcontrol|^x-mailer: zoho mail|mailer-daemon@mail\.zoho\.com|"
+            r"^message-id:.*javamail|by openmail mailer|"
+            r"^-+the following addresses had delivery errors-+$|"
+            r"^x-mailer:.*internet mail connector",
+            _M,
+        ),
+        None,
+        _ANY_UNKNOWN,
+        BounceReason.POLICY,
+        without_code=True,
+    ),
+    # Yahoo's legacy qmail-based MX bounces "<rcpt>: This user doesn't have a <domain>
+    # account" in its own qmail-format notice, after accepting the whole message, with no
+    # SMTP stage nor code: Sisimai reads it "filtered", soft. The same words relayed as
+    # an SMTP reply ("554 delivery error: dd This user ...") came at RCPT TO and stay hard.
+    ProviderRule(
+        None,
+        None,
+        re.compile(r"^<[^<>\s]+>:\s*this user doesn't have an? \S+ account", re.I),
+        BounceReason.POLICY,
+        without_code=True,
+    ),
 )
 
 
-def provider_reason(address: str, text: str) -> BounceReason | None:
+def provider_reason(
+    address: str, text: str, origin: str = "", status: str | None = None
+) -> BounceReason | None:
     """A reason that ``PROVIDER_RULES`` give for this recipient and wording, or ``None``."""
-    for domain, wording, reason in PROVIDER_RULES:
-        if domain.search(address) and wording.search(text[:4096]):
-            return reason
+    specific = bool(status) and status_reason(status) is not None
+    for rule in PROVIDER_RULES:
+        if rule.without_code and specific:
+            continue
+        if rule.recipient is not None and not rule.recipient.search(address):
+            continue
+        if rule.origin is not None and not rule.origin.search(origin[:16384]):
+            continue
+        if rule.wording.search(text[:4096]):
+            return rule.reason
     return None
 
 

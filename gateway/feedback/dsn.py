@@ -626,7 +626,13 @@ def _kind(item: _Found, notice_is_delay: bool) -> BounceKind | None:
     )
 
 
-def _recipient(item: _Found, kind: BounceKind, notice: str) -> BounceRecipient:
+def _origin(mail: Mail, reporting_mta: str | None, notice: str) -> str:
+    """Who sent the report, for ``PROVIDER_RULES``: its header fields, MTA, notice start."""
+    fields = "\n".join(f"{key}: {value}" for key, value in mail.top.headers)
+    return f"{fields[:8192]}\nreporting-mta: {reporting_mta or ''}\n{notice[:2048]}"
+
+
+def _recipient(item: _Found, kind: BounceKind, notice: str, origin: str = "") -> BounceRecipient:
     diagnostic = item.diagnostic
     status = item.status or cls.find_status(diagnostic)
     smtp_code = item.smtp_code or cls.find_smtp_code(diagnostic)
@@ -634,7 +640,7 @@ def _recipient(item: _Found, kind: BounceKind, notice: str) -> BounceRecipient:
     context = _near(notice, item.address)
     if cls.text_reason(diagnostic) is None:
         status = status or cls.find_status(context)
-    special = cls.provider_reason(item.address, f"{diagnostic}\n{context}")
+    special = cls.provider_reason(item.address, f"{diagnostic}\n{context}", origin, status)
     if special is not None:
         reason, hard = special, False
     else:
@@ -677,11 +683,12 @@ def bounce_from(mail: Mail) -> BounceReport | None:
         if notice_status is not None and not found[0].diagnostic:
             found = [_Found(found[0].address, _clean(notice), notice_status)]
     recipients: list[BounceRecipient] = []
+    origin = _origin(mail, reporting_mta, notice)
     for item in found[:MAX_RECIPIENTS]:
         kind = _kind(item, notice_is_delay)
         if kind is None:
             continue
-        recipients.append(_recipient(item, kind, notice))
+        recipients.append(_recipient(item, kind, notice, origin))
     if not recipients:
         return None
     return BounceReport(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.feedback.classify import classify
+from gateway.feedback.classify import classify, provider_reason
 from gateway.feedback.reports import BounceKind, BounceReason
 
 F, D = BounceKind.BOUNCE, BounceKind.DELAY
@@ -79,3 +79,75 @@ def test_classify(
     hard: bool,
 ) -> None:
     assert classify(kind, status, code, diagnostic, context) == (reason, hard)
+
+
+# (address, wording, origin, status, reason): PROVIDER_RULES, one row per emitter.
+PROVIDER_CASES = [
+    # au by KDDI: the recipient's own sender filter.
+    ("a@ezweb.ne.jp", "550 : User unknown", "", None, R.POLICY),
+    ("a@example.jp", "550 : User unknown", "", None, None),
+    # Filtering gateways relaying "unknown user" without a specific code: filtered, soft.
+    (
+        "a@b.example",
+        "550 Unknown user a@b.example",
+        "X-NAI-Header: McAfee Email Gateway",
+        None,
+        R.POLICY,
+    ),
+    (
+        "a@b.example",
+        "550 unknown user <a@b.example>",
+        "From: <MAILER-DAEMON@1.mxlogic.net>",
+        None,
+        R.POLICY,
+    ),
+    ("a@b.example", "User unknown", "X-AHMAILID: 20110429T233445", None, R.POLICY),
+    ("a@b.example", "550 No such user here", "Received: by mx (MAILFOUNDRY) id 1", None, R.POLICY),
+    (
+        "a@b.example",
+        "550 a@b.example... No such user",
+        "X-Mailer: SurfControl E-mail Filter",
+        "5.0.0",
+        R.POLICY,
+    ),
+    ("a@b.example", "mailbox unavailable", "X-Mailer: Zoho Mail", None, R.POLICY),
+    ("a@b.example", "Invalid user address", "Message-ID: <0.JavaMail.c@b.example>", None, R.POLICY),
+    (
+        "a@b.example",
+        "a@b.example [User unknown]",
+        "---The following addresses had delivery errors---",
+        None,
+        R.POLICY,
+    ),
+    (
+        "a@b.example",
+        "Recipient Not Found MSEXCH:IMC:X",
+        "X-Mailer: Microsoft Exchange Server Internet Mail Connector",
+        None,
+        R.POLICY,
+    ),
+    # ... but a specific X.1.1 from the server behind the gateway names the mailbox.
+    ("a@b.example", "550 5.1.1 User unknown", "X-NAI-Header: McAfee Email Gateway", "5.1.1", None),
+    # Yahoo's own qmail-format notice, versus the same words relayed as an SMTP reply.
+    (
+        "a@yahoo.example",
+        "<a@yahoo.example>: This user doesn't have a yahoo.example account",
+        "",
+        None,
+        R.POLICY,
+    ),
+    (
+        "a@yahoo.example",
+        "554 delivery error: dd This user doesn't have a yahoo.example account",
+        "",
+        "5.0.0",
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize(("address", "wording", "origin", "status", "reason"), PROVIDER_CASES)
+def test_provider_rules(
+    address: str, wording: str, origin: str, status: str | None, reason: BounceReason | None
+) -> None:
+    assert provider_reason(address, wording, origin, status) == reason
