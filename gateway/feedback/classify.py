@@ -131,6 +131,15 @@ _THROTTLED = re.compile(
     r"only (?:accepts|members)|try again later|(?:max(?:imum)? )?message size exceeded",
     _FLAGS,
 )
+# The local delivery program failed (Exim "pipe to |/path", procmail, maildrop, a
+# sendmail "mailer" or ".forward" program): the mailbox's own filter or program broke,
+# which says nothing about whether the address exists (Sisimai "mailererror", soft),
+# whatever "No such user" the program itself printed.
+_MAILER = re.compile(
+    r"pipe to \||\bprocmail:|\bmaildrop:|unknown mailer error|mailer error|"
+    r"command died with status|command output:",
+    _FLAGS,
+)
 # A DNS failure that is temporary (SERVFAIL, malformed answer), not a missing domain.
 _DNS_TEMPFAIL = re.compile(
     r"host not found, try again|"
@@ -183,6 +192,7 @@ _POLICY_USER_UNKNOWN = re.compile(r"\buser unknown\b", _FLAGS)
 _TEXT_RULES: tuple[tuple[BounceReason, re.Pattern[str], bool], ...] = (
     (BounceReason.POLICY, _SENDER, True),
     (BounceReason.POLICY, _THROTTLED, True),
+    (BounceReason.OTHER, _MAILER, True),
     (BounceReason.MAILBOX_FULL, _FULL, True),
     (BounceReason.OTHER, _DISABLED, True),
     (BounceReason.OTHER, _DNS_TEMPFAIL, True),
@@ -367,8 +377,14 @@ def classify(
         reason = by_text
     if reason is None or reason is BounceReason.TEMPORARY:
         reason = BounceReason.TEMPORARY if temporary else BounceReason.OTHER
-    if reason in _HARD and AFTER_DATA.search(f"{diagnostic[:4096]} {context[:4096]}"):
-        # Refused after DATA: the address was accepted at RCPT TO, so it exists.
+    if (
+        reason in _HARD
+        and by_status not in _HARD
+        and AFTER_DATA.search(f"{diagnostic[:4096]} {context[:4096]}")
+    ):
+        # Refused after DATA: the address was accepted at RCPT TO, so it exists. A
+        # specific X.1.1 still names the mailbox: with pipelining, gateways such as
+        # m-FILTER and sendmail report DATA as the last command for a RCPT TO refusal.
         reason = BounceReason.POLICY
     if (
         reason is BounceReason.UNKNOWN_USER

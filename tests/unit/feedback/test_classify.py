@@ -61,6 +61,27 @@ CASES = [
     # a lookup worded otherwise under 5.7.1 stays hard.
     (F, "5.7.1", "550", "550 5.7.1 550 User Unknown: a@b.example", "", R.POLICY, False),
     (F, "5.7.1", "550", "550 5.7.1 No such user c18si2365148", "", R.UNKNOWN_USER, True),
+    # The local delivery program failed (procmail, Exim pipe): mailer error, soft.
+    (
+        F,
+        "5.1.1",
+        None,
+        'procmail: Couldn\'t create "/var/mail/a" id: No such user',
+        "",
+        R.OTHER,
+        False,
+    ),
+    (F, "5.0.0", None, "", "pipe to |/usr/bin/prog a@b.example: No such user", R.OTHER, False),
+    # A specific X.1.1 reported with DATA as the last (pipelined) command stays hard.
+    (
+        F,
+        "5.1.1",
+        "550",
+        "550 5.1.1 <a@b.example>: Recipient address rejected: User unknown SMTP command DATA",
+        "",
+        R.UNKNOWN_USER,
+        True,
+    ),
 ]
 
 
