@@ -268,6 +268,21 @@ PROVIDER_RULES: tuple[ProviderRule, ...] = (
         BounceReason.POLICY,
         without_code=True,
     ),
+    # Amazon SES prefixes the remote reply with its own label ("5.1.0 - Unknown address
+    # error 550-'<reply>'"). SES says "Unknown address error" for any RCPT TO refusal, so
+    # a remote X.7.X inside it is a policy refusal (Sisimai "securityerror"); and "5.3.0 -
+    # Other mail system problem" means SES did not see a mailbox refusal, whatever the
+    # remote text says (Sisimai "filtered"). Both soft.
+    ProviderRule(
+        re.compile(r"amazonses\.com", re.I),
+        None,
+        re.compile(
+            r"\b5\.1\.0 - unknown address error \d{3}[- ]'?[45]\.7\.\d{1,3}\b|"
+            r"\b5\.3\.0 - other mail system problem\b",
+            re.I,
+        ),
+        BounceReason.POLICY,
+    ),
     # Yahoo's legacy qmail-based MX bounces "<rcpt>: This user doesn't have a <domain>
     # account" in its own qmail-format notice, after accepting the whole message, with no
     # SMTP stage nor code: Sisimai reads it "filtered", soft. The same words relayed as

@@ -149,6 +149,28 @@ PROVIDER_CASES = [
     ),
     # ... but a specific X.1.1 from the server behind the gateway names the mailbox.
     ("a@b.example", "550 5.1.1 User unknown", "X-NAI-Header: McAfee Email Gateway", "5.1.1", None),
+    # Amazon SES: its label around a remote policy refusal, or a non-mailbox problem.
+    (
+        "a@b.example",
+        "5.1.0 - Unknown address error 550-'5.7.1 <x@y.example>... Access denied'",
+        "Reporting-MTA: dns; a192-79.smtp-out.amazonses.com",
+        "5.0.0",
+        R.POLICY,
+    ),
+    (
+        "a@b.example",
+        "5.3.0 - Other mail system problem 550-'Unknown user a@b.example'",
+        "reporting-mta: a192-79.smtp-out.amazonses.com",
+        "5.0.0",
+        R.POLICY,
+    ),
+    (
+        "a@b.example",
+        "5.1.0 - Unknown address error 550-'5.1.1 <a@b.example>... User unknown'",
+        "reporting-mta: a192-79.smtp-out.amazonses.com",
+        "5.0.0",
+        None,
+    ),
     # Yahoo's own qmail-format notice, versus the same words relayed as an SMTP reply.
     (
         "a@yahoo.example",
