@@ -113,7 +113,10 @@ _USER = re.compile(
     r"unknown account|mailbox (?:is )?not (?:found|present)|user not|has moved|"
     r"no such|not a valid|badrcptto|non-?existent (?:user|mailbox|address|account)|"
     r"invalid mailbox|unable to find|address lookup|user doesn|isn't a valid|"
-    r"not exist|illegal (?:user|alias)|is not a valid|mailbox .{0,40}does not exist",
+    r"not exist|illegal (?:user|alias)|is not a valid|mailbox .{0,40}does not exist|"
+    # Trend Micro InterScan Messaging Security Suite: "Unable to deliver message to <x>
+    # ... Please check if address is correct.", its wording for a refused recipient.
+    r"check if (?:the )?address is correct",
     _FLAGS,
 )
 _POLICY = re.compile(
@@ -175,6 +178,7 @@ AFTER_DATA = re.compile(
 # The refusal came in reply to RCPT TO (the SMTP stage where a server checks mailboxes):
 # Postfix "in reply to RCPT TO command", Exim "after RCPT TO", qmail "does not like
 # recipient", Yahoo "[RCPT_TO]".
+_EXPLICIT_UNKNOWN = re.compile(r"user ?unknown|unknown user|no such user", _FLAGS)
 RCPT_STAGE = re.compile(
     r"rcpt[ _]?to|\brcpt\b|does not like recipient|recipient address rejected", _FLAGS
 )
@@ -404,14 +408,18 @@ def classify(
     if (
         reason is BounceReason.UNKNOWN_USER
         and (status or "")[1:] == ".2.1"
-        and not rcpt_stage
-        and not RCPT_STAGE.search(f"{diagnostic[:4096]} {context[:4096]}")
+        and not (
+            (rcpt_stage or RCPT_STAGE.search(f"{diagnostic[:4096]} {context[:4096]}"))
+            and _EXPLICIT_UNKNOWN.search(diagnostic[:4096])
+        )
     ):
         # "550 5.2.1 <x>... User Unknown" is the reply of sendmail milters and of the
         # filters in front of PowerMTA, Sun Messaging Server, Amazon WorkMail and Zoho.
         # RFC 3463 X.2.1 means "mailbox disabled"; the wording only says "unknown" when
         # the refusal came at RCPT TO. Otherwise (DATA, or no SMTP stage named) it is the
         # recipient's filter or a suspended mailbox: Sisimai's "filtered"/"suspend", soft.
+        # "Mailbox not available" under X.2.1 is a disabled account even at RCPT TO
+        # (Mail::DeliveryStatus::BounceParser's user_disabled).
         reason = BounceReason.POLICY
     # A 4XX "user unknown" is retried by the sender; it proves nothing yet.
     return reason, reason in _HARD and not temporary

@@ -61,6 +61,26 @@ CASES = [
     # a lookup worded otherwise under 5.7.1 stays hard.
     (F, "5.7.1", "550", "550 5.7.1 550 User Unknown: a@b.example", "", R.POLICY, False),
     (F, "5.7.1", "550", "550 5.7.1 No such user c18si2365148", "", R.UNKNOWN_USER, True),
+    # X.2.1 "Mailbox not available" is a disabled account even at RCPT TO.
+    (
+        F,
+        "5.2.1",
+        "550",
+        "550 5.2.1 Mailbox not available",
+        "in reply to RCPT TO command",
+        R.POLICY,
+        False,
+    ),
+    # Trend Micro InterScan's wording for a refused recipient.
+    (
+        F,
+        None,
+        None,
+        "Unable to deliver message to <a@b.example>. Please check if address is correct.",
+        "",
+        R.UNKNOWN_USER,
+        True,
+    ),
     # The local delivery program failed (procmail, Exim pipe): mailer error, soft.
     (
         F,
