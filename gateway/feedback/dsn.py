@@ -366,6 +366,16 @@ TEXT_FORMATS: tuple[TextFormat, ...] = (
         re.compile(rf"^[ \t]*<{_A}>:?[ \t]*(?P<diag>.*)", re.MULTILINE),
     ),
     TextFormat(
+        # KDDI au one net (dion.ne.jp, auone-net.jp): "Your mail sent on: <date> /
+        # Could not be delivered to: <addr> / As their mailbox is full.", with no SMTP
+        # reply; the line after the address is the reason.
+        "au-one-net",
+        re.compile(r"Your mail sent on:.*\n\s*Could not be delivered to:", re.IGNORECASE),
+        re.compile(
+            rf"Could not be delivered to:[ \t]*<?{_A}>?[ \t]*\n(?P<diag>[^\n]*)", re.IGNORECASE
+        ),
+    ),
+    TextFormat(
         "notes",
         re.compile(r"Your message\s+Subject:.*\s+was not delivered to:", re.IGNORECASE),
         re.compile(rf"was not delivered to:\s*\n\s*<?{_A}>?", re.IGNORECASE),
@@ -701,7 +711,11 @@ def bounce_from(mail: Mail) -> BounceReport | None:
 
 
 def _strong_signature(notice: str) -> bool:
-    return any(fmt.signature.search(notice) for fmt in TEXT_FORMATS[:4])
+    return any(fmt.signature.search(notice) for fmt in TEXT_FORMATS if fmt.name in _STRONG_FORMATS)
+
+
+# Formats whose signature alone proves a bounce, whatever the From and Subject say.
+_STRONG_FORMATS = frozenset({"qmail", "exim", "postfix", "sendmail", "au-one-net"})
 
 
 def parse_bounce(raw: bytes) -> BounceReport | None:

@@ -144,3 +144,64 @@ def test_crlf_and_cr_line_endings_read_the_same() -> None:
     expected = classify_message(raw)
     for ending in (b"\r\n", b"\r"):
         assert classify_message(raw.replace(b"\n", ending)) == expected
+
+
+# Inline reports for the provider formats and rules (no Subject or From a bounce uses).
+_AU_ONE_NET = b"""From: no-reply@x0.dion.ne.jp
+To: sender@example.jp
+Subject: Mail
+MIME-Version: 1.0
+Content-Type: text/plain; charset="ISO-2022-JP"
+
+Your mail sent on: Thu, 29 Apr 2013 00:00:00 +0900
+     Could not be delivered to: <kijitora@x0.dion.ne.jp>
+     As their mailbox is full.
+"""
+
+_MCAFEE = b"""From: <MAILER-DAEMON@gw.example.jp>
+To: sender@example.jp
+Subject: Delivery Status
+X-NAI-Header: Modified by McAfee Email Gateway (4500)
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="b"
+
+--b
+Content-Type: text/plain
+
+--- The following addresses had delivery problems ---
+<kijitora@example.com>   (No such user)
+--b
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; gw.example.jp
+
+Original-Recipient: <kijitora@example.com>
+Final-Recipient: rfc822; kijitora@example.com
+Action: failed
+Diagnostic-Code: smtp; 550 kijitora@example.com... No such user
+--b--
+"""
+
+
+@pytest.mark.parametrize(
+    ("raw", "address", "hard", "reason"),
+    [
+        # KDDI au one net's own notice: mailbox full, soft.
+        (_AU_ONE_NET, "kijitora@x0.dion.ne.jp", False, BounceReason.MAILBOX_FULL),
+        # A McAfee gateway relaying "No such user" without a status code: filtered, soft.
+        (_MCAFEE, "kijitora@example.com", False, BounceReason.POLICY),
+        # The same report without the gateway's header is an unknown user, hard.
+        (
+            _MCAFEE.replace(b"X-NAI-Header: Modified by McAfee Email Gateway (4500)\n", b""),
+            "kijitora@example.com",
+            True,
+            BounceReason.UNKNOWN_USER,
+        ),
+    ],
+    ids=["au-one-net", "mcafee-gateway", "no-gateway"],
+)
+def test_provider_reports(raw: bytes, address: str, hard: bool, reason: BounceReason) -> None:
+    report = parse_bounce(raw)
+    assert report is not None
+    got = {r.address: (r.hard, r.reason) for r in report.recipients}
+    assert got[address] == (hard, reason)
