@@ -89,7 +89,9 @@ _DOMAIN = re.compile(
     r"no (?:valid )?(?:mx|dns|mail exchanger)|hostname (?:lookup failed|not found)|"
     r"domain is not reachable|domain (?:is )?unreachable|unknown mail ?domain|"
     r"domain (?:could not|cannot) be found|name server|domain has no|illegal host|"
-    r"host .{0,80} not found",
+    r"host .{0,80} not found|"
+    # Exim's wording for a null MX (RFC 7505): the domain publishes that it takes no mail.
+    r"indicated no smtp service",
     _FLAGS,
 )
 _USER = re.compile(
@@ -209,6 +211,7 @@ _TEXT_RULES: tuple[tuple[BounceReason, re.Pattern[str], bool], ...] = (
 _WEAK_RULES: tuple[tuple[BounceReason, re.Pattern[str], bool], ...] = (
     (BounceReason.POLICY, _REFUSED, False),
 )
+_NO_MAIL_CODES = frozenset({"521", "556"})
 _HARD = frozenset({BounceReason.UNKNOWN_USER, BounceReason.DOMAIN_NOT_FOUND})
 
 
@@ -394,6 +397,14 @@ def classify(
         reason = by_text if useful else by_status
     else:
         reason = by_text
+    if (
+        smtp_code in _NO_MAIL_CODES
+        and not temporary
+        and reason in (None, BounceReason.OTHER, BounceReason.POLICY, BounceReason.TEMPORARY)
+    ):
+        # RFC 7504: 521 "host does not accept mail", 556 "domain does not accept mail" (a
+        # null MX, RFC 7505 §4.3): no address there can receive (Sisimai "notaccept").
+        reason = BounceReason.DOMAIN_NOT_FOUND
     if reason is None or reason is BounceReason.TEMPORARY:
         reason = BounceReason.TEMPORARY if temporary else BounceReason.OTHER
     if (

@@ -81,6 +81,17 @@ CASES = [
         R.UNKNOWN_USER,
         True,
     ),
+    # RFC 7504 521/556 and Exim's null-MX wording: the host or domain takes no mail, hard.
+    (
+        F,
+        "5.3.2",
+        "521",
+        "521 5.3.2 System not accepting network messages",
+        "",
+        R.DOMAIN_NOT_FOUND,
+        True,
+    ),
+    (F, None, None, "an MX or SRV record indicated no SMTP service", "", R.DOMAIN_NOT_FOUND, True),
     # The local delivery program failed (procmail, Exim pipe): mailer error, soft.
     (
         F,
