@@ -376,6 +376,22 @@ TEXT_FORMATS: tuple[TextFormat, ...] = (
         ),
     ),
     TextFormat(
+        # fml, the Japanese mailing-list manager (X-MLServer: fml): it refuses a post from
+        # a non-member ("You are not a member of this mailing list <list>.") or a looping
+        # one ("Duplicated Message-ID in <list>."). The list is the failed recipient; both
+        # say nothing about an address (Sisimai "rejected", "systemerror"), so soft.
+        "fml",
+        re.compile(
+            r"You are not a member of this mailing list <|Duplicated Message-ID in <",
+            re.IGNORECASE,
+        ),
+        re.compile(
+            rf"(?P<diag>You are not a member of this mailing list|Duplicated Message-ID in)"
+            rf"[ \t]*<{_A}>",
+            re.IGNORECASE,
+        ),
+    ),
+    TextFormat(
         "notes",
         re.compile(r"Your message\s+Subject:.*\s+was not delivered to:", re.IGNORECASE),
         re.compile(rf"was not delivered to:\s*\n\s*<?{_A}>?", re.IGNORECASE),
@@ -715,7 +731,7 @@ def _strong_signature(notice: str) -> bool:
 
 
 # Formats whose signature alone proves a bounce, whatever the From and Subject say.
-_STRONG_FORMATS = frozenset({"qmail", "exim", "postfix", "sendmail", "au-one-net"})
+_STRONG_FORMATS = frozenset({"qmail", "exim", "postfix", "sendmail", "au-one-net", "fml"})
 
 
 def parse_bounce(raw: bytes) -> BounceReport | None:

@@ -183,6 +183,15 @@ Diagnostic-Code: smtp; 550 kijitora@example.com... No such user
 """
 
 
+_FML = b"""From: list-admin@example.org
+To: sender@example.jp
+Subject: You sender@example.jp are not member (list ML)
+X-MLServer: fml [fml 4.0.3 release (20011202/4.0.3)]
+
+You are not a member of this mailing list <list@example.org>.
+"""
+
+
 @pytest.mark.parametrize(
     ("raw", "address", "hard", "reason"),
     [
@@ -197,8 +206,10 @@ Diagnostic-Code: smtp; 550 kijitora@example.com... No such user
             True,
             BounceReason.UNKNOWN_USER,
         ),
+        # fml refusing a non-member's post: the list is the recipient, soft.
+        (_FML, "list@example.org", False, BounceReason.POLICY),
     ],
-    ids=["au-one-net", "mcafee-gateway", "no-gateway"],
+    ids=["au-one-net", "mcafee-gateway", "no-gateway", "fml-not-member"],
 )
 def test_provider_reports(raw: bytes, address: str, hard: bool, reason: BounceReason) -> None:
     report = parse_bounce(raw)
