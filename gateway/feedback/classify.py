@@ -14,6 +14,15 @@ enhanced status code, the RFC 5321 reply code, the diagnostic text) to a
 
 Only an unknown user or an unknown domain can be hard, and only when the failure is
 permanent: a spam block or a full mailbox says nothing about whether the address exists.
+Before these, ``PROVIDER_RULES`` give the meaning a known gateway or provider (found by
+the report's own header fields, Reporting-MTA and notice) gives to its wordings.
+
+Where the reference corpora contradict each other we follow Sisimai's model, which is
+RFC 3463's: an "unknown user" is hard only when the report shows the mailbox was looked
+up and refused, i.e. a specific X.1.1 code or a refusal at RCPT TO. Disabled, suspended or
+deactivated mailboxes (X.2.1, "[SUSPEND]", "deactivated mailbox"), a policy code (X.7.X)
+and relaying refusals are soft, although Mail::DeliveryStatus::BounceParser reads some of
+them as user_unknown or domain_error; a 4XX "user unknown" is soft until it is final.
 """
 
 from __future__ import annotations
