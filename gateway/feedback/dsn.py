@@ -687,9 +687,15 @@ def bounce_from(mail: Mail) -> BounceReport | None:
     """Read a bounce from an already read ``Mail``; ``None`` when it is not one."""
     notice, inline = _notice(mail)
     subject = decode_words(mail.top.header("subject") or "")
-    notice_is_delay = bool(
-        _DELAY_TEXT.search(notice) or re.search(r"delay|warning|deferred", subject, re.I)
-    ) and not _PERMANENT_TEXT.search(notice)
+    # Sendmail titles a notice "Returned mail: ..." only when it gives the message back,
+    # i.e. the failure is final, even when the last try was deferred ("Returned mail:
+    # Deferred: Connection timed out"); its delay warnings are "Warning: could not send".
+    returned = re.match(r"\s*returned mail:", subject, re.I) is not None
+    notice_is_delay = (
+        bool(_DELAY_TEXT.search(notice) or re.search(r"delay|warning|deferred", subject, re.I))
+        and not _PERMANENT_TEXT.search(notice)
+        and not returned
+    )
     excluded = _excluded(mail, inline)
     reporting_mta: str | None = None
     dsn = _from_dsn(mail) or _from_ses(mail)

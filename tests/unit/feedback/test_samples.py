@@ -192,6 +192,19 @@ You are not a member of this mailing list <list@example.org>.
 """
 
 
+_SENDMAIL_RETURNED_DEFERRED = b"""From: Mail Delivery Subsystem <MAILER-DAEMON@example.com>
+To: sender@example.com
+Subject: Returned mail: Deferred: Connection timed out during user open with example.org
+
+   ----- Transcript of session follows -----
+While talking to smtp.example.org:
+>>> RCPT To:<kijitora@example.org>
+<<< 550 <kijitora@example.org>, User Unknown
+550 <kijitora@example.org>... User unknown
+421 example.org (smtp)... Deferred: Connection timed out during user open with example.org
+"""
+
+
 @pytest.mark.parametrize(
     ("raw", "address", "hard", "reason"),
     [
@@ -208,8 +221,10 @@ You are not a member of this mailing list <list@example.org>.
         ),
         # fml refusing a non-member's post: the list is the recipient, soft.
         (_FML, "list@example.org", False, BounceReason.POLICY),
+        # Sendmail "Returned mail: Deferred: ..." gives the message back: final, not a delay.
+        (_SENDMAIL_RETURNED_DEFERRED, "kijitora@example.org", True, BounceReason.UNKNOWN_USER),
     ],
-    ids=["au-one-net", "mcafee-gateway", "no-gateway", "fml-not-member"],
+    ids=["au-one-net", "mcafee-gateway", "no-gateway", "fml-not-member", "returned-deferred"],
 )
 def test_provider_reports(raw: bytes, address: str, hard: bool, reason: BounceReason) -> None:
     report = parse_bounce(raw)
