@@ -25,6 +25,7 @@ from gateway.admin.http import build_app
 from gateway.admin.ops import AdminOps
 from gateway.admin.status import StatusLinks, status_routes
 from gateway.admin.tokens import TokenCheck
+from gateway.admin.unsubscribe import unsubscribe_routes
 from gateway.alerts import Alerts
 from gateway.backpressure import SpoolGuard
 from gateway.clock import Clock, SystemClock
@@ -51,6 +52,7 @@ from gateway.smtp.server import Sessions, SubmissionServer
 from gateway.smtp.tls import ensure_self_signed, server_context
 from gateway.storage.base import Storage, open_storage
 from gateway.tracking import RefCodec
+from gateway.unsubscribe import UnsubscribeLinks, Unsubscribes
 
 log = logging.getLogger("gateway")
 
@@ -138,7 +140,14 @@ class Gateway:
         node = settings.server.node_id or load_or_create_node_id(
             settings.node_id_file, socket.gethostname()
         )
-        refs = RefCodec(load_or_create_key(settings.ref_key_file))
+        ref_key = load_or_create_key(settings.ref_key_file)
+        refs = RefCodec(ref_key)
+        links: UnsubscribeLinks | None = None
+        if settings.unsubscribe.base_url:
+            reports = settings.inbound.report_addresses
+            mailto = settings.unsubscribe.mailto or (reports[0] if reports else "")
+            links = UnsubscribeLinks(ref_key, settings.unsubscribe.base_url, mailto)
+        unsubscribes = Unsubscribes(links, storage, clock) if links else None
         guard = SpoolGuard(
             storage,
             data_dir,
@@ -196,6 +205,7 @@ class Gateway:
             hostname=settings.server.hostname,
             on_enqueued=enqueued,
             bounce_domain=settings.inbound.bounce_domain,
+            unsubscribe=links,
         )
         authenticator = Authenticator(
             storage,
@@ -252,7 +262,9 @@ class Gateway:
         if ins.enabled:
             in_host, in_port = parse_hostport(ins.listen)
             inbound = SubmissionServer(
-                handler=InboundHandler(ingest=ingest, settings=ins, metrics=metrics),
+                handler=InboundHandler(
+                    ingest=ingest, settings=ins, metrics=metrics, unsubscribes=unsubscribes
+                ),
                 host=in_host,
                 port=in_port,
                 hostname=settings.server.hostname,
@@ -308,7 +320,11 @@ class Gateway:
                 build_app(
                     metrics,
                     readiness,
-                    [*api.routes(), *status_routes(admin, status_links)],
+                    [
+                        *api.routes(),
+                        *status_routes(admin, status_links),
+                        *(unsubscribe_routes(unsubscribes) if unsubscribes else []),
+                    ],
                     before_scrape=admin.refresh_gauges,
                 ),
                 log_level="warning",

@@ -42,6 +42,7 @@ from gateway.smtp import replies
 from gateway.storage.base import Storage
 from gateway.tracking import RefCodec, message_id_for, new_submission_id
 from gateway.types import Action, Envelope, MessageState, NewMessage, Reply
+from gateway.unsubscribe import UnsubscribeLinks, header_plan, is_commercial
 
 log = logging.getLogger("gateway.smtp")
 
@@ -94,7 +95,10 @@ class Intake:
         hostname: str,
         on_enqueued: Callable[[int], None] = lambda _n: None,
         bounce_domain: str = "",
+        unsubscribe: UnsubscribeLinks | None = None,
     ) -> None:
+        # With links configured, commercial copies get one-click unsubscribe fields.
+        self._unsubscribe = unsubscribe
         # With a bounce domain each copy's envelope sender is its VERP address, so a
         # bounce names the exact message and recipient (tracking.py; feedback/ingest.py).
         self._bounce_domain = bounce_domain
@@ -272,6 +276,7 @@ class Intake:
         if base is None:
             return refuse(replies.HEADER_LINE_UNFOLDABLE, "header-unfoldable")
         codes = tuple(dict.fromkeys(f.code for f in verdict.findings))
+        links = self._unsubscribe if self._unsubscribe and is_commercial(message, dealer) else None
         built: list[NewMessage] = []
         for n, rcpt in enumerate(recipients, start=1):
             message_id = message_id_for(submission_id, n)
@@ -285,7 +290,19 @@ class Intake:
             ]
             if verdict.tags:
                 per_rcpt.append(("X-Mailgate-Findings", ", ".join(verdict.tags)))
-            data = self._signer.sign(rewrite.prepend_headers(base, per_rcpt), dealer)
+            copy = base
+            if links is not None:
+                ours = links.list_unsubscribe(links.token(dealer.dealer_id, rcpt, message_id))
+                plan = header_plan(
+                    message.header("List-Unsubscribe"), ours, dealer.unsubscribe.existing
+                )
+                if plan.remove and (
+                    message.header("List-Unsubscribe") is not None
+                    or message.header("List-Unsubscribe-Post") is not None
+                ):
+                    copy = rewrite.remove_headers(copy, plan.remove)
+                per_rcpt.extend(plan.add)
+            data = self._signer.sign(rewrite.prepend_headers(copy, per_rcpt), dealer)
             # A per-recipient hold (decide.py) keeps just this copy for an operator.
             held = verdict.held.get(rcpt) if state is MessageState.QUEUED else None
             built.append(

@@ -227,6 +227,17 @@ class DnsSettings(_Section):
         return self.validate_recipients
 
 
+class UnsubscribeSettings(_Section):
+    """One-click unsubscribe (RFC 8058) links added to commercial mail.
+
+    Links are added only when ``base_url`` is set: it must be the https address at which
+    the HTTP listener's ``/u/`` path is reachable from the internet (through a proxy).
+    """
+
+    base_url: str = ""  # e.g. "https://mailgate.example.com"
+    mailto: str = ""  # empty: the first inbound.report_addresses entry (none: no mailto)
+
+
 class Settings(_Section):
     """All process settings."""
 
@@ -239,6 +250,7 @@ class Settings(_Section):
     inbound: InboundSettings = InboundSettings()
     alerts: AlertSettings = AlertSettings()
     dns: DnsSettings = DnsSettings()
+    unsubscribe: UnsubscribeSettings = UnsubscribeSettings()
 
     @property
     def storage_url(self) -> str:
@@ -340,6 +352,9 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
             raise ConfigError(f"{source}: alerts.webhook_url must be an http(s) URL")
         if settings.alerts.webhook_secret_file is None:
             raise ConfigError(f"{source}: alerts.webhook_url needs alerts.webhook_secret_file")
+    if settings.unsubscribe.base_url and not settings.unsubscribe.base_url.startswith("https://"):
+        # RFC 8058 §3.1: the one-click URI must be https.
+        raise ConfigError(f"{source}: unsubscribe.base_url must be an https:// URL")
     if settings.storage.queue_low_water > settings.storage.queue_high_water:
         raise ConfigError(f"{source}: storage.queue_low_water exceeds queue_high_water")
     return settings

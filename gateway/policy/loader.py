@@ -56,6 +56,7 @@ from gateway.policy.model import (
     PolicySet,
     RateThresholds,
     SuppressionPolicy,
+    UnsubscribePolicy,
 )
 from gateway.settings import parse_duration
 from gateway.types import Action, DealerId
@@ -245,6 +246,12 @@ class _Rates(_Closed):
     suspend_for: DurationText | None = None
 
 
+class _Unsubscribe(_Closed):
+    """``[unsubscribe]``: the CRM's own List-Unsubscribe is kept, replaced or added to."""
+
+    existing: Literal["keep", "replace", "add"] | None = None
+
+
 class _Suppression(_Closed):
     """``[suppression]``: how suppressed recipients are refused; soft-bounce limits."""
 
@@ -303,6 +310,7 @@ class _Layer(_Closed):
     bounces: _Rates | None = None
     suppression: _Suppression | None = None
     consent: _Consent | None = None
+    unsubscribe: _Unsubscribe | None = None
 
 
 class _DealerFile(_Layer):
@@ -328,6 +336,7 @@ _KNOWN_KEYS = (
     | frozenset(_DkimEntry.model_fields)
     | frozenset(_Rates.model_fields)
     | frozenset(_Suppression.model_fields)
+    | frozenset(_Unsubscribe.model_fields)
     | frozenset(_Consent.model_fields)
     | {"action"}
 )
@@ -577,6 +586,12 @@ def _build_dealer(source: _DealerSource, defaults: _Layer, directory: Path) -> D
         bounces=_rates([layer.bounces for layer in layers], DEFAULT_BOUNCES),
         suppression=_suppression([layer.suppression for layer in layers]),
         consent=_consent([layer.consent for layer in layers]),
+        unsubscribe=UnsubscribePolicy(
+            existing=_last(
+                layer.unsubscribe.existing for layer in layers if layer.unsubscribe is not None
+            )
+            or "keep"
+        ),
     )
 
 

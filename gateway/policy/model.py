@@ -79,6 +79,18 @@ class SuppressionPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class UnsubscribePolicy:
+    """``[unsubscribe]``: what happens to a CRM's own ``List-Unsubscribe`` (gateway/unsubscribe.py).
+
+    ``existing``: ``keep`` leaves a message that has one as it is; ``replace`` puts ours in
+    its place; ``add`` lists ours first and the CRM's after. Messages without one always
+    get ours (when ``unsubscribe.base_url`` is set in mailgate.toml).
+    """
+
+    existing: Literal["keep", "replace", "add"] = "keep"
+
+
+@dataclass(frozen=True, slots=True)
 class DealerPolicy:
     """Everything the gateway needs to know about one dealer (defaults merged in)."""
 
@@ -97,6 +109,7 @@ class DealerPolicy:
     bounces: RateThresholds = DEFAULT_BOUNCES
     suppression: SuppressionPolicy = SuppressionPolicy()
     consent: ConsentRules = NO_RULES  # [consent]: eligibility windows (gateway/consent.py)
+    unsubscribe: UnsubscribePolicy = UnsubscribePolicy()
 
     def owns_domain(self, domain: str) -> bool:
         """Return True if ``domain`` (any case) is one of the dealer's sending domains."""

@@ -33,6 +33,7 @@ from gateway.settings import InboundSettings
 from gateway.smtp import replies
 from gateway.smtp.handler import peer_ip
 from gateway.tracking import parse_verp
+from gateway.unsubscribe import Unsubscribes, token_in_message
 
 log = logging.getLogger("gateway.feedback")
 
@@ -62,7 +63,17 @@ class TokenBucket:
 class InboundHandler:
     """aiosmtpd handler for the report listener (see the module docstring)."""
 
-    def __init__(self, *, ingest: FeedbackIngest, settings: InboundSettings, metrics: Metrics):
+    def __init__(
+        self,
+        *,
+        ingest: FeedbackIngest,
+        settings: InboundSettings,
+        metrics: Metrics,
+        unsubscribes: Unsubscribes | None = None,
+    ):
+        # The List-Unsubscribe mailto (gateway/unsubscribe.py) names a report address, with
+        # the one-click token in the subject.
+        self._unsubscribes = unsubscribes
         self._ingest = ingest
         self._settings = settings
         self._metrics = metrics
@@ -135,7 +146,14 @@ class InboundHandler:
         key = id(session)
         self._messages[key] = self._messages.get(key, 0) + 1
         via = Via("smtp", tuple(envelope.rcpt_tos), peer=peer_ip(session))
+        wanted = None
+        if self._unsubscribes is not None:
+            token = token_in_message(raw)
+            wanted = self._unsubscribes.verify(token) if token else None
         try:
+            if wanted is not None and self._unsubscribes is not None:
+                await self._unsubscribes.unsubscribe(wanted, source=f"mailto:{via.peer}")
+                return replies.REPORT_ACCEPTED.line()
             async with self._ingesting:
                 await self._ingest.ingest(raw, via)
         except StorageError as exc:
