@@ -324,7 +324,8 @@ _Statement = tuple[date, bool, str, ConsentEvent | None]  # day, granted, words,
 def _statements(record: ConsentRecord, topic: Topic) -> list[_Statement]:
     found: list[_Statement] = []
     for pref in record.preferences:
-        if pref.topic is topic:
+        # Only email preferences bear on email (an SMS opt-out says nothing about email).
+        if pref.topic is topic and pref.channel == "email":
             what = "opted in to" if pref.granted else "opted out of"
             via = f" ({pref.source})" if pref.source else ""
             day = pref.at.date()

@@ -358,3 +358,11 @@ def test_explain_lists_each_window_and_what_renews(rules_for: RulesFor) -> None:
     assert not shown.eligibility[Topic.DEALER_MARKETING].eligible
     assert "a service repair order opens 2 years" in shown.renewal
     assert "express consent opens it until withdrawn" in shown.renewal
+
+
+def test_only_email_preferences_count(rules_for: RulesFor) -> None:
+    sms_out = Preference(DEALER, ADDRESS, Topic.DEALER_MARKETING, False, at("2025-12-01"),
+                         channel="sms")  # fmt: skip
+    rules = rules_for("gdpr")
+    email_in = pref(Topic.DEALER_MARKETING, True, "2025-05-01")
+    assert evaluate(record(email_in, sms_out), rules, at("2026-01-05")).eligible
