@@ -262,6 +262,17 @@ class AdminOps:
 
     # -- dealers -------------------------------------------------------------------------
 
+    def consent_tally(self, dealer_id: str) -> tuple[int, int] | None:
+        """Eligible and locked recipients of ``dealer_id`` as last counted, if counted."""
+        if self._metrics is None:
+            return None
+        sample = self._metrics.registry.get_sample_value
+        eligible = sample("mailgate_consent_recipients", {"dealer": dealer_id, "state": "eligible"})
+        locked = sample("mailgate_consent_recipients", {"dealer": dealer_id, "state": "locked"})
+        if eligible is None or locked is None:
+            return None
+        return int(eligible), int(locked)
+
     def dealer_policy(self, dealer_id: str) -> DealerPolicy:
         """The dealer's policy; raises ``NotFound``."""
         policy = self.policies.current.dealer(dealer_id)

@@ -314,7 +314,19 @@ async def render_status(ops: AdminOps, dealer_id: str) -> str:
         parts.append("</table>")
     else:
         parts.append("<p>None in the last 30 days.</p>")
-    parts.append("</section><section id='held'><h2>Held messages</h2>")
+    parts.append("</section>")
+    tally = ops.consent_tally(dealer_id)
+    if tally is not None:
+        # Counted periodically by the gateway (the same figures as the metrics).
+        eligible, locked = tally
+        parts.append(
+            "<section id='consent'><h2>Consent</h2>"
+            f"<p>{eligible} recipients may receive commercial mail; {locked} are locked "
+            "(outside every consent window or without the opt-in your rules require). "
+            "Locked customers become eligible again with their next recorded interaction."
+            "</p></section>"
+        )
+    parts.append("<section id='held'><h2>Held messages</h2>")
     if held:
         parts.append("<table><tr><th>held since</th><th>to</th><th>why</th></tr>")
         for m in held:

@@ -6,7 +6,9 @@ eligible/locked gauges.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+import urllib.request
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -99,6 +101,12 @@ async def test_commercial_mail_respects_the_casl_windows(make_harness: MakeHarne
     assert gauges[DEALER].eligible == 2 and gauges[DEALER].locked == 0
     text = h.gateway.metrics.render()[0].decode()
     assert 'mailgate_consent_recipients{dealer="example-motors",state="eligible"} 2.0' in text
+    # The dealer's status page shows the same counts.
+    links = h.gateway.status_links
+    assert links is not None
+    url = f"http://127.0.0.1:{h.gateway.http_port}{links.path(DEALER)}"
+    page = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read())
+    assert b"2 recipients may receive commercial mail; 0 are locked" in page
 
 
 async def test_policy_may_hold_a_lapsed_recipient(make_harness: MakeHarness) -> None:
