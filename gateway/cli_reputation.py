@@ -33,6 +33,7 @@ from gateway import addresses
 from gateway.clock import SystemClock
 from gateway.metrics import Metrics
 from gateway.policy.store import PolicyStore
+from gateway.reputation.csvformat import CSV_FIELDS, suppression_row
 from gateway.reputation.records import GLOBAL, Suppression
 from gateway.reputation.suspensions import Suspensions
 from gateway.settings import Settings, load_settings, parse_duration
@@ -40,17 +41,6 @@ from gateway.storage.base import Storage, open_storage
 from gateway.types import DealerId
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
-CSV_FIELDS = (
-    "list",
-    "address",
-    "reason",
-    "source",
-    "created_at",
-    "expires_at",
-    "lifted_at",
-    "lifted_by",
-    "lift_reason",
-)
 BATCH = 1000
 
 
@@ -343,17 +333,7 @@ async def _list(
             scope, global_only=only_global, active_at=active_at, after_id=after, limit=BATCH
         )
         for entry in page:
-            fields = (
-                entry.scope,
-                entry.address,
-                entry.reason,
-                entry.source,
-                _when(entry.created_at),
-                _when(entry.expires_at),
-                _when(entry.lifted_at),
-                entry.lifted_by,
-                entry.lift_reason,
-            )
+            fields = suppression_row(entry)
             if writer is not None:
                 writer.writerow(fields)
             else:

@@ -49,6 +49,7 @@ from gateway.consent_ops import ConsentOps, explanation_json
 from gateway.errors import StorageError
 from gateway.findings import CATALOGUE
 from gateway.metrics import Metrics
+from gateway.reputation.csvformat import CSV_FIELDS, suppression_row
 from gateway.reputation.records import (
     DailyCounts,
     DealerStatus,
@@ -508,19 +509,6 @@ async def _import_suppressions(ops: AdminOps, call: Call) -> Any:
     return {"added": result.added, "skipped": result.skipped, "invalid": result.invalid}
 
 
-CSV_FIELDS = (
-    "list",
-    "address",
-    "reason",
-    "source",
-    "created_at",
-    "expires_at",
-    "lifted_at",
-    "lifted_by",
-    "lift_reason",
-)
-
-
 def csv_rows(data: bytes) -> list[tuple[str, str]]:
     """``(address, reason)`` rows of a CSV file, with or without a header line."""
     try:
@@ -559,19 +547,7 @@ async def _export_suppressions(ops: AdminOps, call: Call) -> Any:
         writer.writerow(CSV_FIELDS)
         async for page in pages:
             for e in page:
-                writer.writerow(
-                    (
-                        e.scope,
-                        e.address,
-                        e.reason,
-                        e.source,
-                        _time(e.created_at) or "",
-                        _time(e.expires_at) or "",
-                        _time(e.lifted_at) or "",
-                        e.lifted_by,
-                        e.lift_reason,
-                    )
-                )
+                writer.writerow(suppression_row(e))
             yield out.getvalue()
             out.seek(0)
             out.truncate()
