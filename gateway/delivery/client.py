@@ -89,14 +89,16 @@ def outcome_from_reply(code: int, text: str, *, transaction: bool = True) -> Rcp
     ``transaction`` is true for replies to MAIL, RCPT and DATA, the only ones that say
     anything about this message. A 5xx outside the transaction (greeting, EHLO, STARTTLS,
     AUTH) defers, as Postfix does with ``smtp_skip_5xx_greeting``: bouncing every message
-    because of a relay misconfiguration would be far worse than retrying. A code that is
-    not a valid reply at all (aiosmtplib reports -1 for a garbled line) defers with 4.5.0.
+    because of a relay misconfiguration would be far worse than retrying. A 2xx outside
+    the transaction (an unexpected greeting) never means delivered: nothing was sent. A
+    code that is not a valid reply at all (aiosmtplib reports -1 for a garbled line), or
+    such a 2xx, defers with 4.5.0.
     """
     enhanced, rest = split_enhanced(_clean_text(text))
     if enhanced and str(code)[:1] != enhanced[:1]:
         # RFC 3463 §2: the class must match the basic code; an inconsistent one is noise.
         enhanced = ""
-    if 200 <= code < 300:
+    if 200 <= code < 300 and transaction:
         return RcptOutcome(OutcomeKind.DELIVERED, code, enhanced or "2.0.0", rest)
     if 500 <= code < 600 and transaction:
         return RcptOutcome(OutcomeKind.FAILED, code, enhanced or "5.0.0", rest)

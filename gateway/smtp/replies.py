@@ -91,12 +91,12 @@ MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds the fixed maximum me
 HEADER_TOO_BIG = Reply(552, "5.3.4", "Message header exceeds the maximum header size")
 MIME_TOO_DEEP = Reply(554, "5.6.0", "MIME nesting exceeds the safety limit")
 TOO_MANY_PARTS = Reply(554, "5.6.0", "Too many MIME parts in one message")
-LINE_TOO_LONG = Reply(500, "5.5.2", "Line too long (RFC 5321 §4.5.3.1.6)")
+LINE_TOO_LONG = Reply(500, "5.5.2", "Line too long (RFC 5321 section 4.5.3.1.6)")
 HEADER_LINE_UNFOLDABLE = Reply(
     554, "5.6.0", "A header line is over 998 characters and cannot be folded"
 )
 BARE_LINE_ENDING = Reply(
-    554, "5.6.0", "Bare CR or LF in the message; lines must end with CRLF (RFC 5321 §2.3.8)"
+    554, "5.6.0", "Bare CR or LF in the message; lines must end with CRLF (RFC 5321 section 2.3.8)"
 )
 TOO_MANY_HOPS = Reply(554, "5.4.6", "Too many Received: headers; possible mail loop")
 INTERNAL_ERROR = Reply(451, "4.3.0", "Temporary local problem; try again later")

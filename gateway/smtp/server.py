@@ -85,7 +85,9 @@ class GatewaySMTP(SMTP):
     async def push(self, status: AnyStr) -> None:
         """Send a reply, giving aiosmtpd's own fixed replies enhanced codes."""
         if isinstance(status, str):
-            status = replies.rewrite_builtin(status)
+            # RFC 5321 §4.2: reply text is US-ASCII; aiosmtpd encodes strictly, and a stray
+            # non-ASCII character would turn a verdict into an exception mid-session.
+            status = replies.rewrite_builtin(status).encode("ascii", "replace").decode("ascii")
         await super().push(status)
 
     async def _handle_client(self) -> None:

@@ -22,7 +22,6 @@ from tests.abuse.conftest import (
 # so sending it raises UnicodeEncodeError inside smtp_DATA and the session's exception
 # handler answers 451 4.3.0: a permanent problem is reported as temporary (the CRM
 # retries the same message forever), and the gateway logs a traceback for it.
-@pytest.mark.xfail(strict=True, reason="overlong DATA line answered 451 4.3.0 (non-ASCII reply)")
 async def test_a9_overlong_data_line_is_refused_permanently(make_harness: MakeHarness) -> None:
     h = await make_harness()
     rec = Recorder(h)

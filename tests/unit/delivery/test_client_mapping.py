@@ -21,6 +21,9 @@ from gateway.types import OutcomeKind
         ),
         pytest.param(554, "no service", False, OutcomeKind.DEFERRED, 451, "4.4.0", id="banner"),
         pytest.param(-1, "garbage", True, OutcomeKind.DEFERRED, 451, "4.5.0", id="garbled"),
+        pytest.param(
+            250, "unsolicited", False, OutcomeKind.DEFERRED, 451, "4.5.0", id="2xx-greeting"
+        ),
     ],
 )
 def test_reply_mapping(
