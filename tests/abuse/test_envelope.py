@@ -18,10 +18,8 @@ from tests.abuse.conftest import (
 )
 
 
-# replies.LINE_TOO_LONG's text contains "§"; aiosmtpd's push() encodes replies as ASCII,
-# so sending it raises UnicodeEncodeError inside smtp_DATA and the session's exception
-# handler answers 451 4.3.0: a permanent problem is reported as temporary (the CRM
-# retries the same message forever), and the gateway logs a traceback for it.
+# Regression: a reply text that was not ASCII ("§") made aiosmtpd's push() raise inside
+# smtp_DATA, so this permanent problem was answered 451 4.3.0 and the CRM retried forever.
 async def test_a9_overlong_data_line_is_refused_permanently(make_harness: MakeHarness) -> None:
     h = await make_harness()
     rec = Recorder(h)
