@@ -109,6 +109,10 @@ class UnsubscribeLinks:
         raw = _unb32(token) if len(token) <= 1024 else None
         if raw is None or len(raw) <= _TAG_BYTES + 1 or not raw.startswith(_VERSION):
             return None
+        if _b32(raw) != token.lower():
+            # The last base32 character carries unused bits: several spellings decode to
+            # the same bytes. Only the one the gateway wrote is a token.
+            return None
         payload, tag = raw[:-_TAG_BYTES], raw[-_TAG_BYTES:]
         if not hmac.compare_digest(tag, self._tag(payload)):
             return None
