@@ -30,6 +30,9 @@ AUTH_TEMPFAIL = Reply(
 )  # RFC 4954 §6: never 535 for our own outage, or the CRM may disable the account
 AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")
 STARTTLS_REQUIRED = Reply(530, "5.7.0", "Must issue a STARTTLS command first")
+TOO_MANY_BEFORE_TLS = Reply(
+    421, "4.7.0", "Too many commands before STARTTLS; closing the connection"
+)
 ENCRYPTION_REQUIRED = Reply(538, "5.7.11", "Encryption required for requested authentication")
 AUTH_ALREADY = Reply(503, "5.5.1", "Already authenticated")
 

@@ -26,6 +26,8 @@ from gateway.types import Reply
 
 log = logging.getLogger("gateway.smtp")
 
+PRE_TLS_REFUSALS = 5  # commands refused before STARTTLS, then the session is closed
+
 
 class SessionHandler(Protocol):
     """What ``GatewaySMTP`` needs of a handler besides aiosmtpd's hooks."""
@@ -80,6 +82,7 @@ class GatewaySMTP(SMTP):
         self._listener = listener
         self._data_timeout = data_timeout
         self._ip = ""
+        self._refused_before_tls = 0
         self.in_data = False
 
     async def push(self, status: AnyStr) -> None:
@@ -89,6 +92,20 @@ class GatewaySMTP(SMTP):
             # non-ASCII character would turn a verdict into an exception mid-session.
             status = replies.rewrite_builtin(status).encode("ascii", "replace").decode("ascii")
         await super().push(status)
+        if (
+            isinstance(status, str)
+            and status[:1] == "5"
+            and self._tls_protocol is None
+            and self.require_starttls
+        ):
+            # aiosmtpd answers 530 to everything but EHLO/NOOP/STARTTLS/QUIT before TLS,
+            # ahead of its own bogus-command and call limits (and 500 to junk bytes); without
+            # a count here a plaintext junk or HTTP client would hold the session until the
+            # idle timeout.
+            self._refused_before_tls += 1
+            if self._refused_before_tls >= PRE_TLS_REFUSALS and self.transport is not None:
+                await super().push(replies.TOO_MANY_BEFORE_TLS.line())
+                self.transport.close()
 
     async def _handle_client(self) -> None:
         assert self.session is not None
