@@ -139,6 +139,14 @@ CATALOGUE: dict[str, FindingKind] = {
             "make every link point where its text says, with a real http or https address",
             Action.TAG,
         ),
+        FindingKind(
+            "unsubscribed",
+            "the recipient unsubscribed from this dealer's commercial email",
+            "send them only transactional mail (X-Mailgate-Category: transactional), or lift "
+            "the suppression if the customer asked to be mailed again",
+            Action.REJECT,
+            per_recipient=True,
+        ),
         # -- consent and eligibility windows (gateway/consent.py, pipeline/consent.py) --
         FindingKind(
             "consent-window-expired",

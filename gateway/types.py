@@ -79,6 +79,9 @@ class Envelope:
     helo: str
     received_at: datetime
     tls: bool = True
+    # Recipients who unsubscribed from this dealer: they may still get transactional mail,
+    # so they pass RCPT and the check at DATA refuses them for commercial mail.
+    unsubscribed: frozenset[str] = frozenset()
 
 
 class MessageState(enum.StrEnum):

@@ -38,7 +38,7 @@ from gateway.clock import Clock
 from gateway.fingerprints import Category, category_of
 from gateway.message import ParsedMessage
 from gateway.policy.model import DealerPolicy
-from gateway.reputation.records import EventKind, FeedbackEvent, Suppression
+from gateway.reputation.records import UNSUBSCRIBE_REASON, EventKind, FeedbackEvent, Suppression
 from gateway.storage.base import Storage
 from gateway.types import DealerId, MessageId
 
@@ -59,7 +59,7 @@ __all__ = [
 log = logging.getLogger("gateway.feedback")
 
 POST_VALUE = "List-Unsubscribe=One-Click"  # RFC 8058 §3.1
-REASON = "unsubscribe request"  # the same reason the feedback loop's opt-outs record
+REASON = UNSUBSCRIBE_REASON  # the same reason the feedback loop's opt-outs record
 ExistingHeader = Literal["keep", "replace", "add"]
 _VERSION = b"\x01"
 _TAG_BYTES = 16

@@ -41,7 +41,12 @@ from gateway.feedback.reports import (
 from gateway.metrics import Metrics
 from gateway.policy.model import SuppressionPolicy
 from gateway.policy.store import PolicyStore
-from gateway.reputation.records import EventKind, FeedbackEvent, Suppression
+from gateway.reputation.records import (
+    UNSUBSCRIBE_REASON,
+    EventKind,
+    FeedbackEvent,
+    Suppression,
+)
 from gateway.reputation.suspensions import Suspensions
 from gateway.storage.base import Storage
 from gateway.tracking import RefCodec, RefToken, parse_verp
@@ -60,7 +65,6 @@ _REDACTED = re.compile(
 )
 
 _COMPLAINT_REASON = "spam complaint"
-_UNSUBSCRIBE_REASON = "unsubscribe request"
 
 
 class Untrusted:
@@ -280,7 +284,7 @@ class FeedbackIngest:
     def _suppression_for(self, event: FeedbackEvent) -> Suppression | None:
         reason = {
             EventKind.COMPLAINT: _COMPLAINT_REASON,
-            EventKind.UNSUBSCRIBE: _UNSUBSCRIBE_REASON,
+            EventKind.UNSUBSCRIBE: UNSUBSCRIBE_REASON,
             EventKind.HARD_BOUNCE: f"hard bounce ({event.detail})",
         }.get(event.kind)
         if reason is None:

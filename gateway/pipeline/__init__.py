@@ -23,6 +23,7 @@ from gateway.pipeline.headers import from_domain_not_allowed, missing_from, mult
 from gateway.pipeline.html import broken_html, gmail_clipping, html_without_text
 from gateway.pipeline.links import link_defect
 from gateway.pipeline.merge_fields import unfilled_merge_field
+from gateway.pipeline.unsubscribed import unsubscribed
 from gateway.policy.model import DealerPolicy
 
 __all__ = [
@@ -55,6 +56,7 @@ CHECKS: tuple[Check, ...] = (
     # Consent (per recipient, except the postal address): before the duplicate checks, so
     # that a recipient who may not be mailed at all is reported as such, not as a repeat.
     missing_postal_address,
+    unsubscribed,  # an explicit withdrawal outranks any consent window
     no_opt_in,
     consent_window_expired,
     # Per recipient, against the recipient's history: exact first (cheapest, and it

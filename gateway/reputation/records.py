@@ -47,6 +47,9 @@ class FeedbackEvent:
     source: str = ""
 
 
+UNSUBSCRIBE_REASON = "unsubscribe request"
+
+
 @dataclass(frozen=True, slots=True)
 class Suppression:
     """An address not to be mailed: for one dealer, or for all (``dealer_id`` is ``None``).
@@ -66,6 +69,16 @@ class Suppression:
     lifted_by: str = ""
     lift_reason: str = ""
     id: int = 0  # assigned by the store
+
+    @property
+    def commercial_only(self) -> bool:
+        """True when the entry blocks only commercial mail.
+
+        An unsubscribe (RFC 8058 one-click, a mailto, a provider's opt-out report) withdraws
+        marketing, not receipts, recalls or appointment confirmations (CAN-SPAM exempts
+        transactional messages).
+        """
+        return self.reason == UNSUBSCRIBE_REASON
 
     def active(self, now: datetime) -> bool:
         """True while the entry blocks mail: not lifted and not expired."""

@@ -104,6 +104,9 @@ class SubmissionHandler:
         # id(session) -> recipients of the current transaction left out as suppressed
         # (policy [suppression] on_rcpt = "drop"): accepted at RCPT, never queued.
         self._suppressed: dict[int, set[str]] = {}
+        # id(session) -> recipients of the current transaction who unsubscribed: accepted
+        # at RCPT (transactional mail may still reach them), judged at DATA.
+        self._unsubscribed: dict[int, set[str]] = {}
         self._intake = intake
         self._auth = authenticator
         self._policies = policies
@@ -199,6 +202,7 @@ class SubmissionHandler:
         if dealer is None:
             return replies.UNKNOWN_DEALER.line()
         self._suppressed.pop(id(session), None)
+        self._unsubscribed.pop(id(session), None)
         if self._reputation is not None:
             try:
                 status = await self._reputation.status(dealer.dealer_id)
@@ -279,7 +283,9 @@ class SubmissionHandler:
                 self._metrics.refused.labels("reputation-unavailable").inc()
                 log.error("RCPT: suppression of %s unknown: %s", dealer.dealer_id, exc)
                 return replies.REPUTATION_UNAVAILABLE.line()
-            if entry is not None:
+            if entry is not None and entry.commercial_only:
+                self._unsubscribed.setdefault(id(session), set()).add(normalized)
+            elif entry is not None:
                 self._metrics.refused.labels("recipient-suppressed").inc()
                 if dealer.suppression.on_rcpt == "drop":
                     self._suppressed.setdefault(id(session), set()).add(normalized)
@@ -308,6 +314,7 @@ class SubmissionHandler:
         key = id(session)
         self._messages[key] = self._messages.get(key, 0) + 1
         dropped = self._suppressed.pop(key, set())
+        unsubscribed = frozenset(self._unsubscribed.pop(key, set()))
         rcpt_tos = tuple(r for r in envelope.rcpt_tos if r not in dropped)
         if not rcpt_tos:
             return replies.nothing_to_send_suppressed(len(dropped)).line()
@@ -320,6 +327,7 @@ class SubmissionHandler:
             helo=session.host_name or "",
             received_at=self._clock.now(),
             tls=session.ssl is not None,
+            unsubscribed=unsubscribed,
         )
         reply = await self._intake.accept(env, raw)
         return reply.line()
@@ -328,6 +336,7 @@ class SubmissionHandler:
         """Drop per-connection state when the connection closes."""
         self._messages.pop(id(session), None)
         self._suppressed.pop(id(session), None)
+        self._unsubscribed.pop(id(session), None)
 
     async def handle_exception(self, error: Exception) -> str:
         """Anything unexpected: a temporary failure, logged with its traceback."""

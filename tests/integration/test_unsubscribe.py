@@ -100,7 +100,35 @@ async def test_unsubscribe_then_send_is_refused(make_harness: MakeHarness) -> No
 
     status, page = await one_click(h, token)
     assert status == 200 and "Unsubscribed" in page
-    assert await send(h, ["ann@example.org", "bob@example.org"]) == [550, 250]
+    # Commercial mail: ann passes RCPT (transactional mail may still reach her) and is
+    # left out at DATA; bob's copy goes.
+    assert await send(h, ["ann@example.org", "bob@example.org"]) == [250, 250]
+    await h.wait_delivered(2)
+    assert sorted(m.rcpt_tos[0] for m in h.sink.messages) == [
+        "ann@example.org",  # the first message, before the unsubscribe
+        "bob@example.org",
+    ]
+    # Ann alone, commercial: refused with the reason.
+    client = await h.client()
+    try:
+        assert (await client.cmd("MAIL FROM:<sales@example-motors.test>")).code == 250
+        assert (await client.cmd("RCPT TO:<ann@example.org>")).code == 250
+        refused = await client.data(dot_stuff(message()))
+    finally:
+        await client.close()
+    assert (refused.code, refused.enhanced) == (550, "5.7.1"), refused
+    assert "unsubscribed" in refused.text
+    # Transactional mail (a receipt) still reaches her.
+    client = await h.client()
+    try:
+        assert (await client.cmd("MAIL FROM:<sales@example-motors.test>")).code == 250
+        assert (await client.cmd("RCPT TO:<ann@example.org>")).code == 250
+        receipt = message(subject="Your receipt", extra="X-Mailgate-Category: transactional\r\n")
+        assert (await client.data(dot_stuff(receipt))).code == 250
+    finally:
+        await client.close()
+    await h.wait_delivered(3)
+    assert h.sink.messages[-1].rcpt_tos == ["ann@example.org"]
     entry = await h.gateway.storage.find_suppression(
         DEALER, "ann@example.org", h.gateway.clock.now()
     )
