@@ -35,7 +35,7 @@ from typing import Literal
 from urllib.parse import quote
 
 from gateway.clock import Clock
-from gateway.fingerprints import Category, category_of
+from gateway.fingerprints import CATEGORY_HEADER, Category, category_of
 from gateway.message import ParsedMessage
 from gateway.policy.model import DealerPolicy
 from gateway.reputation.records import UNSUBSCRIBE_REASON, EventKind, FeedbackEvent, Suppression
@@ -185,6 +185,10 @@ def is_commercial(message: ParsedMessage, dealer: DealerPolicy) -> bool:
     The default is the one the frequency cap uses (``frequency-cap.default_category``), so
     a message is never capped as commercial yet sent without an unsubscribe link.
     """
+    # CAN-SPAM (15 U.S.C. 7702(17)) exempts relationship messages as well as transactional
+    # ones; the duplicate checks only know those two categories, so look at it here first.
+    if (message.header(CATEGORY_HEADER) or "").strip().lower() == "relationship":
+        return False
     rule = dealer.checks.get("frequency-cap")
     default = str(rule.options.get("default_category", "commercial")) if rule else "commercial"
     try:
