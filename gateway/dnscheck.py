@@ -30,11 +30,14 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import ipaddress
 import logging
 import re
 from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
+
+from publicsuffixlist import PublicSuffixList
 
 from gateway.dkim_keys import dns_name, public_record, zone_line
 from gateway.dns.resolver import Answer, DnsError, Lookup
@@ -436,14 +439,19 @@ def parse_tags(text: str) -> dict[str, str]:
     return tags
 
 
-def org_domain(domain: str) -> str:
-    """The organisational domain, approximated by the last two labels.
+@functools.cache
+def _public_suffixes() -> PublicSuffixList:
+    return PublicSuffixList()  # the list ships inside the package: no network
 
-    RFC 7489 §3.2 uses the Public Suffix List; without it, ``example.co.uk`` is taken
-    as ``co.uk``. Only used to report relaxed alignment, so the approximation shows.
+
+def org_domain(domain: str) -> str:
+    """The organisational domain (RFC 7489 §3.2): one label below the public suffix.
+
+    ``mail.dealer.co.uk`` → ``dealer.co.uk``. A name that is itself a public suffix is
+    its own organisational domain.
     """
-    labels = domain.lower().rstrip(".").split(".")
-    return ".".join(labels[-2:])
+    name = domain.lower().rstrip(".")
+    return _public_suffixes().privatesuffix(name) or name
 
 
 def aligned(a: str, b: str, mode: str) -> bool:

@@ -14,6 +14,7 @@ from gateway.dnscheck import (
     aligned,
     check_host,
     dnsbl_listing,
+    org_domain,
     parse_tags,
     reverse_name,
     spf_fix,
@@ -216,3 +217,22 @@ async def test_mail_route(
     records: dict[tuple[str, str], list[str]], expected: DomainStatus
 ) -> None:
     assert await mail_route(TableLookup(records), "r.test") is expected
+
+
+@pytest.mark.parametrize(
+    ("domain", "org"),
+    [
+        ("mail.example-motors.test", "example-motors.test"),
+        ("bounce.dealer.co.uk", "dealer.co.uk"),
+        ("dealer.co.uk", "dealer.co.uk"),
+        ("news.dealer.com.au", "dealer.com.au"),
+        ("Example.COM.", "example.com"),
+    ],
+)
+def test_org_domain_uses_the_public_suffix_list(domain: str, org: str) -> None:
+    assert org_domain(domain) == org
+
+
+def test_relaxed_alignment_across_a_two_label_suffix() -> None:
+    assert aligned("bounce.dealer.co.uk", "dealer.co.uk", "r")
+    assert not aligned("dealer.co.uk", "other.co.uk", "r")
