@@ -68,6 +68,17 @@ async def set_password(proc: GatewayProcess) -> None:
     assert child.returncode == 0, out.decode()
 
 
+async def start_sqlite_node(
+    tmp_path: Path, procs: list[GatewayProcess], sink_port: int, db: Path
+) -> GatewayProcess:
+    """One gateway process on a SQLite file, with the dealer's login set, listening."""
+    node = node_config(tmp_path, "node", sink_port, f"sqlite:///{db}")
+    procs.append(node)
+    await set_password(node)
+    await node.start()
+    return node
+
+
 async def send(port: int, to: str, subject: str) -> str:
     client = await RawSmtp.connect("127.0.0.1", port)
     try:
@@ -107,10 +118,7 @@ async def test_sigkill_right_after_250_loses_nothing(
     sink = Sink()
     sink_port = free_port()  # the upstream is down while the message is accepted
     db = tmp_path / "node" / "mailgate.db"
-    node = node_config(tmp_path, "node", sink_port, f"sqlite:///{db}")
-    procs.append(node)
-    await set_password(node)
-    await node.start()
+    node = await start_sqlite_node(tmp_path, procs, sink_port, db)
     reply = await send(node.port, "customer@example.org", "kill after 250")
     node.kill()  # the moment the client has read 250
     assert reply.startswith("250 2.0.0 queued as "), reply
@@ -132,10 +140,7 @@ async def test_sigkill_mid_data_delivers_nothing_half_written(
 ) -> None:
     sink = await Sink().start()
     db = tmp_path / "node" / "mailgate.db"
-    node = node_config(tmp_path, "node", sink.port, f"sqlite:///{db}")
-    procs.append(node)
-    await set_password(node)
-    await node.start()
+    node = await start_sqlite_node(tmp_path, procs, sink.port, db)
     client = await RawSmtp.connect("127.0.0.1", node.port)
     await client.login("example-crm", PASSWORD)
     await client.cmd("MAIL FROM:<sales@example-motors.test>")
@@ -227,10 +232,7 @@ async def test_sigterm_lets_data_finish_and_tells_idle_sessions(
 ) -> None:
     sink = await Sink().start()
     db = tmp_path / "node" / "mailgate.db"
-    node = node_config(tmp_path, "node", sink.port, f"sqlite:///{db}")
-    procs.append(node)
-    await set_password(node)
-    await node.start()
+    node = await start_sqlite_node(tmp_path, procs, sink.port, db)
     idle = await RawSmtp.connect("127.0.0.1", node.port)
     busy = await RawSmtp.connect("127.0.0.1", node.port)
     await busy.login("example-crm", PASSWORD)
