@@ -1,4 +1,4 @@
-"""Run the real gateway as a subprocess (``python -m gateway serve``) for crash tests."""
+"""The real gateway as a subprocess (``python -m gateway serve``): crash, fault, load tests."""
 
 from __future__ import annotations
 
@@ -8,8 +8,14 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
+
+from tests.integration.conftest import PASSWORD, dot_stuff, message, policies_dir
+from tests.smtpclient import RawSmtp
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -91,3 +97,95 @@ class GatewayProcess:
                 self.proc.kill()
                 self.proc.wait(10)
         return int(self.proc.returncode)
+
+
+def node_config(
+    tmp_path: Path, name: str, sink_port: int, storage_url: str, **delivery: Any
+) -> GatewayProcess:
+    port = free_port()
+    data_dir = tmp_path / name
+    data_dir.mkdir(parents=True, exist_ok=True)
+    policies = tmp_path / "policies"
+    if not policies.exists():
+        policies_dir(tmp_path)
+    config = write_config(
+        data_dir / "mailgate.toml",
+        {
+            "server": {
+                "hostname": f"{name}.test",
+                "data_dir": str(data_dir),
+                "policies_dir": str(policies),
+                "node_id": name,
+            },
+            "submission": {"listen": f"127.0.0.1:{port}", "shutdown_grace": "5s"},
+            "http": {"listen": f"127.0.0.1:{free_port()}"},
+            "upstream": {"host": "127.0.0.1", "port": sink_port, "tls": "none"},
+            "delivery": {
+                "workers": 2,
+                "poll_interval": "0.1s",
+                "first_retry": "1s",
+                "connect_timeout": "2s",
+                "command_timeout": "10s",
+                "data_timeout": "10s",
+                **delivery,
+            },
+            "storage": {"url": storage_url},
+        },
+    )
+    return GatewayProcess(config, port, data_dir / "gateway.log")
+
+
+async def set_password(proc: GatewayProcess) -> None:
+    cmd = [
+        "-m", "gateway", "--config", str(proc.config), "credentials", "set",
+        "example-motors", "example-crm", "--password", PASSWORD,
+    ]  # fmt: skip
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await child.communicate()
+    assert child.returncode == 0, out.decode()
+
+
+async def start_sqlite_node(
+    tmp_path: Path, procs: list[GatewayProcess], sink_port: int, db: Path
+) -> GatewayProcess:
+    """One gateway process on a SQLite file, with the dealer's login set, listening."""
+    node = node_config(tmp_path, "node", sink_port, f"sqlite:///{db}")
+    procs.append(node)
+    await set_password(node)
+    await node.start()
+    return node
+
+
+async def send(port: int, to: str, subject: str) -> str:
+    client = await RawSmtp.connect("127.0.0.1", port)
+    try:
+        await client.login("example-crm", PASSWORD)
+        assert (await client.cmd("MAIL FROM:<sales@example-motors.test>")).code == 250
+        assert (await client.cmd(f"RCPT TO:<{to}>")).code == 250
+        return str(await client.data(dot_stuff(message(to=to, subject=subject))))
+    finally:
+        await client.close()
+
+
+async def wait_for(
+    predicate: Callable[[], bool], timeout: float, what: str, *logs: GatewayProcess
+) -> None:
+    def detail() -> str:
+        return "".join(f"\n--- {p.log}:\n{p.output()[-3000:]}" for p in logs)
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}{detail()}")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def procs() -> AsyncIterator[list[GatewayProcess]]:
+    started: list[GatewayProcess] = []
+    yield started
+    for proc in started:
+        proc.kill()

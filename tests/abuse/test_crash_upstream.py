@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from tests.integration.test_crash import node_config, send, set_password, wait_for
-from tests.procs import GatewayProcess
+from tests.procs import GatewayProcess, node_config, send, set_password, wait_for
 from tests.sinks import Received, Sink, SinkHandler
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
