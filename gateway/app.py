@@ -46,6 +46,7 @@ from gateway.reputation.suspensions import Suspensions
 from gateway.settings import Settings, parse_hostport
 from gateway.signing import DkimSigner, Signer
 from gateway.smtp.auth import Authenticator, FailureLimiter
+from gateway.smtp.budget import DataBudget
 from gateway.smtp.handler import SessionLimits, SubmissionHandler
 from gateway.smtp.inbound import InboundHandler
 from gateway.smtp.server import Sessions, SubmissionServer
@@ -242,6 +243,7 @@ class Gateway:
         else:
             cert, key = ensure_self_signed(data_dir, settings.server.hostname)
         host, port = parse_hostport(sub.listen)
+        data_budget = DataBudget(sub.data_memory, metrics)
         submission = SubmissionServer(
             handler=handler,
             host=host,
@@ -255,6 +257,7 @@ class Gateway:
             data_timeout=sub.data_timeout.total_seconds(),
             sessions=Sessions(sub.max_connections, sub.max_connections_per_ip),
             metrics=metrics,
+            data_budget=data_budget,
         )
         ingest = FeedbackIngest(storage, refs, policies, clock, metrics, suspensions)
         inbound: SubmissionServer | None = None
@@ -276,6 +279,7 @@ class Gateway:
                 data_timeout=ins.data_timeout.total_seconds(),
                 sessions=Sessions(ins.max_connections, ins.max_connections_per_ip),
                 metrics=metrics,
+                data_budget=data_budget,
                 listener="inbound",
                 auth=False,
             )

@@ -29,6 +29,16 @@ class Metrics:
             ["listener", "reason"],
             registry=r,
         )
+        self.data_budget_bytes = Gauge(
+            "mailgate_smtp_data_budget_bytes",
+            "Bytes of message data in flight reserved against submission.data_memory.",
+            registry=r,
+        )
+        self.data_budget_refusals = Counter(
+            "mailgate_smtp_data_budget_refusals_total",
+            "DATA commands answered 452 4.3.1 because submission.data_memory was in use.",
+            registry=r,
+        )
         self.auth = Counter(
             "mailgate_smtp_auth_total",
             "SMTP AUTH attempts by result (ok, failed, throttled, unavailable).",

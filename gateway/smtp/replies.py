@@ -40,6 +40,9 @@ AUTH_ALREADY = Reply(503, "5.5.1", "Already authenticated")
 OK = Reply(250, "2.1.0", "OK")
 RCPT_OK = Reply(250, "2.1.5", "OK")
 SPOOL_FULL = Reply(452, "4.3.1", "Insufficient system storage; try again later")
+BUSY_WITH_DATA = Reply(
+    452, "4.3.1", "Too much mail is arriving at once; please try again in a few minutes"
+)
 STORAGE_ERROR = Reply(451, "4.3.0", "Temporary local problem storing the message; try again")
 NULL_SENDER_REFUSED = Reply(
     553, "5.7.1", "The null sender <> is not allowed for submissions from this dealer"

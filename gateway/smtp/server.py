@@ -20,7 +20,8 @@ from typing import Any, AnyStr, Protocol
 from aiosmtpd.smtp import SMTP, Session
 
 from gateway.metrics import Metrics
-from gateway.smtp import replies
+from gateway.smtp import budget, replies
+from gateway.smtp.budget import DataBudget
 from gateway.smtp.handler import peer_ip
 from gateway.types import Reply
 
@@ -70,6 +71,7 @@ class GatewaySMTP(SMTP):
         listener: str,
         line_length_limit: int,
         data_timeout: float,
+        data_budget: DataBudget,
         **kwargs: Any,
     ) -> None:
         # Read by SMTP.__init__ to size the stream reader: DATA lines up to this length are
@@ -81,6 +83,7 @@ class GatewaySMTP(SMTP):
         self._metrics = metrics
         self._listener = listener
         self._data_timeout = data_timeout
+        self._budget = data_budget
         self._ip = ""
         self._refused_before_tls = 0
         self.in_data = False
@@ -132,7 +135,24 @@ class GatewaySMTP(SMTP):
             self._gw_handler.forget(self.session)
 
     async def smtp_DATA(self, arg: str) -> None:
-        """DATA with its own deadline: bytes do not reset aiosmtpd's command timer."""
+        """DATA within the memory budget and its own deadline.
+
+        Bytes do not reset aiosmtpd's command timer, so DATA gets a deadline of its own.
+        The budget is only asked once there are recipients: before that aiosmtpd answers
+        the sequencing error itself.
+        """
+        reserved = 0
+        if self.envelope is not None and self.envelope.rcpt_tos and not arg:
+            wanted = budget.share(
+                budget.declared_size(self.envelope.mail_options),
+                self.data_size_limit or 0,
+                len(self.envelope.rcpt_tos),
+            )
+            reserved = await self._budget.acquire(wanted)
+            if not reserved:
+                log.info("DATA from %s refused: message data budget in use", self._ip)
+                await self.push(replies.BUSY_WITH_DATA.line())
+                return
         self._reset_timeout(self._data_timeout)
         self.in_data = True
         try:
@@ -140,6 +160,7 @@ class GatewaySMTP(SMTP):
         finally:
             self.in_data = False
             self._reset_timeout()
+            await self._budget.release(reserved)
 
     def say_goodbye(self, reply: Reply) -> None:
         """Tell the client why and close (used at shutdown); safe from outside the session."""
@@ -172,6 +193,7 @@ class SubmissionServer:
         data_timeout: float,
         sessions: Sessions,
         metrics: Metrics,
+        data_budget: DataBudget,
         listener: str = "submission",
         auth: bool = True,
     ) -> None:
@@ -189,6 +211,7 @@ class SubmissionServer:
                 listener=listener,
                 line_length_limit=line_length_limit,
                 data_timeout=data_timeout,
+                data_budget=data_budget,
                 hostname=hostname,
                 ident="Mailgate ESMTP",
                 data_size_limit=max_message_size,
