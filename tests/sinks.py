@@ -156,6 +156,14 @@ class Sink:
                 proto.transport.abort()
         self._protocols.clear()
 
+    def open_sessions(self) -> int:
+        """Connections from clients that are open right now."""
+        return sum(
+            1
+            for proto in self._protocols
+            if isinstance(proto.transport, asyncio.Transport) and not proto.transport.is_closing()
+        )
+
     @property
     def messages(self) -> list[Received]:
         """Messages accepted so far."""
