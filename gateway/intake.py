@@ -243,6 +243,9 @@ class Intake:
             if self._settings.bare_line_endings == "reject":
                 return refuse(replies.BARE_LINE_ENDING, "bare-line-ending")
             raw, _ = rewrite.normalize_line_endings(raw)
+        # The NUL variant of the same attack (<CRLF> NUL "." <CRLF>) has no bare line end
+        # but still ends DATA at a receiver that ignores NUL; fixed before signing too.
+        raw, _ = rewrite.neutralize_nul_dot_lines(raw)
         try:
             message = parse(raw, self._limits)
         except MessageRejected as exc:

@@ -40,6 +40,8 @@ QP_LINE = 76  # RFC 2045 §6.7 rule 5: encoded lines no more than 76 characters
 DEFAULT_LIMITS = ParseLimits(max_header_bytes=102_400, max_mime_depth=100)
 
 _BARE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+# A whole line (CRLF-delimited) of NULs around a single ".", e.g. b"\x00." or b".\x00".
+_NUL_DOT_LINE = re.compile(rb"(?:^|(?<=\r\n))\x00*\.\x00*(?=\r\n|\Z)")
 _FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+")
 _CHUNK = re.compile(rb"[ \t]*[^ \t]+|[ \t]+$")  # a word with the whitespace before it
 
@@ -61,6 +63,30 @@ class LineTooLong(ValueError):
 def normalize_line_endings(raw: bytes) -> tuple[bytes, int]:
     """Make every line end CRLF; return the new bytes and how many line ends were fixed."""
     return _BARE.subn(b"\r\n", raw)
+
+
+def neutralize_nul_dot_lines(raw: bytes) -> tuple[bytes, int]:
+    """Turn each line made only of NULs and one ``.`` into a plain ``.``; count them.
+
+    ``<CRLF> NUL "." <CRLF>`` is one of the SMTP-smuggling end-of-data sequences: some
+    receivers ignore NUL and read the line as a lone ``.``. It has no bare CR or LF, and
+    RFC 5321 §4.5.2 stuffs only a line whose *first* character is ``.``, so the SMTP
+    client relays it unchanged and such a next hop ends DATA there and runs the rest as a
+    second transaction. As a plain ``.`` the line is dot-stuffed on the way out like any
+    other. NULs anywhere else are kept (reliability D14: never altered or truncated).
+    """
+    if b"\x00" not in raw:  # the common case, at C speed
+        return raw, 0
+    count = 0
+
+    def fix(match: re.Match[bytes]) -> bytes:
+        nonlocal count
+        if b"\x00" not in match.group():
+            return match.group()
+        count += 1
+        return b"."
+
+    return _NUL_DOT_LINE.sub(fix, raw), count
 
 
 def has_bare_line_endings(raw: bytes) -> bool:
