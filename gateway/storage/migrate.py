@@ -125,6 +125,11 @@ async def apply_postgres(conn: Any) -> list[int]:
     """
     done: list[int] = []
     async with conn.transaction():
+        # The store's connections give up on a lock after a few seconds (postgres.py,
+        # LOCK_TIMEOUT); a migration must instead wait for another node's run, however
+        # long, and may itself run long. SET LOCAL ends with this transaction.
+        await conn.execute("SET LOCAL lock_timeout = 0")
+        await conn.execute("SET LOCAL statement_timeout = 0")
         await conn.execute("SELECT pg_advisory_xact_lock($1)", POSTGRES_LOCK_KEY)
         await conn.execute(_CREATE_TABLE)
         applied = {

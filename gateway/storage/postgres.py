@@ -17,8 +17,17 @@ Theory of operation
 * Fencing: ``complete``/``defer``/``release`` update only ``WHERE lease_owner = node``.
 * Corruption: the claim query computes ``sha256(data) = sha256`` in the server (built-in
   since PostgreSQL 11), so the check costs no transfer, and a mismatch is quarantined.
-* Errors: no asyncpg exception leaves this module; connection-level failures become
-  ``StorageUnavailable``, anything else ``StorageError``.
+* Bounded waits (reliability F16): a session holding a lock on one of our tables (a
+  ``LOCK TABLE``, a long migration, a stuck transaction) must not hold a submission past
+  its SMTP timeouts. Every pooled connection starts with ``lock_timeout`` (``LOCK_TIMEOUT``)
+  so a statement waiting for a lock fails after a few seconds, and with
+  ``statement_timeout`` equal to the client's ``COMMAND_TIMEOUT`` so the server abandons a
+  statement the client has given up on (even when the client's cancel request is lost).
+  Both are startup parameters, like ``synchronous_commit``, so ``RESET ALL`` keeps them.
+  Migrations lift both for their own transaction: they may wait for another node's run.
+* Errors: no asyncpg exception leaves this module; connection-level failures, lock and
+  statement timeouts become ``StorageUnavailable``, anything else ``StorageError``. The
+  SMTP side answers both with ``451 4.3.0`` (``454 4.7.0`` at AUTH).
 """
 
 from __future__ import annotations
@@ -78,20 +87,34 @@ log = logging.getLogger("gateway.storage")
 CONNECT_TIMEOUT = 10.0  # seconds to establish one connection
 ACQUIRE_TIMEOUT = 10.0  # seconds to wait for a free pooled connection
 COMMAND_TIMEOUT = 60.0  # seconds for one statement (a large enqueue included)
+# Seconds a statement waits for a lock another session holds. Our own transactions hold
+# row locks for milliseconds, so 5 s means something outside the gateway holds it; the
+# submission then gets 451 4.3.0 well inside the CRM's DATA timeout (RFC 5321 §4.5.3.2.6).
+LOCK_TIMEOUT = 5.0
 
 # Hash bodies off the event loop above this many bytes (hashlib releases the GIL).
 _HASH_IN_THREAD = 256 * 1024
 
 # Errors meaning "the server cannot be used right now": SQLSTATE class 08 (connection
-# exception), class 57 (operator intervention: shutdown, cannot connect now) and 53300
-# (too many connections).
+# exception), class 57 (operator intervention: shutdown, cannot connect now, and 57014
+# query_canceled, which statement_timeout raises), 53300 (too many connections) and 55P03
+# (lock_not_available, which lock_timeout raises: the same case as SQLite's SQLITE_BUSY).
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.LockNotAvailableError,
 )
+
+# Startup parameters of every pooled connection (see "Bounded waits" above).
+_SERVER_SETTINGS = {
+    "synchronous_commit": "on",
+    "application_name": "mailgate",
+    "lock_timeout": f"{int(LOCK_TIMEOUT * 1000)}ms",
+    "statement_timeout": f"{int(COMMAND_TIMEOUT * 1000)}ms",
+}
 
 _COLUMNS = (
     "id, dealer_id, mail_from, rcpt, data, received_at, state, attempts, next_attempt_at,"
@@ -193,7 +216,7 @@ class PostgresStorage:
                 max_size=max_size,
                 timeout=CONNECT_TIMEOUT,
                 command_timeout=COMMAND_TIMEOUT,
-                server_settings={"synchronous_commit": "on", "application_name": "mailgate"},
+                server_settings=_SERVER_SETTINGS,
             )
         try:
             with _errors():
