@@ -8,7 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +53,15 @@ class GatewayProcess:
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
 
-    async def start(self, timeout: float = 20.0) -> None:
+    async def start(self, timeout: float = 20.0, prefix: Sequence[str] = ()) -> None:
+        """Start and wait until the submission port answers.
+
+        ``prefix`` runs the gateway under a wrapper (``strace -f …``); ``self.proc`` is then
+        the wrapper's process, not the gateway's.
+        """
         log = self.log.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "--config", str(self.config), "serve"],
+            [*prefix, sys.executable, "-m", "gateway", "--config", str(self.config), "serve"],
             cwd=REPO,
             stdout=log,
             stderr=subprocess.STDOUT,
