@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -112,6 +113,9 @@ class Intake:
         self._hostname = hostname
         self._on_enqueued = on_enqueued
         self._sendlog = SendLog(storage, metrics, clock, policies)
+        # Large messages are prepared in threads; the work is pure Python under the GIL,
+        # so more threads than cores only stretch every one of them past its time budget.
+        self._threads = asyncio.Semaphore(os.cpu_count() or 2)
         self._limits = ParseLimits(
             max_header_bytes=settings.max_header_bytes,
             max_mime_depth=settings.max_mime_depth,
@@ -139,6 +143,38 @@ class Intake:
         log.warning("duplicate claims kept changing dealer=%s peer=%s", env.dealer_id, env.peer)
         return replies.STORAGE_ERROR
 
+    async def _prepare_in_thread(
+        self,
+        budget: float,
+        env: Envelope,
+        raw: bytes,
+        dealer: DealerPolicy,
+        submission_id: str,
+        history: Recipients,
+        consent: Mapping[str, ConsentRecord] | None,
+    ) -> Prepared:
+        """Run ``_prepare`` in a thread, at most one per core, under the time budget.
+
+        The budget starts when the work does, not while it waits for a core: under a burst
+        of large messages, waiting is contention, not a pathological message, and counting
+        it would refuse every one of them in turn. A thread cannot be stopped, so one that
+        overruns keeps its slot until it ends; the slots bound how much CPU and memory
+        such leftovers can hold (reliability G5).
+        """
+        await self._threads.acquire()
+        loop = asyncio.get_running_loop()
+        work = loop.run_in_executor(
+            None, self._prepare, env, raw, dealer, submission_id, history, consent
+        )
+        work.add_done_callback(self._thread_done)
+        async with asyncio.timeout(budget):
+            return await asyncio.shield(work)
+
+    def _thread_done(self, work: asyncio.Future[Prepared]) -> None:
+        self._threads.release()
+        if not work.cancelled():
+            work.exception()  # an overrun's outcome was already answered with 451; retrieved
+
     async def _accept_once(self, env: Envelope, raw: bytes) -> Reply:
         dealer = self._policies.current.dealer(env.dealer_id)
         if dealer is None:
@@ -164,10 +200,9 @@ class Intake:
                 # loop is blocked for a few milliseconds at most.
                 prepared = self._prepare(env, raw, dealer, submission_id, history, consent)
             else:
-                async with asyncio.timeout(budget):
-                    prepared = await asyncio.to_thread(
-                        self._prepare, env, raw, dealer, submission_id, history, consent
-                    )
+                prepared = await self._prepare_in_thread(
+                    budget, env, raw, dealer, submission_id, history, consent
+                )
         except TimeoutError:
             self._metrics.errors.labels("checks-timeout").inc()
             log.error("checks exceeded %.1fs dealer=%s submission=%s",

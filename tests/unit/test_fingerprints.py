@@ -241,3 +241,10 @@ def test_recipient_keys_are_per_dealer() -> None:
     assert len(a) == 16
     assert a == fp.recipient_key("example-motors", "john@x.test")
     assert a != fp.recipient_key("rival-motors", "john@x.test")
+
+
+def test_skeleton_reads_only_the_start_of_a_huge_text() -> None:
+    from gateway.fingerprints import SKELETON_CHARS, skeleton
+
+    head = "service reminder for your car " * (SKELETON_CHARS // 30 + 1)
+    assert skeleton(head + "a different tail " * 100_000) == skeleton(head)
