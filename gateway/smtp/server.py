@@ -94,6 +94,12 @@ class GatewaySMTP(SMTP):
             # RFC 5321 §4.2: reply text is US-ASCII; aiosmtpd encodes strictly, and a stray
             # non-ASCII character would turn a verdict into an exception mid-session.
             status = replies.rewrite_builtin(status).encode("ascii", "replace").decode("ascii")
+        if self.transport is None or self.transport.is_closing():
+            # The client has gone (it hung up while a slow reply was being decided). Writing
+            # to a closed TLS transport raises AttributeError inside asyncio's sslproto on
+            # Python 3.11, which aiosmtpd would log as a crash and then repeat in its own
+            # error reply; there is nobody to tell, so say nothing.
+            return
         await super().push(status)
         if (
             isinstance(status, str)

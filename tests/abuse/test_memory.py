@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
+from gateway.smtp.budget import PER_MESSAGE
 from tests.abuse.conftest import (
     SENDER,
     MakeHarness,
@@ -19,8 +20,8 @@ from tests.abuse.conftest import (
 )
 
 MAX = 200_000
-# One undeclared submission to one recipient reserves 4 x MAX; two do not fit.
-SETTINGS = {"submission": {"max_message_size": MAX, "data_memory": 6 * MAX}}
+# One undeclared submission to one recipient reserves PER_MESSAGE x MAX; two do not fit.
+SETTINGS = {"submission": {"max_message_size": MAX, "data_memory": (PER_MESSAGE + 4) * MAX}}
 
 
 async def test_g5_second_large_data_waits_for_the_first(make_harness: MakeHarness) -> None:
@@ -53,7 +54,7 @@ async def test_g5_a_declared_small_size_fits_beside_a_large_one(make_harness: Ma
     assert (await large.cmd("RCPT TO:<a@example.org>")).code == 250
     assert (await large.cmd("DATA")).code == 354
     body = dot_stuff(message(to="b@example.org"))
-    # RFC 1870: the declared size lets the server plan; 4 x 2 KB fits in what is left.
+    # RFC 1870: the declared size lets the server plan; a 2 KB share fits in what is left.
     assert (await small.cmd(f"MAIL FROM:<{SENDER}> SIZE={len(body)}")).code == 250
     assert (await small.cmd("RCPT TO:<b@example.org>")).code == 250
     reply = await small.data(body)

@@ -100,7 +100,13 @@ async def one(client: RawSmtp, rcpts: Sequence[str], data: bytes) -> Resp:
         resp = await client.cmd(f"RCPT TO:<{rcpt}>")
         if resp.code != 250:
             return resp
-    return await client.data(data, timeout=120)
+    # RFC 5321 §4.5.3.2: a client waits 2 minutes for the 354 (the memory budget may hold
+    # it back) and 10 minutes for the reply to the final ".".
+    go_ahead = await client.cmd("DATA", timeout=120)
+    if go_ahead.code != 354:
+        return go_ahead
+    await client.send(data)
+    return await client.read_reply(timeout=600)
 
 
 def status_kib(pid: int, field_name: str) -> int:

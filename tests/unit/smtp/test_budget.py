@@ -5,18 +5,18 @@ from __future__ import annotations
 import asyncio
 
 from gateway.metrics import Metrics
-from gateway.smtp.budget import DataBudget, declared_size, share
+from gateway.smtp.budget import PER_MESSAGE, PER_RECIPIENT, DataBudget, declared_size, share
 
 
 def test_share_uses_the_declared_size_capped_at_the_limit() -> None:
-    assert share(1000, 10_000, 1) == 1000 * 4
-    assert share(50_000, 10_000, 1) == 10_000 * 4  # a lie above the limit counts as the limit
-    assert share(None, 10_000, 2) == 10_000 * 5  # nothing declared: the worst case
+    assert share(1000, 10_000, 1) == 1000 * PER_MESSAGE
+    assert share(50_000, 10_000, 1) == 10_000 * PER_MESSAGE  # a lie above the limit: the limit
+    assert share(None, 10_000, 1) == 10_000 * PER_MESSAGE  # nothing declared: the worst case
 
 
 def test_share_grows_with_the_recipients() -> None:
     # Intake keeps one signed copy per recipient until the store commits.
-    assert share(1000, 10_000, 100) == 1000 * 103
+    assert share(1000, 10_000, 100) == 1000 * (PER_MESSAGE + 99 * PER_RECIPIENT)
 
 
 def test_declared_size_reads_only_a_valid_size_parameter() -> None:
