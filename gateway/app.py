@@ -149,9 +149,17 @@ class Gateway:
             mailto = settings.unsubscribe.mailto or (reports[0] if reports else "")
             links = UnsubscribeLinks(ref_key, settings.unsubscribe.base_url, mailto)
         unsubscribes = Unsubscribes(links, storage, clock) if links else None
+        # The free-space floor is about the disk the spool is written to: the SQLite file's,
+        # which storage.url may put outside the data directory.
+        url = settings.storage_url
+        spool_dir = (
+            Path(url.removeprefix("sqlite:///")).parent
+            if url.startswith("sqlite:///")
+            else data_dir
+        )
         guard = SpoolGuard(
             storage,
-            data_dir,
+            spool_dir,
             settings.storage.queue_high_water,
             settings.storage.queue_low_water,
             settings.min_free_disk,

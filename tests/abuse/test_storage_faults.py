@@ -247,6 +247,7 @@ async def start_spool_node(
     sink_port: int,
     spool: Path,
     min_free_disk: str | None = None,
+    data_dir_on_spool: bool = True,
 ) -> GatewayProcess:
     """A SQLite gateway whose data directory and database are on ``spool``.
 
@@ -255,7 +256,8 @@ async def start_spool_node(
     """
     node = node_config(tmp_path, "node", sink_port, f"sqlite:///{spool / 'mailgate.db'}")
     config: dict[str, dict[str, Any]] = tomllib.loads(node.config.read_text())
-    config["server"]["data_dir"] = str(spool)
+    if data_dir_on_spool:
+        config["server"]["data_dir"] = str(spool)
     # 1 MB messages: the floor is 1.5 MB (Postfix's rule), small against the 16 MB disk.
     config["submission"]["max_message_size"] = "1MB"
     if min_free_disk is not None:
@@ -290,12 +292,19 @@ def big_body(size: int) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("data_dir_on_spool", [True, False], ids=["data-dir", "db-only"])
 async def test_disk_below_floor_refuses_at_mail_until_space_returns(
-    tmp_path: Path, procs: list[GatewayProcess], spool: Path
+    tmp_path: Path, procs: list[GatewayProcess], spool: Path, data_dir_on_spool: bool
 ) -> None:
-    """F13 pre-check: free space under 1.5 x max size gives 452 4.3.1 at MAIL; no restart."""
+    """F13 pre-check: free space under 1.5 x max size gives 452 4.3.1 at MAIL; no restart.
+
+    ``db-only``: storage.url puts the database on the small disk and the data directory
+    elsewhere; the floor must be measured where the spool is written.
+    """
     sink = await Sink().start()
-    node = await start_spool_node(tmp_path, procs, sink.port, spool)
+    node = await start_spool_node(
+        tmp_path, procs, sink.port, spool, data_dir_on_spool=data_dir_on_spool
+    )
     ledger = Ledger(node.port)
     try:
         filler = fill(spool, leave=512 * 1024)
