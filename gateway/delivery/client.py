@@ -214,8 +214,9 @@ class SmtpUpstream:
                     reused = self._usable()
                     outcome, stale = await self._send(mail_from, rcpt, data)
                     if stale and reused:
-                        # A kept connection the server closed while it sat idle: nothing
-                        # of this message was accepted, so one fresh connection is safe.
+                        # A kept connection the server closed while it sat idle, or whose
+                        # recipient limit is used up: nothing of this message was
+                        # accepted, so one try on a fresh connection is safe.
                         outcome, _ = await self._send(mail_from, rcpt, data)
                     return outcome
             except TimeoutError:
@@ -238,7 +239,11 @@ class SmtpUpstream:
     async def _transaction(
         self, smtp: aiosmtplib.SMTP, mail_from: str, rcpt: str, data: bytes
     ) -> tuple[RcptOutcome, bool]:
-        """Run MAIL, RCPT, DATA; the flag says the connection was found dead at MAIL."""
+        """Run MAIL, RCPT, DATA.
+
+        The flag says nothing of the message was accepted and a fresh connection may do
+        better: this one was found dead at MAIL, or its session's recipient limit is used up.
+        """
         command = self._delivery.command_timeout.total_seconds()
         stage = "MAIL"
         try:
@@ -251,6 +256,13 @@ class SmtpUpstream:
             reply = await smtp.data(data, timeout=self._delivery.data_timeout.total_seconds())
         except aiosmtplib.SMTPResponseException as exc:
             outcome = outcome_from_reply(exc.code, exc.message)
+            if stage == "RCPT" and exc.code == 452 and self._sent_on_connection > 0:
+                # RFC 5321 §4.5.3.1.10: 452 is how a server says its recipient limit is
+                # used up, and many count per session. On a connection that has already
+                # carried mail, the remedy is a fresh one, not hours of backoff for this
+                # and every later message sent down the same exhausted session.
+                await self._quit()
+                return outcome, True
             if exc.code == 421 or exc.code < 0:
                 # 421: the server is closing the channel (RFC 5321 §3.8); a garbled reply
                 # leaves the session out of step. Neither connection can be reused.

@@ -17,10 +17,12 @@ from tests.abuse.conftest import (
     MakeHarness,
     Recorder,
     check_invariants,
+    dot_stuff,
     eventually,
+    message,
     send_one,
 )
-from tests.abuse.upstreams import FaultHandler, RawUpstream
+from tests.abuse.upstreams import FaultHandler, RawUpstream, SessionLimitHandler
 from tests.sinks import Sink
 
 FAST_RETRY = {"first_retry": "0.5s", "max_retry_interval": "1s", "backoff_factor": 1.0}
@@ -299,3 +301,29 @@ async def test_f21_corrupt_stored_entry_is_quarantined_while_mail_flows(
     [bad] = [m for m in await h.gateway.storage.list_messages() if m.rcpt == "corrupt@example.org"]
     assert "quarantined" in bad.last_error
     await check_invariants(h, rec)
+
+
+async def test_g11_session_recipient_limit_moves_to_a_fresh_connection(
+    make_harness: MakeHarness,
+) -> None:
+    """452 at RCPT on a used connection: a new connection at once, not an hour's backoff."""
+    handler = SessionLimitHandler(limit=3)
+    sink = await Sink(handler).start()
+    try:
+        h = await harness_for(make_harness, sink.port, delivery={"first_retry": "1h", "workers": 1})
+        h = Harness(h.gateway, sink)
+        rec = Recorder(h)
+        client = await rec.connect()
+        rcpts = [f"owner{i}@example.org" for i in range(10)]
+        assert (await client.cmd("MAIL FROM:<sales@example-motors.test>")).code == 250
+        for rcpt in rcpts:
+            assert (await client.cmd(f"RCPT TO:<{rcpt}>")).code == 250
+        assert (await client.data(dot_stuff(message(to=rcpts[0])))).code == 250
+        await h.wait_delivered(10, timeout=15)
+        assert sorted(r for m in sink.messages for r in m.rcpt_tos) == sorted(rcpts)
+        assert handler.refused >= 3  # the limit was met on every connection but the last
+        rows = await user_rows(h)
+        assert {m.state for m in rows} == {MessageState.DELIVERED}
+        await check_invariants(h, rec)
+    finally:
+        await sink.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -148,3 +149,22 @@ class RawUpstream:
             pass
         finally:
             writer.close()
+
+
+@dataclass
+class SessionLimitHandler(SinkHandler):
+    """Accepts ``limit`` recipients per connection, then answers ``452 4.5.3`` to RCPT."""
+
+    limit: int = 30
+    taken: Counter[int] = field(default_factory=Counter)
+    refused: int = 0
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
+    ) -> str:
+        if self.taken[id(session)] >= self.limit:
+            self.refused += 1
+            self.rcpt_attempts[address] += 1
+            return "452 4.5.3 Too many recipients in this session"
+        self.taken[id(session)] += 1
+        return await super().handle_RCPT(server, session, envelope, address, options)
