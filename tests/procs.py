@@ -105,38 +105,44 @@ class GatewayProcess:
 
 
 def node_config(
-    tmp_path: Path, name: str, sink_port: int, storage_url: str, **delivery: Any
+    tmp_path: Path,
+    name: str,
+    sink_port: int,
+    storage_url: str,
+    settings: dict[str, dict[str, Any]] | None = None,
+    **delivery: Any,
 ) -> GatewayProcess:
+    """A gateway's config file and ports; ``settings`` adds to or overrides its sections."""
     port = free_port()
     data_dir = tmp_path / name
     data_dir.mkdir(parents=True, exist_ok=True)
     policies = tmp_path / "policies"
     if not policies.exists():
         policies_dir(tmp_path)
-    config = write_config(
-        data_dir / "mailgate.toml",
-        {
-            "server": {
-                "hostname": f"{name}.test",
-                "data_dir": str(data_dir),
-                "policies_dir": str(policies),
-                "node_id": name,
-            },
-            "submission": {"listen": f"127.0.0.1:{port}", "shutdown_grace": "5s"},
-            "http": {"listen": f"127.0.0.1:{free_port()}"},
-            "upstream": {"host": "127.0.0.1", "port": sink_port, "tls": "none"},
-            "delivery": {
-                "workers": 2,
-                "poll_interval": "0.1s",
-                "first_retry": "1s",
-                "connect_timeout": "2s",
-                "command_timeout": "10s",
-                "data_timeout": "10s",
-                **delivery,
-            },
-            "storage": {"url": storage_url},
+    sections: dict[str, dict[str, Any]] = {
+        "server": {
+            "hostname": f"{name}.test",
+            "data_dir": str(data_dir),
+            "policies_dir": str(policies),
+            "node_id": name,
         },
-    )
+        "submission": {"listen": f"127.0.0.1:{port}", "shutdown_grace": "5s"},
+        "http": {"listen": f"127.0.0.1:{free_port()}"},
+        "upstream": {"host": "127.0.0.1", "port": sink_port, "tls": "none"},
+        "delivery": {
+            "workers": 2,
+            "poll_interval": "0.1s",
+            "first_retry": "1s",
+            "connect_timeout": "2s",
+            "command_timeout": "10s",
+            "data_timeout": "10s",
+            **delivery,
+        },
+        "storage": {"url": storage_url},
+    }
+    for section, values in (settings or {}).items():
+        sections[section] = {**sections.get(section, {}), **values}
+    config = write_config(data_dir / "mailgate.toml", sections)
     return GatewayProcess(config, port, data_dir / "gateway.log")
 
 
@@ -153,10 +159,15 @@ async def set_password(proc: GatewayProcess) -> None:
 
 
 async def start_sqlite_node(
-    tmp_path: Path, procs: list[GatewayProcess], sink_port: int, db: Path
+    tmp_path: Path,
+    procs: list[GatewayProcess],
+    sink_port: int,
+    db: Path,
+    settings: dict[str, dict[str, Any]] | None = None,
+    **delivery: Any,
 ) -> GatewayProcess:
     """One gateway process on a SQLite file, with the dealer's login set, listening."""
-    node = node_config(tmp_path, "node", sink_port, f"sqlite:///{db}")
+    node = node_config(tmp_path, "node", sink_port, f"sqlite:///{db}", settings, **delivery)
     procs.append(node)
     await set_password(node)
     await node.start()

@@ -29,7 +29,7 @@ import sqlite3
 import subprocess
 import time
 import tomllib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ import pytest
 
 from gateway.storage.postgres import LOCK_TIMEOUT
 from gateway.storage.sqlite import BUSY_TIMEOUT_MS
-from tests.contract.conftest import PostgresBackend, postgres_backend
+from tests.contract.conftest import PostgresBackend, pg
 from tests.integration.conftest import PASSWORD, dot_stuff, message
 from tests.procs import (
     GatewayProcess,
@@ -54,7 +54,7 @@ from tests.procs import (
 from tests.sinks import Sink
 from tests.smtpclient import RawSmtp, Resp
 
-__all__ = ["procs"]  # a fixture, imported for pytest
+__all__ = ["pg", "procs"]  # fixtures, imported for pytest
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -523,13 +523,6 @@ async def test_sqlite_write_lock_held_elsewhere_gives_bounded_451(
         holder.close()
         await asyncio.to_thread(node.terminate)  # the sink, on this loop, must answer QUIT
         await sink.stop()
-
-
-@pytest.fixture
-async def pg() -> AsyncIterator[PostgresBackend]:
-    backend = await postgres_backend()
-    yield backend
-    await backend.cleanup()
 
 
 @pytest.mark.slow

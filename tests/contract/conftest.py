@@ -179,3 +179,11 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 @pytest.fixture
 async def store(backend: Backend) -> Storage:
     return await backend.open()
+
+
+@pytest.fixture
+async def pg() -> AsyncIterator[PostgresBackend]:
+    """A throwaway PostgreSQL database for tests that run gateway processes on it."""
+    backend = await postgres_backend()
+    yield backend
+    await backend.cleanup()

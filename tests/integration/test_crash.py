@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from tests.contract.conftest import PostgresBackend, postgres_backend
+from tests.contract.conftest import PostgresBackend, pg
 from tests.integration.conftest import PASSWORD, dot_stuff, message
 from tests.procs import (
     GatewayProcess,
@@ -24,7 +23,7 @@ from tests.procs import (
 from tests.sinks import Sink
 from tests.smtpclient import RawSmtp
 
-__all__ = ["procs"]  # a fixture, imported for pytest
+__all__ = ["pg", "procs"]  # fixtures, imported for pytest
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -80,13 +79,6 @@ async def test_sigkill_mid_data_delivers_nothing_half_written(
     finally:
         node.terminate()
         await sink.stop()
-
-
-@pytest.fixture
-async def pg() -> AsyncIterator[PostgresBackend]:
-    backend = await postgres_backend()
-    yield backend
-    await backend.cleanup()
 
 
 @pytest.mark.postgres

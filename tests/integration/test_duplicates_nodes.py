@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.contract.conftest import PostgresBackend
+from tests.contract.conftest import PostgresBackend, pg
 from tests.integration.conftest import PASSWORD, dot_stuff
-from tests.integration.test_crash import pg
 from tests.procs import GatewayProcess, node_config, procs, set_password, wait_for
 from tests.sinks import Sink
 from tests.smtpclient import RawSmtp

@@ -19,7 +19,7 @@ import pytest
 
 from tests.abuse.upstreams import SessionLimitHandler
 from tests.load.common import Tally, submit
-from tests.procs import GatewayProcess, node_config, procs, set_password, wait_for
+from tests.procs import GatewayProcess, procs, start_sqlite_node, wait_for
 from tests.sinks import Sink
 
 __all__ = ["procs"]
@@ -35,16 +35,10 @@ async def test_g11_fan_out_to_1000_recipients_with_452_after_30_per_connection(
 ) -> None:
     handler = SessionLimitHandler(limit=PER_CONNECTION)
     sink = await Sink(handler).start()
-    db = tmp_path / "node" / "mailgate.db"
-    node = node_config(tmp_path, "node", sink.port, f"sqlite:///{db}", first_retry="2s")
-    node.config.write_text(
-        node.config.read_text().replace(
-            "[submission]\n", f"[submission]\nmax_recipients = {RECIPIENTS}\n"
-        )
-    )
-    procs.append(node)
-    await set_password(node)
-    await node.start()
+    node = await start_sqlite_node(
+        tmp_path, procs, sink.port, tmp_path / "node" / "mailgate.db",
+        {"submission": {"max_recipients": RECIPIENTS}}, first_retry="2s",
+    )  # fmt: skip
     tally = Tally()
     started = time.monotonic()
     try:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.load.common import Tally, submit
-from tests.procs import GatewayProcess, node_config, procs, set_password, wait_for
+from tests.procs import GatewayProcess, procs, start_sqlite_node, wait_for
 from tests.sinks import Sink
 
 __all__ = ["procs"]
@@ -37,15 +37,10 @@ async def test_g7_intake_is_throttled_when_delivery_is_slower(
     sink = await Sink().start()
     sink.handler.delay = 0.05
     db = tmp_path / "node" / "mailgate.db"
-    node = node_config(tmp_path, "node", sink.port, f"sqlite:///{db}", workers=2)
-    node.config.write_text(
-        node.config.read_text().replace(
-            "[storage]\n", f"[storage]\nqueue_high_water = {HIGH}\nqueue_low_water = {LOW}\n"
-        )
-    )
-    procs.append(node)
-    await set_password(node)
-    await node.start()
+    node = await start_sqlite_node(
+        tmp_path, procs, sink.port, db,
+        {"storage": {"queue_high_water": HIGH, "queue_low_water": LOW}}, workers=2,
+    )  # fmt: skip
     depth: list[int] = []
 
     async def sample() -> None:

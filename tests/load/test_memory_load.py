@@ -35,13 +35,10 @@ async def run(
 ) -> tuple[float, float, Tally, float]:
     """Baseline RSS, peak RSS (MiB), the tally and the seconds it took, for one gateway."""
     sink = await Sink().start()
-    node = node_config(tmp_path, name, sink.port, f"sqlite:///{tmp_path / name / 'db'}")
-    node.config.write_text(
-        node.config.read_text().replace(
-            "[submission]\n",
-            f'[submission]\nmax_message_size = "10MB"\ndata_memory = "{data_memory}"\n',
-        )
-    )
+    node = node_config(
+        tmp_path, name, sink.port, f"sqlite:///{tmp_path / name / 'db'}",
+        {"submission": {"max_message_size": "10MB", "data_memory": data_memory}},
+    )  # fmt: skip
     procs.append(node)
     await set_password(node)
     await node.start()
