@@ -26,6 +26,7 @@ def body(to: str, subject: str, size: int) -> bytes:
     text = line * max(1, size // len(line))
     head = (
         f"From: Example Motors <{SENDER}>\r\nTo: <{to}>\r\nSubject: {subject}\r\n"
+        "Date: Mon, 23 Nov 2026 10:00:00 +0000\r\n"
         "X-Mailgate-Category: transactional\r\nMIME-Version: 1.0\r\n"
         "Content-Type: text/plain; charset=utf-8\r\n\r\n"
     ).encode()
