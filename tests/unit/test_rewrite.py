@@ -14,6 +14,7 @@ from gateway.rewrite import (
     LineTooLong,
     fold_long_lines,
     has_bare_line_endings,
+    neutralize_nul_dot_lines,
     normalize_line_endings,
     prepend_headers,
     remove_headers,
@@ -298,3 +299,15 @@ def test_fold_long_lines_fixes_or_refuses(pieces: list[bytes]) -> None:
     assert changed == (out != raw)
     assert not has_bare_line_endings(out)
     parse(out, limits)
+
+
+def test_a_line_of_nuls_around_one_dot_becomes_a_plain_dot() -> None:
+    raw = b"Subject: x\r\n\r\nhello\r\n\x00.\r\n.\x00\x00\r\nMAIL FROM:<s@evil.test>\r\n"
+    fixed, count = neutralize_nul_dot_lines(raw)
+    assert count == 2
+    assert fixed == b"Subject: x\r\n\r\nhello\r\n.\r\n.\r\nMAIL FROM:<s@evil.test>\r\n"
+
+
+def test_nuls_elsewhere_are_kept() -> None:
+    raw = b"Subject: x\r\n\r\na\x00b\r\n.\r\n\x00x.\r\n"
+    assert neutralize_nul_dot_lines(raw) == (raw, 0)
