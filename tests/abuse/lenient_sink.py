@@ -78,13 +78,6 @@ class LenientSink(Sink):
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self.drop_sessions()
-            await self._server.wait_closed()
-            self._server = None
-
     def drop_sessions(self) -> None:
         for writer in self._writers:
             writer.transport.abort()
