@@ -51,7 +51,7 @@ from gateway.smtp.handler import SessionLimits, SubmissionHandler
 from gateway.smtp.inbound import InboundHandler
 from gateway.smtp.server import Sessions, SubmissionServer
 from gateway.smtp.tls import ensure_self_signed, server_context
-from gateway.storage.base import Storage, open_storage
+from gateway.storage.base import Storage, open_storage, sqlite_path
 from gateway.tracking import RefCodec
 from gateway.unsubscribe import UnsubscribeLinks, Unsubscribes
 
@@ -151,12 +151,8 @@ class Gateway:
         unsubscribes = Unsubscribes(links, storage, clock) if links else None
         # The free-space floor is about the disk the spool is written to: the SQLite file's,
         # which storage.url may put outside the data directory.
-        url = settings.storage_url
-        spool_dir = (
-            Path(url.removeprefix("sqlite:///")).parent
-            if url.startswith("sqlite:///")
-            else data_dir
-        )
+        db_file = sqlite_path(settings.storage_url)
+        spool_dir = Path(db_file).parent if db_file is not None else data_dir
         guard = SpoolGuard(
             storage,
             spool_dir,

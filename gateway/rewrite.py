@@ -40,8 +40,9 @@ QP_LINE = 76  # RFC 2045 §6.7 rule 5: encoded lines no more than 76 characters
 DEFAULT_LIMITS = ParseLimits(max_header_bytes=102_400, max_mime_depth=100)
 
 _BARE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
-# A whole line (CRLF-delimited) of NULs around a single ".", e.g. b"\x00." or b".\x00".
-_NUL_DOT_LINE = re.compile(rb"(?:^|(?<=\r\n))\x00*\.\x00*(?=\r\n|\Z)")
+# A whole line (CRLF-delimited) of a single "." with at least one NUL around it, e.g.
+# b"\x00." or b".\x00" (a plain "." line is left to dot-stuffing).
+_NUL_DOT_LINE = re.compile(rb"(?:^|(?<=\r\n))(?:\x00+\.\x00*|\.\x00+)(?=\r\n|\Z)")
 _FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+")
 _CHUNK = re.compile(rb"[ \t]*[^ \t]+|[ \t]+$")  # a word with the whitespace before it
 
@@ -77,16 +78,7 @@ def neutralize_nul_dot_lines(raw: bytes) -> tuple[bytes, int]:
     """
     if b"\x00" not in raw:  # the common case, at C speed
         return raw, 0
-    count = 0
-
-    def fix(match: re.Match[bytes]) -> bytes:
-        nonlocal count
-        if b"\x00" not in match.group():
-            return match.group()
-        count += 1
-        return b"."
-
-    return _NUL_DOT_LINE.sub(fix, raw), count
+    return _NUL_DOT_LINE.subn(b".", raw)
 
 
 def has_bare_line_endings(raw: bytes) -> bool:

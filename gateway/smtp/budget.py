@@ -13,11 +13,10 @@ peak grew by 16 times its size, from aiosmtpd's line buffer and joined copy, the
 tree, the rewritten and signed bytes and the store's copy; each further recipient adds
 its signed copy and the store's). Clients that declare SIZE= (aiosmtplib, Python's
 smtplib, Postfix) get shares their messages need; those that do not are planned at the
-limit. A session that cannot
-get its share waits a little, and is then told ``452 4.3.1``
-to come back later: a refusal the client retries, instead of an out-of-memory kill that
-loses every message in flight. A share larger than the whole budget is cut to the budget,
-so such a message still goes through, alone.
+limit. A session that cannot get its share waits a little, and is then told
+``452 4.3.1`` to come back later: a refusal the client retries, instead of an
+out-of-memory kill that loses every message in flight. A share larger than the whole
+budget is cut to the budget, so such a message still goes through, alone.
 """
 
 from __future__ import annotations

@@ -374,16 +374,22 @@ class Storage(Protocol):
     # -- end of consent ------------------------------------------------------------------
 
 
+def sqlite_path(url: str) -> str | None:
+    """The database file a ``sqlite:///`` URL names, or ``None`` for another backend."""
+    return url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None
+
+
 async def open_storage(url: str) -> Storage:
     """Open (and migrate) the backend named by ``url``.
 
     ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``;
     ``postgresql://user@host:port/db``.
     """
-    if url.startswith("sqlite:///"):
+    path = sqlite_path(url)
+    if path is not None:
         from gateway.storage.sqlite import SqliteStorage
 
-        return await SqliteStorage.open(url.removeprefix("sqlite:///"))
+        return await SqliteStorage.open(path)
     if url.startswith(("postgresql://", "postgres://")):
         from gateway.storage.postgres import PostgresStorage
 
