@@ -67,6 +67,25 @@ def _tls_close_mid_data(port: int) -> list[bytes]:
     return seen
 
 
+async def drip(
+    client: RawSmtp, payload: bytes, interval: float, give_up_after: float | None = None
+) -> bool:
+    """Send ``payload`` a byte every ``interval`` s; True once the gateway cut the session."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for byte in payload:
+        try:
+            await client.send(bytes([byte]))
+        except (ConnectionError, OSError):
+            return True
+        if client.reader.at_eof():
+            return True
+        await asyncio.sleep(interval)
+        if give_up_after is not None and loop.time() - started > give_up_after:
+            break
+    return False
+
+
 async def test_a7_tls_close_mid_data_discards_the_partial_message(
     make_harness: MakeHarness,
 ) -> None:
@@ -111,20 +130,7 @@ async def test_g4_drip_inside_data_is_cut_by_the_data_deadline(
     assert (await client.cmd("DATA")).code == 354
     loop = asyncio.get_running_loop()
     started = loop.time()
-    payload = message(to="drip@example.org")
-    cut = False
-    for byte in payload:
-        try:
-            await client.send(bytes([byte]))
-        except (ConnectionError, OSError):
-            cut = True
-            break
-        if client.reader.at_eof():
-            cut = True
-            break
-        await asyncio.sleep(0.25)
-        if loop.time() - started > 8:
-            break
+    cut = await drip(client, message(to="drip@example.org"), 0.25, give_up_after=8)
     if not cut:
         data = await asyncio.wait_for(client.reader.read(4096), 5)
         cut = not data or data.startswith(b"421")
@@ -143,17 +149,7 @@ async def test_g4_drip_inside_a_command_is_cut_by_the_idle_timeout(
     client = await rec.connect(login=False)
     loop = asyncio.get_running_loop()
     started = loop.time()
-    cut = False
-    for byte in b"EHLO a-very-slow-client.example.org":
-        try:
-            await client.send(bytes([byte]))
-        except (ConnectionError, OSError):
-            cut = True
-            break
-        if client.reader.at_eof():
-            cut = True
-            break
-        await asyncio.sleep(0.2)
+    cut = await drip(client, b"EHLO a-very-slow-client.example.org", 0.2)
     assert cut, "a drip inside a command outlived the idle timeout"
     assert loop.time() - started < 4
     await check_invariants(h, rec)

@@ -52,6 +52,15 @@ async def state_of(h: Harness, rcpt: str) -> MessageState | None:
     return rows[0].state if rows else None
 
 
+async def reaches(h: Harness, rcpt: str, state: MessageState, timeout: float) -> None:
+    """Wait until the message to ``rcpt`` is in ``state``."""
+
+    async def there() -> bool:
+        return await state_of(h, rcpt) is state
+
+    await eventually(there, timeout=timeout)
+
+
 async def test_f5_upstream_down_then_back_delivers_once_without_dsn(
     make_harness: MakeHarness, fault_sink: Sink
 ) -> None:
@@ -110,10 +119,7 @@ async def test_f6_4xx_at_the_data_command_then_fixed(make_harness: MakeHarness) 
         client = await rec.connect()
         assert (await send_one(client, to="cmd@example.org")).code == 250
 
-        async def delivered() -> bool:
-            return await state_of(h, "cmd@example.org") is MessageState.DELIVERED
-
-        await eventually(delivered, timeout=20)
+        await reaches(h, "cmd@example.org", MessageState.DELIVERED, timeout=20)
         await asyncio.sleep(1)
         assert [m.rcpt_tos for m in raw.messages] == [["cmd@example.org"]]
         await check_invariants(h, rec, canary_check=False)
@@ -131,10 +137,7 @@ async def test_f7_5xx_at_end_of_data_fails_with_dsn_and_no_retry(
     client = await rec.connect()
     assert (await send_one(client, to="refused@example.org")).code == 250
 
-    async def failed() -> bool:
-        return await state_of(h, "refused@example.org") is MessageState.FAILED
-
-    await eventually(failed, timeout=20)
+    await reaches(h, "refused@example.org", MessageState.FAILED, timeout=20)
     await h.wait_delivered(1, timeout=20)  # the DSN
     await asyncio.sleep(2)
     [dsn] = fault_sink.messages
@@ -241,10 +244,7 @@ async def test_f12_hostile_upstream_replies_defer_then_deliver_once(
         client = await rec.connect()
         assert (await send_one(client, to="hostile@example.org")).code == 250
 
-        async def delivered() -> bool:
-            return await state_of(h, "hostile@example.org") is MessageState.DELIVERED
-
-        await eventually(delivered, timeout=30)
+        await reaches(h, "hostile@example.org", MessageState.DELIVERED, timeout=30)
         await asyncio.sleep(1)
         assert [m.rcpt_tos for m in raw.messages] == [["hostile@example.org"]]
         [row] = [
