@@ -18,7 +18,7 @@ from types import MappingProxyType
 
 from gateway import pipeline
 from gateway.findings import CATALOGUE
-from gateway.message import ParseLimits, parse
+from gateway.mail.message import ParseLimits, parse
 from gateway.pipeline.base import CheckContext
 from gateway.pipeline.decide import decide
 from gateway.pipeline.html import analyse, strip_invisible

@@ -47,14 +47,14 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway.cli_consent import import_file
+from gateway.cli.consent import import_file
 from gateway.clock import SystemClock
-from gateway.consent import ConsentRules, Interaction, Window
-from gateway.consent_ops import ConsentOps
+from gateway.consent.ops import ConsentOps
+from gateway.consent.rules import ConsentRules, Interaction, Window
 from gateway.policy.model import DealerPolicy
 from gateway.storage.base import Storage
-from gateway.storage.postgres import PostgresStorage
-from gateway.storage.sqlite import SqliteStorage
+from gateway.storage.postgres.backend import PostgresStorage
+from gateway.storage.sqlite.backend import SqliteStorage
 from gateway.types import DealerId
 
 DEALER = "bench-motors"

@@ -62,7 +62,7 @@ from typing import Any
 
 import asyncpg
 
-from gateway.fingerprints import (
+from gateway.duplicates.fingerprints import (
     SIGNATURE_BYTES,
     Category,
     DuplicateOptions,
@@ -70,14 +70,14 @@ from gateway.fingerprints import (
     MessagePrint,
     SendClaim,
 )
-from gateway.message import ParseLimits, parse
+from gateway.duplicates.sendlog import EXPIRY_BATCH, EXPIRY_PAUSE
+from gateway.mail.message import ParseLimits, parse
 from gateway.pipeline.base import CheckContext
 from gateway.pipeline.duplicates import duplicate_message
 from gateway.policy.model import DealerPolicy
-from gateway.sendlog import EXPIRY_BATCH, EXPIRY_PAUSE
 from gateway.storage.base import Storage
-from gateway.storage.postgres import PostgresStorage
-from gateway.storage.sqlite import SqliteStorage
+from gateway.storage.postgres.backend import PostgresStorage
+from gateway.storage.sqlite.backend import SqliteStorage
 from gateway.types import DealerId, Envelope, MessageId
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

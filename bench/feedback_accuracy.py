@@ -1,7 +1,7 @@
 """Feedback parser accuracy against the real reports in the shared corpus.
 
 Every file is run through the same code as ``mailgate feedback parse --json``
-(``gateway.cli_feedback.describe(classify_message(raw))``) and compared with the
+(``gateway.cli.feedback.describe(classify_message(raw))``) and compared with the
 expectations each source's MANIFEST.md describes. Per source it prints:
 
 - hard/soft: expected recipient rows where our hard flag agrees (a recipient we did not
@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.cli_feedback import describe
+from gateway.cli.feedback import describe
 from gateway.feedback.parse import classify_message
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"

@@ -37,10 +37,10 @@ import dkim
 from cryptography.hazmat.primitives import serialization
 
 from gateway.clock import FakeClock
-from gateway.dkim_keys import generate_key, public_record, write_private_key
+from gateway.dkim.keys import generate_key, public_record, write_private_key
+from gateway.dkim.signing import DkimSigner, signed_header_names
 from gateway.policy.model import DealerPolicy, DkimSettings, PolicySet
 from gateway.policy.store import PolicyStore
-from gateway.signing import DkimSigner, signed_header_names
 from gateway.types import DealerId
 
 DOMAIN = "example-motors.test"

@@ -1,5 +1,5 @@
 """Allow ``python -m gateway`` as an alias of the ``mailgate`` command."""
 
-from gateway.cli import main
+from gateway.cli.main import main
 
 raise SystemExit(main())

@@ -21,30 +21,27 @@ from pathlib import Path
 import uvicorn
 
 from gateway.admin.api import AdminApi
-from gateway.admin.http import build_app
 from gateway.admin.ops import AdminOps
-from gateway.admin.status import StatusLinks, status_routes
 from gateway.admin.tokens import TokenCheck
-from gateway.admin.unsubscribe import unsubscribe_routes
 from gateway.alerts import Alerts
-from gateway.backpressure import SpoolGuard
 from gateway.clock import Clock, SystemClock
-from gateway.consent_ops import ConsentGauges
+from gateway.consent.ops import ConsentGauges
+from gateway.datadir import load_or_create_key, load_or_create_node_id
 from gateway.delivery.client import make_upstream
+from gateway.delivery.held import expire_held
 from gateway.delivery.worker import DeliveryWorker
+from gateway.dkim.signing import DkimSigner, Signer
 from gateway.dns.domains import RecipientDomains
 from gateway.dns.resolver import Resolver, from_settings
-from gateway.dnscheck import config_from, monitor
+from gateway.dns.selfcheck import config_from, monitor
 from gateway.errors import ConfigError, StorageError
 from gateway.feedback.ingest import FeedbackIngest
-from gateway.held import expire_held
-from gateway.intake import Intake
-from gateway.keys import load_or_create_key, load_or_create_node_id
+from gateway.intake.backpressure import SpoolGuard
+from gateway.intake.service import Intake
 from gateway.metrics import Metrics
 from gateway.policy.store import PolicyStore
 from gateway.reputation.suspensions import Suspensions
 from gateway.settings import Settings, parse_hostport
-from gateway.signing import DkimSigner, Signer
 from gateway.smtp.auth import Authenticator, FailureLimiter
 from gateway.smtp.budget import DataBudget
 from gateway.smtp.handler import SessionLimits, SubmissionHandler
@@ -53,7 +50,10 @@ from gateway.smtp.server import Sessions, SubmissionServer
 from gateway.smtp.tls import ensure_self_signed, server_context
 from gateway.storage.base import Storage, open_storage, sqlite_path
 from gateway.tracking import RefCodec
-from gateway.unsubscribe import UnsubscribeLinks, Unsubscribes
+from gateway.unsubscribe.service import UnsubscribeLinks, Unsubscribes
+from gateway.web.http import build_app
+from gateway.web.status import StatusLinks, status_routes
+from gateway.web.unsubscribe import unsubscribe_routes
 
 log = logging.getLogger("gateway")
 
@@ -387,7 +387,7 @@ class Gateway:
             self._tasks.append(
                 asyncio.create_task(self.suspensions.run(REPUTATION_REFRESH), name="reputation")
             )
-        # Consent: eligible and locked recipients per dealer (gateway/consent_ops.py).
+        # Consent: eligible and locked recipients per dealer (gateway/consent/ops.py).
         gauges = ConsentGauges(self.storage, self.policies, self.clock, self.metrics)
         self._tasks.append(asyncio.create_task(gauges.run(), name="consent-gauges"))
         interval = self.settings.dns.check_interval.total_seconds()

@@ -147,7 +147,7 @@ CATALOGUE: dict[str, FindingKind] = {
             Action.REJECT,
             per_recipient=True,
         ),
-        # -- consent and eligibility windows (gateway/consent.py, pipeline/consent.py) --
+        # -- consent and eligibility windows (gateway/consent/rules.py, pipeline/consent.py) --
         FindingKind(
             "consent-window-expired",
             "the recipient is outside the dealer's consent windows for commercial email",

@@ -203,7 +203,7 @@ class Metrics:
         )
 
     def _dns(self, r: CollectorRegistry) -> None:
-        """DNS self-checks and recipient-domain validation (gateway/dnscheck.py, gateway/dns/)."""
+        """DNS self-checks and recipient-domain validation (gateway/dns/)."""
         self.dns_check_ok = Gauge(
             "mailgate_dns_check_ok",
             "1 when the dealer's DNS check passed at the last run, 0 when it failed "
@@ -278,7 +278,7 @@ class Metrics:
         )
 
     def _consent(self, r: CollectorRegistry) -> None:
-        """Consent and eligibility windows (gateway/consent.py, gateway/consent_ops.py)."""
+        """Consent and eligibility windows (gateway/consent/rules.py, gateway/consent/ops.py)."""
         self.consent_recipients = Gauge(
             "mailgate_consent_recipients",
             "Recipients on record per dealer whose rules enforce consent, by standing for the "

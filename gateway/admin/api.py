@@ -43,9 +43,9 @@ from gateway.admin.ops import (
     RateReport,
 )
 from gateway.admin.tokens import TokenCheck
-from gateway.cli_consent import RowError, parse_row
-from gateway.consent import Preference
-from gateway.consent_ops import ConsentOps, explanation_json
+from gateway.cli.consent import RowError, parse_row
+from gateway.consent.ops import ConsentOps, explanation_json
+from gateway.consent.rules import Preference
 from gateway.errors import StorageError
 from gateway.findings import CATALOGUE
 from gateway.metrics import Metrics
@@ -762,7 +762,7 @@ _DEALER_Q = Param("dealer", "string", "only this dealer's messages")
 _LIST_Q = Param("list", "string", "a dealer id, or * for the global list")
 
 
-# -- consent (gateway/consent.py, gateway/consent_ops.py) ----------------------------------
+# -- consent (gateway/consent/rules.py, gateway/consent/ops.py) ----------------------------------
 
 
 class ConsentEventBody(_Body):

@@ -18,10 +18,10 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from gateway import addresses
-from gateway.backpressure import SpoolGuard
 from gateway.clock import Clock
 from gateway.errors import GatewayError, StorageError
+from gateway.intake.backpressure import SpoolGuard
+from gateway.mail import addresses
 from gateway.metrics import Metrics
 from gateway.policy.model import DealerPolicy, RateThresholds
 from gateway.policy.store import PolicyStore, ReloadResult

@@ -4,5 +4,5 @@
 timeout per question, answers cached for their TTL); ``domains.py`` decides at RCPT
 whether a recipient domain can receive mail at all; ``typos.py`` suggests the provider a
 mistyped domain probably meant. The self-checks of the dealers' published records live
-in ``gateway/dnscheck.py`` and use the same resolver.
+in ``gateway/dns/selfcheck.py`` and use the same resolver.
 """

@@ -5,7 +5,7 @@ MIME entity with its unfolded header fields, its content type and its body with 
 transfer encoding undone, in document order, plus which entities are the roots of
 enclosed messages (``message/rfc822``, RFC 2046 §5.2.1) or enclosed header blocks
 (``text/rfc822-headers``, RFC 6522 §4). Structure comes from
-``gateway.mimetree.scan``, which is iterative and bounded; every size here is capped, so
+``gateway.mail.mimetree.scan``, which is iterative and bounded; every size here is capped, so
 a huge returned original or an endless nesting costs a bounded amount of work.
 
 Nothing here raises on junk: a message the scanner refuses is read as one text entity.
@@ -19,7 +19,7 @@ import email.header
 import re
 from dataclasses import dataclass
 
-from gateway import mimetree
+from gateway.mail import mimetree
 
 MAX_INPUT = 4 * 1024 * 1024  # reports are small; a returned original is not read past this
 MAX_DEPTH = 12  # nested containers; a bounce of a bounce of a forward is about 4

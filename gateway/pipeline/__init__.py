@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gateway.message import ParsedMessage
+from gateway.mail.message import ParsedMessage
 from gateway.pipeline.attachments import dangerous_attachment, stray_attachment
 from gateway.pipeline.base import Check, CheckContext, Finding
 from gateway.pipeline.consent import consent_window_expired, missing_postal_address, no_opt_in

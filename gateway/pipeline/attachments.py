@@ -8,7 +8,7 @@ Stray attachments
     part in a message with no body. Mailbox providers treat such mail as a virus carrier:
     the incident this check exists for had every HTML body turned into ``unknown1.txt``
     and the dealer's domain blacklisted. The finding names a safe repair
-    (``gateway.repair``) when there is one: HTML sent only as such an attachment becomes
+    (``gateway.intake.repair``) when there is one: HTML sent only as such an attachment becomes
     the body again, and ``winmail.dat`` is dropped when there is a readable body.
 
 Dangerous attachments
@@ -30,7 +30,7 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from gateway.message import Attachment, ParsedMessage
+from gateway.mail.message import Attachment, ParsedMessage
 from gateway.pipeline.base import CheckContext, Finding
 from gateway.policy.model import DealerPolicy
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 
-from gateway.consent import ConsentRecord
-from gateway.fingerprints import DuplicateState
-from gateway.message import ParsedMessage
+from gateway.consent.rules import ConsentRecord
+from gateway.duplicates.fingerprints import DuplicateState
+from gateway.mail.message import ParsedMessage
 from gateway.policy.model import DealerPolicy
 from gateway.types import Envelope
 
@@ -28,7 +28,7 @@ class Finding:
     ``code`` is a key of ``gateway.findings.CATALOGUE``; ``detail`` is a sentence for the
     dealer naming the specifics; ``recipient`` is set when the finding concerns one
     recipient only; ``data`` carries machine-readable specifics for logs and the API.
-    ``repair`` names the safe repair in ``gateway.repair`` that restores what the sender
+    ``repair`` names the safe repair in ``gateway.intake.repair`` that restores what the sender
     meant, when the check saw that one applies; ``None`` when there is none.
     """
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from gateway.consent import (
+from gateway.consent.rules import (
     CATEGORY_HEADER,
     EMPTY_RECORD,
     EXEMPT_CATEGORIES,
@@ -32,7 +32,7 @@ from gateway.consent import (
     normalise_address,
     postal_address_present,
 )
-from gateway.message import ParsedMessage
+from gateway.mail.message import ParsedMessage
 from gateway.pipeline.base import CheckContext, Finding
 from gateway.policy.model import DealerPolicy
 

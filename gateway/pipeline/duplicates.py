@@ -17,14 +17,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
-from gateway.fingerprints import (
+from gateway.duplicates.fingerprints import (
     Category,
     DuplicateState,
     PriorSend,
     RecipientHistory,
     similarity,
 )
-from gateway.message import ParsedMessage
+from gateway.mail.message import ParsedMessage
 from gateway.pipeline.base import CheckContext, Finding
 from gateway.policy.model import DealerPolicy
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from gateway.message import ParsedMessage
+from gateway.mail.message import ParsedMessage
 from gateway.pipeline.base import CheckContext, Finding
 from gateway.policy.model import DealerPolicy
 

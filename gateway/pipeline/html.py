@@ -39,7 +39,7 @@ from functools import lru_cache
 
 from markupever import HtmlOptions, Parser
 
-from gateway.message import ParsedMessage
+from gateway.mail.message import ParsedMessage
 from gateway.pipeline.base import CheckContext, Finding
 from gateway.policy.model import DealerPolicy
 

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
-from gateway.message import ParsedMessage
+from gateway.mail.message import ParsedMessage
 from gateway.pipeline.base import CheckContext, Finding
 from gateway.pipeline.html import links
 from gateway.policy.model import DealerPolicy

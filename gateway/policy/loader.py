@@ -44,7 +44,7 @@ from pydantic import (
     field_validator,
 )
 
-from gateway.consent import IMPLIED, ConsentRules, Interaction, Window
+from gateway.consent.rules import IMPLIED, ConsentRules, Interaction, Window
 from gateway.errors import PolicyError, Problem
 from gateway.findings import CATALOGUE
 from gateway.policy.model import (
@@ -261,7 +261,7 @@ class _Suppression(_Closed):
     soft_bounce_suppress_for: DurationText | None = None
 
 
-# -- consent rules ([consent], gateway/consent.py) -----------------------------------------
+# -- consent rules ([consent], gateway/consent/rules.py) -----------------------------------------
 
 _WINDOW_KINDS = tuple(sorted(k.value for k in IMPLIED))
 

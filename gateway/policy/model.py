@@ -13,7 +13,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
-from gateway.consent import NO_RULES, ConsentRules
+from gateway.consent.rules import NO_RULES, ConsentRules
 from gateway.types import Action, DealerId
 
 
@@ -80,7 +80,7 @@ class SuppressionPolicy:
 
 @dataclass(frozen=True, slots=True)
 class UnsubscribePolicy:
-    """``[unsubscribe]``: what happens to a CRM's own ``List-Unsubscribe`` (gateway/unsubscribe.py).
+    """``[unsubscribe]``: what happens to a CRM's own ``List-Unsubscribe`` (unsubscribe/).
 
     ``existing``: ``keep`` leaves a message that has one as it is; ``replace`` puts ours in
     its place; ``add`` lists ours first and the CRM's after. Messages without one always
@@ -108,7 +108,7 @@ class DealerPolicy:
     complaints: RateThresholds = DEFAULT_COMPLAINTS
     bounces: RateThresholds = DEFAULT_BOUNCES
     suppression: SuppressionPolicy = SuppressionPolicy()
-    consent: ConsentRules = NO_RULES  # [consent]: eligibility windows (gateway/consent.py)
+    consent: ConsentRules = NO_RULES  # [consent]: eligibility windows (gateway/consent/rules.py)
     unsubscribe: UnsubscribePolicy = UnsubscribePolicy()
 
     def owns_domain(self, domain: str) -> bool:

@@ -18,17 +18,17 @@ from typing import Protocol
 from aiosmtpd.smtp import SMTP, AuthResult, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
-from gateway import addresses
-from gateway.addresses import AddressProblem
-from gateway.backpressure import SpoolGuard
+from gateway import replies
 from gateway.clock import Clock
 from gateway.dns.domains import RecipientDomains
 from gateway.errors import StorageError
-from gateway.intake import Intake
+from gateway.intake.backpressure import SpoolGuard
+from gateway.intake.service import Intake
+from gateway.mail import addresses
+from gateway.mail.addresses import AddressProblem
 from gateway.metrics import Metrics
 from gateway.policy.store import PolicyStore
 from gateway.reputation.records import DealerStatus, Suppression
-from gateway.smtp import replies
 from gateway.smtp.auth import Authenticator, AuthStatus
 from gateway.types import DealerId, Envelope, Reply
 

@@ -25,15 +25,15 @@ import time
 from aiosmtpd.smtp import SMTP, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
-from gateway import addresses
+from gateway import replies
 from gateway.errors import StorageError
 from gateway.feedback.ingest import FeedbackIngest, Via
+from gateway.mail import addresses
 from gateway.metrics import Metrics
 from gateway.settings import InboundSettings
-from gateway.smtp import replies
 from gateway.smtp.handler import peer_ip
 from gateway.tracking import parse_verp
-from gateway.unsubscribe import Unsubscribes, token_in_message
+from gateway.unsubscribe.service import Unsubscribes, token_in_message
 
 log = logging.getLogger("gateway.feedback")
 
@@ -71,7 +71,7 @@ class InboundHandler:
         metrics: Metrics,
         unsubscribes: Unsubscribes | None = None,
     ):
-        # The List-Unsubscribe mailto (gateway/unsubscribe.py) names a report address, with
+        # The List-Unsubscribe mailto (gateway/unsubscribe/service.py) names a report address, with
         # the one-click token in the subject.
         self._unsubscribes = unsubscribes
         self._ingest = ingest

@@ -19,8 +19,9 @@ from typing import Any, AnyStr, Protocol
 
 from aiosmtpd.smtp import SMTP, Session
 
+from gateway import replies
 from gateway.metrics import Metrics
-from gateway.smtp import budget, replies
+from gateway.smtp import budget
 from gateway.smtp.budget import DataBudget
 from gateway.smtp.handler import peer_ip
 from gateway.types import Reply

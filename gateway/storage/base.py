@@ -23,9 +23,9 @@ from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import Protocol
 
-from gateway.consent import ConsentEvent, ConsentRecord, Preference
+from gateway.consent.rules import ConsentEvent, ConsentRecord, Preference
+from gateway.duplicates.fingerprints import DuplicateDrop, RecipientHistory, SendClaim
 from gateway.errors import ConfigError
-from gateway.fingerprints import DuplicateDrop, RecipientHistory, SendClaim
 from gateway.reputation.records import (
     DailyCounts,
     DayCounts,
@@ -169,7 +169,7 @@ class Storage(Protocol):
         """List credentials (hashes included; callers must not print them)."""
         ...
 
-    # -- duplicates and frequency caps (gateway/fingerprints.py) -----------------------
+    # -- duplicates and frequency caps (gateway/duplicates/fingerprints.py) -----------------------
     #
     # Contract (tests/contract/test_duplicates.py): ``enqueue_claimed`` is the only
     # writer of the send history, and it decides atomically: a claim is checked and
@@ -334,7 +334,7 @@ class Storage(Protocol):
 
     # -- end of feedback -----------------------------------------------------------------
 
-    # -- consent: interactions and opt-ins per dealer and recipient (gateway/consent.py) ---
+    # -- consent: interactions and opt-ins per dealer and recipient (gateway/consent/rules.py) ---
     #
     # Contract (tests/contract/test_consent_store.py): nothing is ever deleted. Recording is
     # idempotent on each event's natural key (dealer, address, kind, date, ref); a finance
@@ -387,11 +387,11 @@ async def open_storage(url: str) -> Storage:
     """
     path = sqlite_path(url)
     if path is not None:
-        from gateway.storage.sqlite import SqliteStorage
+        from gateway.storage.sqlite.backend import SqliteStorage
 
         return await SqliteStorage.open(path)
     if url.startswith(("postgresql://", "postgres://")):
-        from gateway.storage.postgres import PostgresStorage
+        from gateway.storage.postgres.backend import PostgresStorage
 
         return await PostgresStorage.open(url)
     raise ConfigError(f"storage.url: unsupported scheme in {url!r} (sqlite:/// or postgresql://)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-from gateway.consent import ConsentEvent, Interaction, Preference, Topic
+from gateway.consent.rules import ConsentEvent, Interaction, Preference, Topic
 from gateway.storage.base import Storage
 from gateway.types import DealerId
 

@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 from datetime import UTC, datetime, timedelta
 
-from gateway.fingerprints import (
+from gateway.duplicates.fingerprints import (
     SIGNATURE_BYTES,
     Category,
     DuplicateDrop,

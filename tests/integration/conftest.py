@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from gateway.app import Gateway
+from gateway.dkim.signing import Signer
 from gateway.passwords import hash_password
 from gateway.settings import Settings
-from gateway.signing import Signer
 from gateway.types import Credential, DealerId
 from tests.sinks import Sink
 from tests.smtpclient import RawSmtp

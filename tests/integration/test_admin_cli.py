@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway import cli
 from gateway.admin.tokens import read_tokens
+from gateway.cli import main as cli
 from gateway.types import MessageState
 from tests.integration.admin import store_message
 from tests.integration.conftest import Harness

@@ -28,8 +28,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from gateway.cli import main as mailgate
-from gateway.dkim_keys import generate_key, public_record, write_private_key
+from gateway.cli.main import main as mailgate
+from gateway.dkim.keys import generate_key, public_record, write_private_key
 from gateway.settings import Settings
 from tests import opendkim
 from tests.dnsserver import DnsServer

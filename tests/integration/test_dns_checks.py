@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main
-from gateway.dkim_keys import generate_key, public_record, write_private_key
+from gateway.cli.main import main
+from gateway.dkim.keys import generate_key, public_record, write_private_key
 from gateway.dns.resolver import Resolver
-from gateway.dnscheck import GATEWAY, CheckConfig, Report, render, run_checks
+from gateway.dns.selfcheck import GATEWAY, CheckConfig, Report, render, run_checks
 from gateway.policy.loader import load_policy_set
 from tests.dnsserver import DnsServer
 from tests.integration.conftest import Harness, policies_dir

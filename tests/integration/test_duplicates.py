@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gateway.app import Gateway
-from gateway.cli import main as cli_main
+from gateway.cli.main import main as cli_main
 from gateway.clock import FakeClock
 from gateway.settings import Settings
 from gateway.types import DealerId, MessageState

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main
-from gateway.keys import load_or_create_key
+from gateway.cli.main import main
+from gateway.datadir import load_or_create_key
 from gateway.reputation.records import DealerState
-from gateway.storage.sqlite import SqliteStorage
+from gateway.storage.sqlite.backend import SqliteStorage
 from gateway.tracking import RefCodec, message_id_for, new_submission_id
 from gateway.types import DealerId, MessageState, NewMessage
 from tests.feedback_reports import arf

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway import cli
+from gateway.cli import main as cli
 from gateway.types import MessageState
 from tests.integration.conftest import Harness, dot_stuff
 

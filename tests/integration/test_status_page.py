@@ -16,9 +16,9 @@ import zlib
 from datetime import timedelta
 from pathlib import Path
 
-from gateway.admin.status import SERIES_COLOUR, StatusLinks
 from gateway.reputation.records import DayCounts
 from gateway.types import DealerId, MessageState
+from gateway.web.status import SERIES_COLOUR, StatusLinks
 from tests.deploy.tools import need
 from tests.integration.admin import add_token, call, store_message
 from tests.integration.conftest import Harness

@@ -1,4 +1,4 @@
-"""The consent rules (gateway/consent.py) under each shipped preset, at its boundaries.
+"""The consent rules (gateway/consent/rules.py) under each shipped preset, at its boundaries.
 
 The rules come from the real files in policies/presets/, loaded by the real loader, so a
 change to a preset shows up here. Time is a FakeClock; a window includes its last day.
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gateway.clock import FakeClock
-from gateway.consent import (
+from gateway.consent.rules import (
     NO_OPT_IN,
     WINDOW_EXPIRED,
     ConsentEvent,

@@ -8,8 +8,7 @@ import pytest
 
 from gateway.dns.domains import DomainStatus, mail_route
 from gateway.dns.resolver import Answer, DnsTimeout
-from gateway.dns.typos import distance, suggest
-from gateway.dnscheck import (
+from gateway.dns.selfcheck import (
     SpfResult,
     aligned,
     check_host,
@@ -20,6 +19,7 @@ from gateway.dnscheck import (
     spf_fix,
     spf_record,
 )
+from gateway.dns.typos import distance, suggest
 
 
 class TableLookup:

@@ -1,4 +1,4 @@
-"""Fingerprints, signatures and recipient identity (gateway/fingerprints.py)."""
+"""Fingerprints, signatures and recipient identity (gateway/duplicates/fingerprints.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from types import MappingProxyType
 
 import pytest
 
-from gateway import fingerprints as fp
-from gateway.message import ParsedMessage, ParseLimits, parse
+from gateway.duplicates import fingerprints as fp
+from gateway.mail.message import ParsedMessage, ParseLimits, parse
 from gateway.policy.model import CheckRule
 from gateway.types import Action
 
@@ -244,7 +244,7 @@ def test_recipient_keys_are_per_dealer() -> None:
 
 
 def test_skeleton_reads_only_the_start_of_a_huge_text() -> None:
-    from gateway.fingerprints import SKELETON_CHARS, skeleton
+    from gateway.duplicates.fingerprints import SKELETON_CHARS, skeleton
 
     head = "service reminder for your car " * (SKELETON_CHARS // 30 + 1)
     assert skeleton(head + "a different tail " * 100_000) == skeleton(head)

@@ -7,9 +7,9 @@ from types import MappingProxyType
 
 import pytest
 
-from gateway.cli import main
+from gateway.cli.main import main
 from gateway.findings import CATALOGUE
-from gateway.lint import lint, render_json, render_text, stand_in_dealer
+from gateway.intake.lint import lint, render_json, render_text, stand_in_dealer
 from gateway.policy.model import CheckRule
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "messages" / "inspection"

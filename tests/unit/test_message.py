@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.message import MessageRejected, ParseLimits, parse
+from gateway.mail.message import MessageRejected, ParseLimits, parse
 
 # The shared corpus sits beside the checkout (../shared/corpus), locally and in CI.
 CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.message import ParseLimits, parse
-from gateway.rewrite import (
+from gateway.mail.message import ParseLimits, parse
+from gateway.mail.rewrite import (
     LineTooLong,
     fold_long_lines,
     has_bare_line_endings,

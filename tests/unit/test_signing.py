@@ -25,7 +25,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.clock import FakeClock
-from gateway.dkim_keys import (
+from gateway.dkim.keys import (
     NewIdentity,
     PolicyEditError,
     add_identity,
@@ -39,11 +39,7 @@ from gateway.dkim_keys import (
     write_private_key,
     zone_line,
 )
-from gateway.errors import PolicyError, SigningError
-from gateway.policy.loader import load_policy_set
-from gateway.policy.model import DealerPolicy, DkimSettings, PolicySet
-from gateway.policy.store import PolicyStore
-from gateway.signing import (
+from gateway.dkim.signing import (
     DkimSigner,
     SigningKey,
     relaxed_body,
@@ -51,6 +47,10 @@ from gateway.signing import (
     signed_header_names,
     split_message,
 )
+from gateway.errors import PolicyError, SigningError
+from gateway.policy.loader import load_policy_set
+from gateway.policy.model import DealerPolicy, DkimSettings, PolicySet
+from gateway.policy.store import PolicyStore
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -262,7 +262,7 @@ def test_dealer_without_dkim_is_relayed_unsigned_and_logged_once(
 ) -> None:
     d = dealer()
     signer = DkimSigner(store_of(d), FakeClock(NOW))
-    with caplog.at_level(logging.WARNING, logger="gateway.signing"):
+    with caplog.at_level(logging.WARNING, logger="gateway.dkim.signing"):
         assert signer.sign(PLAIN, d) == PLAIN
         assert signer.sign(PLAIN, d) == PLAIN
     assert [r.getMessage() for r in caplog.records] == [

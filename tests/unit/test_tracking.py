@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.addresses import check as check_address
+from gateway.datadir import load_or_create_key
 from gateway.errors import ConfigError
-from gateway.keys import load_or_create_key
+from gateway.mail.addresses import check as check_address
 from gateway.tracking import (
     RefCodec,
     RefToken,

@@ -7,7 +7,7 @@ from functools import cache
 from pathlib import Path
 
 from gateway import pipeline
-from gateway.message import ParsedMessage, ParseLimits, parse
+from gateway.mail.message import ParsedMessage, ParseLimits, parse
 from gateway.pipeline.base import CheckContext, Finding
 from gateway.policy.model import DealerPolicy
 

@@ -5,7 +5,7 @@ import zipfile
 
 import pytest
 
-from gateway.message import Attachment
+from gateway.mail.message import Attachment
 from gateway.pipeline.attachments import (
     REPAIR_DROP_TNEF,
     REPAIR_HTML_BODY,

@@ -8,14 +8,14 @@ from types import MappingProxyType
 
 import pytest
 
-from gateway.consent import (
+from gateway.consent.rules import (
     ConsentEvent,
     ConsentRecord,
     ConsentRules,
     Interaction,
     Window,
 )
-from gateway.message import ParsedMessage, ParseLimits, parse
+from gateway.mail.message import ParsedMessage, ParseLimits, parse
 from gateway.pipeline import CHECKS, run
 from gateway.pipeline.base import CheckContext
 from gateway.pipeline.consent import consent_window_expired, missing_postal_address, no_opt_in

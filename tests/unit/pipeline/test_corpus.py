@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway import pipeline
-from gateway.message import MessageRejected, ParseLimits, parse
+from gateway.mail.message import MessageRejected, ParseLimits, parse
 from gateway.pipeline.base import CheckContext
 from gateway.pipeline.decide import decide
 from gateway.policy.model import DealerPolicy

@@ -9,7 +9,7 @@ from types import MappingProxyType
 
 import pytest
 
-from gateway.fingerprints import (
+from gateway.duplicates.fingerprints import (
     SIGNATURE_BYTES,
     Category,
     DuplicateOptions,
@@ -18,7 +18,7 @@ from gateway.fingerprints import (
     PriorSend,
     RecipientHistory,
 )
-from gateway.message import ParsedMessage, ParseLimits, parse
+from gateway.mail.message import ParsedMessage, ParseLimits, parse
 from gateway.pipeline import CHECKS, run
 from gateway.pipeline.base import Check, CheckContext, Finding
 from gateway.pipeline.decide import decide

@@ -6,7 +6,7 @@ import pytest
 
 from gateway import pipeline
 from gateway.findings import CATALOGUE
-from gateway.message import ParseLimits, parse
+from gateway.mail.message import ParseLimits, parse
 from gateway.pipeline.base import CheckContext, Finding
 from gateway.policy.model import DealerPolicy
 

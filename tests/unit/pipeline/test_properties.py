@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway import pipeline
-from gateway.message import MessageRejected, ParseLimits, parse
+from gateway.mail.message import MessageRejected, ParseLimits, parse
 from gateway.pipeline.base import CheckContext
 from gateway.pipeline.decide import decide
 from gateway.policy.model import DealerPolicy

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway import repair
-from gateway.message import ParseLimits, parse
+from gateway.intake import repair
+from gateway.mail.message import ParseLimits, parse
 from gateway.pipeline.attachments import stray_attachment
 from gateway.pipeline.base import CheckContext, Finding
 from gateway.policy.model import DealerPolicy

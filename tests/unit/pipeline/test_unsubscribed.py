@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from gateway.message import ParseLimits, parse
+from gateway.mail.message import ParseLimits, parse
 from gateway.pipeline.base import CheckContext
 from gateway.pipeline.decide import decide
 from gateway.pipeline.unsubscribed import unsubscribed

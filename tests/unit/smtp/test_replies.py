@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.smtp import replies
+from gateway import replies
 from gateway.types import Reply
 
 CONSTANTS = {name: value for name, value in vars(replies).items() if isinstance(value, Reply)}

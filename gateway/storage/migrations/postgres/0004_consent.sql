@@ -1,4 +1,4 @@
--- Consent: the relationship records a dealer's CRM or DMS feeds in (gateway/consent.py).
+-- Consent: the relationship records a dealer's CRM or DMS feeds in (gateway/consent/rules.py).
 -- Rows are never deleted or overwritten with older facts: an ineligible recipient is
 -- locked by the rules, not removed, and a new interaction makes it eligible again.
 

@@ -1,4 +1,4 @@
--- Duplicate suppression and frequency caps (see gateway/fingerprints.py).
+-- Duplicate suppression and frequency caps (see gateway/duplicates/fingerprints.py).
 --
 -- No address is stored here: a recipient is a 16-byte BLAKE2b key of dealer and
 -- normalised address; content is a 16-byte fingerprint and a 128-byte MinHash signature.

@@ -1,0 +1,1 @@
+"""The ``mailgate`` command: one module per command group."""

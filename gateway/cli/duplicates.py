@@ -1,0 +1,53 @@
+"""``mailgate duplicates``: what the duplicate checks left out or refused, and why.
+
+``duplicates list [--dealer ID] [--limit N]`` reads the drop records from the store
+(offline, like ``queue ls``), newest first: when, dealer, recipient, kind (exact, near,
+cap), the action policy chose, the earlier message it duplicates, and the detail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+EXIT_OK = 0
+
+
+def cmd_duplicates_list(args: argparse.Namespace) -> int:
+    """Print recorded duplicate drops, newest first."""
+    from gateway.cli.main import _settings
+    from gateway.storage.base import open_storage
+    from gateway.types import DealerId
+
+    settings = _settings(args)
+
+    async def run() -> int:
+        storage = await open_storage(settings.storage_url)
+        try:
+            dealer = DealerId(args.dealer) if args.dealer else None
+            drops = await storage.list_duplicate_drops(dealer, limit=args.limit)
+        finally:
+            await storage.close()
+        print(
+            f"{'AT (UTC)':<17} {'DEALER':<16} {'KIND':<5} {'ACTION':<7} {'EARLIER':<24} RECIPIENT"
+        )
+        for d in drops:
+            print(
+                f"{d.at:%Y-%m-%d %H:%M} {d.dealer_id:<16} {d.kind:<5} {d.action:<7} "
+                f"{d.earlier or '-':<24} {d.recipient}\n    {d.detail}"
+            )
+        return EXIT_OK
+
+    return asyncio.run(run())
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``duplicates`` command group to the ``mailgate`` parser."""
+    group = subparsers.add_parser(
+        "duplicates", help="duplicate and frequency-cap drops"
+    ).add_subparsers(dest="duplicates_command", required=True)
+    p = group.add_parser("list", help="list what was left out or refused, newest first")
+    p.add_argument("--dealer", help="only this dealer")
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(func=cmd_duplicates_list)

@@ -1,0 +1,1 @@
+"""Consent: the eligibility rules (pure) and the operations over the store."""

@@ -1,0 +1,1 @@
+"""DKIM: signing the relayed bytes, and the keys and their rotation."""

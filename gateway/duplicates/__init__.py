@@ -1,0 +1,1 @@
+"""Duplicate detection: fingerprints (pure) and the per-recipient send log (I/O)."""

@@ -1,0 +1,1 @@
+"""Intake: from DATA bytes to a verdict, stored copies and a reply."""

@@ -1,0 +1,1 @@
+"""The PostgreSQL backend, one module per section of the store."""

@@ -1,0 +1,1 @@
+"""The SQLite backend, one module per section of the store."""

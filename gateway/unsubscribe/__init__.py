@@ -1,0 +1,1 @@
+"""One-click unsubscribe: the links and tokens, and what a click does."""

@@ -1,0 +1,1 @@
+"""What dealers and recipients reach over HTTP: status pages, unsubscribe, metrics, health."""
