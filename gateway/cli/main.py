@@ -23,7 +23,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
-from gateway.errors import ConfigError, GatewayError
+from gateway.errors import ConfigError, DataDirInUse, GatewayError
 from gateway.settings import Settings, load_settings, parse_hostport
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -262,6 +262,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except DataDirInUse as exc:
+        print(f"mailgate: {exc}", file=sys.stderr)
+        return EXIT_FAIL
     except ConfigError as exc:
         print(f"configuration error:\n{exc}", file=sys.stderr)
         return EXIT_USAGE
