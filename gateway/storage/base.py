@@ -387,7 +387,7 @@ async def open_storage(url: str) -> Storage:
     """
     path = sqlite_path(url)
     if path is not None:
-        from gateway.storage.sqlite.backend import SqliteStorage
+        from gateway.storage.sqlite import SqliteStorage
 
         return await SqliteStorage.open(path)
     if url.startswith(("postgresql://", "postgres://")):

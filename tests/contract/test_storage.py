@@ -600,7 +600,7 @@ async def test_migrations_apply_once_even_when_two_nodes_start_together(
 
 async def test_commits_are_synchronous(backend: Backend) -> None:
     if backend.name == "sqlite":
-        from gateway.storage.sqlite.backend import SqliteStorage
+        from gateway.storage.sqlite import SqliteStorage
 
         store = await backend.open()
         assert isinstance(store, SqliteStorage)
