@@ -391,7 +391,7 @@ async def open_storage(url: str) -> Storage:
 
         return await SqliteStorage.open(path)
     if url.startswith(("postgresql://", "postgres://")):
-        from gateway.storage.postgres.backend import PostgresStorage
+        from gateway.storage.postgres import PostgresStorage
 
         return await PostgresStorage.open(url)
     raise ConfigError(f"storage.url: unsupported scheme in {url!r} (sqlite:/// or postgresql://)")
