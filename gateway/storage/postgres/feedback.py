@@ -2,16 +2,17 @@
 
 Owns ``FeedbackSection`` (the protocol's "feedback" section) and the statements other
 sections run inside their own transactions: ``bump_counts`` (a final delivery outcome
-counts on its day) and ``open_suppression``.
+counts on its day) and ``open_suppression``. What a suppression or a state change writes
+is decided by ``gateway/reputation/rules.py``; here it is only read and written.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from datetime import date, datetime
 from typing import Any
 
+from gateway.errors import StorageUnavailable
 from gateway.reputation.records import (
     GLOBAL,
     Actor,
@@ -25,8 +26,8 @@ from gateway.reputation.records import (
     StateChange,
     Suppression,
     event_counts,
-    initial_status,
 )
+from gateway.reputation.rules import plan_suppression, plan_transition
 from gateway.storage.postgres.connection import aware
 from gateway.storage.postgres.section import Section
 from gateway.types import DealerId, MessageId
@@ -37,6 +38,12 @@ _SUPPRESSION_COLUMNS = (
 _STATUS_COLUMNS = (
     "dealer_id, state, reason, actor, since, expires_at, counts_from, baseline, change_id"
 )
+
+
+# Reads of the open suppression entry before giving up. A retry follows an insert lost to
+# another node's new open entry, which the next read sees and locks; losing three times
+# needs that entry lifted and yet another opened in between, twice over.
+_SUPPRESSION_TRIES = 3
 
 
 class _StateMoved(Exception):
@@ -88,34 +95,51 @@ async def bump_counts(conn: Any, dealer_id: str, day: date, counts: DayCounts) -
 
 
 async def open_suppression(conn: Any, entry: Suppression) -> bool:
-    """Add or extend ``entry`` (in the caller's transaction); True if anything changed."""
+    """Add or extend ``entry`` (in the caller's transaction); True if anything changed.
+
+    The open entry is read ``FOR UPDATE``, so no other transaction changes it between
+    ``plan_suppression`` and the writes. When there is none, two nodes may both plan to
+    open one: the partial unique index lets one insert win, and the other (its insert
+    waited for the winner's commit) reads again and plans against the winner's entry.
+    """
     scope, address = entry.dealer_id or "", entry.address.lower()
-    now = aware(entry.created_at)
-    # An entry that has run out still holds the one open slot: close it as expired.
-    await conn.execute(
-        "UPDATE suppressions SET lifted_at = expires_at, lifted_by = 'expiry',"
-        " lift_reason = 'expired' WHERE address = $1 AND scope = $2 AND lifted_at IS NULL"
-        " AND expires_at IS NOT NULL AND expires_at <= $3",
-        address,
-        scope,
-        now,
+    aware(entry.created_at)
+    for _ in range(_SUPPRESSION_TRIES):
+        row = await conn.fetchrow(
+            f"SELECT {_SUPPRESSION_COLUMNS} FROM suppressions"
+            " WHERE address = $1 AND scope = $2 AND lifted_at IS NULL FOR UPDATE",
+            address,
+            scope,
+        )
+        plan = plan_suppression(None if row is None else _suppression(row), entry)
+        if plan.closed is not None:
+            closed = plan.closed
+            await conn.execute(
+                "UPDATE suppressions SET lifted_at = $2, lifted_by = $3, lift_reason = $4"
+                " WHERE id = $1",
+                closed.id, closed.lifted_at, closed.lifted_by, closed.lift_reason,
+            )  # fmt: skip
+        if plan.opened is not None:
+            new = plan.opened
+            won = await conn.fetchval(
+                "INSERT INTO suppressions (scope, address, reason, source, created_at,"
+                " expires_at) VALUES ($1, $2, $3, $4, $5, $6)"
+                " ON CONFLICT (address, scope) WHERE lifted_at IS NULL DO NOTHING RETURNING true",
+                new.dealer_id or "", new.address, new.reason, new.source, new.created_at,
+                new.expires_at,
+            )  # fmt: skip
+            if not won:
+                continue
+        if plan.extended is not None:
+            longer = plan.extended
+            await conn.execute(
+                "UPDATE suppressions SET expires_at = $2, reason = $3, source = $4 WHERE id = $1",
+                longer.id, longer.expires_at, longer.reason, longer.source,
+            )  # fmt: skip
+        return plan.changed
+    raise StorageUnavailable(
+        f"postgres: the suppression of {address} ({entry.scope}) kept changing; try again"
     )
-    added = await conn.fetchval(
-        "INSERT INTO suppressions (scope, address, reason, source, created_at, expires_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6)"
-        " ON CONFLICT (address, scope) WHERE lifted_at IS NULL DO NOTHING RETURNING true",
-        scope, address, entry.reason, entry.source, now, entry.expires_at,
-    )  # fmt: skip
-    if added:
-        return True
-    # A temporary entry is extended when the new one lasts longer (or for ever).
-    extended = await conn.fetchval(
-        "UPDATE suppressions SET expires_at = $3, reason = $4, source = $5"
-        " WHERE address = $1 AND scope = $2 AND lifted_at IS NULL AND expires_at IS NOT NULL"
-        " AND ($3::timestamptz IS NULL OR expires_at < $3) RETURNING true",
-        address, scope, entry.expires_at, entry.reason, entry.source,
-    )  # fmt: skip
-    return bool(extended)
 
 
 class FeedbackSection(Section):
@@ -309,7 +333,7 @@ class FeedbackSection(Section):
     async def change_dealer_state(
         self, change: StateChange, baseline: DayCounts | None = None
     ) -> StateChange | None:
-        """Compare-and-set the dealer's state; record the transition in its history."""
+        """Compare-and-set the dealer's state (``plan_transition``); keep it in history."""
         aware(change.at)
         try:
             async with self._conn() as conn, conn.transaction():
@@ -317,27 +341,26 @@ class FeedbackSection(Section):
                     f"SELECT {_STATUS_COLUMNS} FROM dealer_status WHERE dealer_id = $1 FOR UPDATE",
                     change.dealer_id,
                 )
-                current = (
-                    _status(row) if row is not None else initial_status(change.dealer_id, change.at)
-                )
-                if current.state is not change.previous:
+                planned = plan_transition(None if row is None else _status(row), change, baseline)
+                if planned is None:
                     return None
+                new = planned.change
                 change_id = await conn.fetchval(
                     "INSERT INTO dealer_history (dealer_id, state, previous, reason, actor,"
                     " by_name, at, expires_at, evidence)"
                     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
-                    change.dealer_id, change.state.value, change.previous.value, change.reason,
-                    change.actor.value, change.by, change.at, change.expires_at,
-                    json.dumps(change.evidence.as_dict()),
+                    new.dealer_id, new.state.value, new.previous.value, new.reason,
+                    new.actor.value, new.by, new.at, new.expires_at,
+                    json.dumps(new.evidence.as_dict()),
                 )  # fmt: skip
-                recorded = replace(change, id=int(change_id))
-                status = current.after(recorded, baseline)
+                done = planned.numbered(int(change_id))
+                status = done.status
                 values = (
                     status.dealer_id, status.state.value, status.reason, status.actor.value,
                     status.since, status.expires_at, status.counts_from,
                     json.dumps(status.baseline.as_dict()), status.change_id,
                 )  # fmt: skip
-                if row is None:
+                if done.first:
                     # Two nodes may both have seen no row: only one insert wins.
                     won = await conn.fetchval(
                         f"INSERT INTO dealer_status ({_STATUS_COLUMNS})"
@@ -356,7 +379,7 @@ class FeedbackSection(Section):
                     )
         except _StateMoved:
             return None
-        return recorded
+        return done.change
 
     async def dealer_history(self, dealer_id: DealerId, limit: int = 50) -> list[StateChange]:
         """The dealer's transitions, newest first."""

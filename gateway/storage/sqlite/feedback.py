@@ -2,7 +2,8 @@
 
 Owns ``FeedbackSection`` (the protocol's "feedback" section) and the statements other
 sections run inside their own transactions: ``bump_counts`` (a final delivery outcome
-counts on its day) and ``open_suppression``.
+counts on its day) and ``open_suppression``. What a suppression or a state change writes
+is decided by ``gateway/reputation/rules.py``; here it is only read and written.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import date, datetime
 from typing import Any
 
@@ -27,8 +27,8 @@ from gateway.reputation.records import (
     StateChange,
     Suppression,
     event_counts,
-    initial_status,
 )
+from gateway.reputation.rules import plan_suppression, plan_transition
 from gateway.storage.sqlite.connection import from_us, opt_from_us, opt_us, to_us, write
 from gateway.storage.sqlite.section import Section
 from gateway.types import DealerId, MessageId
@@ -105,36 +105,40 @@ def bump_counts(conn: sqlite3.Connection, dealer_id: str, day: date, counts: Day
 
 
 def open_suppression(conn: sqlite3.Connection, entry: Suppression) -> bool:
-    """Add or extend ``entry`` (inside the caller's transaction); True if anything changed."""
+    """Add or extend ``entry`` (inside the caller's transaction); True if anything changed.
+
+    The caller's ``BEGIN IMMEDIATE`` holds the write lock from the read to the last
+    write, so what ``plan_suppression`` decided on is still what is stored.
+    """
     scope, address = entry.dealer_id or "", entry.address.lower()
-    now_us = to_us(entry.created_at)
-    # An entry that has run out still holds the one open slot: close it as expired.
-    conn.execute(
-        "UPDATE suppressions SET lifted_at = expires_at, lifted_by = 'expiry',"
-        " lift_reason = 'expired' WHERE address = ? AND scope = ? AND lifted_at IS NULL"
-        " AND expires_at IS NOT NULL AND expires_at <= ?",
-        (address, scope, now_us),
-    )
+    to_us(entry.created_at)
     row = conn.execute(
-        "SELECT id, expires_at FROM suppressions WHERE address = ? AND scope = ?"
+        f"SELECT {_SUPPRESSION_COLUMNS} FROM suppressions WHERE address = ? AND scope = ?"
         " AND lifted_at IS NULL",
         (address, scope),
     ).fetchone()
-    expires = opt_us(entry.expires_at)
-    if row is None:
+    plan = plan_suppression(None if row is None else _suppression(row), entry)
+    if plan.closed is not None:
+        closed = plan.closed
+        conn.execute(
+            "UPDATE suppressions SET lifted_at = ?, lifted_by = ?, lift_reason = ? WHERE id = ?",
+            (opt_us(closed.lifted_at), closed.lifted_by, closed.lift_reason, closed.id),
+        )
+    if plan.opened is not None:
+        new = plan.opened
         conn.execute(
             "INSERT INTO suppressions (scope, address, reason, source, created_at, expires_at)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            (scope, address, entry.reason, entry.source, now_us, expires),
-        )
-        return True
-    if row[1] is not None and (expires is None or expires > row[1]):
+            (new.dealer_id or "", new.address, new.reason, new.source, to_us(new.created_at),
+             opt_us(new.expires_at)),
+        )  # fmt: skip
+    if plan.extended is not None:
+        longer = plan.extended
         conn.execute(
             "UPDATE suppressions SET expires_at = ?, reason = ?, source = ? WHERE id = ?",
-            (expires, entry.reason, entry.source, row[0]),
+            (opt_us(longer.expires_at), longer.reason, longer.source, longer.id),
         )
-        return True
-    return False
+    return plan.changed
 
 
 class FeedbackSection(Section):
@@ -338,25 +342,24 @@ class FeedbackSection(Section):
     async def change_dealer_state(
         self, change: StateChange, baseline: DayCounts | None = None
     ) -> StateChange | None:
-        """Compare-and-set the dealer's state; record the transition in its history."""
+        """Compare-and-set the dealer's state (``plan_transition``); keep it in history."""
         self._check_open()
         to_us(change.at)
 
         def apply(conn: sqlite3.Connection) -> StateChange | None:
-            current = _get_status(conn, change.dealer_id) or initial_status(
-                change.dealer_id, change.at
-            )
-            if current.state is not change.previous:
+            planned = plan_transition(_get_status(conn, change.dealer_id), change, baseline)
+            if planned is None:
                 return None
+            row = planned.change
             cursor = conn.execute(
                 "INSERT INTO dealer_history (dealer_id, state, previous, reason, actor, by_name,"
                 " at, expires_at, evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (change.dealer_id, change.state.value, change.previous.value, change.reason,
-                 change.actor.value, change.by, to_us(change.at), opt_us(change.expires_at),
-                 json.dumps(change.evidence.as_dict())),
+                (row.dealer_id, row.state.value, row.previous.value, row.reason,
+                 row.actor.value, row.by, to_us(row.at), opt_us(row.expires_at),
+                 json.dumps(row.evidence.as_dict())),
             )  # fmt: skip
-            recorded = replace(change, id=int(cursor.lastrowid or 0))
-            status = current.after(recorded, baseline)
+            done = planned.numbered(int(cursor.lastrowid or 0))
+            status = done.status
             conn.execute(
                 f"INSERT OR REPLACE INTO dealer_status ({_STATUS_COLUMNS})"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -364,7 +367,7 @@ class FeedbackSection(Section):
                  to_us(status.since), opt_us(status.expires_at), opt_us(status.counts_from),
                  json.dumps(status.baseline.as_dict()), status.change_id),
             )  # fmt: skip
-            return recorded
+            return done.change
 
         return await self._writer.run(write(apply))
 
