@@ -140,18 +140,23 @@ async def test_concurrent_suppressions_from_two_nodes_leave_one_open_entry(
     backend: Backend,
 ) -> None:
     nodes = [await backend.open(), await backend.open()]
-    entries = [
-        entry(expires=T0 + timedelta(days=n + 1), reason=f"soft bounces {n}") for n in range(6)
-    ]
-    entries.insert(3, entry(reason="hard bounce"))
-    results = await asyncio.gather(
-        *(nodes[n % 2].add_suppression(e) for n, e in enumerate(entries))
-    )
-    assert results.count(True) >= 1
-    # Whatever the order, the permanent entry ends up open: it extends any temporary one,
+    addresses = [f"r{n}@customer.test" for n in range(12)]
+    calls = []
+    for n, address in enumerate(addresses):
+        soft = entry(address, expires=T0 + timedelta(days=n + 1), reason="soft bounces")
+        hard = entry(address, reason="hard bounce")
+        # Both nodes find no entry and race to open one; half the time the temporary one
+        # is asked for first.
+        pair = [nodes[0].add_suppression(soft), nodes[1].add_suppression(hard)]
+        calls.extend(pair if n % 2 else pair[::-1])
+    results = await asyncio.gather(*calls)
+    assert results.count(True) >= len(addresses)
+    # Whatever the order, the permanent entry ends up open: it extends a temporary one,
     # and a temporary one coming after it changes nothing.
-    (row,) = await nodes[0].list_suppressions(DEALER)
-    assert row.lifted_at is None and row.expires_at is None and row.reason == "hard bounce"
+    rows = await nodes[0].list_suppressions(DEALER)
+    assert sorted(r.address for r in rows) == sorted(addresses)
+    for row in rows:
+        assert row.lifted_at is None and row.expires_at is None and row.reason == "hard bounce"
 
 
 async def test_list_pages_by_id_and_filters(store: Storage) -> None:

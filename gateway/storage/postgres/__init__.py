@@ -21,6 +21,10 @@ module, and mypy --strict checks every section against ``Section`` on its own;
 ``open_storage`` returning a ``PostgresStorage`` as a ``Storage`` checks the whole against
 the protocol. Coroutines over one asyncpg connection (``feedback.bump_counts``,
 ``queue.message_rows``) are what one section runs inside another's transaction.
+
+The domain rules for opening or extending a suppression and for the dealer state machine
+are not here but in ``gateway/reputation/rules.py``, shared with the SQLite backend; this
+package only reads the current row ``FOR UPDATE`` and writes what the rule decided.
 """
 
 from gateway.storage.postgres.backend import PostgresStorage
