@@ -81,7 +81,9 @@ def plan_suppression(current: Suppression | None, entry: Suppression) -> Suppres
     if current is not None:
         if current.lifted_at is not None:
             raise ValueError(f"suppression {current.id} is lifted, not open")
-        if current.dealer_id != entry.dealer_id or current.address.lower() != address:
+        # An empty dealer id names the global list, as None does (the stores keep it as "").
+        same_list = (current.dealer_id or None) == (entry.dealer_id or None)
+        if not same_list or current.address.lower() != address:
             raise ValueError(
                 f"suppression {current.id} is for {current.scope} {current.address},"
                 f" not {entry.scope} {entry.address}"
@@ -96,7 +98,7 @@ def plan_suppression(current: Suppression | None, entry: Suppression) -> Suppres
             current = None
     if current is None:
         opened = Suppression(
-            dealer_id=entry.dealer_id,
+            dealer_id=entry.dealer_id or None,
             address=address,
             reason=entry.reason,
             source=entry.source,

@@ -102,6 +102,10 @@ def test_a_global_entry_is_planned_on_its_own_list() -> None:
     plan = plan_suppression(None, entry)
     assert plan.opened is not None and plan.opened.dealer_id is None
     assert plan.opened.address == "x@y.test"
+    # An empty dealer id is the global list too, as the stores keep it.
+    stored = replace(plan.opened, id=5)
+    again = Suppression(DealerId(""), "x@y.test", "manual", "admin", T0)
+    assert plan_suppression(stored, again) == SuppressionPlan()
 
 
 @pytest.mark.parametrize(
