@@ -20,14 +20,23 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from gateway.admin.ops import AdminError, AdminOps
-from gateway.cli.common import EXIT_FAIL, EXIT_OK, Progress, exit_code, settings_for
+from gateway.cli.common import (
+    EXIT_FAIL,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    Progress,
+    exit_code,
+    settings_for,
+)
+from gateway.errors import StorageError
 
 
 def run(args: argparse.Namespace, work: Callable[[AdminOps], Awaitable[int]]) -> int:
     """Run ``work`` on ``AdminOps`` over the store; an ``AdminError`` is printed and exits.
 
     The exit code of a refusal is the one ``mailgate admin`` gives for the same answer
-    (1 not found or wrong state, 2 bad input).
+    (1 not found or wrong state, 2 bad input, 3 the store is unavailable). A policy
+    directory that does not load is left to ``main`` (exit 1, every problem listed).
     """
     # The composition root also builds the listeners; importing it here keeps the commands
     # that need none of it (check, feedback parse, dkim, --help) quick to start.
@@ -39,12 +48,15 @@ def run(args: argparse.Namespace, work: Callable[[AdminOps], Awaitable[int]]) ->
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     async def main() -> int:
-        async with offline_admin(settings) as ops:
-            try:
+        try:
+            async with offline_admin(settings) as ops:
                 return await work(ops)
-            except AdminError as exc:
-                print(f"mailgate: {exc}", file=sys.stderr)
-                return exit_code(exc.status)
+        except AdminError as exc:
+            print(f"mailgate: {exc}", file=sys.stderr)
+            return exit_code(exc.status)
+        except StorageError as exc:
+            print(f"mailgate: the store is unavailable ({exc}); retry", file=sys.stderr)
+            return EXIT_UNAVAILABLE
 
     return asyncio.run(main())
 
