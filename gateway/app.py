@@ -28,7 +28,7 @@ from gateway.admin.tokens import TokenCheck
 from gateway.alerts import Alerts
 from gateway.clock import Clock, SystemClock
 from gateway.consent.ops import ConsentGauges
-from gateway.datadir import load_or_create_key, load_or_create_node_id
+from gateway.datadir import DataDirLock, load_or_create_key, load_or_create_node_id
 from gateway.delivery.client import make_upstream
 from gateway.delivery.held import expire_held
 from gateway.delivery.worker import DeliveryWorker
@@ -165,6 +165,7 @@ class Gateway:
     http: _HttpServer
     http_socket: socket.socket
     node: str
+    lock: DataDirLock  # this process owns the data directory until stop()
     suspensions: Suspensions | None = None
     ingest: FeedbackIngest | None = None
     alerts: Alerts | None = None
@@ -199,11 +200,33 @@ class Gateway:
         metrics: Metrics | None = None,
         signer: Signer | None = None,
     ) -> Gateway:
-        """Build every component; binds nothing yet."""
-        clock = clock or SystemClock()
-        metrics = metrics or Metrics()
+        """Build every component; binds nothing yet.
+
+        Raises ``DataDirInUse`` when another live process owns ``server.data_dir``.
+        """
         data_dir = settings.server.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
+        # Before anything reads the node id: two live processes must never share it.
+        lock = DataDirLock(data_dir)
+        lock.acquire()
+        try:
+            return await cls._build(
+                settings, lock, clock or SystemClock(), metrics or Metrics(), signer
+            )
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    async def _build(
+        cls,
+        settings: Settings,
+        lock: DataDirLock,
+        clock: Clock,
+        metrics: Metrics,
+        signer: Signer | None,
+    ) -> Gateway:
+        data_dir = settings.server.data_dir
         policies = PolicyStore(
             settings.server.policies_dir,
             on_reload=lambda result: metrics.policy_reloads.labels(result).inc(),
@@ -413,6 +436,7 @@ class Gateway:
             http=http,
             http_socket=http_socket,
             node=node,
+            lock=lock,
             suspensions=suspensions,
             ingest=ingest,
             alerts=alerts,
@@ -509,6 +533,7 @@ class Gateway:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.http_socket.close()
         await self.storage.close()
+        self.lock.release()
         log.info("mailgate stopped")
 
     async def run(self) -> None:

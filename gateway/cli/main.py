@@ -35,7 +35,7 @@ from gateway.cli import (
     suppress,
 )
 from gateway.cli.common import EXIT_FAIL, EXIT_USAGE
-from gateway.errors import ConfigError, GatewayError
+from gateway.errors import ConfigError, DataDirInUse, GatewayError
 
 # One module per command group, in the order ``mailgate --help`` lists them.
 GROUPS = (
@@ -72,6 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except DataDirInUse as exc:
+        print(f"mailgate: {exc}", file=sys.stderr)
+        return EXIT_FAIL
     except ConfigError as exc:
         print(f"configuration error:\n{exc}", file=sys.stderr)
         return EXIT_USAGE
