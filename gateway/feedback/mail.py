@@ -17,7 +17,7 @@ import binascii
 import codecs
 import email.header
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gateway.mail import mimetree
 
@@ -85,6 +85,37 @@ class Mail:
     def of_type(self, *types: str) -> list[Part]:
         """Entities of the report itself (not of an enclosed original) with these types."""
         return [p for p in self.parts if p.content_type in types and not p.in_enclosed]
+
+    def enclosed_mails(self) -> list[Mail]:
+        """The messages enclosed at the first level (``message/rfc822``), each as a Mail.
+
+        In each, the enclosed message is ``parts[0]`` and what it encloses in turn is
+        marked ``in_enclosed`` as in any report, so a forwarded bounce reads like one
+        received directly.
+        """
+        out: list[Mail] = []
+        open_roots: list[int] = []  # depths of the enclosed messages we are inside
+        for i, root in enumerate(self.parts):
+            while open_roots and root.depth <= open_roots[-1]:
+                open_roots.pop()
+            if not root.encloses:
+                continue
+            first_level = not open_roots
+            open_roots.append(root.depth)
+            if not first_level:
+                continue
+            parts = [replace(root, in_enclosed=False, encloses=False)]
+            nested: list[int] = []
+            for part in self.parts[i + 1 :]:
+                if part.depth <= root.depth:
+                    break
+                while nested and part.depth <= nested[-1]:
+                    nested.pop()
+                parts.append(replace(part, in_enclosed=bool(nested)))
+                if part.encloses:
+                    nested.append(part.depth)
+            out.append(Mail(tuple(parts)))
+        return out[:4]
 
     def enclosed_headers(self) -> list[tuple[tuple[str, str], ...]]:
         """Header blocks of the returned originals: enclosed messages and rfc822-headers."""
