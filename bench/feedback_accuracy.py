@@ -188,7 +188,10 @@ def _named_outside_headers(info: dict[str, Any], address: str) -> bool:
     wanted = address.lower()
     mail = mailmod.read(info["_raw"])
     for part in mail.parts[1:] if len(mail.parts) > 1 else mail.parts:
-        if part.in_enclosed or part.encloses:
+        # A delivery-status part counts wherever it is (a bounce forwarded as an
+        # attachment); other enclosed parts are the returned original.
+        dsn = part.content_type in ("message/delivery-status", "message/global-delivery-status")
+        if (part.in_enclosed or part.encloses) and not dsn:
             continue
         if part.content_type in ("text/rfc822-headers", "message/rfc822-headers"):
             continue

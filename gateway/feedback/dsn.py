@@ -54,7 +54,11 @@ _BOUNCE_SUBJECT = re.compile(
     r"nicht zustellbar|unzustellbar|mail failure|error sending|delivery notice|"
     r"warning: could not send|delayed mail|delivery delayed|delay|message not delivered|"
     r"permanent error|mail could not|unable to deliver|failed delivery|returned|"
-    r"message you sent|benachrichtig|non remis|no entregado|non recapitabile",
+    r"message you sent|benachrichtig|non remis|no entregado|non recapitabile|"
+    # The same titles in Chinese, Japanese, Russian, French, Spanish and Portuguese.
+    r"退信|未能送达|无法投递|投递失败|投遞失敗|退回|配送できません|送信できませんでした|"
+    r"不達|не доставлено|недоставлен|échec de (?:la )?remise|non distribu|"
+    r"no se pudo entregar|devuelto|não (?:foi )?entregue|falha na entrega",
     re.IGNORECASE,
 )
 _AUTO_REPLY_SUBJECT = re.compile(
@@ -71,9 +75,14 @@ _CHALLENGE = re.compile(
     r"pending (?:your )?(?:verification|confirmation)",
     re.IGNORECASE,
 )
+# "Has not been delivered" alone is no delay: final notices say it too ("Your message
+# has NOT been delivered"). A delay is what says the MTA keeps trying (RFC 3464 §2.3.3
+# "delayed": "the reporting MTA has so far been unable to deliver ... will continue").
 _DELAY_TEXT = re.compile(
     r"this is a warning message only|will (?:continue|keep) (?:to )?(?:try|retry)|"
-    r"(?:has|have) not (?:yet )?been delivered|delivery (?:has been|is) delayed|"
+    r"(?:has|have) not yet been delivered|delivery (?:has been|is) delayed|"
+    r"(?:delivery )?attempts will continue|further (?:delivery )?attempts will be made|"
+    r"will (?:retry|try again)\b|will continue (?:to )?attempt|"
     r"warning: (?:could not send|message .* delayed)|still (?:being )?(?:retried|trying)|"
     r"will be retried|not been able to deliver .* for .* hours|delivery delay|"
     r"temporarily deferred|status: 4\.\d|retry (?:timeout|time) not reached|"
@@ -84,6 +93,14 @@ _PERMANENT_TEXT = re.compile(
     r"permanent(?:ly)? (?:error|failure|fatal)|i've given up|retry timeout exceeded|"
     r"giving up|could not be delivered|failed permanently|has been rejected|"
     r"undeliverable|delivery has failed|couldn't be delivered|was not delivered",
+    re.IGNORECASE,
+)
+# Of those, the ones that say the MTA stopped trying; the others ("could not be
+# delivered") are also how delay warnings begin ("... could not be delivered yet;
+# delivery attempts will continue").
+_GAVE_UP = re.compile(
+    r"permanent(?:ly)? (?:error|failure|fatal)|i've given up|retry timeout exceeded|"
+    r"giving up|gave up|failed permanently|will not be retried|no further attempts",
     re.IGNORECASE,
 )
 # Where the returned original starts in a text notice; nothing after it is the notice.
@@ -705,6 +722,17 @@ def _generic(
         found.append(_Found(match.group("addr"), _near(notice, match.group("addr"))))
     if found:
         return _dedupe(found)
+    # Some notices list the failed message as "Subject: ... / To: x": x is what failed
+    # only if the original was not list mail; a candidate, never confirmed.
+    listed = {
+        clean_address(a).lower(): clean_address(a)
+        for line in re.findall(r"(?im)^[ \t]*to:[ \t]*(.+)$", notice[:MAX_NOTICE_SCAN])
+        for a in ADDRESS.findall(line)
+        if _usable(a, excluded) and clean_address(a).lower() not in excluded.never
+    }
+    if len(listed) == 1 and not any(_is_list_mail(h) for h in mail.enclosed_headers()):
+        (address,) = listed.values()
+        return [_Found(address, _clean(notice), confirmed=False)]
     return [_unnamed(mail, inline, excluded, notice)]
 
 
@@ -759,7 +787,16 @@ def _own_words(notice: str, address: str) -> bool:
             return True
         if cls.text_reason(text) not in (None, BounceReason.TEMPORARY):
             return True
-    return bool(_PERMANENT_TEXT.search(paragraph[:4096]))
+    return bool(_PERMANENT_TEXT.search(paragraph[:4096]) or _FAILED_TO.search(line))
+
+
+# A line that says delivery to the address on it failed ("unable to deliver your message
+# to x", "x: undeliverable").
+_FAILED_TO = re.compile(
+    r"(?:unable|not able|could not|couldn't|cannot|can't|failed) to (?:be )?deliver|"
+    r"not (?:be )?delivered|delivery (?:to .{0,80})?failed|undeliverable|rejected|refused",
+    re.IGNORECASE,
+)
 
 
 def _near(notice: str, address: str) -> str:
@@ -865,14 +902,15 @@ def _has_report_part(mail: Mail) -> bool:
     return bool(mail.of_type(*_DSN_TYPES))
 
 
-def _enclosed_report(mail: Mail) -> BounceReport | None:
+def _enclosed_report(mail: Mail, *, reports_only: bool) -> BounceReport | None:
     """A bounce forwarded as an attachment (``message/rfc822`` holding the DSN).
 
     People forward a bounce they received to the address a sender gave them; the
     forwarding message is then only a wrapper, and the enclosed report says what failed.
     """
     for inner in mail.enclosed_mails():
-        if _has_report_part(inner) or _DAEMON_FROM.search(inner.top.header("from") or ""):
+        daemon = _DAEMON_FROM.search(inner.top.header("from") or "") is not None
+        if _has_report_part(inner) or (daemon and not reports_only):
             report = bounce_from(inner, nested=True)
             if report is not None:
                 refs = tuple(dict.fromkeys(find_refs(mail) + report.refs))
@@ -888,9 +926,11 @@ def bounce_from(mail: Mail, *, nested: bool = False) -> BounceReport | None:
     # i.e. the failure is final, even when the last try was deferred ("Returned mail:
     # Deferred: Connection timed out"); its delay warnings are "Warning: could not send".
     returned = re.match(r"\s*returned mail:", subject, re.I) is not None
+    says_retrying = _DELAY_TEXT.search(notice) is not None
+    final_words = _GAVE_UP if says_retrying else _PERMANENT_TEXT
     notice_is_delay = (
-        bool(_DELAY_TEXT.search(notice) or re.search(r"delay|warning|deferred", subject, re.I))
-        and not _PERMANENT_TEXT.search(notice)
+        (says_retrying or re.search(r"delay|warning|deferred", subject, re.I) is not None)
+        and not final_words.search(notice)
         and not returned
     )
     excluded = _excluded(mail, inline, notice)
@@ -901,8 +941,12 @@ def bounce_from(mail: Mail, *, nested: bool = False) -> BounceReport | None:
         found, reporting_mta, variant = dsn
     else:
         if not report_part:
-            if not nested and not _DAEMON_FROM.search(mail.top.header("from") or ""):
-                forwarded = _enclosed_report(mail)
+            if not nested:
+                # From a person: any enclosed bounce; from a mailer (a gateway that wraps
+                # what it relays, a disclaimer appender): only an enclosed RFC 3464 report,
+                # since a mailer's own notice encloses the returned original.
+                daemon = _DAEMON_FROM.search(mail.top.header("from") or "") is not None
+                forwarded = _enclosed_report(mail, reports_only=daemon)
                 if forwarded is not None:
                     return forwarded
             if is_auto_reply(mail):
@@ -929,6 +973,16 @@ def bounce_from(mail: Mail, *, nested: bool = False) -> BounceReport | None:
     origin = _origin(mail, reporting_mta, notice)
     for item in found[:MAX_RECIPIENTS]:
         kind = _kind(item, notice_is_delay)
+        # Only the subject said "Warning" or "delayed": a notice that this address does
+        # not exist is final whatever it is titled ("Warning: x - User unknown!").
+        if (
+            kind is BounceKind.DELAY
+            and not says_retrying
+            and item.action is None
+            and cls.text_reason(item.diagnostic)
+            in (BounceReason.UNKNOWN_USER, BounceReason.DOMAIN_NOT_FOUND)
+        ):
+            kind = BounceKind.BOUNCE
         if kind is None:
             continue
         recipients.append(_recipient(item, kind, notice, origin))
