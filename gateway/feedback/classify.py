@@ -14,6 +14,10 @@ enhanced status code, the RFC 5321 reply code, the diagnostic text) to a
 
 Only an unknown user or an unknown domain can be hard, and only when the failure is
 permanent: a spam block or a full mailbox says nothing about whether the address exists.
+Disabled, suspended or discontinued accounts (X.2.1, "account is disabled") are soft, by
+decision: the mailbox exists, providers re-enable suspended accounts and recycle
+discontinued ones to new owners, so a permanent suppression would outlive the reason;
+repeated soft bounces still suppress for a while (``soft_bounce_limit``).
 Before these, ``PROVIDER_RULES`` give the meaning a known gateway or provider (found by
 the report's own header fields, Reporting-MTA and notice) gives to its wordings.
 
@@ -123,6 +127,8 @@ _USER = re.compile(
     r"no longer (?:valid|available|active|in service)|recipient address rejected: access denied|"
     r"recipient address rejected(?:\.|\s*$|\s*\()|address (?:couldn't|could not|cannot|can't) "
     r"be found|address not found|not listed in [^.\n]{0,60}(?:directory|address book)|"
+    # Exchange: "The recipient name is not recognized" (MSEXCH "Unknown Recipient").
+    r"(?:recipient|user)(?: name)? (?:is )?not recognized|"
     r"(?:has |have )?no (?:e-?mail )?account (?:here|on this (?:system|server)|by that name)|"
     r"there is no (?:such )?(?:user|mailbox|account) (?:by that name|here|with that name)|"
     # The same refusal in the languages bounces come in (German, French, Spanish, Italian,
