@@ -7,15 +7,23 @@ from types import MappingProxyType
 
 import pytest
 
+from gateway.cli.check import Report, check_message, render_json, render_text
 from gateway.cli.main import main
 from gateway.findings import CATALOGUE
-from gateway.intake.lint import lint, render_json, render_text, stand_in_dealer
+from gateway.intake.prepare import Limits
+from gateway.mail.message import ParseLimits
 from gateway.policy.model import CheckRule
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "messages" / "inspection"
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 DEFAULTS = MappingProxyType({c: CheckRule(k.default_action) for c, k in CATALOGUE.items()})
+LIMITS = Limits(ParseLimits(max_header_bytes=100 * 1024, max_mime_depth=50), max_hops=50)
+
+
+def lint(raw: bytes) -> Report:
+    """What the gateway would do with ``raw`` from a dealer owning its From: domains."""
+    return check_message(raw, now=NOW, limits=LIMITS, defaults=DEFAULTS)
 
 
 @pytest.mark.parametrize(
@@ -30,10 +38,11 @@ DEFAULTS = MappingProxyType({c: CheckRule(k.default_action) for c, k in CATALOGU
 )
 def test_verdict_and_exit_code(name: str, verdict: str, exit_code: int) -> None:
     raw = (SAMPLES / name).read_bytes()
-    report = lint(raw, stand_in_dealer(raw, DEFAULTS), NOW)
+    report = lint(raw)
     assert report.verdict.label == verdict
     assert report.exit_code == exit_code
-    data = json.loads(render_json(report))
+    data = json.loads(render_json(report, name))
+    assert data["file"] == name
     assert data["verdict"] == verdict
     for finding in data["findings"]:
         assert set(finding) >= {"code", "severity", "detail"}
@@ -42,7 +51,7 @@ def test_verdict_and_exit_code(name: str, verdict: str, exit_code: int) -> None:
 
 def test_text_explains_and_advises() -> None:
     raw = (SAMPLES / "double-extension.eml").read_bytes()
-    text = render_text(lint(raw, stand_in_dealer(raw, DEFAULTS), NOW), "x.eml")
+    text = render_text(lint(raw), "x.eml")
     assert "ERROR dangerous-attachment (hold)" in text
     assert "Why: " in text and "Fix: " in text
     assert text.endswith("x.eml: the gateway would hold it for an operator.")
@@ -50,7 +59,7 @@ def test_text_explains_and_advises() -> None:
 
 def test_a_structural_refusal_is_reported() -> None:
     raw = b"From: a@b.test\r\n" + b"X-Big: " + b"x" * 200_000 + b"\r\n\r\nbody\r\n"
-    report = lint(raw, stand_in_dealer(raw, DEFAULTS), NOW)
+    report = lint(raw)
     assert report.exit_code == 2 and report.refusal.startswith("552")
 
 
