@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,3 +73,33 @@ def test_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 1 and out["verdict"] == "tag"
     assert [f["code"] for f in out["findings"]] == ["link-defect"]
     assert main(["check", sample, "--policies", str(POLICIES), "--dealer", "nobody"]) == 3
+
+
+def test_several_files_one_json_line_each_and_the_worst_exit_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    looping = tmp_path / "looping.eml"
+    # What intake refuses before the checks, check refuses too (RFC 5321 §6.3 hop count).
+    looping.write_bytes(
+        b"Received: from a by b; Mon, 1 Jun 2026 10:00:00 +0000\r\n" * 60
+        + (SAMPLES / "good-html.eml").read_bytes()
+    )
+    files = [SAMPLES / "good-html.eml", SAMPLES / "html-misnested.eml", looping]
+    code = main(["check", *map(str, files), "--json", "--policies", str(POLICIES)])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["file"] for line in lines] == [str(f) for f in files]
+    assert [line["verdict"] for line in lines] == ["accept", "tag", "reject"]
+    assert lines[2]["reply"].startswith("554 5.4.6 ") and lines[2]["findings"] == []
+    assert code == 2
+
+
+def test_a_file_with_lf_line_ends_is_judged_as_an_smtp_client_would_send_it() -> None:
+    raw = (SAMPLES / "good-html.eml").read_bytes()
+    crlf = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    lf, cr = crlf.replace(b"\r\n", b"\n"), crlf.replace(b"\r\n", b"\r")
+    strict = dataclasses.replace(LIMITS, bare_line_endings="reject")
+    verdicts = {
+        (check_message(data, now=NOW, limits=strict, defaults=DEFAULTS).verdict)
+        for data in (crlf, lf, cr)
+    }
+    assert verdicts == {lint(crlf).verdict}
