@@ -12,6 +12,7 @@ from gateway.duplicates import fingerprints as fp
 from gateway.mail.message import ParsedMessage, ParseLimits, parse
 from gateway.policy.model import CheckRule
 from gateway.types import Action
+from tests.shipped import shipped_text
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data" / "duplicates"
@@ -23,7 +24,7 @@ def sample(name: str) -> ParsedMessage:
 
 
 def shipped_options() -> fp.DuplicateOptions:
-    checks = tomllib.loads((REPO / "policies" / "defaults.toml").read_text())["checks"]
+    checks = tomllib.loads(shipped_text("defaults.toml"))["checks"]
     rules = {
         code: CheckRule(
             Action.parse(entry["action"]),

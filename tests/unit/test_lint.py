@@ -11,9 +11,9 @@ from gateway.cli.main import main
 from gateway.findings import CATALOGUE
 from gateway.intake.lint import lint, render_json, render_text, stand_in_dealer
 from gateway.policy.model import CheckRule
+from tests.shipped import copy_shipped
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "messages" / "inspection"
-POLICIES = Path(__file__).resolve().parents[2] / "policies"
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 DEFAULTS = MappingProxyType({c: CheckRule(k.default_action) for c, k in CATALOGUE.items()})
 
@@ -54,12 +54,13 @@ def test_a_structural_refusal_is_reported() -> None:
     assert report.exit_code == 2 and report.refusal.startswith("552")
 
 
-def test_command(capsys: pytest.CaptureFixture[str]) -> None:
+def test_command(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     sample = str(SAMPLES / "link-javascript.eml")
+    policies = copy_shipped(tmp_path / "policies")
     code = main(
-        ["check", sample, "--json", "--policies", str(POLICIES), "--dealer", "example-motors"]
+        ["check", sample, "--json", "--policies", str(policies), "--dealer", "example-motors"]
     )
     out = json.loads(capsys.readouterr().out)
     assert code == 1 and out["verdict"] == "tag"
     assert [f["code"] for f in out["findings"]] == ["link-defect"]
-    assert main(["check", sample, "--policies", str(POLICIES), "--dealer", "nobody"]) == 3
+    assert main(["check", sample, "--policies", str(policies), "--dealer", "nobody"]) == 3
