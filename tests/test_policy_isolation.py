@@ -82,16 +82,29 @@ def _checkout_policy_paths(tree: ast.AST) -> list[int]:
             and node.value.split("/")[0] == "policies"
         )
 
-    lines = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
-            if is_policies(node.right) and names_checkout(node.left):
-                lines.append(node.lineno)
-        elif isinstance(node, ast.Call) and node.args and is_policies(node.args[0]):
-            # Path("policies"): the checkout's directory when tests run from its root
-            if isinstance(node.func, ast.Name) and node.func.id == "Path":
-                lines.append(node.lineno)
-    return lines
+    def joins_checkout(node: ast.AST) -> bool:
+        return (
+            isinstance(node, ast.BinOp)
+            and isinstance(node.op, ast.Div)
+            and is_policies(node.right)
+            and names_checkout(node.left)
+        )
+
+    def relative_path(node: ast.AST) -> bool:
+        # Path("policies"): the checkout's directory when tests run from its root
+        return (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "Path"
+            and bool(node.args)
+            and is_policies(node.args[0])
+        )
+
+    return [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.expr) and (joins_checkout(node) or relative_path(node))
+    ]
 
 
 def test_no_test_module_reaches_for_the_checkouts_policies() -> None:

@@ -41,7 +41,7 @@ from pathlib import Path
 import pytest
 
 from tests.procs import free_port
-from tests.shipped import REPO, copy_shipped
+from tests.shipped import CHECKOUT_POLICIES, REPO, copy_shipped
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -187,7 +187,7 @@ def test_the_readme_walk_through_runs_as_written(tmp_path: Path) -> None:
     markdown = README.read_text(encoding="utf-8")
     first = re.search(r"```sh\n(.*?)\n```", markdown, re.DOTALL)
     assert first is not None and first.group(1).endswith("&& .venv/bin/mailgate serve")
-    before = sorted(p.name for p in (REPO / "policies" / "dealers").iterdir())
+    before = sorted(p.name for p in (CHECKOUT_POLICIES / "dealers").iterdir())
     had_var = (REPO / "var").exists()
 
     root = tmp_path / "checkout"
@@ -271,7 +271,7 @@ def test_the_readme_walk_through_runs_as_written(tmp_path: Path) -> None:
     assert code == 0, log.read_text()
     assert "Traceback" not in log.read_text(), log.read_text()
     # The checkout is as it was: the commands ran in the copy.
-    assert sorted(p.name for p in (REPO / "policies" / "dealers").iterdir()) == before
+    assert sorted(p.name for p in (CHECKOUT_POLICIES / "dealers").iterdir()) == before
     assert (REPO / "var").exists() == had_var
     if skipped:
         pytest.skip("every other README command passed; skipped " + "; ".join(skipped))
