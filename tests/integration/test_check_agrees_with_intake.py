@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,6 +31,7 @@ from gateway.settings import load_settings
 from gateway.storage.base import open_storage
 from gateway.tracking import RefCodec
 from gateway.types import Action, DealerId, Envelope, MessageId, MessageState
+from tests.shipped import copy_shipped
 
 REPO = Path(__file__).resolve().parents[2]
 CORPUS = Path(os.environ.get("MAILGATE_CORPUS") or REPO.parent / "shared" / "corpus")
@@ -92,8 +92,7 @@ async def test_check_and_intake_agree_on_every_corpus_file(
 ) -> None:
     files = corpus_files()
     assert len(files) > 1000  # the whole corpus, not a sample
-    policies = tmp_path / "policies"
-    shutil.copytree(REPO / "policies", policies)
+    policies = copy_shipped(tmp_path / "policies")
     (policies / "dealers" / "corpus-motors.toml").write_text(DEALER_FILE)
 
     # What `mailgate check` says, for every file in one run.

@@ -13,6 +13,7 @@ from gateway.mail.message import ParsedMessage, ParseLimits, parse
 from gateway.policy.model import CheckRule
 from gateway.settings import parse_duration
 from gateway.types import Action
+from tests.shipped import shipped_text
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data" / "duplicates"
@@ -24,7 +25,7 @@ def sample(name: str) -> ParsedMessage:
 
 
 def shipped_options() -> fp.DuplicateOptions:
-    checks = tomllib.loads((REPO / "policies" / "defaults.toml").read_text())["checks"]
+    checks = tomllib.loads(shipped_text("defaults.toml"))["checks"]
     rules = {
         code: CheckRule(
             Action.parse(entry["action"]),

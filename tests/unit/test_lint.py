@@ -14,9 +14,9 @@ from gateway.findings import CATALOGUE
 from gateway.intake.prepare import Limits
 from gateway.mail.message import ParseLimits
 from gateway.policy.model import CheckRule
+from tests.shipped import copy_shipped
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "messages" / "inspection"
-POLICIES = Path(__file__).resolve().parents[2] / "policies"
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 DEFAULTS = MappingProxyType({c: CheckRule(k.default_action) for c, k in CATALOGUE.items()})
 LIMITS = Limits(ParseLimits(max_header_bytes=100 * 1024, max_mime_depth=50), max_hops=50)
@@ -64,15 +64,16 @@ def test_a_structural_refusal_is_reported() -> None:
     assert report.exit_code == 2 and report.refusal.startswith("552")
 
 
-def test_command(capsys: pytest.CaptureFixture[str]) -> None:
+def test_command(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     sample = str(SAMPLES / "link-javascript.eml")
+    policies = copy_shipped(tmp_path / "policies")
     code = main(
-        ["check", sample, "--json", "--policies", str(POLICIES), "--dealer", "example-motors"]
+        ["check", sample, "--json", "--policies", str(policies), "--dealer", "example-motors"]
     )
     out = json.loads(capsys.readouterr().out)
     assert code == 1 and out["verdict"] == "tag"
     assert [f["code"] for f in out["findings"]] == ["link-defect"]
-    assert main(["check", sample, "--policies", str(POLICIES), "--dealer", "nobody"]) == 3
+    assert main(["check", sample, "--policies", str(policies), "--dealer", "nobody"]) == 3
 
 
 def test_several_files_one_json_line_each_and_the_worst_exit_code(
@@ -85,7 +86,8 @@ def test_several_files_one_json_line_each_and_the_worst_exit_code(
         + (SAMPLES / "good-html.eml").read_bytes()
     )
     files = [SAMPLES / "good-html.eml", SAMPLES / "html-misnested.eml", looping]
-    code = main(["check", *map(str, files), "--json", "--policies", str(POLICIES)])
+    policies = copy_shipped(tmp_path / "policies")
+    code = main(["check", *map(str, files), "--json", "--policies", str(policies)])
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["file"] for line in lines] == [str(f) for f in files]
     assert [line["verdict"] for line in lines] == ["accept", "tag", "reject"]
