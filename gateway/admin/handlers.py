@@ -30,7 +30,7 @@ from gateway.admin.bodies import (
     SuspendBody,
 )
 from gateway.admin.ops import MAX_IMPORT, AdminOps, InvalidRequest
-from gateway.consent.csvformat import RowError, parse_row
+from gateway.consent.csvformat import RowContext, RowError, parse_row
 from gateway.consent.ops import ConsentOps, explanation_json
 from gateway.consent.rules import Preference
 from gateway.reputation.csvformat import CSV_FIELDS, import_rows, suppression_row
@@ -279,7 +279,8 @@ async def record_consent(ops: AdminOps, call: Call) -> Any:
     dealer = ops.dealer_policy(call.path["dealer"])
     body = _body(call, ConsentEventBody)
     try:
-        item = parse_row(body.model_dump(), dealer.dealer_id, None)
+        context = RowContext(ops.clock.now(), dealer.dealer_id, {dealer.dealer_id: dealer.consent})
+        item = parse_row(body.model_dump(), context)
     except RowError as exc:
         raise InvalidRequest(str(exc)) from None
     consent = ConsentOps(ops.storage, ops.clock)

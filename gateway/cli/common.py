@@ -68,8 +68,10 @@ class Progress:
 
     def advance(self, count: int = 1) -> None:
         """Count ``count`` more items and redraw."""
-        self.done += count
-        if self._tty and (self.done % 100 == 0 or self.done == self.total):
+        before, self.done = self.done, self.done + count
+        # Redraw on crossing a multiple of 100, not on landing on one: a caller that counts
+        # one rejected row and then batches of 5000 never lands on one again.
+        if self._tty and (self.done // 100 > before // 100 or self.done == self.total):
             self._draw()
 
     def _draw(self) -> None:

@@ -1,39 +1,55 @@
 """``mailgate consent``: import a CRM's relationship data, and explain a recipient's standing.
 
-* ``consent import FILE.csv [--dealer ID]`` records interactions and opt-ins, in batches of
-  one transaction each, with a progress bar on a terminal. Importing a file again changes
-  nothing (each event has a natural key: dealer, address, event, date, reference), so an
-  interrupted import is simply run again. Rows that cannot be read are counted and the
-  first few are shown with their line numbers; the others are imported.
+* ``consent import FILE.csv [--dealer ID] [--encoding E] [--map 'CRM name=column']...
+  [--ignore-unknown-columns]`` records interactions and opt-ins, in batches of one
+  transaction each, with a progress bar on a terminal. The whole file is read once first:
+  its encoding (``--encoding``; else a byte-order mark; else UTF-8; else Windows-1252, as
+  Excel saves CSV, with a warning) and its header (unknown columns are refused by name,
+  unless mapped or ignored), so a file that cannot be read writes nothing. Rows that cannot
+  be recorded are counted and the first few shown with their line numbers; the others are
+  imported. Importing a file again changes nothing (each event has a natural key: dealer,
+  address, event, date, reference), so when the store fails part way the command says how
+  many rows were committed and running it again finishes the import.
 * ``consent show ADDRESS --dealer ID [--at DATE] [--json]`` lists the recipient's events,
   the window each opens under the dealer's rules, whether and until when commercial mail
-  may go to it, and what would renew it.
+  may go to it (suppressions included: the answer RCPT TO gives), and what would renew it.
 
 CSV columns: a header row is required, names in any order; ``--dealer`` stands in for a
 missing ``dealer`` column. Each row is read by ``gateway.consent.csvformat.parse_row``,
 the same reader ``POST /api/dealers/{dealer}/consent`` uses, whose docstring lists the
 columns.
 
-Exit codes: 0 done, 1 nothing found or rows rejected, 2 usage error.
+Exit codes: 0 done, 1 nothing found or rows rejected, 2 usage error (or a file that cannot
+be read: nothing imported), 3 the store failed part way (run the import again).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import codecs
 import csv
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
-from gateway.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, Progress, settings_for
+from gateway.cli.common import (
+    EXIT_FAIL,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    Progress,
+    settings_for,
+)
 from gateway.clock import SystemClock
-from gateway.consent.csvformat import REQUIRED_COLUMNS, RowError, parse_row
+from gateway.consent.csvformat import RowContext, RowError, header_columns, parse_row
 from gateway.consent.ops import ConsentOps, explanation_json
-from gateway.consent.rules import ConsentEvent, Interaction, Preference
+from gateway.consent.rules import ConsentEvent, ConsentRules, Interaction, Preference
+from gateway.errors import StorageError
 from gateway.policy.loader import load_policy_set
 from gateway.storage.base import open_storage
 
@@ -43,113 +59,277 @@ _NO_WINDOW = {
     Interaction.EXPRESS_CONSENT.value: "consent until withdrawn",
     Interaction.WITHDRAWN.value: "ends consent until it is given again",
 }
+_BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
+         (codecs.BOM_UTF16_BE, "utf-16"))  # fmt: skip
+# What Excel on Windows writes for "CSV (Comma delimited)": the ANSI code page, in North
+# America and Western Europe Windows-1252.
+FALLBACK = "cp1252"
 
 
-def _count_lines(path: Path) -> int:
+class UnreadableFile(Exception):
+    """The file cannot be imported at all (encoding, header); nothing was written."""
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """What the first pass over a file found: how to read it and how many lines it has."""
+
+    encoding: str
+    lines: int  # data lines (the header not counted), for the progress bar
+    warning: str = ""
+
+
+def _decodes(path: Path, encoding: str) -> int:
+    """Lines in ``path`` if every byte decodes in ``encoding``; else ``UnicodeError``."""
+    decoder = codecs.getincrementaldecoder(encoding)("strict")
     lines = 0
     with path.open("rb") as handle:
         while chunk := handle.read(1 << 20):
-            lines += chunk.count(b"\n")
-    return max(lines - 1, 0)  # the header
+            try:
+                text = decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                # exc.start counts from bytes the decoder held back from the last chunk (a
+                # partial character, never a line end), so the line is right.
+                at = max(exc.start, 0)
+                line = lines + chunk[:at].count(b"\n") + 1
+                byte = chunk[at : at + 1].hex().upper() or "?"
+                raise UnicodeError(f"line {line}: byte 0x{byte} is not {encoding}") from None
+            lines += text.count("\n")
+        decoder.decode(b"", final=True)
+    return lines
 
 
-def _rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        fields = {(name or "").strip().lower() for name in reader.fieldnames or ()}
-        if not REQUIRED_COLUMNS.issubset(fields):
-            raise RowError("the first row must name the columns: address, event, date, ...")
-        reader.fieldnames = [(name or "").strip().lower() for name in reader.fieldnames or ()]
-        for row in reader:
-            yield reader.line_num, row
+def scan(path: Path, encoding: str | None) -> Scan:
+    """Find how to read ``path``: ``encoding`` if given, a BOM, UTF-8, else Windows-1252.
+
+    Reads the whole file once (streaming) so that an encoding problem stops the import
+    before a single row is written. Raises ``UnreadableFile`` saying where a byte does not
+    decode when no encoding fits.
+    """
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    if encoding is None:
+        encoding = next((name for bom, name in _BOMS if head.startswith(bom)), None)
+    if encoding is not None:
+        try:
+            codecs.lookup(encoding)
+            lines = _decodes(path, encoding)
+        except LookupError:
+            raise UnreadableFile(
+                f"--encoding {encoding!r} is not an encoding Python knows"
+            ) from None
+        except UnicodeError as exc:
+            raise UnreadableFile(f"{exc}; nothing was imported") from None
+        return Scan(encoding, max(lines - 1, 0))
+    try:
+        lines = _decodes(path, "utf-8")
+        return Scan("utf-8", max(lines - 1, 0))
+    except UnicodeError as utf8_problem:
+        try:
+            lines = _decodes(path, FALLBACK)
+        except UnicodeError as exc:
+            raise UnreadableFile(
+                f"the file is neither UTF-8 ({utf8_problem}) nor Windows-1252 ({exc}); "
+                "say which it is with --encoding; nothing was imported"
+            ) from None
+        warning = (
+            f"not UTF-8 ({utf8_problem}): read as Windows-1252, as Excel saves CSV on "
+            "Windows; pass --encoding to choose another"
+        )
+        return Scan(FALLBACK, max(lines - 1, 0), warning)
+
+
+@dataclass(slots=True)
+class ImportResult:
+    """What an import did: rows read, rows new or changed, rows rejected (the first shown)."""
+
+    read: int = 0
+    changed: int = 0
+    committed: int = 0  # rows in batches committed so far
+    rejected: int = 0
+    problems: list[tuple[int, str]] = field(default_factory=list)
+    encoding: str = "utf-8"
+    warning: str = ""
+    line: int = 0  # the last line read
+
+
+class ImportInterrupted(Exception):
+    """The store failed part way: the batches before are committed, the rest is not."""
+
+    def __init__(self, result: ImportResult, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.result = result
+
+
+def _rows(
+    path: Path, encoding: str, columns: Callable[[list[str]], list[str | None]]
+) -> Iterator[tuple[int, dict[str, str] | str]]:
+    """(line, row) for each data row; a row is a problem text when its cells do not fit."""
+    with path.open(newline="", encoding=encoding) as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None:
+            raise RowError("the file is empty: the first row must name the columns")
+        names = columns(header)
+        width = len(names)
+        for cells in reader:
+            if not any(cell.strip() for cell in cells):
+                continue  # a blank line (Excel writes ",,,," for an emptied row)
+            if len(cells) > width and any(cell.strip() for cell in cells[width:]):
+                yield reader.line_num, f"{len(cells)} values for {width} columns"
+                continue
+            yield (
+                reader.line_num,
+                {name: cell for name, cell in zip(names, cells, strict=False) if name is not None},
+            )
 
 
 async def import_file(
     ops: ConsentOps,
     path: Path,
-    dealer: str | None,
-    dealers: frozenset[str] | None,
+    context: RowContext,
     *,
+    encoding: str | None = None,
+    mapping: Mapping[str, str] | None = None,
+    ignore_unknown: bool = False,
     batch: int = BATCH,
     progress: Any = None,
-) -> tuple[int, int, list[tuple[int, str]]]:
-    """Import ``path``; return rows read, rows new or changed, and the rejected rows."""
-    read = changed = 0
-    rejected: list[tuple[int, str]] = []
+) -> ImportResult:
+    """Import ``path`` in batches of ``batch`` rows, one transaction each.
+
+    The first pass reads the whole file for its encoding (``scan``) and the header for its
+    columns, so that a file that cannot be read stops before anything is written
+    (``UnreadableFile``). Rows that cannot be recorded are counted (the first
+    ``SHOWN_PROBLEMS`` kept with their line) and the others imported. A store failure part
+    way raises ``ImportInterrupted`` with what was committed: every row is recorded under
+    its natural key, so running the same import again completes it and changes nothing
+    that is already there.
+    """
+    found = scan(path, encoding)
+    result = ImportResult(encoding=found.encoding, warning=found.warning)
+    if progress is not None:
+        progress.total = found.lines
     events: list[ConsentEvent] = []
     prefs: list[Preference] = []
 
+    def columns(header: list[str]) -> list[str | None]:
+        return header_columns(header, mapping, ignore_unknown=ignore_unknown)
+
     async def flush() -> None:
-        nonlocal changed
         if events or prefs:
-            changed += await ops.record(events, prefs)
+            try:
+                result.changed += await ops.record(events, prefs)
+            except StorageError as exc:
+                raise ImportInterrupted(result, exc) from exc
+            result.committed += len(events) + len(prefs)
             if progress is not None:
                 progress.advance(len(events) + len(prefs))
             events.clear()
             prefs.clear()
 
-    for line, row in _rows(path):
-        read += 1
-        try:
-            item = parse_row(row, dealer, dealers)
-        except RowError as exc:
-            rejected.append((line, str(exc)))
-            if progress is not None:
-                progress.advance()
-            continue
-        if isinstance(item, Preference):
-            prefs.append(item)
-        else:
-            events.append(item)
-        if len(events) + len(prefs) >= batch:
-            await flush()
+    try:
+        for line, row in _rows(path, found.encoding, columns):
+            result.read += 1
+            result.line = line
+            try:
+                if isinstance(row, str):
+                    raise RowError(row)
+                item = parse_row(row, context)
+            except RowError as exc:
+                result.rejected += 1
+                if len(result.problems) < SHOWN_PROBLEMS:
+                    result.problems.append((line, str(exc)))
+                if progress is not None:
+                    progress.advance()
+                continue
+            if isinstance(item, Preference):
+                prefs.append(item)
+            else:
+                events.append(item)
+            if len(events) + len(prefs) >= batch:
+                await flush()
+    except (csv.Error, UnicodeError, OSError) as exc:
+        if result.committed == 0 and result.read == 0:
+            raise UnreadableFile(f"cannot read the file: {exc}; nothing was imported") from exc
+        raise ImportInterrupted(result, exc) from exc
+    except RowError as exc:  # the header: before any row
+        raise UnreadableFile(str(exc)) from None
     await flush()
-    return read, changed, rejected
+    return result
+
+
+def _mapping(pairs: Sequence[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        source, equals, target = pair.rpartition("=")
+        if not equals or not source.strip() or not target.strip():
+            raise ValueError(f"--map {pair!r}: write it as 'CRM column=column'")
+        out[source] = target
+    return out
 
 
 def cmd_consent_import(args: argparse.Namespace) -> int:
     """``mailgate consent import FILE.csv``."""
     settings = settings_for(args)
     path: Path = args.file
+    if not path.is_file():
+        print(f"{path}: no such file", file=sys.stderr)
+        return EXIT_USAGE
     try:
-        total = _count_lines(path)
-    except OSError as exc:
-        print(f"{path}: cannot read: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_FAIL
+        mapping = _mapping(args.map or ())
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
     policies = load_policy_set(settings.server.policies_dir)
-    dealers = frozenset(policies.dealers)
-    if args.dealer and args.dealer not in dealers:
+    rules: dict[str, ConsentRules] = {d: policy.consent for d, policy in policies.dealers.items()}
+    if args.dealer and args.dealer not in rules:
         print(f"no dealer {args.dealer!r} in {settings.server.policies_dir}", file=sys.stderr)
         return EXIT_USAGE
 
     async def run() -> int:
         storage = await open_storage(settings.storage_url)
-        progress = Progress(f"importing {path.name}", total)
+        clock = SystemClock()
+        progress = Progress(f"importing {path.name}", None)
         try:
-            read, changed, rejected = await import_file(
-                ConsentOps(storage, SystemClock()),
+            result = await import_file(
+                ConsentOps(storage, clock),
                 path,
-                args.dealer,
-                dealers,
+                RowContext(clock.now(), args.dealer, rules),
+                encoding=args.encoding,
+                mapping=mapping,
+                ignore_unknown=args.ignore_unknown_columns,
                 batch=args.batch,
                 progress=progress,
             )
-        except RowError as exc:
+        except UnreadableFile as exc:
+            progress.finish()
             print(f"{path}: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        finally:
+        except ImportInterrupted as exc:
             progress.finish()
+            done = exc.result
+            print(
+                f"{path}: the import stopped at line {done.line}: {exc}. {done.committed} rows "
+                f"were committed (in batches of {args.batch}), the rest of the file was not. "
+                "Run the same command again to finish: rows already recorded are skipped.",
+                file=sys.stderr,
+            )
+            return EXIT_UNAVAILABLE
+        finally:
             await storage.close()
-        for line, problem in rejected[:SHOWN_PROBLEMS]:
+        progress.finish()
+        if result.warning:
+            print(f"{path}: warning: {result.warning}", file=sys.stderr)
+        for line, problem in result.problems:
             print(f"{path}:{line}: {problem}", file=sys.stderr)
-        if len(rejected) > SHOWN_PROBLEMS:
-            print(f"... and {len(rejected) - SHOWN_PROBLEMS} more", file=sys.stderr)
-        unchanged = read - changed - len(rejected)
+        if result.rejected > len(result.problems):
+            print(f"... and {result.rejected - len(result.problems)} more", file=sys.stderr)
+        unchanged = result.read - result.changed - result.rejected
         print(
-            f"{read} rows: {changed} new or changed, {unchanged} already recorded, "
-            f"{len(rejected)} rejected"
+            f"{result.read} rows: {result.changed} new or changed, {unchanged} already "
+            f"recorded, {result.rejected} rejected"
         )
-        return EXIT_FAIL if rejected else EXIT_OK
+        return EXIT_FAIL if result.rejected else EXIT_OK
 
     return asyncio.run(run())
 
@@ -166,6 +346,8 @@ def render(data: dict[str, Any]) -> str:
         ref = f" [{e['ref']}]" if e["ref"] else ""
         if e["window"]:
             window = f"opens {e['window']}, ends {e['window_ends']}"
+        elif e["void"]:
+            window = e["void"]
         else:
             window = _NO_WINDOW.get(e["kind"], "opens no window under these rules")
         via = f" via {e['source']}" if e["source"] else ""
@@ -179,11 +361,17 @@ def render(data: dict[str, Any]) -> str:
             state = "opt-in" if p["granted"] else "opt-out"
             via = f" via {p['source']}" if p["source"] else ""
             out.append(f"  {p['at'][:10]}  {p['channel']} {p['topic']}: {state}{via}")
+    if data["suppression"]:
+        s = data["suppression"]
+        what = "commercial mail" if s["commercial_only"] else "all mail"
+        out.append(f"suppressed: {s['since'][:10]} {s['reason']} ({s['source']}): {what} refused")
     out.append("commercial email:")
     for topic, e in data["eligibility"].items():
         verdict = "eligible" if e["eligible"] else "LOCKED"
         until = f" until {e['until']}" if e["until"] else ""
         out.append(f"  {topic:<18} {verdict}{until}: {e['reason']}")
+    t = data["transactional"]
+    out.append(f"transactional email: {'eligible' if t['eligible'] else 'LOCKED'}: {t['reason']}")
     out.append(f"renewed by: {data['renewal']}")
     return "\n".join(out)
 
@@ -224,6 +412,20 @@ def register(subparsers: Any) -> None:
     p = consent.add_parser("import", help="record interactions and opt-ins from a CSV file")
     p.add_argument("file", type=Path, metavar="FILE.csv")
     p.add_argument("--dealer", help="the dealer of rows without a dealer column")
+    p.add_argument(
+        "--encoding", help="the file's encoding (default: a BOM, else UTF-8, else Windows-1252)"
+    )
+    p.add_argument(
+        "--map",
+        action="append",
+        metavar="'CRM COLUMN=COLUMN'",
+        help="read a CRM's own column as one of ours, e.g. 'Last Payment=last_payment'",
+    )
+    p.add_argument(
+        "--ignore-unknown-columns",
+        action="store_true",
+        help="leave out columns the import does not know instead of refusing the file",
+    )
     p.add_argument("--batch", type=int, default=BATCH, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_consent_import)
     p = consent.add_parser("show", help="explain whether a dealer may email an address")

@@ -1,109 +1,280 @@
 """One row of a CRM's consent data: the columns ``mailgate consent import`` and the API read.
 
-``parse_row`` turns one row (a CSV line read as a dict, or the JSON body of ``POST
-/api/dealers/{dealer}/consent``) into a ``ConsentEvent`` or a ``Preference``, or raises
-``RowError`` saying what is wrong. Pure: the callers read the file or the request.
+``header_columns`` reads a file's header row (refusing unknown, repeated and missing
+columns by name, after the operator's column mapping); ``parse_row`` turns one row (a CSV
+line read as a dict, or the JSON body of ``POST /api/dealers/{dealer}/consent``) into a
+``ConsentEvent`` or a ``Preference``, or raises ``RowError`` saying what is wrong. Pure:
+the callers read the file or the request, and pass the time (``RowContext.now``).
 
-Columns (names lower-case; unknown columns are ignored): ``dealer`` (or the caller's
-default), ``address``, ``event`` (inquiry, sale-cash, sale-finance, service-repair-order,
-showroom-visit, email-reply, express-consent, consent-withdrawn, opt-in, opt-out),
-``date`` (YYYY-MM-DD; opt-in/opt-out may carry a time), and optionally ``last_payment``
-(finance or lease), ``reference``, ``source``, ``proof`` (express consent) and ``topic``
-(opt-in/opt-out: dealer-marketing, service-follow-up, third-party; ``channel`` defaults
-to email).
+Columns (names compared without case; others are refused unless the import is told to
+ignore them, or mapped onto these with ``--map``):
+
+* ``dealer`` (or the caller's default), ``address``: one address as RCPT TO accepts it
+  (``gateway.mail.addresses.check``: no angle brackets, no second address, no ``;``);
+* ``event``: one of ``EVENTS`` (the interactions, ``express-consent``,
+  ``consent-withdrawn``, ``opt-in``, ``opt-out``);
+* ``date``: ``YYYY-MM-DD``; an opt-in or opt-out may carry a time
+  (``2025-01-02T10:00:00-05:00``; without an offset it is the dealer's local time).
+  Dates are strict (no ISO week dates, no trailing digits) and never later than today
+  plus ``CLOCK_SKEW``;
+* ``last_payment``: a finance or lease sale only (``sale-finance``), not before its date;
+* ``reference``, ``source``, ``proof`` (what shows express consent);
+* ``topic`` (opt-in/opt-out: dealer-marketing, service-follow-up, third-party);
+* ``channel``: email (the default; ``E-mail``, ``E-Mail``, ``mail`` are email), sms, phone
+  or post. Only email statements bear on email; an event row must be about email.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import UTC, date, datetime, time
+import difflib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 
 from gateway.consent.rules import (
+    Channel,
     ConsentEvent,
+    ConsentRules,
     Interaction,
     Preference,
     Topic,
+    channel_of,
+    day_of,
     normalise_address,
 )
+from gateway.mail.addresses import check as address_problem
 from gateway.types import DealerId
 
-__all__ = ["PREFERENCE_EVENTS", "REQUIRED_COLUMNS", "RowError", "parse_row"]
+__all__ = [
+    "CLOCK_SKEW",
+    "COLUMNS",
+    "EVENTS",
+    "PREFERENCE_EVENTS",
+    "REQUIRED_COLUMNS",
+    "RowContext",
+    "RowError",
+    "header_columns",
+    "parse_row",
+]
 
 PREFERENCE_EVENTS = {"opt-in": True, "opt-out": False}
+EVENTS = (*(kind.value for kind in Interaction), *PREFERENCE_EVENTS)
+COLUMNS = (
+    "dealer",
+    "address",
+    "event",
+    "date",
+    "last_payment",
+    "reference",
+    "source",
+    "proof",
+    "topic",
+    "channel",
+)
 REQUIRED_COLUMNS = frozenset({"address", "event", "date"})
+# A DMS clock a little ahead, or a row dated in a time zone east of the dealer's: a day.
+CLOCK_SKEW = timedelta(days=1)
+
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_MOMENT = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}:?\d{2})?$"
+)
 
 
 class RowError(ValueError):
-    """A row that cannot be recorded; the message says why."""
+    """A row (or a header) that cannot be recorded; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class RowContext:
+    """What a row is read against.
+
+    ``now`` bounds dates (nothing later than now plus ``CLOCK_SKEW``); ``dealer`` is the
+    dealer of a row without a ``dealer`` column; ``rules``, when given, are the dealers
+    that exist, with their rules (a row naming another dealer is refused; a time without
+    an offset is read in the dealer's time zone, UTC otherwise).
+    """
+
+    now: datetime
+    dealer: str | None = None
+    rules: Mapping[str, ConsentRules] | None = None
+
+
+def _fold(name: str) -> str:
+    return " ".join(name.strip().lower().split())
+
+
+def _hint(name: str) -> str:
+    folded = _fold(name).replace(" ", "_").replace("-", "_")
+    match = difflib.get_close_matches(folded, COLUMNS, n=1, cutoff=0.6)
+    prefixed = [c for c in COLUMNS if len(folded) >= 3 and c.startswith(folded)]
+    best = match[0] if match else prefixed[0] if prefixed else None
+    return f" (did you mean {best!r}?)" if best else ""
+
+
+def header_columns(
+    names: Sequence[str | None],
+    mapping: Mapping[str, str] | None = None,
+    *,
+    ignore_unknown: bool = False,
+) -> list[str | None]:
+    """The column each header cell names, ``None`` for a column left out; or ``RowError``.
+
+    ``mapping`` maps a CRM's own header names (compared without case) onto ``COLUMNS``,
+    for exports whose headers differ (``{"Email Address": "address"}``). Unknown names are
+    refused, all of them named with a suggestion, unless ``ignore_unknown``; a column
+    named twice and a required column missing are always refused.
+    """
+    wanted = {_fold(k): v.strip().lower() for k, v in (mapping or {}).items()}
+    for source, target in wanted.items():
+        if target not in COLUMNS:
+            raise RowError(
+                f"the mapping {source!r}={target!r} names no column; "
+                f"use one of {', '.join(COLUMNS)}"
+            )
+    out: list[str | None] = []
+    unknown: list[str] = []
+    for raw in names:
+        folded = _fold(raw or "")
+        column = wanted.get(folded, folded)
+        if column in COLUMNS:
+            if column in out:
+                raise RowError(f"the column {column!r} is named twice in the first row")
+            out.append(column)
+            continue
+        out.append(None)
+        if folded:
+            unknown.append(raw or "")
+    problems = []
+    if unknown and not ignore_unknown:
+        listed = ", ".join(f"{name!r}{_hint(name)}" for name in unknown)
+        problems.append(
+            f"unknown columns {listed}: map each onto a column "
+            "(--map 'Last Payment=last_payment') or leave them out (--ignore-unknown-columns)"
+        )
+    missing = sorted(REQUIRED_COLUMNS - {c for c in out if c})
+    if missing:
+        problems.append(
+            f"the first row must name the columns address, event and date; {', '.join(missing)} "
+            "missing (map a CRM's own names with --map 'E-mail Address=address')"
+        )
+    if problems:
+        raise RowError("; ".join(problems) + "; nothing was imported")
+    return out
 
 
 def _day(text: str, column: str) -> date:
-    try:
-        return date.fromisoformat(text.strip()[:10])
-    except ValueError:
-        raise RowError(f"{column} {text!r} is not a date (YYYY-MM-DD)") from None
-
-
-def _moment(text: str) -> datetime:
     text = text.strip()
-    try:
-        when = datetime.fromisoformat(text) if len(text) > 10 else None
-    except ValueError:
-        raise RowError(f"date {text!r} is not a date or time (ISO 8601)") from None
-    if when is None:
-        return datetime.combine(_day(text, "date"), time(), UTC)
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+    if _DATE.match(text):
+        try:
+            return date.fromisoformat(text)
+        except ValueError:
+            pass
+    raise RowError(f"{column} {text!r} is not a date (YYYY-MM-DD)")
 
 
-def parse_row(
-    row: Mapping[str, str], dealer: str | None, dealers: frozenset[str] | None
-) -> ConsentEvent | Preference:
-    """One row as an event or a preference; raises ``RowError`` saying what is wrong.
+def _moment(text: str, rules: ConsentRules) -> datetime:
+    text = text.strip()
+    if _DATE.match(text):
+        return datetime.combine(_day(text, "date"), datetime.min.time(), rules.zone)
+    if _MOMENT.match(text):
+        try:
+            when = datetime.fromisoformat(text)
+        except ValueError:
+            pass
+        else:
+            # RFC 3339 §4.4 leaves a time without an offset local: the dealer's.
+            return when if when.tzinfo else when.replace(tzinfo=rules.zone)
+    raise RowError(
+        f"date {text!r} is not a date or time (YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS][+HH:MM])"
+    )
 
-    ``dealer`` is the dealer of a row without a ``dealer`` column; ``dealers``, when
-    given, are the dealers that exist (a row naming another is refused).
-    """
-    dealer_id = (row.get("dealer") or dealer or "").strip()
+
+def _not_future(day: date, column: str, ctx: RowContext, rules: ConsentRules) -> date:
+    latest = day_of(ctx.now + CLOCK_SKEW, rules)
+    if day > latest:
+        raise RowError(f"{column} {day.isoformat()} is in the future")
+    return day
+
+
+def _address(text: str) -> str:
+    candidate = text.strip()
+    problem = address_problem(candidate)
+    if problem is not None:
+        raise RowError(
+            f"address {text!r} is not one e-mail address as RCPT TO accepts it "
+            "(local@domain, no angle brackets, one address per row)"
+        )
+    return normalise_address(candidate)
+
+
+def _channel(text: str) -> Channel:
+    channel = channel_of(text or "email")
+    if channel is None:
+        raise RowError(
+            f"channel {text.strip()!r} is not one of {', '.join(Channel)} "
+            "(E-mail, E-Mail and mail are email)"
+        )
+    return channel
+
+
+def parse_row(row: Mapping[str, str], ctx: RowContext) -> ConsentEvent | Preference:
+    """One row as an event or a preference; raises ``RowError`` saying what is wrong."""
+    dealer_id = (row.get("dealer") or ctx.dealer or "").strip()
     if not dealer_id:
         raise RowError("no dealer (a dealer column or --dealer)")
-    if dealers is not None and dealer_id not in dealers:
-        raise RowError(f"dealer {dealer_id!r} has no policy file")
-    address = normalise_address(row.get("address") or "")
-    local, at, domain = address.rpartition("@")
-    if not at or not local or "." not in domain or any(c.isspace() for c in address):
-        raise RowError(f"address {row.get('address')!r} is not an e-mail address")
+    rules = ConsentRules()
+    if ctx.rules is not None:
+        if dealer_id not in ctx.rules:
+            raise RowError(f"dealer {dealer_id!r} has no policy file")
+        rules = ctx.rules[dealer_id]
+    address = _address(row.get("address") or "")
     event = (row.get("event") or "").strip().lower()
     when = row.get("date") or ""
     if not when.strip():
         raise RowError("no date")
     source = (row.get("source") or "").strip()
+    channel = _channel(row.get("channel") or "")
+    paid = (row.get("last_payment") or "").strip()
     if event in PREFERENCE_EVENTS:
         topic_text = (row.get("topic") or Topic.DEALER_MARKETING.value).strip().lower()
         try:
             topic = Topic(topic_text)
         except ValueError:
             raise RowError(f"topic {topic_text!r} is not one of {', '.join(Topic)}") from None
+        if paid:
+            raise RowError("last_payment is for a finance or lease sale (sale-finance) only")
+        at = _moment(when, rules)
+        if at > ctx.now + CLOCK_SKEW:
+            raise RowError(f"date {when.strip()!r} is in the future")
         return Preference(
-            DealerId(dealer_id),
-            address,
-            topic,
-            PREFERENCE_EVENTS[event],
-            _moment(when),
-            source,
-            (row.get("channel") or "email").strip().lower(),
+            DealerId(dealer_id), address, topic, PREFERENCE_EVENTS[event], at, source, channel.value
         )
     try:
         kind = Interaction(event)
     except ValueError:
-        known = ", ".join([*Interaction, *PREFERENCE_EVENTS])
-        raise RowError(f"event {event!r} is not one of {known}") from None
-    paid = row.get("last_payment") or ""
+        raise RowError(f"event {event!r} is not one of {', '.join(EVENTS)}") from None
+    if channel is not Channel.EMAIL:
+        raise RowError(
+            f"a {kind} event on channel {channel} says nothing about email; leave it out"
+        )
+    on = _not_future(_day(when, "date"), "date", ctx, rules)
+    last_payment = None
+    if paid:
+        if kind is not Interaction.SALE_FINANCE:
+            raise RowError(
+                f"last_payment is for a finance or lease sale (sale-finance) only, not {kind}"
+            )
+        last_payment = _not_future(_day(paid, "last_payment"), "last_payment", ctx, rules)
+        if last_payment < on:
+            raise RowError(f"last_payment {paid} is before the sale of {on.isoformat()}")
     return ConsentEvent(
         DealerId(dealer_id),
         address,
         kind,
-        _day(when, "date"),
-        _day(paid, "last_payment") if paid.strip() else None,
+        on,
+        last_payment,
         (row.get("reference") or "").strip(),
         source,
         (row.get("proof") or "").strip(),

@@ -19,7 +19,9 @@ from typing import Any
 
 from gateway.clock import Clock
 from gateway.consent.rules import (
+    Block,
     ConsentEvent,
+    Eligibility,
     Explanation,
     Preference,
     evaluate,
@@ -58,8 +60,18 @@ class ConsentOps:
     ) -> Explanation:
         """The recipient's events, the window each opens, its standing and what renews it."""
         key = normalise_address(address)
+        now = at or self._clock.now()
         records = await self._storage.consent_records(dealer.dealer_id, [key])
-        return explain(key, records[key], dealer.consent, at or self._clock.now())
+        return explain(
+            key, records[key], dealer.consent, now, block=await self.block(dealer, key, now)
+        )
+
+    async def block(self, dealer: DealerPolicy, address: str, now: datetime) -> Block | None:
+        """The recipient's active suppression as the rules read it: what RCPT TO looks up."""
+        entry = await self._storage.find_suppression(dealer.dealer_id, address, now)
+        if entry is None:
+            return None
+        return Block(entry.reason, entry.created_at, entry.source, entry.commercial_only)
 
     async def record(
         self, events: Sequence[ConsentEvent], preferences: Sequence[Preference] = ()
@@ -119,17 +131,39 @@ class ConsentGauges:
             await asyncio.sleep(every.total_seconds())
 
 
+def _eligibility_json(e: Eligibility) -> dict[str, Any]:
+    return {
+        "eligible": e.eligible,
+        "reason": e.reason,
+        "code": e.code,
+        "until": e.until.isoformat() if e.until else None,
+        "basis": e.basis.kind.value if e.basis else None,
+    }
+
+
 def explanation_json(shown: Explanation) -> dict[str, Any]:
     """``shown`` as plain JSON data (``consent show --json`` and the admin API)."""
     rules = shown.rules
+    block = shown.block
     return {
         "address": shown.address,
         "rules": {
             "enforce": rules.enforce,
             "name": rules.name,
+            "law": rules.law or None,
+            "preset": rules.preset or None,
+            "time_zone": str(rules.zone),
             "windows": {kind.value: str(window) for kind, window in rules.windows.items()},
             "express_consent": rules.express_consent,
             "require_opt_in": rules.require_opt_in,
+        },
+        "suppression": None
+        if block is None
+        else {
+            "reason": block.reason,
+            "since": block.since.isoformat(),
+            "source": block.source,
+            "commercial_only": block.commercial_only,
         },
         "events": [
             {
@@ -143,6 +177,7 @@ def explanation_json(shown: Explanation) -> dict[str, Any]:
                 "proof": line.event.proof,
                 "window": str(line.window) if line.window else None,
                 "window_ends": line.ends.isoformat() if line.ends else None,
+                "void": line.void or None,
             }
             for line in shown.events
         ],
@@ -157,13 +192,8 @@ def explanation_json(shown: Explanation) -> dict[str, Any]:
             for p in shown.preferences
         ],
         "eligibility": {
-            topic.value: {
-                "eligible": e.eligible,
-                "reason": e.reason,
-                "until": e.until.isoformat() if e.until else None,
-                "basis": e.basis.kind.value if e.basis else None,
-            }
-            for topic, e in shown.eligibility.items()
+            topic.value: _eligibility_json(e) for topic, e in shown.eligibility.items()
         },
+        "transactional": _eligibility_json(shown.transactional),
         "renewal": shown.renewal,
     }

@@ -18,10 +18,12 @@ A recipient's standing is decided in this order; the first rule that applies win
 3. The latest *explicit* statement about the message's topic decides when there is one:
    an opt-in or opt-out preference for that topic, an express-consent event (it covers the
    dealer's own marketing and service follow-up, never third parties' offers) or a
-   consent-withdrawn event (it covers every topic). A statement made on the same day as a
-   contrary one loses to the refusal. Withdrawal is final for implied consent: a purchase
-   after an unsubscribe is not a yes to email, so only new express consent or an opt-in
-   renews it.
+   consent-withdrawn event (it covers every topic). Statements are ordered by their full
+   time: an opt-out at 09:00 and an opt-in at 15:00 the same day leave the recipient opted
+   in. A statement known only by its day (an event) is taken to be at the same time as
+   every other statement of that day, and of two statements at the same time the refusal
+   wins. Withdrawal is final for implied consent: a purchase after an unsubscribe is not
+   a yes to email, so only new express consent or an opt-in renews it.
 4. Rules that require an opt-in (GDPR) stop here: no opt-in, no commercial mail.
 5. Rules without windows (CAN-SPAM) allow everyone not opted out.
 6. Otherwise each implied-consent interaction opens a window from its date (a finance or
@@ -29,12 +31,19 @@ A recipient's standing is decided in this order; the first rule that applies win
    decides ("the latest date wins"). A window includes its last day: CASL s.10(10) counts
    "the two-year period immediately before the day on which the message is sent", so an
    inquiry of 2025-03-01 under a 6-month window allows mail up to 2025-09-01 inclusive.
+   Only a finance or lease sale has a last payment date.
 
-Dates are UTC calendar dates; windows are calendar months and days (6 months after
+Days are the dealer's days (``consent.time_zone``, UTC unless set): "today", and the day
+of an opt-in given at 23:30 in Toronto, are read on the dealer's calendar, so a window
+ends at the dealer's midnight. Windows are calendar months and days (6 months after
 31 August is the last day of February).
 
-Nothing is ever deleted: an ineligible recipient is *locked*, and any later interaction
-recorded for it opens a new window at once.
+A suppression (a spam complaint, a hard bounce, an unsubscribe) outranks all of this: the
+store's entry is passed in as a ``Block`` and the answer is the one RCPT TO gives.
+
+Nothing is ever deleted: an ineligible recipient is *locked*. An interaction recorded
+later opens a new window at once, unless the recipient withdrew consent or opted out:
+then only express consent or an opt-in does (``Explanation.renewal`` says which).
 """
 
 from __future__ import annotations
@@ -44,7 +53,7 @@ import enum
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime
+from datetime import UTC, date, datetime, tzinfo
 from types import MappingProxyType
 
 from gateway.types import DealerId
@@ -56,8 +65,11 @@ __all__ = [
     "IMPLIED",
     "NO_OPT_IN",
     "NO_RULES",
+    "SUPPRESSED",
     "TOPIC_HEADER",
     "WINDOW_EXPIRED",
+    "Block",
+    "Channel",
     "ConsentEvent",
     "ConsentRecord",
     "ConsentRules",
@@ -68,13 +80,16 @@ __all__ = [
     "Preference",
     "Topic",
     "Window",
+    "channel_of",
     "collapse",
+    "day_of",
     "evaluate",
     "explain",
     "message_category",
     "message_topic",
     "normalise_address",
     "postal_address_present",
+    "renewal_summary",
 ]
 
 CATEGORY_HEADER = "X-Mailgate-Category"
@@ -85,6 +100,7 @@ EXEMPT_CATEGORIES = frozenset({"transactional", "relationship"})
 
 WINDOW_EXPIRED = "consent-window-expired"
 NO_OPT_IN = "no-opt-in"
+SUPPRESSED = "suppressed"  # not a finding: RCPT TO refuses these recipients
 
 
 class Interaction(enum.StrEnum):
@@ -109,6 +125,47 @@ class Topic(enum.StrEnum):
     DEALER_MARKETING = "dealer-marketing"
     SERVICE_FOLLOW_UP = "service-follow-up"
     THIRD_PARTY = "third-party"
+
+
+class Channel(enum.StrEnum):
+    """The channel an opt-in or opt-out is about: only ``email`` bears on email."""
+
+    EMAIL = "email"
+    SMS = "sms"
+    PHONE = "phone"
+    POST = "post"
+
+
+# How CRMs and DMSs spell the channels, compared without case, spaces, hyphens or
+# underscores ("E-Mail", "e_mail" and "EMAIL" are one). "mail" is email: that is what a
+# CRM's "Mail opt-out" flag means next to its SMS and phone flags; paper is "post".
+_CHANNEL_SPELLINGS: Mapping[str, Channel] = MappingProxyType(
+    {
+        "email": Channel.EMAIL,
+        "mail": Channel.EMAIL,
+        "electronicmail": Channel.EMAIL,
+        "emailaddress": Channel.EMAIL,
+        "sms": Channel.SMS,
+        "text": Channel.SMS,
+        "textmessage": Channel.SMS,
+        "mobile": Channel.SMS,
+        "phone": Channel.PHONE,
+        "telephone": Channel.PHONE,
+        "call": Channel.PHONE,
+        "voice": Channel.PHONE,
+        "post": Channel.POST,
+        "postal": Channel.POST,
+        "postalmail": Channel.POST,
+        "directmail": Channel.POST,
+        "letter": Channel.POST,
+    }
+)
+_NOT_ALNUM = re.compile(r"[^0-9a-z]+")
+
+
+def channel_of(text: str) -> Channel | None:
+    """The channel ``text`` names (``"E-Mail"`` is email), or ``None`` for an unknown one."""
+    return _CHANNEL_SPELLINGS.get(_NOT_ALNUM.sub("", text.lower()))
 
 
 _TOPIC_WORDS = {
@@ -167,6 +224,15 @@ class Window:
         day = min(start.day, calendar.monthrange(year, month)[1])
         return date.fromordinal(date(year, month, day).toordinal() + self.days)
 
+    def longer_than(self, other: Window) -> bool:
+        """True when this window ends later than ``other`` from some start day.
+
+        Checked from the start of every month of a leap-year cycle's first year and from
+        month ends, which is where calendar months differ in length.
+        """
+        starts = [date(2023, m, d) for m in range(1, 13) for d in (1, 28)] + [date(2024, 2, 29)]
+        return any(self.end(s) > other.end(s) for s in starts)
+
     def __str__(self) -> str:
         parts = []
         if self.months:
@@ -200,8 +266,16 @@ class ConsentEvent:
 
     @property
     def anchor(self) -> date:
-        """The day its window opens: the last payment of a finance deal, else its date."""
-        if self.last_payment is not None and self.last_payment > self.on:
+        """The day its window opens: the last payment of a finance deal, else its date.
+
+        Only a finance or lease sale has payments (CASL s. 10(10)(c), a written contract);
+        a last payment stored with another kind moves nothing.
+        """
+        if (
+            self.kind is Interaction.SALE_FINANCE
+            and self.last_payment is not None
+            and self.last_payment > self.on
+        ):
             return self.last_payment
         return self.on
 
@@ -247,7 +321,7 @@ class Preference:
     granted: bool
     at: datetime
     source: str = ""
-    channel: str = "email"
+    channel: str = "email"  # a ``Channel`` value; older rows may hold another spelling
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +342,9 @@ class ConsentRules:
     ``windows`` maps each implied-consent interaction to the window it opens; a kind that
     is absent opens none. With no windows at all every recipient not opted out is allowed
     (CAN-SPAM). ``require_opt_in`` wants an opt-in for the message's topic (GDPR).
+    ``law`` names the law a legal preset implements ("CASL"); the loader refuses rules
+    that loosen it and still carry its name. ``zone`` is the dealer's time zone: days are
+    its days.
     """
 
     enforce: bool = False
@@ -278,9 +355,37 @@ class ConsentRules:
     require_postal_address: bool = False
     require_unsubscribe: bool = False
     postal_address: str = ""
+    law: str = ""
+    zone: tzinfo = UTC
+    preset: str = ""  # the preset the rules come from, for the evidence ledger
 
 
 NO_RULES = ConsentRules()  # a dealer without [consent] rules: nothing is checked
+
+
+def day_of(moment: datetime, rules: ConsentRules) -> date:
+    """The dealer's calendar day of ``moment`` (a naive time is taken as UTC)."""
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return aware.astimezone(rules.zone).date()
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """A suppression of the recipient, as the store holds it (``find_suppression``).
+
+    ``commercial_only``: an unsubscribe, which stops commercial mail and leaves receipts
+    alone; otherwise (a spam complaint, a hard bounce, an operator's entry) RCPT TO
+    refuses every message to the address.
+    """
+
+    reason: str
+    since: datetime
+    source: str = ""
+    commercial_only: bool = False
+
+    def words(self) -> str:
+        """``suppressed since 2026-01-02 (spam complaint)``."""
+        return f"suppressed since {self.since:%Y-%m-%d} ({self.reason})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,7 +394,9 @@ class Eligibility:
 
     ``until`` is the last day of eligibility (``None``: no end while nothing changes, or
     not eligible); ``basis`` the event the decision rests on (``None``: no event, e.g. an
-    exemption or a preference). ``code`` is the finding code when not eligible.
+    exemption or a preference); ``preference`` the opt-in or opt-out it rests on, if one.
+    ``code`` is the finding code when not eligible (``SUPPRESSED`` for a suppression,
+    which RCPT TO refuses before any check).
     """
 
     eligible: bool
@@ -297,6 +404,7 @@ class Eligibility:
     until: date | None = None
     basis: ConsentEvent | None = None
     code: str | None = None
+    preference: Preference | None = None
 
 
 def message_category(value: str | None) -> str:
@@ -318,31 +426,57 @@ def message_topic(value: str | None) -> Topic:
         return Topic.DEALER_MARKETING
 
 
-_Statement = tuple[date, bool, str, ConsentEvent | None]  # day, granted, words, event
+@dataclass(frozen=True, slots=True)
+class _Statement:
+    """An explicit yes or no about a topic: an opt-in or opt-out, express consent, withdrawal."""
+
+    day: date  # the dealer's day
+    at: datetime | None  # the full time, None when only the day is known (events)
+    granted: bool
+    words: str
+    event: ConsentEvent | None = None
+    preference: Preference | None = None
 
 
-def _statements(record: ConsentRecord, topic: Topic) -> list[_Statement]:
+def _statements(record: ConsentRecord, rules: ConsentRules, topic: Topic) -> list[_Statement]:
     found: list[_Statement] = []
     for pref in record.preferences:
         # Only email preferences bear on email (an SMS opt-out says nothing about email).
-        if pref.topic is topic and pref.channel == "email":
+        if pref.topic is topic and channel_of(pref.channel) is Channel.EMAIL:
             what = "opted in to" if pref.granted else "opted out of"
             via = f" ({pref.source})" if pref.source else ""
-            day = pref.at.date()
-            found.append((day, pref.granted, f"{what} {_TOPIC_WORDS[topic]} on {day}{via}", None))
+            day = day_of(pref.at, rules)
+            words = f"{what} {_TOPIC_WORDS[topic]} on {day}{via}"
+            found.append(_Statement(day, pref.at, pref.granted, words, preference=pref))
     for event in record.events:
         via = f" ({event.source})" if event.source else ""
         if event.kind is Interaction.WITHDRAWN:
-            found.append((event.on, False, f"withdrew consent on {event.on}{via}", event))
+            words = f"withdrew consent on {event.on}{via}"
+            found.append(_Statement(event.on, None, False, words, event))
         elif event.kind is Interaction.EXPRESS_CONSENT and topic is not Topic.THIRD_PARTY:
-            found.append((event.on, True, f"gave express consent on {event.on}{via}", event))
+            words = f"gave express consent on {event.on}{via}"
+            found.append(_Statement(event.on, None, True, words, event))
     return found
 
 
-def _latest_statement(record: ConsentRecord, topic: Topic) -> _Statement | None:
-    # Latest day first; on the same day a refusal beats a grant (granted False sorts first).
-    found = _statements(record, topic)
-    return max(found, key=lambda s: (s[0], not s[1])) if found else None
+def _latest_statement(
+    record: ConsentRecord, rules: ConsentRules, topic: Topic
+) -> _Statement | None:
+    """The statement that decides: the latest by full time; a refusal wins a tie.
+
+    A statement known only by its day ties with every statement of that day, since which
+    came first cannot be known; among ties the refusal wins (the safe reading).
+    """
+    found = _statements(record, rules, topic)
+    if not found:
+        return None
+    last_day = max(s.day for s in found)
+    that_day = [s for s in found if s.day == last_day]
+    timed = [s for s in that_day if s.at is not None]
+    latest_time = max((s.at for s in timed if s.at is not None), default=None)
+    contenders = [s for s in that_day if s.at is None or s.at == latest_time]
+    refusals = [s for s in contenders if not s.granted]
+    return (refusals or contenders)[-1]
 
 
 def _windows(record: ConsentRecord, rules: ConsentRules) -> list[tuple[date, ConsentEvent]]:
@@ -355,30 +489,60 @@ def _windows(record: ConsentRecord, rules: ConsentRules) -> list[tuple[date, Con
     return out
 
 
+def _blocked(block: Block, category: str) -> Eligibility | None:
+    if block.commercial_only and category in EXEMPT_CATEGORIES:
+        return None
+    via = f", {block.source}" if block.source else ""
+    what = "commercial mail" if block.commercial_only else "all mail"
+    return Eligibility(
+        False,
+        f"the recipient is {block.words()}{via}: {what} to it is refused",
+        code=SUPPRESSED,
+    )
+
+
 def evaluate(
     record: ConsentRecord,
     rules: ConsentRules,
     now: datetime,
     category: str = "commercial",
     topic: Topic = Topic.DEALER_MARKETING,
+    block: Block | None = None,
 ) -> Eligibility:
     """Decide whether the recipient of ``record`` may get a ``category`` message ``now``.
 
-    See the module docstring for the order of the rules. The reason is a sentence
-    fragment meant for an SMTP reply and for ``mailgate consent show``.
+    See the module docstring for the order of the rules; ``block`` is the recipient's
+    active suppression, if any, and decides first. The reason is a sentence fragment
+    meant for an SMTP reply and for ``mailgate consent show``.
     """
+    if block is not None:
+        refused = _blocked(block, category)
+        if refused is not None:
+            return refused
     if category in EXEMPT_CATEGORIES:
         return Eligibility(True, f"{category} message: consent windows and opt-ins do not apply")
     if not rules.enforce:
         return Eligibility(True, "the dealer's policy enforces no consent rules")
     name = rules.name or "consent"
-    statement = _latest_statement(record, topic)
+    statement = _latest_statement(record, rules, topic)
     if statement is not None:
-        _day, granted, words, event = statement
-        if not granted:
-            return Eligibility(False, f"the recipient {words}", None, event, NO_OPT_IN)
+        if not statement.granted:
+            return Eligibility(
+                False,
+                f"the recipient {statement.words}",
+                None,
+                statement.event,
+                NO_OPT_IN,
+                statement.preference,
+            )
         if rules.express_consent or rules.require_opt_in:
-            return Eligibility(True, f"the recipient {words}; valid until withdrawn", None, event)
+            return Eligibility(
+                True,
+                f"the recipient {statement.words}; valid until withdrawn",
+                None,
+                statement.event,
+                preference=statement.preference,
+            )
     if rules.require_opt_in:
         return Eligibility(
             False,
@@ -387,7 +551,7 @@ def evaluate(
         )
     if not rules.windows:
         return Eligibility(True, f"no consent windows under the {name} rules; not opted out")
-    today = now.date()
+    today = day_of(now, rules)
     windows = _windows(record, rules)
     if not windows:
         return Eligibility(
@@ -415,16 +579,26 @@ def evaluate(
 
 @dataclass(frozen=True, slots=True)
 class EventLine:
-    """One event as ``consent show`` lists it: the window it opens and until when."""
+    """One event as ``consent show`` lists it: the window it opens and until when.
+
+    ``void`` says why an interaction that would open a window opens none under the rules
+    as they apply to this recipient now (a withdrawal, rules that need an opt-in); empty
+    when it counts.
+    """
 
     event: ConsentEvent
-    window: Window | None  # None: the rules give this kind no window
+    window: Window | None  # None: the rules give this kind no window (or it is void)
     ends: date | None
+    void: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class Explanation:
-    """A recipient's whole standing for a dealer: events, preferences, verdict, renewal."""
+    """A recipient's whole standing for a dealer: events, preferences, verdict, renewal.
+
+    ``transactional`` is the answer for transactional mail (only a suppression stops it);
+    ``block`` the suppression, if any.
+    """
 
     address: str
     rules: ConsentRules
@@ -432,11 +606,38 @@ class Explanation:
     preferences: tuple[Preference, ...]
     eligibility: Mapping[Topic, Eligibility]
     renewal: str
+    transactional: Eligibility = Eligibility(True, "transactional mail is not checked")
+    block: Block | None = None
 
 
-def _renewal(rules: ConsentRules) -> str:
+def renewal_summary(rules: ConsentRules) -> str:
+    """What makes a locked customer eligible again under ``rules``, for the status page."""
+    if not rules.enforce:
+        return "The dealer's policy enforces no consent rules."
+    if rules.require_opt_in:
+        return "A locked customer becomes eligible again only when the CRM records an opt-in."
+    if not rules.windows:
+        return (
+            "A locked customer opted out or withdrew consent: only a new opt-in or express "
+            "consent makes them eligible again."
+        )
+    express = " or express consent" if rules.express_consent else ""
+    return (
+        f"A locked customer becomes eligible again with their next recorded interaction{express}, "
+        "except one who withdrew consent or opted out: only a new opt-in or express consent "
+        "renews that customer."
+    )
+
+
+def _renewal(rules: ConsentRules, refusal: _Statement | None) -> str:
     if not rules.enforce:
         return "nothing to renew: the dealer's policy enforces no consent rules"
+    if refusal is not None:
+        # Rule 3: after a withdrawal or opt-out, interactions do not renew consent.
+        return (
+            f"only express consent or an opt-in recorded after the recipient {refusal.words}; "
+            "new interactions do not renew consent after a withdrawal or an opt-out"
+        )
     if rules.require_opt_in:
         return "an opt-in recorded for the topic (express consent covers the dealer's own mail)"
     if not rules.windows:
@@ -455,20 +656,38 @@ def explain(
     rules: ConsentRules,
     now: datetime,
     topics: Iterable[Topic] = tuple(Topic),
+    block: Block | None = None,
 ) -> Explanation:
-    """Lay out ``record`` under ``rules`` at ``now`` for an operator or a dealer."""
+    """Lay out ``record`` under ``rules`` at ``now`` for an operator or a dealer.
+
+    The verdicts are ``evaluate``'s, and the event lines and the renewal follow the rules
+    as they applied: after a withdrawal an interaction opens no window, and the renewal
+    says so.
+    """
+    verdicts = {topic: evaluate(record, rules, now, "commercial", topic, block) for topic in topics}
+    # Event lines are shown for the dealer's own marketing; a withdrawal covers every topic.
+    latest = _latest_statement(record, rules, Topic.DEALER_MARKETING) if rules.enforce else None
+    refusal = latest if latest is not None and not latest.granted else None
     lines = []
     for event in sorted(record.events, key=lambda e: (e.on, e.kind.value, e.ref)):
         window = rules.windows.get(event.kind) if event.kind in IMPLIED else None
-        lines.append(EventLine(event, window, window.end(event.anchor) if window else None))
-    verdicts = {topic: evaluate(record, rules, now, "commercial", topic) for topic in topics}
+        void = ""
+        if event.kind in IMPLIED and rules.enforce and rules.require_opt_in:
+            void = f"opens no window: the {rules.name or 'consent'} rules need an opt-in"
+        elif window is not None and refusal is not None:
+            void = f"opens no window: the recipient {refusal.words}"
+        if void:
+            window = None
+        lines.append(EventLine(event, window, window.end(event.anchor) if window else None, void))
     return Explanation(
         address=address,
         rules=rules,
         events=tuple(lines),
         preferences=tuple(sorted(record.preferences, key=lambda p: (p.topic.value, p.at))),
         eligibility=MappingProxyType(verdicts),
-        renewal=_renewal(rules),
+        renewal=_renewal(rules, refusal),
+        transactional=evaluate(record, rules, now, "transactional", block=block),
+        block=block,
     )
 
 

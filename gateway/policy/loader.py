@@ -26,10 +26,11 @@ import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, Literal, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
@@ -281,6 +282,16 @@ def _window(value: str) -> str:
     return value
 
 
+def _time_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ValueError, ZoneInfoNotFoundError):
+        raise ValueError(
+            f"{value!r} is not an IANA time zone (e.g. 'America/Toronto', 'Europe/Paris', 'UTC')"
+        ) from None
+    return value
+
+
 class _Consent(_Closed):
     """``[consent]``: every key optional; ``windows`` merged kind by kind ("off" removes one)."""
 
@@ -291,6 +302,10 @@ class _Consent(_Closed):
     require_postal_address: bool | None = None
     require_unsubscribe: bool | None = None
     postal_address: str | None = Field(default=None, max_length=300)
+    # The law a legal preset implements ("CASL"): rules that loosen it are refused unless
+    # a later layer clears it ("") and gives the rules a name of their own.
+    law: str | None = Field(default=None, max_length=40)
+    time_zone: Annotated[str, AfterValidator(_time_zone)] | None = None
     windows: dict[
         Annotated[str, AfterValidator(_window_kind)], Annotated[str, AfterValidator(_window)]
     ] = {}
@@ -585,7 +600,7 @@ def _build_dealer(source: _DealerSource, defaults: _Layer, directory: Path) -> D
         complaints=_rates([layer.complaints for layer in layers], DEFAULT_COMPLAINTS),
         bounces=_rates([layer.bounces for layer in layers], DEFAULT_BOUNCES),
         suppression=_suppression([layer.suppression for layer in layers]),
-        consent=_consent([layer.consent for layer in layers]),
+        consent=_consent([layer.consent for layer in layers], file.preset or ""),
         unsubscribe=UnsubscribePolicy(
             existing=_last(
                 layer.unsubscribe.existing for layer in layers if layer.unsubscribe is not None
@@ -739,7 +754,7 @@ def _consent_layers(source: _DealerSource, defaults: _Layer) -> list[_Consent]:
     return [layer.consent for layer in layers if layer.consent is not None]
 
 
-def _consent(sections: Iterable[_Consent | None]) -> ConsentRules:
+def _consent(sections: Iterable[_Consent | None], preset: str = "") -> ConsentRules:
     values: dict[str, Any] = {}
     windows: dict[str, str] = {}
     for section in sections:
@@ -762,6 +777,9 @@ def _consent(sections: Iterable[_Consent | None]) -> ConsentRules:
         require_postal_address=values.get("require_postal_address", False),
         require_unsubscribe=values.get("require_unsubscribe", False),
         postal_address=values.get("postal_address", "").strip(),
+        law=values.get("law", "").strip(),
+        zone=ZoneInfo(values["time_zone"]) if "time_zone" in values else UTC,
+        preset=preset,
     )
 
 
@@ -775,6 +793,56 @@ def _check_consent(source: _DealerSource, defaults: _Layer, found: _Collector) -
             "consent.postal_address",
             f"the {rules.name or 'consent'} rules require the dealer's postal address in "
             "commercial mail; set it here",
+        )
+    if source.preset is not None and source.preset.consent is not None:
+        _check_loosened(source, defaults, found)
+
+
+def _loosened(legal: ConsentRules, rules: ConsentRules) -> list[tuple[str, str]]:
+    """(key, how) for each way ``rules`` allow more than the legal preset ``legal``."""
+    found: list[tuple[str, str]] = []
+    if legal.enforce and not rules.enforce:
+        found.append(("consent.enforce", "turns the rules off"))
+    for key in ("require_opt_in", "require_postal_address", "require_unsubscribe"):
+        if getattr(legal, key) and not getattr(rules, key):
+            found.append((f"consent.{key}", "drops a requirement"))
+    if rules.express_consent and not legal.express_consent:
+        found.append(("consent.express_consent", "counts express consent the preset does not"))
+    for kind, window in sorted(rules.windows.items(), key=lambda kw: kw[0].value):
+        allowed = legal.windows.get(kind)
+        if allowed is None:
+            found.append((f"consent.windows.{kind}", f"{window} where the preset opens none"))
+        elif window.longer_than(allowed):
+            found.append((f"consent.windows.{kind}", f"{window} is longer than {allowed}"))
+    return found
+
+
+def _check_loosened(source: _DealerSource, defaults: _Layer, found: _Collector) -> None:
+    # A legal preset is a floor (B7): a dealer may tighten it, but rules that allow more
+    # than the law must not be described with the law's name in replies and reports.
+    assert source.preset is not None
+    legal = _consent([defaults.consent, source.preset.consent])
+    if not legal.law:
+        return
+    rules = _consent(_consent_layers(source, defaults))
+    loosened = _loosened(legal, rules)
+    if not loosened:
+        return
+    if rules.law:
+        for key, how in loosened:
+            found.add(
+                source.name,
+                key,
+                f"{how}: looser than {legal.law} (the {source.file.preset} preset); a legal "
+                f'preset may only be tightened. Rules of your own need consent.law = "" and '
+                "a consent.name of their own",
+            )
+    elif rules.name == legal.name or legal.law.lower() in rules.name.lower():
+        found.add(
+            source.name,
+            "consent.name",
+            f"rules looser than {legal.law} ({', '.join(k for k, _ in loosened)}) cannot be "
+            f"called {rules.name!r}; give them a name of their own",
         )
 
 

@@ -16,8 +16,9 @@ import pytest
 
 from gateway.cli.consent import import_file
 from gateway.cli.main import main
+from gateway.consent.csvformat import RowContext
 from gateway.consent.ops import ConsentGauges, ConsentOps
-from gateway.consent.rules import ConsentEvent, Interaction
+from gateway.consent.rules import ConsentEvent, ConsentRules, Interaction
 from gateway.storage.sqlite import SqliteStorage
 from gateway.types import DealerId
 from tests.integration.admin import add_token, call
@@ -134,13 +135,14 @@ async def test_import_is_idempotent_and_reports_bad_rows(tmp_path: Path) -> None
     try:
         clock = _Clock()
         ops = ConsentOps(store, clock)
-        known = frozenset({"example-motors"})
-        read, changed, rejected = await import_file(ops, csv_file, None, known, batch=2)
+        known = RowContext(clock.now(), None, {"example-motors": ConsentRules()})
+        result = await import_file(ops, csv_file, known, batch=2)
+        read, changed, rejected = result.read, result.changed, result.problems
         assert (read, changed) == (6, 2)
         assert [line for line, _ in rejected] == [4, 6, 7]
         assert "topic 'gdpr-ish'" in rejected[0][1] and "no policy file" in rejected[1][1]
-        again = await import_file(ops, csv_file, None, known)
-        assert again[1] == 0
+        again = await import_file(ops, csv_file, known)
+        assert again.changed == 0
         record = (await store.consent_records(DEALER, ["john@customer.example"]))[
             "john@customer.example"
         ]

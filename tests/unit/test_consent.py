@@ -17,6 +17,7 @@ from gateway.clock import FakeClock
 from gateway.consent.rules import (
     NO_OPT_IN,
     WINDOW_EXPIRED,
+    Block,
     ConsentEvent,
     ConsentRecord,
     ConsentRules,
@@ -29,6 +30,7 @@ from gateway.consent.rules import (
     explain,
     message_topic,
     postal_address_present,
+    renewal_summary,
 )
 from gateway.errors import PolicyError
 from gateway.policy.loader import load_policy_set
@@ -252,7 +254,11 @@ def test_without_rules_nothing_is_checked() -> None:
 
 
 def test_a_dealer_overrides_one_window_and_keeps_the_others(rules_for: RulesFor) -> None:
-    rules = rules_for("casl", '[consent.windows]\ninquiry = "9 months"\nshowroom-visit = "off"\n')
+    # Nine months is looser than CASL: rules of the dealer's own, under their own name.
+    own = '[consent]\nlaw = ""\nname = "Acme rules"\n'
+    rules = rules_for(
+        "casl", own + '[consent.windows]\ninquiry = "9 months"\nshowroom-visit = "off"\n'
+    )
     assert rules.windows[Interaction.INQUIRY] == Window(months=9)
     assert rules.windows[Interaction.SERVICE] == Window(months=24)
     assert Interaction.SHOWROOM not in rules.windows
@@ -365,3 +371,161 @@ def test_only_email_preferences_count(rules_for: RulesFor) -> None:
     rules = rules_for("gdpr")
     email_in = pref(Topic.DEALER_MARKETING, True, "2025-05-01")
     assert evaluate(record(email_in, sms_out), rules, at("2026-01-05")).eligible
+
+
+# -- B3: statements in time order ------------------------------------------------------------
+
+
+def timed(granted: bool, when: str, topic: Topic = Topic.DEALER_MARKETING) -> Preference:
+    return Preference(DEALER, ADDRESS, topic, granted, datetime.fromisoformat(when), "crm")
+
+
+def test_b3_an_opt_in_in_the_afternoon_overrides_the_opt_out_of_the_morning(
+    rules_for: RulesFor,
+) -> None:
+    rules = rules_for("can-spam", 'consent.postal_address = "1 Main St, Springfield"\n')
+    rec = record(
+        timed(False, "2026-01-02T09:00:00+00:00"), timed(True, "2026-01-02T15:00:00+00:00")
+    )
+    verdict = evaluate(rec, rules, at("2026-01-05"))
+    assert verdict.eligible and "opted in" in verdict.reason
+    rec = record(
+        timed(True, "2026-01-02T09:00:00+00:00"), timed(False, "2026-01-02T15:00:00+00:00")
+    )
+    assert not evaluate(rec, rules, at("2026-01-05")).eligible
+
+
+def test_b3_a_statement_known_only_by_its_day_ties_and_the_refusal_wins(
+    rules_for: RulesFor,
+) -> None:
+    rules = rules_for("casl")
+    # A withdrawal dated 2026-01-02 and an opt-in at 15:00 that day: which came first is
+    # unknown, so the refusal stands; an opt-in the next day ends it.
+    rec = record(ev(Interaction.WITHDRAWN, "2026-01-02"), timed(True, "2026-01-02T15:00:00+00:00"))
+    assert not evaluate(rec, rules, at("2026-01-05")).eligible
+    rec = record(*rec.events, *rec.preferences, timed(True, "2026-01-03T08:00:00+00:00"))
+    assert evaluate(rec, rules, at("2026-01-05")).eligible
+
+
+# -- B6: explanations follow the rules applied ---------------------------------------------
+
+
+def test_b6_after_a_withdrawal_a_sale_opens_no_window_and_renewal_says_so(
+    rules_for: RulesFor,
+) -> None:
+    rules = rules_for("casl")
+    rec = record(ev(Interaction.WITHDRAWN, "2025-06-01"), ev(Interaction.SALE_CASH, "2025-12-01"))
+    shown = explain(ADDRESS, rec, rules, at("2026-01-05"))
+    sale = next(line for line in shown.events if line.event.kind is Interaction.SALE_CASH)
+    assert sale.window is None and sale.ends is None
+    assert sale.void == "opens no window: the recipient withdrew consent on 2025-06-01"
+    assert "opens 2 years" not in shown.renewal
+    assert shown.renewal.startswith("only express consent or an opt-in recorded after")
+    assert "new interactions do not renew consent" in shown.renewal
+
+
+def test_b6_under_gdpr_interactions_open_no_window(rules_for: RulesFor) -> None:
+    shown = explain(ADDRESS, record(ev(Interaction.SALE_CASH, "2025-12-01")), rules_for("gdpr"),
+                    at("2026-01-05"))  # fmt: skip
+    (line,) = shown.events
+    assert line.window is None and "the GDPR rules need an opt-in" in line.void
+    assert shown.renewal.startswith("an opt-in recorded for the topic")
+
+
+@pytest.mark.parametrize(
+    ("preset", "extra", "words"),
+    [
+        ("gdpr", "", "only when the CRM records an opt-in"),
+        ("casl", "", "next recorded interaction or express consent, except one who withdrew"),
+        (
+            "can-spam",
+            'consent.postal_address = "1 Main St, Springfield"\n',
+            "opted out or withdrew",
+        ),
+    ],
+)
+def test_b6_the_status_page_sentence_follows_the_rules(
+    rules_for: RulesFor, preset: str, extra: str, words: str
+) -> None:
+    assert words in renewal_summary(rules_for(preset, extra))
+
+
+# -- B7: a loosened legal preset ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("preset", "extra", "key"),
+    [
+        ("casl", '[consent.windows]\ninquiry = "18 months"\n', "consent.windows.inquiry"),
+        ("casl", '[consent.windows]\nemail-reply = "7 months"\n', "consent.windows.email-reply"),
+        ("casl", "[consent]\nrequire_unsubscribe = false\n", "consent.require_unsubscribe"),
+        ("gdpr", "[consent]\nrequire_opt_in = false\n", "consent.require_opt_in"),
+        ("gdpr", '[consent.windows]\nsale-cash = "2 years"\n', "consent.windows.sale-cash"),
+    ],
+)
+def test_b7_a_loosened_legal_preset_is_a_policy_error(
+    rules_for: RulesFor, preset: str, extra: str, key: str
+) -> None:
+    with pytest.raises(PolicyError) as caught:
+        rules_for(preset, extra)
+    problems = [p for p in caught.value.problems if p.key == key]
+    assert problems and "a legal preset may only be tightened" in problems[0].message
+
+
+def test_b7_tightening_is_allowed_and_keeps_the_name(rules_for: RulesFor) -> None:
+    rules = rules_for("casl", '[consent.windows]\ninquiry = "3 months"\nsale-cash = "off"\n')
+    assert rules.name == "CASL implied-consent" and rules.law == "CASL"
+
+
+def test_b7_own_rules_need_their_own_name(rules_for: RulesFor) -> None:
+    loose = '[consent.windows]\ninquiry = "18 months"\n'
+    with pytest.raises(PolicyError, match="cannot be called 'CASL implied-consent'"):
+        rules_for("casl", '[consent]\nlaw = ""\n' + loose)
+    rules = rules_for("casl", '[consent]\nlaw = ""\nname = "Acme 18-month leads"\n' + loose)
+    verdict = evaluate(record(ev(Interaction.INQUIRY, "2025-01-10")), rules, at("2026-01-05"))
+    assert verdict.eligible and "CASL" not in verdict.reason
+    assert "within the Acme 18-month leads window" in verdict.reason
+
+
+# -- B13: the dealer's days --------------------------------------------------------------
+
+
+def test_b13_a_window_ends_at_the_dealers_midnight(rules_for: RulesFor) -> None:
+    rules = rules_for("casl", '[consent]\ntime_zone = "America/Vancouver"\n')
+    rec = record(ev(Interaction.INQUIRY, "2025-03-01"))  # last day 2025-09-01
+    # 2025-09-02 03:00 UTC is still 2025-09-01 20:00 in Vancouver: the last day.
+    late = datetime(2025, 9, 2, 3, 0, tzinfo=UTC)
+    assert evaluate(rec, rules, late).eligible
+    assert not evaluate(rec, rules_for("casl"), late).eligible  # UTC: already the day after
+    assert not evaluate(rec, rules, datetime(2025, 9, 2, 7, 1, tzinfo=UTC)).eligible
+
+
+def test_b13_an_opt_in_is_dated_on_the_dealers_calendar(rules_for: RulesFor) -> None:
+    rules = rules_for("gdpr", '[consent]\ntime_zone = "America/Toronto"\n')
+    late_evening = Preference(DEALER, ADDRESS, Topic.DEALER_MARKETING, True,
+                              datetime(2026, 1, 3, 3, 30, tzinfo=UTC), "web")  # fmt: skip
+    verdict = evaluate(record(late_evening), rules, at("2026-01-05"))
+    assert "opted in to marketing email from the dealer on 2026-01-02" in verdict.reason
+
+
+def test_b13_an_unknown_time_zone_is_a_policy_error(rules_for: RulesFor) -> None:
+    with pytest.raises(PolicyError, match="not an IANA time zone"):
+        rules_for("casl", '[consent]\ntime_zone = "Canada/Toronto-ish"\n')
+
+
+# -- B8: suppressions decide first ------------------------------------------------------
+
+
+def test_b8_a_suppression_locks_every_topic_and_transactional_mail(rules_for: RulesFor) -> None:
+    rules = rules_for("casl")
+    rec = record(ev(Interaction.EXPRESS_CONSENT, "2025-01-01"))
+    complaint = Block("spam complaint", datetime(2025, 12, 1, tzinfo=UTC), "report 77")
+    shown = explain(ADDRESS, rec, rules, at("2026-01-05"), block=complaint)
+    assert all(not e.eligible and e.code == "suppressed" for e in shown.eligibility.values())
+    assert not shown.transactional.eligible
+    assert "suppressed since 2025-12-01 (spam complaint)" in shown.transactional.reason
+    unsubscribed = Block("unsubscribe request", datetime(2025, 12, 1, tzinfo=UTC), "",
+                         commercial_only=True)  # fmt: skip
+    shown = explain(ADDRESS, rec, rules, at("2026-01-05"), block=unsubscribed)
+    assert not shown.eligibility[Topic.DEALER_MARKETING].eligible
+    assert shown.transactional.eligible
