@@ -169,6 +169,13 @@ CATALOGUE: dict[str, FindingKind] = {
             "add the dealer's postal address, as written in its policy file, to the template",
             Action.REJECT,
         ),
+        FindingKind(
+            "missing-unsubscribe",
+            "the commercial message offers no way to unsubscribe",
+            "add a List-Unsubscribe header or an unsubscribe link to the template, or let the "
+            "gateway add its one-click link (unsubscribe.base_url in mailgate.toml)",
+            Action.REJECT,
+        ),
         # -- end of consent --
     )
 }

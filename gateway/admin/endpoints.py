@@ -138,6 +138,7 @@ class Endpoint:
 
 
 _LIMIT = Param("limit", "integer", "how many at most", 100, 1, MAX_LIMIT)
+_STANDINGS = obj({"recipients": {"type": "array"}})
 _DEALER_Q = Param("dealer", "string", "only this dealer's messages")
 _LIST_Q = Param("list", "string", "a dealer id, or * for the global list")
 
@@ -449,6 +450,72 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         handlers.record_consent,
         obj({"recorded": {"type": "boolean"}, "standing": {"type": "object"}}),
         body=ConsentEventBody,
+        errors=(400, 404),
+    ),
+    *(
+        Endpoint(
+            "GET",
+            f"/api/dealers/{{dealer}}/consent-expiring{suffix}",
+            "Recipients whose implied consent ends within `within` (default 30d), with the "
+            "day it ends: ask them for express consent while it is still allowed.",
+            "consent",
+            handler,
+            schema,
+            query=(Param("within", "string", "a duration: 30d, 8w, 90d", "30d"),),
+            errors=(400, 404),
+            media_type=media,
+        )
+        for suffix, handler, schema, media in (
+            ("", handlers.consent_expiring, _STANDINGS, JSON_TYPE),
+            (".csv", handlers.consent_expiring_csv, {"type": "string"}, "text/csv"),
+        )
+    ),
+    *(
+        Endpoint(
+            "GET",
+            f"/api/dealers/{{dealer}}/consent-locked{suffix}",
+            "Recipients on record who may not get the dealer's commercial mail, and why.",
+            "consent",
+            handler,
+            schema,
+            errors=(404,),
+            media_type=media,
+        )
+        for suffix, handler, schema, media in (
+            ("", handlers.consent_locked, _STANDINGS, JSON_TYPE),
+            (".csv", handlers.consent_locked_csv, {"type": "string"}, "text/csv"),
+        )
+    ),
+    *(
+        Endpoint(
+            "GET",
+            f"/api/dealers/{{dealer}}/consent-evidence{suffix}",
+            "The consent ledger: for each commercial message queued, the basis the rules "
+            "found at that moment (event, date, source, proof, rules and window).",
+            "consent",
+            handler,
+            schema,
+            query=(
+                Param("address", "string", "one customer's entries"),
+                Param("since", "date-time", "entries from this time on"),
+                Param("until", "date-time", "entries before this time"),
+            ),
+            errors=(400, 404),
+            media_type=media,
+        )
+        for suffix, handler, schema, media in (
+            ("", handlers.consent_evidence, obj({"entries": {"type": "array"}}), JSON_TYPE),
+            (".csv", handlers.consent_evidence_csv, {"type": "string"}, "text/csv"),
+        )
+    ),
+    Endpoint(
+        "GET",
+        "/api/dealers/{dealer}/consent-refusals",
+        "Recipients a consent check left out of a message (or refused with it), newest first.",
+        "consent",
+        handlers.consent_refusals,
+        obj({"refusals": {"type": "array"}}),
+        query=(Param("since", "date-time", "refusals from this time on"), _LIMIT),
         errors=(400, 404),
     ),
 )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, timedelta
@@ -32,6 +33,14 @@ from gateway.admin.bodies import (
 from gateway.admin.ops import MAX_IMPORT, AdminOps, InvalidRequest
 from gateway.consent.csvformat import RowContext, RowError, parse_row
 from gateway.consent.ops import ConsentOps, explanation_json
+from gateway.consent.reports import (
+    LEDGER_FIELDS,
+    STANDING_FIELDS,
+    csv_text,
+    ledger_json,
+    refusal_json,
+    standing_json,
+)
 from gateway.consent.rules import Preference
 from gateway.reputation.csvformat import CSV_FIELDS, import_rows, suppression_row
 from gateway.reputation.records import EventKind
@@ -290,3 +299,110 @@ async def record_consent(ops: AdminOps, call: Call) -> Any:
         changed = await consent.record((item,))
     shown = await consent.explain(dealer, item.address)
     return {"recorded": bool(changed), "standing": explanation_json(shown)}
+
+
+def _within(call: Call) -> timedelta:
+    try:
+        within = parse_duration(call.query["within"])
+    except (ValueError, OverflowError):
+        raise InvalidRequest(
+            f"within: {call.query['within']!r} is not a duration (30d, 8w)"
+        ) from None
+    if within < timedelta(0) or within > timedelta(days=3660):
+        raise InvalidRequest("within: between 0 days and 10 years")
+    return within
+
+
+def _json_stream(key: str, pages: AsyncIterator[list[dict[str, Any]]]) -> StreamingResponse:
+    """``{"<key>": [...]}`` written a page at a time (an export may hold millions)."""
+
+    async def body() -> AsyncIterator[str]:
+        yield f'{{"{key}": ['
+        first = True
+        async for page in pages:
+            for item in page:
+                yield ("" if first else ",\n") + json.dumps(item)
+                first = False
+        yield "]}\n"
+
+    return StreamingResponse(body(), media_type="application/json")
+
+
+def _csv_stream(fields: tuple[str, ...], pages: AsyncIterator[list[dict[str, Any]]]) -> Any:
+    async def body() -> AsyncIterator[str]:
+        header = True
+        async for page in pages:
+            for chunk in csv_text(fields, page, header):
+                yield chunk
+            header = False
+        if header:
+            yield "".join(csv_text(fields, ()))
+
+    return StreamingResponse(body(), media_type="text/csv; charset=utf-8")
+
+
+async def _standings(
+    ops: AdminOps, call: Call, expiring: bool
+) -> AsyncIterator[list[dict[str, Any]]]:
+    dealer = ops.dealer_policy(call.path["dealer"])
+    consent = ConsentOps(ops.storage, ops.clock)
+    pages = consent.expiring(dealer, _within(call)) if expiring else consent.locked(dealer)
+    async for page in pages:
+        yield [standing_json(s) for s in page]
+
+
+async def consent_expiring(ops: AdminOps, call: Call) -> Any:
+    """``GET /api/dealers/{dealer}/consent-expiring``: consent that ends within ``within``."""
+    _within(call)
+    ops.dealer_policy(call.path["dealer"])  # 400/404 before the stream starts
+    return _json_stream("recipients", _standings(ops, call, True))
+
+
+async def consent_expiring_csv(ops: AdminOps, call: Call) -> Any:
+    """``GET /api/dealers/{dealer}/consent-expiring.csv``."""
+    _within(call)
+    ops.dealer_policy(call.path["dealer"])
+    return _csv_stream(STANDING_FIELDS, _standings(ops, call, True))
+
+
+async def consent_locked(ops: AdminOps, call: Call) -> Any:
+    """``GET /api/dealers/{dealer}/consent-locked``: who may not be mailed, and why."""
+    ops.dealer_policy(call.path["dealer"])
+    return _json_stream("recipients", _standings(ops, call, False))
+
+
+async def consent_locked_csv(ops: AdminOps, call: Call) -> Any:
+    """``GET /api/dealers/{dealer}/consent-locked.csv``."""
+    ops.dealer_policy(call.path["dealer"])
+    return _csv_stream(STANDING_FIELDS, _standings(ops, call, False))
+
+
+async def _ledger(ops: AdminOps, call: Call) -> AsyncIterator[list[dict[str, Any]]]:
+    dealer = ops.dealer_policy(call.path["dealer"])
+    address = call.query["address"] or None
+    pages = ConsentOps(ops.storage, ops.clock).evidence(
+        dealer, address, call.query["since"], call.query["until"]
+    )
+    async for page in pages:
+        yield [ledger_json(e) for e in page]
+
+
+async def consent_evidence(ops: AdminOps, call: Call) -> Any:
+    """``GET /api/dealers/{dealer}/consent-evidence``: the basis of each commercial message."""
+    ops.dealer_policy(call.path["dealer"])
+    return _json_stream("entries", _ledger(ops, call))
+
+
+async def consent_evidence_csv(ops: AdminOps, call: Call) -> Any:
+    """``GET /api/dealers/{dealer}/consent-evidence.csv``."""
+    ops.dealer_policy(call.path["dealer"])
+    return _csv_stream(LEDGER_FIELDS, _ledger(ops, call))
+
+
+async def consent_refusals(ops: AdminOps, call: Call) -> Any:
+    """``GET /api/dealers/{dealer}/consent-refusals``: recipients left out for want of consent."""
+    dealer = ops.dealer_policy(call.path["dealer"])
+    found = await ConsentOps(ops.storage, ops.clock).refusals(
+        dealer, call.query["since"], call.query["limit"]
+    )
+    return {"refusals": [refusal_json(r) for r in found]}

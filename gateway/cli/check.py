@@ -55,6 +55,7 @@ from gateway.policy.model import CheckRule, DealerPolicy
 from gateway.settings import Settings, load_settings
 from gateway.tracking import RefCodec, new_submission_id
 from gateway.types import Action, DealerId, Envelope
+from gateway.unsubscribe.links import UnsubscribeLinks
 
 EXIT_PASS, EXIT_CHANGED, EXIT_STOPPED, EXIT_USAGE = 0, 1, 2, 3
 DEFAULT_RULES: Mapping[str, CheckRule] = MappingProxyType(
@@ -130,6 +131,7 @@ def check_message(
     defaults: Mapping[str, CheckRule] = DEFAULT_RULES,
     hostname: str = "mailgate.invalid",
     sender: str = "",
+    unsubscribe_base_url: str = "",
 ) -> Report:
     """Run ``prepare`` on ``raw`` as if ``dealer`` (or a stand-in) had submitted it."""
     admitted = admit(raw, dataclasses.replace(limits, bare_line_endings="normalize"))
@@ -145,6 +147,9 @@ def check_message(
         helo="check",
         received_at=now,
     )
+    key = secrets.token_bytes(32)
+    # As the gateway does: with a base URL, commercial copies get its one-click link.
+    links = UnsubscribeLinks(key, unsubscribe_base_url) if unsubscribe_base_url else None
     try:
         prepared = prepare_message(
             admitted,
@@ -152,7 +157,7 @@ def check_message(
             policy,
             limits=limits,
             # The copies are thrown away: any key makes their tracking references.
-            stamp=Stamp(hostname, RefCodec(secrets.token_bytes(32))),
+            stamp=Stamp(hostname, RefCodec(key), unsubscribe=links),
             now=now,
             submission_id=new_submission_id(now),
             state=NO_STATE,
@@ -259,6 +264,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             dealer=dealer,
             defaults=defaults,
             hostname=settings.server.hostname,
+            unsubscribe_base_url=settings.unsubscribe.base_url,
         )
         if args.json:
             print(render_json(report, str(path)))

@@ -48,9 +48,19 @@ from gateway.cli.common import (
 from gateway.clock import SystemClock
 from gateway.consent.csvformat import RowContext, RowError, header_columns, parse_row
 from gateway.consent.ops import ConsentOps, explanation_json
+from gateway.consent.reports import (
+    LEDGER_FIELDS,
+    REFUSAL_FIELDS,
+    STANDING_FIELDS,
+    csv_text,
+    ledger_json,
+    refusal_json,
+    standing_json,
+)
 from gateway.consent.rules import ConsentEvent, ConsentRules, Interaction, Preference
 from gateway.errors import StorageError
 from gateway.policy.loader import load_policy_set
+from gateway.settings import parse_duration
 from gateway.storage.base import open_storage
 
 BATCH = 5000
@@ -404,8 +414,164 @@ def cmd_consent_show(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def _policy_or_usage(args: argparse.Namespace) -> tuple[Any, Any] | None:
+    settings = settings_for(args)
+    policy = load_policy_set(settings.server.policies_dir).dealer(args.dealer)
+    if policy is None:
+        print(f"no dealer {args.dealer!r} in {settings.server.policies_dir}", file=sys.stderr)
+        return None
+    return settings, policy
+
+
+def _day_arg(text: str | None, name: str, zone: Any) -> datetime | None:
+    """The start of day ``text`` (YYYY-MM-DD) in the dealer's zone, or an ISO time."""
+    if not text:
+        return None
+    try:
+        if len(text) == 10:
+            return datetime.combine(date.fromisoformat(text), time(), zone)
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{name} {text!r} is not a date (YYYY-MM-DD) or an ISO time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=zone)
+
+
+def _emit(
+    pages: Any,
+    fields: tuple[str, ...],
+    as_json: Callable[[Any], dict[str, Any]],
+    args: Any,
+    line: Callable[[dict[str, Any]], str],
+) -> Callable[[], Any]:
+    """Print ``pages`` as CSV (``--csv``), JSON Lines (``--json``) or one line each."""
+
+    async def run() -> int:
+        count = 0
+        header = True
+        async for page in pages:
+            rows = [as_json(item) for item in page]
+            count += len(rows)
+            if args.csv:
+                sys.stdout.write("".join(csv_text(fields, rows, header)))
+                header = False
+            else:
+                for row in rows:
+                    print(json.dumps(row) if args.json else line(row))
+        if args.csv and header:
+            sys.stdout.write("".join(csv_text(fields, ())))
+        return count
+
+    return run
+
+
+def _offline(args: argparse.Namespace, report: Callable[[ConsentOps, Any], Any]) -> int:
+    found = _policy_or_usage(args)
+    if found is None:
+        return EXIT_USAGE
+    settings, policy = found
+
+    async def run() -> int:
+        storage = await open_storage(settings.storage_url)
+        try:
+            count = await report(ConsentOps(storage, SystemClock()), policy)()
+        finally:
+            await storage.close()
+        if not (args.csv or args.json):
+            print(f"{count} recipient(s)" if count != 1 else "1 recipient", file=sys.stderr)
+        return EXIT_OK if count else EXIT_FAIL
+
+    try:
+        return asyncio.run(run())
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _standing_line(row: dict[str, Any]) -> str:
+    until = f" until {row['until']} ({row['days_left']} days)" if row["until"] else ""
+    state = "eligible" if row["eligible"] else "LOCKED"
+    return f"{row['address']}  {state}{until}: {row['reason']}"
+
+
+def cmd_consent_expiring(args: argparse.Namespace) -> int:
+    """``mailgate consent expiring --dealer ID --within 30d``."""
+    try:
+        within = parse_duration(args.within)
+    except (ValueError, OverflowError):
+        print(f"--within {args.within!r} is not a duration (30d, 8w)", file=sys.stderr)
+        return EXIT_USAGE
+    return _offline(
+        args,
+        lambda ops, policy: _emit(
+            ops.expiring(policy, within), STANDING_FIELDS, standing_json, args, _standing_line
+        ),
+    )
+
+
+def cmd_consent_locked(args: argparse.Namespace) -> int:
+    """``mailgate consent locked --dealer ID``."""
+    return _offline(
+        args,
+        lambda ops, policy: _emit(
+            ops.locked(policy), STANDING_FIELDS, standing_json, args, _standing_line
+        ),
+    )
+
+
+def _ledger_line(row: dict[str, Any]) -> str:
+    basis = row["basis"]
+    if row["event"]:
+        basis = f"{row['event']} of {row['event_on']}"
+        basis += f" [{row['reference']}]" if row["reference"] else ""
+        basis += f" via {row['source']}" if row["source"] else ""
+        basis += f" proof: {row['proof']}" if row["proof"] else ""
+    rules = row["rules"] or "no rules"
+    return (
+        f"{row['at']}  {row['message_id']}  {row['recipient']}  {row['category']}/{row['topic']}"
+        f"  {rules}: {basis}: {row['reason']}"
+    )
+
+
+def cmd_consent_evidence(args: argparse.Namespace) -> int:
+    """``mailgate consent evidence [ADDRESS] --dealer ID [--since D] [--until D]``."""
+
+    def report(ops: ConsentOps, policy: Any) -> Any:
+        zone = policy.consent.zone
+        since = _day_arg(args.since, "--since", zone)
+        until = _day_arg(args.until, "--until", zone)
+        pages = ops.evidence(policy, args.address, since, until)
+        return _emit(pages, LEDGER_FIELDS, ledger_json, args, _ledger_line)
+
+    return _offline(args, report)
+
+
+def cmd_consent_refused(args: argparse.Namespace) -> int:
+    """``mailgate consent refused --dealer ID [--since D]``."""
+
+    def report(ops: ConsentOps, policy: Any) -> Any:
+        since = _day_arg(args.since, "--since", policy.consent.zone)
+
+        async def pages() -> Any:
+            yield await ops.refusals(policy, since, args.limit)
+
+        def line(row: dict[str, Any]) -> str:
+            dsn = f" (DSN {row['dsn']})" if row["dsn"] else ""
+            what = f"{row['code']} {row['action']}{dsn}"
+            return f"{row['at']}  {row['recipient']}  {what}: {row['detail']}"
+
+        return _emit(pages(), REFUSAL_FIELDS, refusal_json, args, line)
+
+    return _offline(args, report)
+
+
+def _output_flags(p: Any) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--csv", action="store_true", help="CSV (RFC 4180) on standard output")
+    group.add_argument("--json", action="store_true", help="one JSON object per line")
+
+
 def register(subparsers: Any) -> None:
-    """Add ``consent import`` and ``consent show`` to the ``mailgate`` subcommands."""
+    """Add the ``consent`` commands to the ``mailgate`` subcommands."""
     consent = subparsers.add_parser(
         "consent", help="customers' interactions and opt-ins; eligibility windows"
     ).add_subparsers(dest="consent_command", required=True)
@@ -434,3 +600,27 @@ def register(subparsers: Any) -> None:
     p.add_argument("--at", help="evaluate on this day (YYYY-MM-DD) instead of today")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_consent_show)
+    p = consent.add_parser("expiring", help="who loses implied consent soon: ask them first")
+    p.add_argument("--dealer", required=True)
+    p.add_argument("--within", default="30d", help="a duration: 30d (default), 8w, 90d")
+    _output_flags(p)
+    p.set_defaults(func=cmd_consent_expiring)
+    p = consent.add_parser("locked", help="who may not get commercial mail, and why")
+    p.add_argument("--dealer", required=True)
+    _output_flags(p)
+    p.set_defaults(func=cmd_consent_locked)
+    p = consent.add_parser(
+        "evidence", help="the consent each commercial message relied on (one customer or a period)"
+    )
+    p.add_argument("address", nargs="?", help="one customer's messages (default: all)")
+    p.add_argument("--dealer", required=True)
+    p.add_argument("--since", help="from this day on (YYYY-MM-DD, the dealer's day)")
+    p.add_argument("--until", help="before this day (YYYY-MM-DD)")
+    _output_flags(p)
+    p.set_defaults(func=cmd_consent_evidence)
+    p = consent.add_parser("refused", help="recipients left out of a message for want of consent")
+    p.add_argument("--dealer", required=True)
+    p.add_argument("--since", help="from this day on (YYYY-MM-DD)")
+    p.add_argument("--limit", type=int, default=100)
+    _output_flags(p)
+    p.set_defaults(func=cmd_consent_refused)

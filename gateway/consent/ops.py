@@ -1,29 +1,36 @@
 """Consent operations over the store: explain one recipient, tally a dealer, keep the gauges.
 
 The seam the CLI (``mailgate consent``) and the admin API share: ``ConsentOps.explain``
-answers "may this dealer email this address, and why", ``ConsentOps.record`` posts events
-one by one, ``ConsentOps.tally`` counts a dealer's eligible and locked recipients, and
-``ConsentGauges`` refreshes ``mailgate_consent_recipients{dealer,state}`` from the tallies
-(every ``GAUGE_REFRESH`` in the gateway: evaluating every recipient is a scan, not a
-per-message cost). The rules themselves are pure, in ``gateway/consent/rules.py``.
+answers "may this dealer email this address, and why" (suppressions included: the answer
+RCPT TO gives), ``ConsentOps.record`` posts events one by one, ``ConsentOps.tally`` counts
+a dealer's eligible and locked recipients, ``standings`` pages through every recipient's
+standing (``expiring`` and ``locked`` lists), ``evidence`` through the consent ledger and
+``refusals`` through the recipients left out for want of consent; ``ConsentGauges``
+refreshes ``mailgate_consent_recipients{dealer,state}`` from the tallies (every
+``GAUGE_REFRESH`` in the gateway: evaluating every recipient is a scan, not a per-message
+cost). The rules themselves are pure, in ``gateway/consent/rules.py``; the rows the
+exports write, in ``gateway/consent/reports.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from gateway.clock import Clock
+from gateway.consent.ledger import ConsentRefusal, LedgerEntry
+from gateway.consent.reports import Standing
 from gateway.consent.rules import (
     Block,
     ConsentEvent,
     Eligibility,
     Explanation,
     Preference,
+    day_of,
     evaluate,
     explain,
     normalise_address,
@@ -78,6 +85,91 @@ class ConsentOps:
     ) -> int:
         """Record events and preferences (idempotent); rows new or changed."""
         return await self._storage.record_consent(events, preferences, self._clock.now())
+
+    async def blocks(self, dealer: DealerPolicy, now: datetime) -> dict[str, Block]:
+        """Every active suppression that applies to ``dealer`` (its list, then the global)."""
+        found: dict[str, Block] = {}
+        for scope, global_only in ((None, True), (dealer.dealer_id, False)):
+            after = 0
+            while True:
+                page = await self._storage.list_suppressions(
+                    scope, global_only=global_only, active_at=now, after_id=after, limit=PAGE
+                )
+                for e in page:
+                    # The dealer's own entry wins, as in find_suppression.
+                    found[e.address] = Block(e.reason, e.created_at, e.source, e.commercial_only)
+                if len(page) < PAGE:
+                    break
+                after = page[-1].id
+        return found
+
+    async def standings(
+        self, dealer: DealerPolicy, at: datetime | None = None
+    ) -> AsyncIterator[list[Standing]]:
+        """Every recipient on record with its standing for the dealer's own marketing.
+
+        A page at a time, in address order; suppressions are taken into account.
+        """
+        now = at or self._clock.now()
+        blocks = await self.blocks(dealer, now)
+        today = day_of(now, dealer.consent)
+        after = ""
+        while True:
+            page = await self._storage.consent_page(dealer.dealer_id, after, PAGE)
+            rules = dealer.consent
+            yield [
+                Standing.of(address, evaluate(record, rules, now, block=blocks.get(address)), today)
+                for address, record in page
+            ]
+            if len(page) < PAGE:
+                return
+            after = page[-1][0]
+            await asyncio.sleep(0)
+
+    async def expiring(
+        self, dealer: DealerPolicy, within: timedelta, at: datetime | None = None
+    ) -> AsyncIterator[list[Standing]]:
+        """Eligible recipients whose consent ends within ``within``, in address order."""
+        now = at or self._clock.now()
+        last = day_of(now, dealer.consent) + within
+        async for page in self.standings(dealer, now):
+            kept = [s for s in page if s.eligible and s.until is not None and s.until <= last]
+            if kept:
+                yield kept
+
+    async def locked(
+        self, dealer: DealerPolicy, at: datetime | None = None
+    ) -> AsyncIterator[list[Standing]]:
+        """Recipients on record that may not get the dealer's commercial mail, with why."""
+        async for page in self.standings(dealer, at):
+            kept = [s for s in page if not s.eligible]
+            if kept:
+                yield kept
+
+    async def evidence(
+        self,
+        dealer: DealerPolicy,
+        address: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> AsyncIterator[list[LedgerEntry]]:
+        """The consent ledger of one customer and/or a period, a page at a time."""
+        after: tuple[datetime, str] | None = None
+        while True:
+            page = await self._storage.consent_ledger(
+                dealer.dealer_id, address, since, until, after, PAGE
+            )
+            if page:
+                yield page
+            if len(page) < PAGE:
+                return
+            after = (page[-1].at, page[-1].message_id)
+
+    async def refusals(
+        self, dealer: DealerPolicy, since: datetime | None = None, limit: int = 100
+    ) -> list[ConsentRefusal]:
+        """Recipients left out of a message for want of consent, newest first."""
+        return await self._storage.consent_refusals(dealer.dealer_id, since, limit)
 
     async def tally(self, dealer: DealerPolicy, at: datetime | None = None) -> Tally:
         """Count the dealer's recipients eligible and locked for its own marketing now."""

@@ -109,9 +109,13 @@ class Interaction(enum.StrEnum):
     INQUIRY = "inquiry"  # a lead, an inquiry or a prospect opportunity
     SALE_CASH = "sale-cash"
     SALE_FINANCE = "sale-finance"  # finance or lease; the window runs from the last payment
+    SALE_PARTS = "sale-parts"  # a parts counter sale
     SERVICE = "service-repair-order"
+    OTHER_TRANSACTION = "other-transaction"  # any other purchase: a car wash, a detailing
     SHOWROOM = "showroom-visit"
     EMAIL_REPLY = "email-reply"
+    EMAIL_OPEN = "email-open"  # the customer opened a dealer's email (CRM tracking)
+    EMAIL_CLICK = "email-click"  # the customer clicked a link in one
     EXPRESS_CONSENT = "express-consent"  # with its source and proof
     WITHDRAWN = "consent-withdrawn"
 
@@ -178,9 +182,13 @@ _KIND_WORDS = {
     Interaction.INQUIRY: "an inquiry",
     Interaction.SALE_CASH: "a cash sale",
     Interaction.SALE_FINANCE: "a finance or lease sale",
+    Interaction.SALE_PARTS: "a parts sale",
     Interaction.SERVICE: "a service repair order",
+    Interaction.OTHER_TRANSACTION: "a purchase",
     Interaction.SHOWROOM: "a showroom visit",
     Interaction.EMAIL_REPLY: "an email reply",
+    Interaction.EMAIL_OPEN: "an email opened",
+    Interaction.EMAIL_CLICK: "a click in an email",
     Interaction.EXPRESS_CONSENT: "express consent",
     Interaction.WITHDRAWN: "a withdrawal of consent",
 }
@@ -358,6 +366,7 @@ class ConsentRules:
     law: str = ""
     zone: tzinfo = UTC
     preset: str = ""  # the preset the rules come from, for the evidence ledger
+    refused_dsn: bool = False  # a DSN to the sender for each recipient left out (ledger.py)
 
 
 NO_RULES = ConsentRules()  # a dealer without [consent] rules: nothing is checked

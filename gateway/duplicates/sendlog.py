@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 
 from gateway.clock import Clock
+from gateway.consent.ledger import EMPTY_WRITES, ConsentWrites
 from gateway.duplicates.fingerprints import (
     Category,
     DuplicateDrop,
@@ -99,6 +100,7 @@ class SendLog:
         recipients: Recipients,
         state: DuplicateState | None,
         submission_id: str,
+        consent: ConsentWrites = EMPTY_WRITES,
     ) -> bool:
         """Enqueue ``messages`` with their claims and the verdict's duplicate drops.
 
@@ -108,9 +110,9 @@ class SendLog:
         now = self._clock.now()
         drops = self._drops(dealer, verdict, submission_id, now)
         claims = [] if state is None else self._claims(messages, verdict, recipients, state, now)
-        if not messages and not drops:
+        if not messages and not drops and consent is EMPTY_WRITES:
             return True
-        if not await self._storage.enqueue_claimed(messages, claims, drops):
+        if not await self._storage.enqueue_claimed(messages, claims, drops, consent):
             log.info("duplicate claim lost, deciding again dealer=%s submission=%s",
                      dealer.dealer_id, submission_id)  # fmt: skip
             return False

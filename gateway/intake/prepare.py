@@ -233,7 +233,13 @@ def prepare_message(
 ) -> Prepared:
     """Steps 4-8 on a message ``admit`` let in; see ``prepare``."""
     duplicates = state.recipients.state(message) if state.recipients is not None else None
-    context = CheckContext(envelope=envelope, now=now, duplicates=duplicates, consent=state.consent)
+    context = CheckContext(
+        envelope=envelope,
+        now=now,
+        duplicates=duplicates,
+        consent=state.consent,
+        adds_unsubscribe=stamp.unsubscribe is not None,
+    )
     verdict = decide(_run_checks(message, dealer, context), dealer, envelope.rcpt_tos)
     if verdict.reply is not None:
         return Prepared(verdict.action, verdict.reply, verdict, duplicates=duplicates)

@@ -25,6 +25,7 @@ from dataclasses import replace
 
 from gateway import replies
 from gateway.clock import Clock
+from gateway.consent.ledger import consent_writes
 from gateway.consent.rules import ConsentRecord
 from gateway.dkim.signing import Signer
 from gateway.duplicates.fingerprints import Recipients
@@ -204,15 +205,28 @@ class Intake:
             return prepared.reply or replies.INTERNAL_ERROR
         if prepared.verdict is not None:
             self._record(dealer, prepared.verdict)
+        # The consent ledger, the consent refusals and their DSNs (gateway/consent/ledger.py).
+        writes = consent_writes(
+            dealer=dealer,
+            verdict=prepared.verdict,
+            messages=prepared.messages,
+            records=consent,
+            envelope=env,
+            original=raw,
+            submission_id=submission_id,
+            now=self._clock.now(),
+            hostname=self._stamp.hostname,
+        )
         try:
-            # The messages, their duplicate claims and the duplicate drops, in one commit.
+            # The messages, their duplicate claims and drops and the consent ledger, in one commit.
             stored = await self._sendlog.store(
                 dealer=dealer,
                 verdict=prepared.verdict,
-                messages=prepared.messages,
+                messages=prepared.messages + writes.dsns,
                 recipients=history,
                 state=prepared.duplicates,
                 submission_id=submission_id,
+                consent=writes,
             )
         except StorageError as exc:
             log.error("enqueue failed dealer=%s submission=%s: %s",
@@ -220,6 +234,10 @@ class Intake:
             return replies.STORAGE_ERROR
         if not stored:
             return _CLAIM_LOST
+        for refusal in writes.refusals:
+            log.info("consent refused submission=%s dealer=%s rcpt=<%s> code=%s dsn=%s",
+                     submission_id, dealer.dealer_id, refusal.recipient, refusal.code,
+                     refusal.dsn or "-")  # fmt: skip
         if prepared.reply is not None:
             return prepared.reply
         self._on_enqueued(len(prepared.messages))

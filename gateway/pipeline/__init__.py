@@ -14,7 +14,12 @@ from collections.abc import Sequence
 from gateway.mail.message import ParsedMessage
 from gateway.pipeline.attachments import dangerous_attachment, stray_attachment
 from gateway.pipeline.base import Check, CheckContext, Finding
-from gateway.pipeline.consent import consent_window_expired, missing_postal_address, no_opt_in
+from gateway.pipeline.consent import (
+    consent_window_expired,
+    missing_postal_address,
+    missing_unsubscribe,
+    no_opt_in,
+)
 from gateway.pipeline.decide import Verdict, decide
 from gateway.pipeline.duplicates import duplicate_message, frequency_cap, near_duplicate_message
 from gateway.pipeline.encoding import encoding
@@ -56,6 +61,7 @@ CHECKS: tuple[Check, ...] = (
     # Consent (per recipient, except the postal address): before the duplicate checks, so
     # that a recipient who may not be mailed at all is reported as such, not as a repeat.
     missing_postal_address,
+    missing_unsubscribe,
     unsubscribed,  # an explicit withdrawal outranks any consent window
     no_opt_in,
     consent_window_expired,

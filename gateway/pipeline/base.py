@@ -51,6 +51,9 @@ class CheckContext:
     # Each envelope recipient's consent record (as submitted -> record) when the dealer's
     # rules enforce consent; None: not gathered, and the consent checks find nothing.
     consent: Mapping[str, ConsentRecord] | None = None
+    # The gateway adds its own one-click unsubscribe (RFC 8058) to commercial copies
+    # (``unsubscribe.base_url`` is set), so a template without one is not missing one.
+    adds_unsubscribe: bool = False
 
 
 Check = Callable[[ParsedMessage, DealerPolicy, CheckContext], Iterable[Finding]]

@@ -4,7 +4,10 @@
 recipient's events and preferences, gathered by intake before the run) and yield at most
 one finding per recipient, with ``recipient`` set, so that ``decide()`` leaves out or holds
 just that recipient and, when none is left, refuses the message with the reason.
-``missing_postal_address`` looks for the dealer's postal address in commercial mail.
+``missing_postal_address`` looks for the dealer's postal address in commercial mail, and
+``missing_unsubscribe`` for a way to unsubscribe (a ``List-Unsubscribe`` field, or an
+unsubscribe or opt-out link in the body) where the rules require one and the gateway does
+not add its own one-click link.
 
 Why at DATA and not at RCPT: whether a message is commercial is known only from its
 ``X-Mailgate-Category`` header, which arrives after the last RCPT. Refusing at RCPT would
@@ -16,6 +19,7 @@ others go on and the refused ones are recorded.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 from gateway.consent.rules import (
@@ -35,6 +39,7 @@ from gateway.consent.rules import (
 from gateway.mail.message import ParsedMessage
 from gateway.pipeline.base import CheckContext, Finding
 from gateway.policy.model import DealerPolicy
+from gateway.unsubscribe.links import is_commercial
 
 
 def _ineligible(
@@ -85,4 +90,54 @@ def missing_postal_address(
         yield Finding(
             "missing-postal-address",
             f"the {rules.name or 'consent'} rules need {rules.postal_address!r} in the message",
+        )
+
+
+# What an unsubscribe link says, in the two languages CASL mail must offer (s. 6(2)(c) and
+# the CRTC's guidance on French): its text, its URL or the words next to a bare URL.
+_UNSUBSCRIBE = re.compile(
+    r"unsubscrib|opt[\s_-]?out|stop receiving|email preferences|manage (?:your )?(?:email |"
+    r"communication |subscription )?preferences|d[ée]sabonn|d[ée]sinscri|ne plus recevoir",
+    re.IGNORECASE,
+)
+_ANCHOR = re.compile(r"<a\b([^>]*)>(.*?)</a\s*>", re.IGNORECASE | re.DOTALL)
+_HREF = re.compile(r"""href\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""", re.IGNORECASE)
+_LINK = re.compile(r"(?:https?://|mailto:)\S+", re.IGNORECASE)
+_NEAR = 200  # characters between the words and a bare link in a text part
+
+
+def unsubscribe_offered(msg: ParsedMessage) -> bool:
+    """Whether ``msg`` offers a way to unsubscribe: RFC 2369 ``List-Unsubscribe`` or a link."""
+    if (msg.header("List-Unsubscribe") or "").strip():
+        return True
+    for html in msg.html_parts:
+        for anchor in _ANCHOR.finditer(html):
+            href = _HREF.search(anchor.group(1))
+            target = next((g for g in href.groups() if g), "") if href else ""
+            if target and (_UNSUBSCRIBE.search(target) or _UNSUBSCRIBE.search(anchor.group(2))):
+                return True
+    for text in msg.text_parts:
+        for words in _UNSUBSCRIBE.finditer(text):
+            start, end = max(words.start() - _NEAR, 0), words.end() + _NEAR
+            if _LINK.search(text, start, end):
+                return True
+    return False
+
+
+def missing_unsubscribe(
+    msg: ParsedMessage, dealer: DealerPolicy, ctx: CheckContext
+) -> Iterator[Finding]:
+    """Find commercial mail without a way to unsubscribe where the rules require one."""
+    rules = dealer.consent
+    if not (rules.enforce and rules.require_unsubscribe):
+        return
+    if message_category(msg.header(CATEGORY_HEADER)) in EXEMPT_CATEGORIES:
+        return
+    if ctx.adds_unsubscribe and is_commercial(msg, dealer):
+        return  # intake adds List-Unsubscribe and List-Unsubscribe-Post to every copy
+    if not unsubscribe_offered(msg):
+        yield Finding(
+            "missing-unsubscribe",
+            f"the {rules.name or 'consent'} rules need a way to unsubscribe in every commercial "
+            "message: no List-Unsubscribe field and no unsubscribe link",
         )

@@ -306,6 +306,7 @@ class _Consent(_Closed):
     # a later layer clears it ("") and gives the rules a name of their own.
     law: str | None = Field(default=None, max_length=40)
     time_zone: Annotated[str, AfterValidator(_time_zone)] | None = None
+    refused_dsn: bool | None = None
     windows: dict[
         Annotated[str, AfterValidator(_window_kind)], Annotated[str, AfterValidator(_window)]
     ] = {}
@@ -780,6 +781,7 @@ def _consent(sections: Iterable[_Consent | None], preset: str = "") -> ConsentRu
         law=values.get("law", "").strip(),
         zone=ZoneInfo(values["time_zone"]) if "time_zone" in values else UTC,
         preset=preset,
+        refused_dsn=values.get("refused_dsn", False),
     )
 
 

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import Protocol
 
+from gateway.consent.ledger import EMPTY_WRITES, ConsentRefusal, ConsentWrites, LedgerEntry
 from gateway.consent.rules import ConsentEvent, ConsentRecord, Preference
 from gateway.duplicates.fingerprints import DuplicateDrop, RecipientHistory, SendClaim
 from gateway.errors import ConfigError
@@ -192,8 +193,12 @@ class Storage(Protocol):
         messages: Sequence[NewMessage],
         claims: Sequence[SendClaim],
         drops: Sequence[DuplicateDrop] = (),
+        consent: ConsentWrites = EMPTY_WRITES,
     ) -> bool:
         """Claim, record and enqueue in one durable transaction; False if a claim is lost.
+
+        ``consent`` (the ledger entries and refusals of ``gateway.consent.ledger``) is
+        written in the same transaction as the messages it is about.
 
         For each claim: if ``expected_version`` is set, the recipient's version must still
         be that value (it is then incremented); if ``claim_exact``, the (recipient,
@@ -371,6 +376,28 @@ class Storage(Protocol):
         self, dealer_id: DealerId, after: str = "", limit: int = 1000
     ) -> list[tuple[str, ConsentRecord]]:
         """The dealer's recipients after ``after`` in address order, each with its record."""
+        ...
+
+    async def consent_ledger(
+        self,
+        dealer_id: DealerId,
+        recipient: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after: tuple[datetime, str] | None = None,
+        limit: int = 1000,
+    ) -> list[LedgerEntry]:
+        """The dealer's ledger entries, oldest first: one recipient's and/or a period's.
+
+        ``since`` is inclusive, ``until`` exclusive; ``after`` (the time and message id of
+        the last entry of the previous page) pages through a long export.
+        """
+        ...
+
+    async def consent_refusals(
+        self, dealer_id: DealerId, since: datetime | None = None, limit: int = 100
+    ) -> list[ConsentRefusal]:
+        """Recipients left out of (or refused with) a message for want of consent, newest first."""
         ...
 
     # -- end of consent ------------------------------------------------------------------

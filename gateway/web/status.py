@@ -25,6 +25,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.admin.ops import AdminError, AdminOps, DealerReport, RateReport
+from gateway.consent.rules import renewal_summary
 from gateway.errors import StorageError
 from gateway.findings import CATALOGUE
 from gateway.reputation.rates import RateWindow
@@ -320,12 +321,13 @@ async def render_status(ops: AdminOps, dealer_id: str) -> str:
     if tally is not None:
         # Counted periodically by the gateway (the same figures as the metrics).
         eligible, locked = tally
+        # What unlocks a customer depends on the rules (GDPR: only an opt-in; after a
+        # withdrawal: only express consent), so the sentence comes from them.
         parts.append(
             "<section id='consent'><h2>Consent</h2>"
             f"<p>{eligible} recipients may receive commercial mail; {locked} are locked "
             "(outside every consent window or without the opt-in your rules require). "
-            "Locked customers become eligible again with their next recorded interaction."
-            "</p></section>"
+            f"{esc(renewal_summary(report.policy.consent))}</p></section>"
         )
     parts.append("<section id='held'><h2>Held messages</h2>")
     if held:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
+import pytest
+
+from gateway.consent.ledger import ConsentRefusal, ConsentWrites, LedgerEntry
 from gateway.consent.rules import ConsentEvent, Interaction, Preference, Topic
+from gateway.errors import StorageError
 from gateway.storage.base import Storage
-from gateway.types import DealerId
+from gateway.types import DealerId, MessageId, NewMessage
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 DEALER = DealerId("example-motors")
@@ -109,3 +114,81 @@ async def test_a_large_batch_is_one_call(store: Storage) -> None:
         DEALER, [f"bulk{n}@customer.test" for n in range(0, 5000, 7)]
     )
     assert all(len(r.events) == 1 for r in found.values())
+
+
+# -- issue 17: new kinds, the ledger, the refusals ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [Interaction.SALE_PARTS, Interaction.OTHER_TRANSACTION, Interaction.EMAIL_OPEN,
+     Interaction.EMAIL_CLICK],
+)  # fmt: skip
+async def test_the_new_interaction_kinds_are_stored(store: Storage, kind: Interaction) -> None:
+    assert await store.record_consent([ev(kind, date(2025, 6, 1))], now=T0) == 1
+    (stored,) = (await store.consent_records(DEALER, ["john@customer.test"]))[
+        "john@customer.test"
+    ].events
+    assert stored.kind is kind
+
+
+def copy(n: int, rcpt: str) -> NewMessage:
+    return NewMessage(
+        id=MessageId(f"sub{n:04d}.1"),
+        dealer_id=DEALER,
+        mail_from="sales@example-motors.test",
+        rcpt=rcpt,
+        data=b"Subject: offer\r\n\r\nhello\r\n",
+        received_at=T0,
+    )
+
+
+def entry(message: NewMessage, at: datetime, **kw: Any) -> LedgerEntry:
+    base: dict[str, Any] = {
+        "message_id": message.id, "submission_id": message.id.split(".")[0],
+        "dealer_id": DEALER, "recipient": message.rcpt.lower(), "at": at,
+        "category": "commercial", "topic": "dealer-marketing", "rules": "CASL implied-consent",
+        "law": "CASL", "preset": "casl", "time_zone": "America/Toronto", "basis": "event",
+        "reason": "within the CASL implied-consent window", "event_kind": "sale-finance",
+        "event_on": date(2021, 4, 1), "last_payment": date(2025, 3, 1), "ref": "D-1",
+        "source": "dms", "proof": "", "window": "2 years", "window_ends": date(2027, 3, 1),
+    }  # fmt: skip
+    base.update(kw)
+    return LedgerEntry(**base)
+
+
+async def test_the_ledger_is_written_with_the_messages_and_paged(store: Storage) -> None:
+    messages = [copy(n, f"c{n % 3}@customer.test") for n in range(7)]
+    entries = [entry(m, T0 + timedelta(seconds=n)) for n, m in enumerate(messages)]
+    withdrew = "the recipient withdrew consent on 2025-06-01"
+    refusal = ConsentRefusal(
+        DEALER, "Lapsed@customer.test", "sub0000", "no-opt-in", "reject", withdrew, T0, True, "d.1"
+    )
+    writes = ConsentWrites(tuple(entries), (refusal,))
+    assert await store.enqueue_claimed(messages, [], [], writes)
+    assert (await store.get(messages[0].id)) is not None
+    got = await store.consent_ledger(DEALER, "C1@customer.test")
+    assert [e.message_id for e in got] == [messages[1].id, messages[4].id]
+    assert got[0] == entries[1]
+    seen: list[LedgerEntry] = []
+    after = None
+    while page := await store.consent_ledger(DEALER, after=after, limit=3):
+        seen.extend(page)
+        after = (page[-1].at, page[-1].message_id)
+    assert seen == entries
+    period = await store.consent_ledger(DEALER, since=T0 + timedelta(seconds=2),
+                                        until=T0 + timedelta(seconds=4))  # fmt: skip
+    assert [e.message_id for e in period] == [messages[2].id, messages[3].id]
+    assert await store.consent_ledger(OTHER) == []
+    assert await store.consent_refusals(DEALER) == [refusal]
+    assert await store.consent_refusals(DEALER, since=T0 + timedelta(seconds=1)) == []
+
+
+async def test_a_refused_batch_stores_no_ledger_entry(store: Storage) -> None:
+    message = copy(1, "c1@customer.test")
+    assert await store.enqueue_claimed([message], [], [], ConsentWrites((entry(message, T0),)))
+    # The same message id again: the batch is refused as a whole, its ledger entry with it.
+    other = entry(copy(2, "c2@customer.test"), T0)
+    with pytest.raises(StorageError):
+        await store.enqueue_claimed([message], [], [], ConsentWrites((other,)))
+    assert [e.message_id for e in await store.consent_ledger(DEALER)] == [message.id]

@@ -7,6 +7,7 @@ eligible/locked gauges.
 from __future__ import annotations
 
 import asyncio
+import json
 import urllib.request
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
@@ -19,6 +20,7 @@ from gateway.cli.main import main
 from gateway.consent.csvformat import RowContext
 from gateway.consent.ops import ConsentGauges, ConsentOps
 from gateway.consent.rules import ConsentEvent, ConsentRules, Interaction
+from gateway.reputation.records import Suppression
 from gateway.storage.sqlite import SqliteStorage
 from gateway.types import DealerId
 from tests.integration.admin import add_token, call
@@ -42,8 +44,16 @@ def casl(h: Harness, extra: str = "") -> None:
     assert dealer is not None and dealer.consent.enforce
 
 
-async def send(h: Harness, rcpts: list[str], category: str = "", subject: str = "Offer") -> str:
+async def send(
+    h: Harness,
+    rcpts: list[str],
+    category: str = "",
+    subject: str = "Offer",
+    unsubscribe: bool = True,
+) -> str:
     extra = f"X-Mailgate-Category: {category}\r\n" if category else ""
+    # CASL s. 6(2)(c): commercial mail carries an unsubscribe (missing-unsubscribe).
+    extra += "List-Unsubscribe: <mailto:unsubscribe@example-motors.test>\r\n" if unsubscribe else ""
     body = f"{subject}: a message written for this test only, {rcpts[0]}.\r\n"
     client = await h.client()
     try:
@@ -223,3 +233,232 @@ async def test_admin_api_records_and_explains(make_harness: MakeHarness) -> None
 def posted_body() -> dict[str, str]:
     return {"address": "ann@customer.example", "event": "express-consent",
             "date": "2025-05-01", "source": "web form", "proof": "form 12"}  # fmt: skip
+
+
+# -- issue 17 ----------------------------------------------------------------------------
+
+
+async def test_b14_a_locked_recipient_among_several_is_recorded_and_reported(
+    make_harness: MakeHarness,
+) -> None:
+    h = await make_harness()
+    casl(h, "\n[consent]\nrefused_dsn = true\n")
+    today = datetime.now(UTC).date()
+    await h.gateway.storage.record_consent(
+        [
+            ConsentEvent(
+                DEALER,
+                "recent@customer.example",
+                Interaction.SERVICE,
+                today,
+                ref="RO-9",
+                source="dms",
+                proof="",
+            )
+        ]
+    )
+    reply = await send(h, ["recent@customer.example", "lapsed@customer.example"], subject="Tires")
+    assert reply.startswith("250")
+    await h.wait_delivered(2)  # the message to the eligible one, and the DSN to the CRM
+    by_rcpt = {m.rcpt_tos[0]: m for m in h.sink.messages}
+    assert set(by_rcpt) == {"recent@customer.example", "sales@example-motors.test"}
+    dsn = by_rcpt["sales@example-motors.test"]
+    assert dsn.mail_from in ("", "<>")
+    assert b"Final-Recipient: rfc822; lapsed@customer.example" in dsn.data
+    assert b"Status: 5.7.1" in dsn.data and b"consent-window-expired" in dsn.data
+    token = add_token(h.gateway)
+    listed = await call(h.gateway, "GET", f"/api/dealers/{DEALER}/consent-refusals", token=token)
+    assert listed.status == 200
+    (refusal,) = listed.body["refusals"]
+    assert refusal["recipient"] == "lapsed@customer.example"
+    assert refusal["code"] == "consent-window-expired" and refusal["message_went_on"] is True
+    assert refusal["dsn"] and "no interaction on record" in refusal["detail"]
+    # The ledger: the copy that went out, with the basis it was sent on.
+    evidence = await call(
+        h.gateway,
+        "GET",
+        f"/api/dealers/{DEALER}/consent-evidence?address=Recent@customer.example",
+        token=token,
+    )
+    assert evidence.status == 200
+    (entry,) = evidence.body["entries"]
+    assert (entry["recipient"], entry["basis"], entry["event"]) == (
+        "recent@customer.example", "event", "service-repair-order")  # fmt: skip
+    assert (entry["event_on"], entry["reference"], entry["source"]) == (
+        today.isoformat(), "RO-9", "dms")  # fmt: skip
+    assert (entry["rules"], entry["law"], entry["preset"], entry["window"]) == (
+        "CASL implied-consent", "CASL", "casl", "2 years")  # fmt: skip
+    assert entry["category"] == "commercial" and entry["eligible"] is True
+    csv_answer = await call(
+        h.gateway, "GET", f"/api/dealers/{DEALER}/consent-evidence.csv", token=token
+    )
+    assert csv_answer.status == 200
+    assert csv_answer.raw.splitlines()[0].startswith(b"message_id,submission_id,dealer")
+    assert b"recent@customer.example" in csv_answer.raw
+
+
+async def test_b14_without_the_dsn_policy_the_refusal_is_still_recorded(
+    make_harness: MakeHarness,
+) -> None:
+    h = await make_harness()
+    casl(h)
+    today = datetime.now(UTC).date()
+    await h.gateway.storage.record_consent(
+        [ConsentEvent(DEALER, "recent@customer.example", Interaction.SERVICE, today)]
+    )
+    reply = await send(h, ["recent@customer.example", "lapsed@customer.example"], subject="Oil")
+    assert reply.startswith("250")
+    await h.wait_delivered(1)
+    (refusal,) = await h.gateway.storage.consent_refusals(DEALER)
+    assert refusal.recipient == "lapsed@customer.example" and refusal.dsn == ""
+    # A lone refused recipient is told at DATA, and recorded too.
+    assert (await send(h, ["nobody@customer.example"], subject="Oil change")).startswith("550")
+    latest = (await h.gateway.storage.consent_refusals(DEALER))[0]
+    assert latest.recipient == "nobody@customer.example" and not latest.message_went_on
+    await asyncio.sleep(0.3)
+    assert len(h.sink.messages) == 1
+
+
+async def test_b8_rcpt_the_api_and_consent_show_give_one_answer(
+    make_harness: MakeHarness, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    h = await make_harness()
+    casl(h)
+    await h.gateway.storage.record_consent(
+        [
+            ConsentEvent(
+                DEALER,
+                "ann@customer.example",
+                Interaction.EXPRESS_CONSENT,
+                date(2025, 5, 1),
+                source="web form",
+                proof="form 12",
+            )
+        ]
+    )
+    await h.gateway.storage.add_suppression(
+        Suppression(
+            DEALER,
+            "ann@customer.example",
+            "spam complaint",
+            "report 77",
+            datetime.now(UTC) - timedelta(days=1),
+        )
+    )
+    client = await h.client()
+    try:
+        assert (await client.cmd("MAIL FROM:<sales@example-motors.test>")).code == 250
+        refused = await client.cmd("RCPT TO:<ann@customer.example>")
+        assert refused.code == 550
+    finally:
+        await client.close()
+    token = add_token(h.gateway)
+    shown = await call(h.gateway, "GET", f"/api/dealers/{DEALER}/consent/ann@customer.example",
+                       token=token)  # fmt: skip
+    assert shown.status == 200
+    marketing = shown.body["eligibility"]["dealer-marketing"]
+    assert marketing["eligible"] is False and marketing["code"] == "suppressed"
+    assert "spam complaint" in marketing["reason"]
+    assert shown.body["transactional"]["eligible"] is False
+    assert shown.body["suppression"]["reason"] == "spam complaint"
+    # The command line reads the same store and says the same.
+    config = tmp_path / "cli.toml"
+    server = h.gateway.settings.server
+    config.write_text(
+        f'[server]\nhostname = "mailgate.test"\ndata_dir = "{server.data_dir}"\n'
+        f'policies_dir = "{server.policies_dir}"\n'
+    )
+    args = ["--config", str(config), "consent", "show", "ann@customer.example",
+            "--dealer", "example-motors"]  # fmt: skip
+    assert await asyncio.to_thread(main, args) == 0
+    out = capsys.readouterr().out
+    assert "dealer-marketing   LOCKED: the recipient is suppressed since" in out
+    assert "transactional email: LOCKED" in out
+
+
+async def test_b1_the_api_reads_every_spelling_of_email_and_refuses_unknown_channels(
+    make_harness: MakeHarness,
+) -> None:
+    h = await make_harness()
+    casl(h)
+    token = add_token(h.gateway)
+    base = f"/api/dealers/{DEALER}/consent"
+    for body in (
+        {"address": "ann@customer.example", "event": "express-consent", "date": "2025-05-01"},
+        {"address": "ann@customer.example", "event": "opt-out", "date": "2025-06-01T10:00:00Z",
+         "channel": "E-Mail"},
+    ):  # fmt: skip
+        assert (await call(h.gateway, "POST", base, token=token, body=body)).status == 200
+    shown = await call(h.gateway, "GET", f"{base}/ann@customer.example", token=token)
+    marketing = shown.body["eligibility"]["dealer-marketing"]
+    assert marketing["eligible"] is False and "opted out" in marketing["reason"]
+    assert shown.body["preferences"][0]["channel"] == "email"
+    bad = await call(h.gateway, "POST", base, token=token, body={
+        "address": "ann@customer.example", "event": "opt-out", "date": "2025-06-01",
+        "channel": "fax"})  # fmt: skip
+    assert bad.status == 400 and "channel 'fax'" in bad.body["error"]
+    bad = await call(h.gateway, "POST", base, token=token, body={
+        "address": "<ann@customer.example>", "event": "opt-out", "date": "2025-06-01"})  # fmt: skip
+    assert bad.status == 400 and "as RCPT TO accepts it" in bad.body["error"]
+
+
+def test_b5_mailgate_check_shows_a_missing_unsubscribe(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policies = copy_shipped(tmp_path / "policies")
+    dealer_file = policies / "dealers" / "example-motors.toml"
+    dealer_file.write_text('preset = "casl"\n' + dealer_file.read_text())
+    config = tmp_path / "mailgate.toml"
+    config.write_text(
+        f'[server]\nhostname = "mailgate.test"\ndata_dir = "{tmp_path / "var"}"\n'
+        f'policies_dir = "{policies}"\n'
+    )
+    mail = tmp_path / "offer.eml"
+    mail.write_bytes(message(subject="Winter tires", body="Winter tires 20% off this week.\r\n"))
+    args = ["--config", str(config), "check", str(mail), "--dealer", "example-motors"]
+    assert main(args) == 2
+    assert "ERROR missing-unsubscribe (reject)" in capsys.readouterr().out
+    # With the gateway's own one-click link configured, nothing is missing.
+    config.write_text(config.read_text() + '[unsubscribe]\nbase_url = "https://mg.test"\n')
+    assert main(args) == 0
+    assert "missing-unsubscribe" not in capsys.readouterr().out
+
+
+def test_expiring_and_locked_lists_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policies = copy_shipped(tmp_path / "policies")
+    dealer_file = policies / "dealers" / "example-motors.toml"
+    dealer_file.write_text('preset = "casl"\n' + dealer_file.read_text())
+    config = tmp_path / "mailgate.toml"
+    config.write_text(
+        f'[server]\nhostname = "mailgate.test"\ndata_dir = "{tmp_path / "var"}"\n'
+        f'policies_dir = "{policies}"\n'
+    )
+    today = datetime.now(UTC).date()
+    csv_file = tmp_path / "crm.csv"
+    inquiry = (today - timedelta(days=170)).isoformat()  # six months end within 30 days
+    fresh = (today - timedelta(days=10)).isoformat()
+    csv_file.write_text(
+        "address,event,date\n"
+        f"soon@customer.example,inquiry,{inquiry}\n"
+        f"fresh@customer.example,service-repair-order,{fresh}\n"
+        f"gone@customer.example,inquiry,2020-01-01\n"
+        f"out@customer.example,service-repair-order,{fresh}\n"
+        f"out@customer.example,consent-withdrawn,{fresh}\n"
+    )
+    base = ["--config", str(config), "consent"]
+    assert main([*base, "import", str(csv_file), "--dealer", "example-motors"]) == 0
+    capsys.readouterr()
+    assert main([*base, "expiring", "--dealer", "example-motors", "--within", "30d", "--csv"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "address,eligible,until,days_left,code,basis,basis_on,reason"
+    assert [line.split(",")[0] for line in lines[1:]] == ["soon@customer.example"]
+    assert main([*base, "locked", "--dealer", "example-motors", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["address"], r["code"]) for r in rows] == [
+        ("gone@customer.example", "consent-window-expired"),
+        ("out@customer.example", "no-opt-in"),
+    ]
+    assert rows[1]["reason"] == f"the recipient withdrew consent on {fresh}"
+    assert main([*base, "evidence", "--dealer", "example-motors"]) == 1  # nothing sent yet

@@ -3,6 +3,8 @@
 Coroutines over one asyncpg connection; ``ConsentSection`` wraps them. A batch is
 written with one ``INSERT … SELECT FROM unnest(…)`` per table: one round trip and one
 statement for thousands of rows, which is what makes a million-row import take minutes.
+``insert_consent`` writes a submission's ledger entries and refusals inside the enqueue's
+transaction (``enqueue_claimed``), with the messages they are about.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway.consent.ledger import ConsentRefusal, ConsentWrites, LedgerEntry
 from gateway.consent.rules import (
     ConsentEvent,
     ConsentRecord,
@@ -22,7 +25,7 @@ from gateway.consent.rules import (
 )
 from gateway.storage.postgres.connection import aware, count
 from gateway.storage.postgres.section import Section
-from gateway.types import DealerId
+from gateway.types import DealerId, MessageId
 
 _EVENT_COLUMNS = (
     "dealer_id, address, kind, occurred_on, ref, last_payment, source, proof, recorded_at"
@@ -164,6 +167,127 @@ async def page(
     return [(address, found[address]) for address in wanted]
 
 
+_LEDGER_COLUMNS = (
+    "message_id, submission_id, dealer_id, recipient, at, category, topic, rules, law, preset,"
+    " time_zone, basis, reason, eligible, event_kind, event_on, last_payment, ref, source, proof,"
+    " window_length, window_ends, statement_at"
+)
+_REFUSAL_COLUMNS = "dealer_id, recipient, submission_id, code, action, detail, went_on, dsn, at"
+
+
+async def insert_consent(conn: Any, writes: ConsentWrites) -> None:
+    """Write ledger entries and refusals (inside the caller's transaction)."""
+    if writes.entries:
+        await conn.executemany(
+            f"INSERT INTO consent_ledger ({_LEDGER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7,"
+            " $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)",
+            [
+                (
+                    e.message_id, e.submission_id, e.dealer_id, e.recipient, aware(e.at),
+                    e.category, e.topic, e.rules, e.law, e.preset, e.time_zone, e.basis,
+                    e.reason, e.eligible, e.event_kind, e.event_on, e.last_payment, e.ref,
+                    e.source, e.proof, e.window, e.window_ends,
+                    aware(e.statement_at) if e.statement_at is not None else None,
+                )
+                for e in writes.entries
+            ],
+        )  # fmt: skip
+    if writes.refusals:
+        await conn.executemany(
+            f"INSERT INTO consent_refusals ({_REFUSAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6,"
+            " $7, $8, $9)",
+            [
+                (r.dealer_id, r.recipient, r.submission_id, r.code, r.action, r.detail,
+                 r.message_went_on, r.dsn, aware(r.at))
+                for r in writes.refusals
+            ],
+        )  # fmt: skip
+
+
+def _entry(row: Any) -> LedgerEntry:
+    return LedgerEntry(
+        message_id=MessageId(row["message_id"]),
+        submission_id=row["submission_id"],
+        dealer_id=DealerId(row["dealer_id"]),
+        recipient=row["recipient"],
+        at=row["at"],
+        category=row["category"],
+        topic=row["topic"],
+        rules=row["rules"],
+        law=row["law"],
+        preset=row["preset"],
+        time_zone=row["time_zone"],
+        basis=row["basis"],
+        reason=row["reason"],
+        eligible=row["eligible"],
+        event_kind=row["event_kind"],
+        event_on=row["event_on"],
+        last_payment=row["last_payment"],
+        ref=row["ref"],
+        source=row["source"],
+        proof=row["proof"],
+        window=row["window_length"],
+        window_ends=row["window_ends"],
+        statement_at=row["statement_at"],
+    )
+
+
+async def ledger(
+    conn: Any,
+    dealer_id: str,
+    recipient: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> list[LedgerEntry]:
+    """The dealer's ledger entries in (time, message id) order, after ``after``."""
+    sql = f"SELECT {_LEDGER_COLUMNS} FROM consent_ledger WHERE dealer_id = $1"
+    args: list[Any] = [dealer_id]
+    if recipient is not None:
+        args.append(normalise_address(recipient))
+        sql += f" AND recipient = ${len(args)}"
+    if since is not None:
+        args.append(aware(since))
+        sql += f" AND at >= ${len(args)}"
+    if until is not None:
+        args.append(aware(until))
+        sql += f" AND at < ${len(args)}"
+    if after is not None:
+        args.extend([aware(after[0]), after[1]])
+        sql += f" AND (at, message_id) > (${len(args) - 1}, ${len(args)})"
+    args.append(max(limit, 0))
+    sql += f" ORDER BY at, message_id LIMIT ${len(args)}"
+    return [_entry(row) for row in await conn.fetch(sql, *args)]
+
+
+async def refusals(
+    conn: Any, dealer_id: str, since: datetime | None, limit: int
+) -> list[ConsentRefusal]:
+    """The dealer's consent refusals, newest first."""
+    sql = f"SELECT {_REFUSAL_COLUMNS} FROM consent_refusals WHERE dealer_id = $1"
+    args: list[Any] = [dealer_id]
+    if since is not None:
+        args.append(aware(since))
+        sql += " AND at >= $2"
+    args.append(max(limit, 0))
+    sql += f" ORDER BY at DESC, id DESC LIMIT ${len(args)}"
+    return [
+        ConsentRefusal(
+            dealer_id=DealerId(r["dealer_id"]),
+            recipient=r["recipient"],
+            submission_id=r["submission_id"],
+            code=r["code"],
+            action=r["action"],
+            detail=r["detail"],
+            message_went_on=r["went_on"],
+            dsn=r["dsn"],
+            at=r["at"],
+        )
+        for r in await conn.fetch(sql, *args)
+    ]
+
+
 class ConsentSection(Section):
     """The protocol's consent section (see ``Storage`` for the contract)."""
 
@@ -193,3 +317,23 @@ class ConsentSection(Section):
         """The dealer's recipients after ``after`` in address order, with their records."""
         async with self._conn() as conn:
             return await page(conn, dealer_id, after, limit)
+
+    async def consent_ledger(
+        self,
+        dealer_id: DealerId,
+        recipient: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after: tuple[datetime, str] | None = None,
+        limit: int = 1000,
+    ) -> list[LedgerEntry]:
+        """The dealer's ledger entries (one recipient's, or a period's), oldest first."""
+        async with self._conn() as conn:
+            return await ledger(conn, dealer_id, recipient, since, until, after, limit)
+
+    async def consent_refusals(
+        self, dealer_id: DealerId, since: datetime | None = None, limit: int = 100
+    ) -> list[ConsentRefusal]:
+        """Recipients left out for want of consent, newest first."""
+        async with self._conn() as conn:
+            return await refusals(conn, dealer_id, since, limit)

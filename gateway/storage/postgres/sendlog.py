@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from gateway.consent.ledger import EMPTY_WRITES, ConsentWrites
 from gateway.duplicates.fingerprints import (
     Category,
     DuplicateDrop,
@@ -19,6 +20,7 @@ from gateway.duplicates.fingerprints import (
     SendClaim,
 )
 from gateway.storage.postgres.connection import aware, count
+from gateway.storage.postgres.consent import insert_consent
 from gateway.storage.postgres.queue import INSERT, message_rows
 from gateway.storage.postgres.section import Section
 from gateway.types import DealerId, MessageId, NewMessage
@@ -114,6 +116,7 @@ class SendLogSection(Section):
         messages: Sequence[NewMessage],
         claims: Sequence[SendClaim],
         drops: Sequence[DuplicateDrop] = (),
+        consent: ConsentWrites = EMPTY_WRITES,
     ) -> bool:
         """Claim, record and enqueue in one durable transaction; False if a claim is lost.
 
@@ -123,7 +126,7 @@ class SendLogSection(Section):
         unique key) no longer matches and the claim is lost.
         """
         rows = await message_rows(messages)
-        if not rows and not claims and not drops:
+        if not rows and not claims and not drops and consent is EMPTY_WRITES:
             return True
         try:
             async with self._conn() as conn, conn.transaction():
@@ -141,6 +144,7 @@ class SendLogSection(Section):
                             for d in drops
                         ],
                     )  # fmt: skip
+                await insert_consent(conn, consent)
                 if rows:
                     await conn.executemany(INSERT, rows)
         except _ClaimLost:

@@ -17,7 +17,7 @@ from gateway.errors import StorageError, StorageUnavailable
 from gateway.storage.migrate import apply_sqlite
 from gateway.storage.sqlite.commit import Batch, GroupCommit
 from gateway.storage.sqlite.connection import Connection
-from gateway.storage.sqlite.consent import ConsentSection
+from gateway.storage.sqlite.consent import ConsentSection, insert_consent
 from gateway.storage.sqlite.credentials import CredentialSection
 from gateway.storage.sqlite.feedback import FeedbackSection
 from gateway.storage.sqlite.queue import INSERT, QueueSection, insert_params
@@ -39,6 +39,7 @@ def insert_batches(conn: sqlite3.Connection, groups: Sequence[Batch]) -> list[St
             claimed = apply_claims(conn, group.claims)
             if claimed:
                 insert_drops(conn, group.drops)
+                insert_consent(conn, group.consent)
                 conn.executemany(INSERT, [insert_params(m) for m in group.messages])
         except (sqlite3.IntegrityError, sqlite3.InterfaceError, TypeError, ValueError) as exc:
             # This batch alone is at fault (duplicate id, a value of the wrong type): undo

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from gateway.consent.ledger import EMPTY_WRITES, ConsentWrites
 from gateway.duplicates.fingerprints import DuplicateDrop, SendClaim
 from gateway.errors import StorageError
 from gateway.storage.sqlite.connection import Connection, write
@@ -42,6 +43,7 @@ class Batch:
     messages: Sequence[NewMessage]
     claims: Sequence[SendClaim] = ()
     drops: Sequence[DuplicateDrop] = ()
+    consent: ConsentWrites = EMPTY_WRITES
 
 
 class GroupCommit:

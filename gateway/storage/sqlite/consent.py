@@ -3,6 +3,8 @@
 Plain functions over one ``sqlite3.Connection``, run on the backend's writer or reader
 thread; ``ConsentSection`` wraps them. Dates are ISO text (they sort as dates), times
 integer microseconds since the epoch, as everywhere in the SQLite backend.
+``insert_consent`` writes a submission's ledger entries and refusals inside the group
+commit's transaction (``backend.insert_batches``), with the messages they are about.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
+from gateway.consent.ledger import ConsentRefusal, ConsentWrites, LedgerEntry
 from gateway.consent.rules import (
     ConsentEvent,
     ConsentRecord,
@@ -24,7 +27,7 @@ from gateway.consent.rules import (
 )
 from gateway.storage.sqlite.connection import from_us, to_us, write
 from gateway.storage.sqlite.section import Section
-from gateway.types import DealerId
+from gateway.types import DealerId, MessageId
 
 _EVENT_COLUMNS = (
     "dealer_id, address, kind, occurred_on, ref, last_payment, source, proof, recorded_at"
@@ -166,6 +169,135 @@ def page(
     return [(address, found[address]) for address in wanted]
 
 
+_LEDGER_COLUMNS = (
+    "message_id, submission_id, dealer_id, recipient, at, category, topic, rules, law, preset,"
+    " time_zone, basis, reason, eligible, event_kind, event_on, last_payment, ref, source, proof,"
+    " window_length, window_ends, statement_at"
+)
+_REFUSAL_COLUMNS = "dealer_id, recipient, submission_id, code, action, detail, went_on, dsn, at"
+
+
+def _iso(day: date | None) -> str | None:
+    return day.isoformat() if day is not None else None
+
+
+def insert_consent(conn: sqlite3.Connection, writes: ConsentWrites) -> None:
+    """Write ledger entries and refusals (inside the caller's transaction)."""
+    if writes.entries:
+        conn.executemany(
+            f"INSERT INTO consent_ledger ({_LEDGER_COLUMNS}) VALUES"
+            " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    e.message_id, e.submission_id, e.dealer_id, e.recipient, to_us(e.at),
+                    e.category, e.topic, e.rules, e.law, e.preset, e.time_zone, e.basis,
+                    e.reason, int(e.eligible), e.event_kind, _iso(e.event_on),
+                    _iso(e.last_payment), e.ref, e.source, e.proof, e.window,
+                    _iso(e.window_ends),
+                    to_us(e.statement_at) if e.statement_at is not None else None,
+                )
+                for e in writes.entries
+            ],
+        )  # fmt: skip
+    if writes.refusals:
+        conn.executemany(
+            f"INSERT INTO consent_refusals ({_REFUSAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (r.dealer_id, r.recipient, r.submission_id, r.code, r.action, r.detail,
+                 int(r.message_went_on), r.dsn, to_us(r.at))
+                for r in writes.refusals
+            ],
+        )  # fmt: skip
+
+
+def _day_or_none(text: str | None) -> date | None:
+    return date.fromisoformat(text) if text else None
+
+
+def _entry(row: Sequence[Any]) -> LedgerEntry:
+    return LedgerEntry(
+        message_id=MessageId(row[0]),
+        submission_id=row[1],
+        dealer_id=DealerId(row[2]),
+        recipient=row[3],
+        at=from_us(row[4]),
+        category=row[5],
+        topic=row[6],
+        rules=row[7],
+        law=row[8],
+        preset=row[9],
+        time_zone=row[10],
+        basis=row[11],
+        reason=row[12],
+        eligible=bool(row[13]),
+        event_kind=row[14],
+        event_on=_day_or_none(row[15]),
+        last_payment=_day_or_none(row[16]),
+        ref=row[17],
+        source=row[18],
+        proof=row[19],
+        window=row[20],
+        window_ends=_day_or_none(row[21]),
+        statement_at=from_us(row[22]) if row[22] is not None else None,
+    )
+
+
+def ledger(
+    conn: sqlite3.Connection,
+    dealer_id: str,
+    recipient: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> list[LedgerEntry]:
+    """The dealer's ledger entries in (time, message id) order, after ``after``."""
+    sql = f"SELECT {_LEDGER_COLUMNS} FROM consent_ledger WHERE dealer_id = ?"
+    params: list[Any] = [dealer_id]
+    if recipient is not None:
+        sql += " AND recipient = ?"
+        params.append(normalise_address(recipient))
+    if since is not None:
+        sql += " AND at >= ?"
+        params.append(to_us(since))
+    if until is not None:
+        sql += " AND at < ?"
+        params.append(to_us(until))
+    if after is not None:
+        sql += " AND (at > ? OR (at = ? AND message_id > ?))"
+        params.extend([to_us(after[0]), to_us(after[0]), after[1]])
+    sql += " ORDER BY at, message_id LIMIT ?"
+    params.append(max(limit, 0))
+    return [_entry(row) for row in conn.execute(sql, params)]
+
+
+def refusals(
+    conn: sqlite3.Connection, dealer_id: str, since: datetime | None, limit: int
+) -> list[ConsentRefusal]:
+    """The dealer's consent refusals, newest first."""
+    sql = f"SELECT {_REFUSAL_COLUMNS} FROM consent_refusals WHERE dealer_id = ?"
+    params: list[Any] = [dealer_id]
+    if since is not None:
+        sql += " AND at >= ?"
+        params.append(to_us(since))
+    sql += " ORDER BY at DESC, id DESC LIMIT ?"
+    params.append(max(limit, 0))
+    return [
+        ConsentRefusal(
+            dealer_id=DealerId(r[0]),
+            recipient=r[1],
+            submission_id=r[2],
+            code=r[3],
+            action=r[4],
+            detail=r[5],
+            message_went_on=bool(r[6]),
+            dsn=r[7],
+            at=from_us(r[8]),
+        )
+        for r in conn.execute(sql, params)
+    ]
+
+
 class ConsentSection(Section):
     """The protocol's consent section (see ``Storage`` for the contract)."""
 
@@ -197,3 +329,25 @@ class ConsentSection(Section):
         """The dealer's recipients after ``after`` in address order, with their records."""
         self._check_open()
         return await self._reader.run(lambda c: page(c, dealer_id, after, limit))
+
+    async def consent_ledger(
+        self,
+        dealer_id: DealerId,
+        recipient: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after: tuple[datetime, str] | None = None,
+        limit: int = 1000,
+    ) -> list[LedgerEntry]:
+        """The dealer's ledger entries (one recipient's, or a period's), oldest first."""
+        self._check_open()
+        return await self._reader.run(
+            lambda c: ledger(c, dealer_id, recipient, since, until, after, limit)
+        )
+
+    async def consent_refusals(
+        self, dealer_id: DealerId, since: datetime | None = None, limit: int = 100
+    ) -> list[ConsentRefusal]:
+        """Recipients left out for want of consent, newest first."""
+        self._check_open()
+        return await self._reader.run(lambda c: refusals(c, dealer_id, since, limit))

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from gateway.consent.ledger import EMPTY_WRITES, ConsentWrites
 from gateway.duplicates.fingerprints import (
     Category,
     DuplicateDrop,
@@ -154,14 +155,15 @@ class SendLogSection(Section):
         messages: Sequence[NewMessage],
         claims: Sequence[SendClaim],
         drops: Sequence[DuplicateDrop] = (),
+        consent: ConsentWrites = EMPTY_WRITES,
     ) -> bool:
         """Claim, record and enqueue in one durable transaction; False if a claim is lost."""
         self._check_open()
         batch = list(messages)
         check_enqueue(batch)
-        if not batch and not claims and not drops:
+        if not batch and not claims and not drops and consent is EMPTY_WRITES:
             return True
-        return await self._commits.submit(Batch(batch, tuple(claims), tuple(drops)))
+        return await self._commits.submit(Batch(batch, tuple(claims), tuple(drops), consent))
 
     async def list_duplicate_drops(
         self, dealer_id: DealerId | None = None, limit: int = 100

@@ -18,7 +18,12 @@ from gateway.consent.rules import (
 from gateway.mail.message import ParsedMessage, ParseLimits, parse
 from gateway.pipeline import CHECKS, run
 from gateway.pipeline.base import CheckContext
-from gateway.pipeline.consent import consent_window_expired, missing_postal_address, no_opt_in
+from gateway.pipeline.consent import (
+    consent_window_expired,
+    missing_postal_address,
+    missing_unsubscribe,
+    no_opt_in,
+)
 from gateway.pipeline.decide import decide
 from gateway.policy.model import CheckRule, DealerPolicy
 from gateway.types import Action, DealerId
@@ -184,3 +189,77 @@ def test_the_checks_yield_nothing_for_eligible_recipients(
     )
     assert list(consent_window_expired(msg(), policy, only_recent)) == []
     assert list(no_opt_in(msg(), policy, only_recent)) == []
+
+
+# -- B5: require_unsubscribe ----------------------------------------------------------------
+
+UNSUBSCRIBING = dataclasses.replace(CASL, require_unsubscribe=True, require_postal_address=False)
+
+
+def msg_with(extra_headers: str = "", text: str = "", html: str = "") -> ParsedMessage:
+    head = (
+        "From: sales@example-motors.test\r\nTo: x@customer.test\r\nSubject: Spring tires\r\n"
+        "Date: Mon, 01 Jun 2026 10:00:00 +0000\r\nMessage-ID: <u1@example-motors.test>\r\n"
+        "MIME-Version: 1.0\r\n" + extra_headers
+    )
+    if html:
+        body = (
+            'Content-Type: multipart/alternative; boundary="b"\r\n\r\n--b\r\n'
+            f"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+            f"{text}\r\n--b\r\nContent-Type: text/html\r\n\r\n"
+            f"{html}\r\n--b--\r\n"
+        )
+    else:
+        body = (
+            "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n"
+            f"\r\n{text}\r\n"
+        )
+    return parse((head + body).encode(), ParseLimits(max_header_bytes=102_400, max_mime_depth=100))
+
+
+@pytest.mark.parametrize(
+    ("headers", "text", "html", "missing"),
+    [
+        ("", "Tires 20% off this week.", "", True),
+        ("", "Tires 20% off. Unsubscribe: reply to this email.", "", True),
+        ("List-Unsubscribe: <mailto:u@example-motors.test>\r\n", "Tires.", "", False),
+        ("", "Tires.\r\n\r\nTo unsubscribe: https://example-motors.test/u/1", "", False),
+        ("", "Tires.\r\nSe désabonner : https://example-motors.test/d/1", "", False),
+        ("", "Tires.", '<p>Tires.</p><a href="https://x.test/prefs?u=1">Opt out</a>', False),
+        ("", "Tires.", '<a href="https://x.test/unsubscribe/9">here</a>', False),
+        ("", "Tires.", '<p>Tires.</p><a href="https://x.test/tires">Book now</a>', True),
+    ],
+    ids=[
+        "none",
+        "words-no-link",
+        "list-unsubscribe",
+        "text-link",
+        "french",
+        "html-text",
+        "html-href",
+        "html-other-link",
+    ],
+)
+def test_b5_commercial_mail_needs_a_way_to_unsubscribe(
+    dealer: DealerPolicy, ctx: CheckContext, headers: str, text: str, html: str, missing: bool
+) -> None:
+    policy = dataclasses.replace(dealer, consent=UNSUBSCRIBING)
+    found = list(missing_unsubscribe(msg_with(headers, text, html), policy, ctx))
+    assert [f.code for f in found] == (["missing-unsubscribe"] if missing else [])
+
+
+def test_b5_not_when_exempt_not_required_or_added_by_the_gateway(
+    dealer: DealerPolicy, ctx: CheckContext
+) -> None:
+    policy = dataclasses.replace(dealer, consent=UNSUBSCRIBING)
+    bare = msg_with(text="Tires 20% off this week.")
+    receipt = msg_with("X-Mailgate-Category: transactional\r\n", "Your receipt.")
+    assert list(missing_unsubscribe(receipt, policy, ctx)) == []
+    relaxed = dataclasses.replace(dealer, consent=CASL)
+    assert list(missing_unsubscribe(bare, relaxed, ctx)) == []
+    adds = dataclasses.replace(ctx, adds_unsubscribe=True)
+    assert list(missing_unsubscribe(bare, policy, adds)) == []
+    (finding,) = missing_unsubscribe(bare, policy, ctx)
+    verdict = decide([finding], policy, ctx.envelope.rcpt_tos)
+    assert verdict.action is Action.REJECT and verdict.reply is not None
+    assert "missing-unsubscribe" in verdict.reply.text
