@@ -149,6 +149,14 @@ CATALOGUE: dict[str, FindingKind] = {
         ),
         # -- consent and eligibility windows (gateway/consent/rules.py, pipeline/consent.py) --
         FindingKind(
+            "promotional-content",
+            "the message is labelled transactional or relationship but its primary purpose is "
+            "an offer",
+            "send offers as commercial mail (X-Mailgate-Category: commercial) to customers with "
+            "consent; keep receipts, confirmations and notices free of offers at the top",
+            Action.TAG,
+        ),
+        FindingKind(
             "consent-window-expired",
             "the recipient is outside the dealer's consent windows for commercial email",
             "record a newer interaction or the customer's express consent, or send it as "

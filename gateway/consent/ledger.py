@@ -43,7 +43,9 @@ from gateway.consent.rules import (
     normalise_address,
 )
 from gateway.delivery.dsn import build_dsn
+from gateway.mail.message import MessageRejected, ParseLimits, parse
 from gateway.pipeline.decide import Verdict
+from gateway.pipeline.purpose import purpose_of
 from gateway.policy.model import DealerPolicy
 from gateway.types import (
     DealerId,
@@ -66,6 +68,8 @@ __all__ = [
     "entry_for",
 ]
 
+# The copy passed the listener's limits before the gateway's headers were added.
+_LIMITS = ParseLimits(max_header_bytes=1 << 20, max_mime_depth=1000)
 # Per-recipient findings that leave a recipient out for want of consent.
 CONSENT_CODES = frozenset({"consent-window-expired", "no-opt-in", "unsubscribed"})
 
@@ -85,7 +89,7 @@ class LedgerEntry:
     dealer_id: DealerId
     recipient: str  # normalised
     at: datetime
-    category: str
+    category: str  # what the gateway treated it as (its primary purpose)
     topic: str
     rules: str  # the rules' name: "CASL implied-consent"
     law: str
@@ -103,6 +107,7 @@ class LedgerEntry:
     window: str = ""
     window_ends: date | None = None
     statement_at: datetime | None = None
+    label: str = ""  # the X-Mailgate-Category the CRM sent ("" if none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +157,7 @@ def entry_for(
     category: str,
     topic: str,
     now: datetime,
+    label: str = "",
 ) -> LedgerEntry:
     """The ledger entry of one copy: ``evaluate`` again, on the data the checks had."""
     verdict = evaluate(record, rules, now, category, message_topic(topic))
@@ -164,6 +170,7 @@ def entry_for(
         recipient=normalise_address(message.rcpt),
         at=now,
         category=category,
+        label=label,
         topic=message_topic(topic).value,
         rules=rules.name,
         law=rules.law,
@@ -182,6 +189,21 @@ def entry_for(
         window_ends=verdict.until,
         statement_at=verdict.preference.at if verdict.preference is not None else None,
     )
+
+
+def _category(verdict: Verdict | None, label: str | None, copy: bytes, dealer: DealerPolicy) -> str:
+    """The category the checks used: the purpose check's reading of the message."""
+    for finding in verdict.findings if verdict is not None else ():
+        if finding.code == "promotional-content":
+            return "commercial"
+    if label and label.strip():
+        return message_category(label)
+    # No label: the checks inferred one from the content (pipeline/purpose.py). The copy is
+    # the message they read plus the gateway's own header fields, so it reads the same.
+    try:
+        return purpose_of(parse(copy, _LIMITS), dealer).category
+    except MessageRejected:
+        return "commercial"
 
 
 def _headers(raw: bytes) -> tuple[str | None, str | None]:
@@ -278,8 +300,8 @@ def consent_writes(
             refusals[n - 1] = replace(refusal, dsn=dsn.id)
     entries: list[LedgerEntry] = []
     if records is not None and messages:
-        category_value, topic = _headers(messages[0].data)
-        category = message_category(category_value)
+        label, topic = _headers(messages[0].data)
+        category = _category(verdict, label, messages[0].data, dealer)
         if category not in EXEMPT_CATEGORIES:
             for message in messages:
                 record = (
@@ -289,7 +311,14 @@ def consent_writes(
                 )
                 entries.append(
                     entry_for(
-                        message, submission_id, dealer.consent, record, category, topic or "", now
+                        message,
+                        submission_id,
+                        dealer.consent,
+                        record,
+                        category,
+                        topic or "",
+                        now,
+                        (label or "").strip().lower(),
                     )
                 )
     if not entries and not refusals:

@@ -62,8 +62,8 @@ class Standing:
 STANDING_FIELDS = ("address", "eligible", "until", "days_left", "code", "basis", "basis_on",
                    "reason")  # fmt: skip
 LEDGER_FIELDS = (
-    "message_id", "submission_id", "dealer", "recipient", "at", "category", "topic", "rules",
-    "law", "preset", "time_zone", "basis", "eligible", "event", "event_on", "last_payment",
+    "message_id", "submission_id", "dealer", "recipient", "at", "category", "label", "topic",
+    "rules", "law", "preset", "time_zone", "basis", "eligible", "event", "event_on", "last_payment",
     "reference", "source", "proof", "window", "window_ends", "statement_at", "reason",
 )  # fmt: skip
 REFUSAL_FIELDS = ("at", "recipient", "submission_id", "code", "action", "message_went_on", "dsn",
@@ -97,6 +97,7 @@ def ledger_json(e: LedgerEntry) -> dict[str, Any]:
         "recipient": e.recipient,
         "at": _iso(e.at),
         "category": e.category,
+        "label": e.label or None,
         "topic": e.topic,
         "rules": e.rules,
         "law": e.law or None,

@@ -49,6 +49,7 @@ from gateway.mail.message import MessageRejected, ParsedMessage, ParseLimits, pa
 from gateway.pipeline import CHECKS, check_name, run_check
 from gateway.pipeline.base import CheckContext, Finding
 from gateway.pipeline.decide import Verdict, decide
+from gateway.pipeline.purpose import purpose_of
 from gateway.policy.model import DealerPolicy
 from gateway.tracking import RefCodec, message_id_for
 from gateway.types import Action, Envelope, MessageState, NewMessage, Reply
@@ -239,6 +240,7 @@ def prepare_message(
         duplicates=duplicates,
         consent=state.consent,
         adds_unsubscribe=stamp.unsubscribe is not None,
+        purpose=purpose_of(message, dealer),
     )
     verdict = decide(_run_checks(message, dealer, context), dealer, envelope.rcpt_tos)
     if verdict.reply is not None:

@@ -28,6 +28,7 @@ from gateway.pipeline.headers import from_domain_not_allowed, missing_from, mult
 from gateway.pipeline.html import broken_html, gmail_clipping, html_without_text
 from gateway.pipeline.links import link_defect
 from gateway.pipeline.merge_fields import unfilled_merge_field
+from gateway.pipeline.purpose import promotional_content
 from gateway.pipeline.unsubscribed import unsubscribed
 from gateway.policy.model import DealerPolicy
 
@@ -58,6 +59,8 @@ CHECKS: tuple[Check, ...] = (
     unfilled_merge_field,
     link_defect,
     broken_html,
+    # What the message is, by its content (the consent checks read the same answer).
+    promotional_content,
     # Consent (per recipient, except the postal address): before the duplicate checks, so
     # that a recipient who may not be mailed at all is reported as such, not as a repeat.
     missing_postal_address,

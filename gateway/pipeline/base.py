@@ -11,12 +11,16 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from gateway.consent.rules import ConsentRecord
 from gateway.duplicates.fingerprints import DuplicateState
 from gateway.mail.message import ParsedMessage
 from gateway.policy.model import DealerPolicy
 from gateway.types import Envelope
+
+if TYPE_CHECKING:
+    from gateway.pipeline.purpose import Purpose
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
@@ -54,6 +58,9 @@ class CheckContext:
     # The gateway adds its own one-click unsubscribe (RFC 8058) to commercial copies
     # (``unsubscribe.base_url`` is set), so a template without one is not missing one.
     adds_unsubscribe: bool = False
+    # The message's primary purpose as intake read it once (``pipeline/purpose.py``); None:
+    # not read, and the checks that need it read it themselves.
+    purpose: Purpose | None = None
 
 
 Check = Callable[[ParsedMessage, DealerPolicy, CheckContext], Iterable[Finding]]

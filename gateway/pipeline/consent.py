@@ -9,10 +9,11 @@ just that recipient and, when none is left, refuses the message with the reason.
 unsubscribe or opt-out link in the body) where the rules require one and the gateway does
 not add its own one-click link.
 
-Why at DATA and not at RCPT: whether a message is commercial is known only from its
-``X-Mailgate-Category`` header, which arrives after the last RCPT. Refusing at RCPT would
-refuse receipts, recall notices and appointment confirmations (exempt by law) along with
-offers. CRMs send one message per customer, so a refused recipient still gets its own
+Whether a message is commercial is its primary purpose (``pipeline/purpose.py``): the
+``X-Mailgate-Category`` label, unless its content shows an offer (or, without a label, a
+transaction). Why at DATA and not at RCPT: both arrive after the last RCPT. Refusing at
+RCPT would refuse receipts, recall notices and appointment confirmations (exempt by law)
+along with offers. CRMs send one message per customer, so a refused recipient still gets its own
 ``550 5.7.1`` with the reason at the end of DATA; in a message to several recipients the
 others go on and the refused ones are recorded.
 """
@@ -23,7 +24,6 @@ import re
 from collections.abc import Iterator
 
 from gateway.consent.rules import (
-    CATEGORY_HEADER,
     EMPTY_RECORD,
     EXEMPT_CATEGORIES,
     NO_OPT_IN,
@@ -31,13 +31,13 @@ from gateway.consent.rules import (
     WINDOW_EXPIRED,
     Eligibility,
     evaluate,
-    message_category,
     message_topic,
     normalise_address,
     postal_address_present,
 )
 from gateway.mail.message import ParsedMessage
 from gateway.pipeline.base import CheckContext, Finding
+from gateway.pipeline.purpose import effective_category
 from gateway.policy.model import DealerPolicy
 from gateway.unsubscribe.links import is_commercial
 
@@ -48,7 +48,7 @@ def _ineligible(
     records = ctx.consent
     if records is None or not dealer.consent.enforce:
         return
-    category = message_category(msg.header(CATEGORY_HEADER))
+    category = effective_category(msg, dealer, ctx)
     topic = message_topic(msg.header(TOPIC_HEADER))
     for rcpt in ctx.envelope.rcpt_tos:
         record = records.get(rcpt) or records.get(normalise_address(rcpt)) or EMPTY_RECORD
@@ -84,7 +84,7 @@ def missing_postal_address(
     rules = dealer.consent
     if not (rules.enforce and rules.require_postal_address and rules.postal_address):
         return
-    if message_category(msg.header(CATEGORY_HEADER)) in EXEMPT_CATEGORIES:
+    if effective_category(msg, dealer, ctx) in EXEMPT_CATEGORIES:
         return
     if not postal_address_present(rules.postal_address, msg.text_parts, msg.html_parts):
         yield Finding(
@@ -131,7 +131,7 @@ def missing_unsubscribe(
     rules = dealer.consent
     if not (rules.enforce and rules.require_unsubscribe):
         return
-    if message_category(msg.header(CATEGORY_HEADER)) in EXEMPT_CATEGORIES:
+    if effective_category(msg, dealer, ctx) in EXEMPT_CATEGORIES:
         return
     if ctx.adds_unsubscribe and is_commercial(msg, dealer):
         return  # intake adds List-Unsubscribe and List-Unsubscribe-Post to every copy

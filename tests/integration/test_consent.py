@@ -462,3 +462,19 @@ def test_expiring_and_locked_lists_from_the_command_line(
     ]
     assert rows[1]["reason"] == f"the recipient withdrew consent on {fresh}"
     assert main([*base, "evidence", "--dealer", "example-motors"]) == 1  # nothing sent yet
+
+
+async def test_an_offer_labelled_transactional_meets_the_consent_rules(
+    make_harness: MakeHarness,
+) -> None:
+    h = await make_harness()
+    casl(h)
+    reply = await send(h, ["nobody@customer.example"], "transactional", "Year-end SALE: 0% APR")
+    assert reply.startswith("550 ") and "consent-window-expired" in reply
+    # A real receipt with the label, and one without a label, go out as before.
+    assert (await send(h, ["nobody@customer.example"], "transactional", "Your receipt")).startswith(
+        "250"
+    )
+    await h.wait_delivered(1)
+    (refusal,) = await h.gateway.storage.consent_refusals(DEALER)
+    assert refusal.code == "consent-window-expired"

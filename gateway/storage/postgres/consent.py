@@ -170,7 +170,7 @@ async def page(
 _LEDGER_COLUMNS = (
     "message_id, submission_id, dealer_id, recipient, at, category, topic, rules, law, preset,"
     " time_zone, basis, reason, eligible, event_kind, event_on, last_payment, ref, source, proof,"
-    " window_length, window_ends, statement_at"
+    " window_length, window_ends, statement_at, label"
 )
 _REFUSAL_COLUMNS = "dealer_id, recipient, submission_id, code, action, detail, went_on, dsn, at"
 
@@ -180,7 +180,7 @@ async def insert_consent(conn: Any, writes: ConsentWrites) -> None:
     if writes.entries:
         await conn.executemany(
             f"INSERT INTO consent_ledger ({_LEDGER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7,"
-            " $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)",
+            " $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)",
             [
                 (
                     e.message_id, e.submission_id, e.dealer_id, e.recipient, aware(e.at),
@@ -188,6 +188,7 @@ async def insert_consent(conn: Any, writes: ConsentWrites) -> None:
                     e.reason, e.eligible, e.event_kind, e.event_on, e.last_payment, e.ref,
                     e.source, e.proof, e.window, e.window_ends,
                     aware(e.statement_at) if e.statement_at is not None else None,
+                    e.label,
                 )
                 for e in writes.entries
             ],
@@ -229,6 +230,7 @@ def _entry(row: Any) -> LedgerEntry:
         window=row["window_length"],
         window_ends=row["window_ends"],
         statement_at=row["statement_at"],
+        label=row["label"],
     )
 
 

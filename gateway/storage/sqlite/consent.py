@@ -172,7 +172,7 @@ def page(
 _LEDGER_COLUMNS = (
     "message_id, submission_id, dealer_id, recipient, at, category, topic, rules, law, preset,"
     " time_zone, basis, reason, eligible, event_kind, event_on, last_payment, ref, source, proof,"
-    " window_length, window_ends, statement_at"
+    " window_length, window_ends, statement_at, label"
 )
 _REFUSAL_COLUMNS = "dealer_id, recipient, submission_id, code, action, detail, went_on, dsn, at"
 
@@ -186,7 +186,7 @@ def insert_consent(conn: sqlite3.Connection, writes: ConsentWrites) -> None:
     if writes.entries:
         conn.executemany(
             f"INSERT INTO consent_ledger ({_LEDGER_COLUMNS}) VALUES"
-            " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     e.message_id, e.submission_id, e.dealer_id, e.recipient, to_us(e.at),
@@ -195,6 +195,7 @@ def insert_consent(conn: sqlite3.Connection, writes: ConsentWrites) -> None:
                     _iso(e.last_payment), e.ref, e.source, e.proof, e.window,
                     _iso(e.window_ends),
                     to_us(e.statement_at) if e.statement_at is not None else None,
+                    e.label,
                 )
                 for e in writes.entries
             ],
@@ -239,6 +240,7 @@ def _entry(row: Sequence[Any]) -> LedgerEntry:
         window=row[20],
         window_ends=_day_or_none(row[21]),
         statement_at=from_us(row[22]) if row[22] is not None else None,
+        label=row[23],
     )
 
 

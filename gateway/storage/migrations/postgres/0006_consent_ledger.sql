@@ -11,6 +11,8 @@ ALTER TABLE consent_events ADD CONSTRAINT consent_events_kind_check CHECK (kind 
 
 -- One row per commercial copy queued, written in the transaction that queues it, never
 -- updated. It outlives the queue's sent log: CASL s. 13 puts the proof on the sender.
+-- category is what the gateway treated the message as (its primary purpose), label what
+-- the CRM's X-Mailgate-Category said.
 CREATE TABLE consent_ledger (
     message_id    text        PRIMARY KEY,
     submission_id text        NOT NULL,
@@ -18,6 +20,7 @@ CREATE TABLE consent_ledger (
     recipient     text        NOT NULL,
     at            timestamptz NOT NULL,
     category      text        NOT NULL,
+    label         text        NOT NULL DEFAULT '',
     topic         text        NOT NULL,
     rules         text        NOT NULL,
     law           text        NOT NULL,

@@ -27,6 +27,8 @@ ALTER TABLE consent_events_v6 RENAME TO consent_events;
 
 -- One row per commercial copy queued, written in the transaction that queues it, never
 -- updated. It outlives the queue's sent log: CASL s. 13 puts the proof on the sender.
+-- category is what the gateway treated the message as (its primary purpose), label what
+-- the CRM's X-Mailgate-Category said.
 -- Times are microseconds since the epoch; dates ISO text.
 CREATE TABLE consent_ledger (
     message_id    TEXT    PRIMARY KEY,
@@ -35,6 +37,7 @@ CREATE TABLE consent_ledger (
     recipient     TEXT    NOT NULL,
     at            INTEGER NOT NULL,
     category      TEXT    NOT NULL,
+    label         TEXT    NOT NULL DEFAULT '',
     topic         TEXT    NOT NULL,
     rules         TEXT    NOT NULL,
     law           TEXT    NOT NULL,
