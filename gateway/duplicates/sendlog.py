@@ -29,7 +29,6 @@ from types import MappingProxyType
 from gateway.clock import Clock
 from gateway.consent.ledger import EMPTY_WRITES, ConsentWrites
 from gateway.duplicates.fingerprints import (
-    Category,
     DuplicateDrop,
     DuplicateState,
     Recipients,
@@ -162,7 +161,9 @@ class SendLog:
             for f in (verdict.findings if verdict else ())
             if f.code == "duplicate-message" and f.recipient is not None
         }
-        commercial = state.print.category is Category.COMMERCIAL
+        # Every send keeps its signature and claims the recipient's version, transactional
+        # ones too: near-duplicate detection may compare transactional mail (three quote
+        # replies to one customer), and two of them decided at once must not both pass.
         claims: list[SendClaim] = []
         for message in messages:
             history = recipients.histories.get(message.rcpt)
@@ -174,10 +175,10 @@ class SendLog:
                     fingerprint=state.print.fingerprint,
                     message_id=message.id,
                     sent_at=now,
-                    signature=state.print.signature if commercial else b"",
+                    signature=state.print.signature,
                     category=state.print.category,
                     exact_since=now - state.options.window,
-                    expected_version=history.version if commercial else None,
+                    expected_version=history.version,
                     claim_exact=message.rcpt not in tagged,
                 )
             )

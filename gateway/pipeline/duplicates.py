@@ -26,6 +26,7 @@ from gateway.duplicates.fingerprints import (
 )
 from gateway.mail.message import ParsedMessage
 from gateway.pipeline.base import CheckContext, Finding
+from gateway.pipeline.purpose import purpose_of
 from gateway.policy.model import DealerPolicy
 
 DAY = timedelta(days=1)
@@ -71,9 +72,11 @@ def _near(
     since = now - state.options.window
     best: tuple[float, PriorSend] | None = None
     for send in history.sends:
+        # Like with like: a quote reply is compared with quote replies, an offer with offers.
         if (
             send.sent_at < since
-            or send.category is not Category.COMMERCIAL
+            or send.category is not state.print.category
+            or not send.signature
             or send.fingerprint == state.print.fingerprint
         ):
             continue
@@ -117,15 +120,43 @@ def duplicate_message(
             )
 
 
+# What a transactional message may be, by its content, and still be sent again however
+# alike it is: each receipt, invoice, order, account notice (a password reset asked for
+# twice) or recall is a fact of its own, even when the template makes two of them alike.
+EXEMPT_PURPOSES = "receipt invoice order account notice"
+
+
+def _near_applies(msg: ParsedMessage, dealer: DealerPolicy, ctx: CheckContext) -> bool:
+    """Whether near-duplicate detection applies to this message.
+
+    Policy (``near-duplicate-message``): ``transactional`` extends it from commercial to
+    transactional mail (three near-identical quote replies to one customer are one
+    message); ``exempt_purposes`` names the kinds of transaction (``pipeline/purpose.py``)
+    that are always sent, judged by the content, never by the label: a receipt without a
+    label is exempt, an offer labelled transactional is not.
+    """
+    state = ctx.duplicates
+    assert state is not None
+    rule = dealer.checks.get("near-duplicate-message")
+    options = rule.options if rule is not None else {}
+    if state.print.category is not Category.COMMERCIAL and not options.get("transactional", True):
+        return False
+    exempt = set(str(options.get("exempt_purposes", EXEMPT_PURPOSES)).replace(",", " ").split())
+    purpose = ctx.purpose if ctx.purpose is not None else purpose_of(msg, dealer)
+    return purpose.category == "commercial" or not (purpose.kinds & exempt)
+
+
 def near_duplicate_message(
     msg: ParsedMessage, dealer: DealerPolicy, ctx: CheckContext
 ) -> Iterator[Finding]:
-    """Find recipients who got a commercial message this similar within the window.
+    """Find recipients who got a message of the same category this similar within the window.
 
-    Transactional mail is exempt; an exact copy is ``duplicate_message``'s to report.
+    A transactional message is compared with the recipient's transactional mail when
+    policy says so, and a receipt (by its purpose) never is (``_near_applies``); an exact
+    copy is ``duplicate_message``'s to report.
     """
     state = ctx.duplicates
-    if state is None or state.print.category is not Category.COMMERCIAL:
+    if state is None or not _near_applies(msg, dealer, ctx):
         return
     repeats = _first_per_person(state, ctx.envelope.rcpt_tos)
     for rcpt in ctx.envelope.rcpt_tos:

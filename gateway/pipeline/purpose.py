@@ -367,6 +367,9 @@ class Purpose:
     transaction: float = 0.0
     signals: tuple[str, ...] = ()
     why: str = ""
+    # The kinds of transaction the subject or the opening shows ("receipt", "order",
+    # "appointment", ...): what the duplicate checks may exempt by purpose.
+    kinds: frozenset[str] = frozenset()
 
     @property
     def overridden(self) -> bool:
@@ -387,6 +390,7 @@ class _Reading:
     signals: tuple[str, ...]
     why: str
     shows_transaction: bool  # the subject or the opening does
+    kinds: frozenset[str]
 
 
 def _read(subject: str, body: str, threshold: float) -> _Reading:
@@ -399,9 +403,12 @@ def _read(subject: str, body: str, threshold: float) -> _Reading:
     signals = tuple(dict.fromkeys(subject_offers.words() + body_offers.words()))
     transaction = max(subject_deal + opening_deal, body_deals.score())
     shows = subject_deal + opening_deal >= 2
+    kinds = frozenset(subject_deals.first) | frozenset(
+        name for name, (_w, start, _t) in body_deals.first.items() if start < opening
+    )
 
     def offer(why: str, score: float) -> _Reading:
-        return _Reading(True, score, transaction, signals, why, shows)
+        return _Reading(True, score, transaction, signals, why, shows, kinds)
 
     # 16 C.F.R. 316.3(a)(2)(i): the subject line reads as an offer.
     if subject_offer >= 2 and subject_offer > subject_deal:
@@ -412,7 +419,7 @@ def _read(subject: str, body: str, threshold: float) -> _Reading:
     # Transactional words at the top of a message that is offers all through.
     if opening_offer >= threshold and opening_offer > 2 * (opening_deal + subject_deal):
         return offer("the opening is an offer", body_offer)
-    return _Reading(False, body_offer, transaction, signals, "", shows)
+    return _Reading(False, body_offer, transaction, signals, "", shows, kinds)
 
 
 def classify(
@@ -425,17 +432,15 @@ def classify(
     if not label and not infer_unlabelled:
         return Purpose("commercial", "")
     read = _read(msg.subject or "", body_text(msg), threshold)
+    scores = (read.offer_score, read.transaction_score, read.signals)
     if read.offer:
-        return Purpose("commercial", label, read.offer_score, read.transaction_score,
-                       read.signals, read.why)  # fmt: skip
+        return Purpose("commercial", label, *scores, read.why, read.kinds)
     if label:
-        return Purpose(label, label, read.offer_score, read.transaction_score, read.signals)
+        return Purpose(label, label, *scores, "", read.kinds)
     if read.shows_transaction:
         why = "its subject or opening shows a transaction and no offer"
-        return Purpose("transactional", "", read.offer_score, read.transaction_score,
-                       read.signals, why)  # fmt: skip
-    why = "nothing shows a transaction"
-    return Purpose("commercial", "", read.offer_score, read.transaction_score, read.signals, why)
+        return Purpose("transactional", "", *scores, why, read.kinds)
+    return Purpose("commercial", "", *scores, "nothing shows a transaction", read.kinds)
 
 
 def _options(dealer: DealerPolicy) -> tuple[float, bool]:
