@@ -518,6 +518,16 @@ def cmd_consent_locked(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_consent_review(args: argparse.Namespace) -> int:
+    """``mailgate consent review --dealer ID``: consent older than ``review_after``."""
+    return _offline(
+        args,
+        lambda ops, policy: _emit(
+            ops.review(policy), STANDING_FIELDS, standing_json, args, _standing_line
+        ),
+    )
+
+
 def _ledger_line(row: dict[str, Any]) -> str:
     basis = row["basis"]
     if row["event"]:
@@ -605,6 +615,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--within", default="30d", help="a duration: 30d (default), 8w, 90d")
     _output_flags(p)
     p.set_defaults(func=cmd_consent_expiring)
+    p = consent.add_parser("review", help="opt-ins older than the rules' review_after (GDPR)")
+    p.add_argument("--dealer", required=True)
+    _output_flags(p)
+    p.set_defaults(func=cmd_consent_review)
     p = consent.add_parser("locked", help="who may not get commercial mail, and why")
     p.add_argument("--dealer", required=True)
     _output_flags(p)

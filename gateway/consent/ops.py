@@ -137,6 +137,15 @@ class ConsentOps:
             if kept:
                 yield kept
 
+    async def review(
+        self, dealer: DealerPolicy, at: datetime | None = None
+    ) -> AsyncIterator[list[Standing]]:
+        """Recipients whose opt-in or express consent is older than ``review_after``."""
+        async for page in self.standings(dealer, at):
+            kept = [s for s in page if s.review_since is not None]
+            if kept:
+                yield kept
+
     async def locked(
         self, dealer: DealerPolicy, at: datetime | None = None
     ) -> AsyncIterator[list[Standing]]:
@@ -230,6 +239,7 @@ def _eligibility_json(e: Eligibility) -> dict[str, Any]:
         "code": e.code,
         "until": e.until.isoformat() if e.until else None,
         "basis": e.basis.kind.value if e.basis else None,
+        "review_since": e.review_since.isoformat() if e.review_since else None,
     }
 
 

@@ -43,6 +43,7 @@ class Standing:
     days_left: int | None = None  # days from today to ``until``
     basis: str = ""  # the event kind the answer rests on, if one
     basis_on: date | None = None
+    review_since: date | None = None  # consent due for review since (GDPR), if so
 
     @classmethod
     def of(cls, address: str, verdict: Eligibility, today: date) -> Standing:
@@ -56,11 +57,12 @@ class Standing:
             days_left=(verdict.until - today).days if verdict.until is not None else None,
             basis=verdict.basis.kind.value if verdict.basis is not None else "",
             basis_on=verdict.basis.on if verdict.basis is not None else None,
+            review_since=verdict.review_since,
         )
 
 
 STANDING_FIELDS = ("address", "eligible", "until", "days_left", "code", "basis", "basis_on",
-                   "reason")  # fmt: skip
+                   "review_since", "reason")  # fmt: skip
 LEDGER_FIELDS = (
     "message_id", "submission_id", "dealer", "recipient", "at", "category", "label", "topic",
     "rules", "law", "preset", "time_zone", "basis", "eligible", "event", "event_on", "last_payment",
@@ -84,6 +86,7 @@ def standing_json(s: Standing) -> dict[str, Any]:
         "code": s.code,
         "basis": s.basis or None,
         "basis_on": _iso(s.basis_on),
+        "review_since": _iso(s.review_since),
         "reason": s.reason,
     }
 

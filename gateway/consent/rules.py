@@ -367,6 +367,8 @@ class ConsentRules:
     zone: tzinfo = UTC
     preset: str = ""  # the preset the rules come from, for the evidence ledger
     refused_dsn: bool = False  # a DSN to the sender for each recipient left out (ledger.py)
+    # GDPR: flag an opt-in or express consent older than this for review (None: never).
+    review_after: Window | None = None
 
 
 NO_RULES = ConsentRules()  # a dealer without [consent] rules: nothing is checked
@@ -414,6 +416,9 @@ class Eligibility:
     basis: ConsentEvent | None = None
     code: str | None = None
     preference: Preference | None = None
+    # The statement it rests on is older than the rules' ``review_after``: still valid, but
+    # the dealer should ask the customer to confirm it (the day it became due).
+    review_since: date | None = None
 
 
 def message_category(value: str | None) -> str:
@@ -545,12 +550,20 @@ def evaluate(
                 statement.preference,
             )
         if rules.express_consent or rules.require_opt_in:
+            review = None
+            if rules.review_after is not None:
+                due = rules.review_after.end(statement.day)
+                review = due if due < day_of(now, rules) else None
+            words = f"the recipient {statement.words}; valid until withdrawn"
+            if review is not None:
+                words += f" (older than {rules.review_after}: due for review since {review})"
             return Eligibility(
                 True,
-                f"the recipient {statement.words}; valid until withdrawn",
+                words,
                 None,
                 statement.event,
                 preference=statement.preference,
+                review_since=review,
             )
     if rules.require_opt_in:
         return Eligibility(

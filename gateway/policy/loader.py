@@ -307,6 +307,7 @@ class _Consent(_Closed):
     law: str | None = Field(default=None, max_length=40)
     time_zone: Annotated[str, AfterValidator(_time_zone)] | None = None
     refused_dsn: bool | None = None
+    review_after: Annotated[str, AfterValidator(_window)] | None = None
     windows: dict[
         Annotated[str, AfterValidator(_window_kind)], Annotated[str, AfterValidator(_window)]
     ] = {}
@@ -782,7 +783,14 @@ def _consent(sections: Iterable[_Consent | None], preset: str = "") -> ConsentRu
         zone=ZoneInfo(values["time_zone"]) if "time_zone" in values else UTC,
         preset=preset,
         refused_dsn=values.get("refused_dsn", False),
+        review_after=_review_after(values.get("review_after")),
     )
+
+
+def _review_after(text: str | None) -> Window | None:
+    if text is None or text.strip().lower() == "off":
+        return None
+    return Window.parse(text)
 
 
 def _check_consent(source: _DealerSource, defaults: _Layer, found: _Collector) -> None:

@@ -452,7 +452,7 @@ def test_expiring_and_locked_lists_from_the_command_line(
     capsys.readouterr()
     assert main([*base, "expiring", "--dealer", "example-motors", "--within", "30d", "--csv"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "address,eligible,until,days_left,code,basis,basis_on,reason"
+    assert lines[0] == "address,eligible,until,days_left,code,basis,basis_on,review_since,reason"
     assert [line.split(",")[0] for line in lines[1:]] == ["soon@customer.example"]
     assert main([*base, "locked", "--dealer", "example-motors", "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

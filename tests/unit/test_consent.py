@@ -529,3 +529,31 @@ def test_b8_a_suppression_locks_every_topic_and_transactional_mail(rules_for: Ru
     shown = explain(ADDRESS, rec, rules, at("2026-01-05"), block=unsubscribed)
     assert not shown.eligibility[Topic.DEALER_MARKETING].eligible
     assert shown.transactional.eligible
+
+
+# -- GDPR: consent due for review -----------------------------------------------------------
+
+
+def test_an_opt_in_older_than_six_months_is_flagged_for_review(rules_for: RulesFor) -> None:
+    rules = rules_for("gdpr")
+    rec = record(pref(Topic.DEALER_MARKETING, True, "2025-05-01"))
+    fresh = evaluate(rec, rules, at("2025-10-31"))
+    assert fresh.eligible and fresh.review_since is None
+    due = evaluate(rec, rules, at("2025-11-02"))
+    assert due.eligible and due.review_since == date(2025, 11, 1)
+    assert "due for review since 2025-11-01" in due.reason
+    # Rules without review_after never flag it.
+    assert evaluate(rec, rules_for("casl"), at("2027-01-01")).review_since is None
+    off = rules_for("gdpr", '[consent]\nreview_after = "off"\n')
+    assert evaluate(rec, off, at("2027-01-01")).review_since is None
+
+
+def test_crm_windows_count_email_opens_and_clicks_and_casl_does_not(rules_for: RulesFor) -> None:
+    for kind in (Interaction.EMAIL_OPEN, Interaction.EMAIL_CLICK):
+        rec = record(ev(kind, "2025-10-01"))
+        verdict = evaluate(rec, rules_for("crm-windows"), at("2025-12-30"))
+        assert verdict.eligible and verdict.until == date(2025, 12, 30)
+        assert not evaluate(rec, rules_for("casl"), at("2025-10-02")).eligible
+    for kind in (Interaction.SALE_PARTS, Interaction.OTHER_TRANSACTION):
+        verdict = evaluate(record(ev(kind, "2024-03-01")), rules_for("casl"), at("2026-03-01"))
+        assert verdict.eligible and verdict.until == date(2026, 3, 1)
