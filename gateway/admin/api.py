@@ -46,6 +46,7 @@ from gateway.admin.tokens import TokenCheck
 from gateway.cli.consent import RowError, parse_row
 from gateway.consent.ops import ConsentOps, explanation_json
 from gateway.consent.rules import Preference
+from gateway.durations import parse_duration
 from gateway.errors import StorageError
 from gateway.findings import CATALOGUE
 from gateway.metrics import Metrics
@@ -58,7 +59,6 @@ from gateway.reputation.records import (
     StateChange,
     Suppression,
 )
-from gateway.settings import parse_duration
 from gateway.types import MessageState, QueuedMessage
 
 log = logging.getLogger("gateway.admin")

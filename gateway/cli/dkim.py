@@ -40,10 +40,11 @@ from gateway.dkim.keys import (
     write_private_key,
     zone_line,
 )
+from gateway.durations import parse_duration
 from gateway.errors import PolicyError
 from gateway.policy.loader import DEALERS_DIR, load_policy_set
 from gateway.policy.model import DealerPolicy, DkimSettings, PolicySet
-from gateway.settings import Settings, load_settings, parse_duration
+from gateway.settings import Settings, load_settings
 
 __all__ = ["register"]
 

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from gateway.delivery.held import expire_held
+from gateway.durations import parse_duration
 from gateway.findings import CATALOGUE
-from gateway.settings import Settings, load_settings, parse_duration
+from gateway.settings import Settings, load_settings
 from gateway.storage.base import Storage, open_storage
 from gateway.types import DealerId, MessageId, MessageState
 

@@ -30,13 +30,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from gateway.clock import SystemClock
+from gateway.durations import parse_duration
 from gateway.mail import addresses
 from gateway.metrics import Metrics
 from gateway.policy.store import PolicyStore
 from gateway.reputation.csvformat import CSV_FIELDS, suppression_row
 from gateway.reputation.records import GLOBAL, Suppression
 from gateway.reputation.suspensions import Suspensions
-from gateway.settings import Settings, load_settings, parse_duration
+from gateway.settings import Settings, load_settings
 from gateway.storage.base import Storage, open_storage
 from gateway.types import DealerId
 

@@ -50,6 +50,16 @@ _CLOCK_STEP = timedelta(minutes=1)
 _RESCUE_BATCH = 10_000
 
 
+def retry_policy(settings: DeliverySettings) -> RetryPolicy:
+    """The retry schedule of the ``[delivery]`` settings, for ``backoff.next_attempt``."""
+    return RetryPolicy(
+        first_retry=settings.first_retry,
+        max_interval=settings.max_retry_interval,
+        factor=settings.backoff_factor,
+        max_age=settings.max_age,
+    )
+
+
 def expired_outcome(message: QueuedMessage, last: RcptOutcome) -> RcptOutcome:
     """Turn the last temporary failure of a message past ``max_age`` into a final one.
 
@@ -97,7 +107,7 @@ class DeliveryWorker:
         self._suspended = suspended
         self._rng = rng
         self._remote_mta = remote_mta
-        self._policy = RetryPolicy.from_settings(settings)
+        self._policy = retry_policy(settings)
         self._dsn_from = settings.dsn_from or f"MAILER-DAEMON@{hostname}"
         self._deadline = (attempt_budget(settings) + _DEADLINE_SLACK).total_seconds()
         self._queue: asyncio.Queue[QueuedMessage | None] = asyncio.Queue()

@@ -86,8 +86,8 @@ from functools import lru_cache
 from types import MappingProxyType
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from gateway.durations import parse_duration
 from gateway.mail.message import ParsedMessage
-from gateway.settings import parse_duration
 from gateway.types import DealerId, MessageId
 
 __all__ = [

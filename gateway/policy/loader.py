@@ -45,6 +45,7 @@ from pydantic import (
 )
 
 from gateway.consent.rules import IMPLIED, ConsentRules, Interaction, Window
+from gateway.durations import parse_duration
 from gateway.errors import PolicyError, Problem
 from gateway.findings import CATALOGUE
 from gateway.policy.model import (
@@ -58,7 +59,6 @@ from gateway.policy.model import (
     SuppressionPolicy,
     UnsubscribePolicy,
 )
-from gateway.settings import parse_duration
 from gateway.types import Action, DealerId
 
 __all__ = ["ACTION_NAMES", "DEFAULTS_FILE", "load_policy_set"]
