@@ -21,11 +21,7 @@ address with the token in the subject; the inbound listener applies it the same 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import email.policy
-import hashlib
-import hmac
 import logging
 import re
 from dataclasses import dataclass
@@ -40,6 +36,7 @@ from gateway.mail.message import ParsedMessage
 from gateway.policy.model import DealerPolicy
 from gateway.reputation.records import UNSUBSCRIBE_REASON, EventKind, FeedbackEvent, Suppression
 from gateway.storage.base import Storage
+from gateway.tokens import Signer, b32decode, b32encode, derive_key
 from gateway.types import DealerId, MessageId
 
 __all__ = [
@@ -75,46 +72,29 @@ class Unsubscribe:
     message_id: MessageId
 
 
-def _b32(data: bytes) -> str:
-    return base64.b32encode(data).decode("ascii").rstrip("=").lower()
-
-
-def _unb32(text: str) -> bytes | None:
-    text = text.upper()
-    try:
-        return base64.b32decode(text + "=" * (-len(text) % 8))
-    except (binascii.Error, ValueError):
-        return None
-
-
 class UnsubscribeLinks:
     """Makes and checks tokens; builds the header values (pure)."""
 
     def __init__(self, key: bytes, base_url: str, mailto: str = "") -> None:
         # Domain separation: the reference key also signs X-Mailgate-Ref and VERP.
-        self._key = hmac.new(key, b"mailgate one-click unsubscribe", hashlib.sha256).digest()
+        self._signer = Signer(derive_key(key, b"mailgate one-click unsubscribe"), size=_TAG_BYTES)
         self._base = base_url.rstrip("/")
         self._mailto = mailto
-
-    def _tag(self, payload: bytes) -> bytes:
-        return hmac.new(self._key, payload, hashlib.sha256).digest()[:_TAG_BYTES]
 
     def token(self, dealer_id: str, recipient: str, message_id: str) -> str:
         """The token for one recipient of one message."""
         payload = _VERSION + "\n".join((dealer_id, recipient.lower(), message_id)).encode()
-        return _b32(payload + self._tag(payload))
+        return b32encode(payload + self._signer.tag(payload))
 
     def verify(self, token: str) -> Unsubscribe | None:
         """What ``token`` asks for, or ``None`` when it is malformed or forged."""
-        raw = _unb32(token) if len(token) <= 1024 else None
+        # b32decode takes only the spelling the gateway wrote (the last character carries
+        # unused bits, so several spellings decode to the same bytes).
+        raw = b32decode(token) if len(token) <= 1024 else None
         if raw is None or len(raw) <= _TAG_BYTES + 1 or not raw.startswith(_VERSION):
             return None
-        if _b32(raw) != token.lower():
-            # The last base32 character carries unused bits: several spellings decode to
-            # the same bytes. Only the one the gateway wrote is a token.
-            return None
         payload, tag = raw[:-_TAG_BYTES], raw[-_TAG_BYTES:]
-        if not hmac.compare_digest(tag, self._tag(payload)):
+        if not self._signer.verify(payload, tag):
             return None
         try:
             dealer, recipient, message = payload[1:].decode().split("\n")

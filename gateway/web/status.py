@@ -13,8 +13,6 @@ dealer's link. A wrong token and an unknown dealer both answer the same 404.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import html
 import logging
 from dataclasses import dataclass
@@ -28,12 +26,13 @@ from gateway.admin.ops import AdminError, AdminOps, DealerReport, RateReport
 from gateway.errors import StorageError
 from gateway.findings import CATALOGUE
 from gateway.reputation.records import DailyCounts, DayCounts, DealerState, EventKind
+from gateway.tokens import Signer, hex_decode
 from gateway.types import MessageState
 
 log = logging.getLogger("gateway.admin")
 
 CHART_DAYS = 30
-_TOKEN_CHARS = 32
+_TOKEN_BYTES = 16
 _HEADERS = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",
@@ -52,8 +51,10 @@ class StatusLinks:
 
     def token(self, dealer_id: str) -> str:
         """The dealer's token: hex HMAC-SHA256 of its id, 128 bits."""
-        mac = hmac.new(self.key, b"status-page\x00" + dealer_id.encode(), hashlib.sha256)
-        return mac.hexdigest()[:_TOKEN_CHARS]
+        return self._signer().tag(dealer_id.encode()).hex()
+
+    def _signer(self) -> Signer:
+        return Signer(self.key, size=_TOKEN_BYTES, context=b"status-page\x00")
 
     def path(self, dealer_id: str) -> str:
         """The link's path."""
@@ -65,7 +66,7 @@ class StatusLinks:
 
     def valid(self, dealer_id: str, token: str) -> bool:
         """True when ``token`` is the dealer's (constant time)."""
-        return hmac.compare_digest(self.token(dealer_id), token)
+        return self._signer().verify(dealer_id.encode(), hex_decode(token))
 
 
 def status_routes(ops: AdminOps, links: StatusLinks) -> list[BaseRoute]:
