@@ -62,6 +62,9 @@ class RefCodec:
 
     @staticmethod
     def _signed(message_id: str, dealer_id: str, rcpt: str) -> bytes:
+        # str.lower, not addresses.normalise: the signed bytes are frozen (references in
+        # sent mail must keep verifying), and for a recipient the listener accepted the
+        # two agree anyway (no spaces, brackets or root dot are left by then).
         return encode_fields(message_id, dealer_id, rcpt.lower())
 
     def mac(self, message_id: str, dealer_id: str, rcpt: str) -> str:

@@ -148,12 +148,6 @@ class ImportResult:
     invalid: int
 
 
-def normalize_address(text: str) -> str | None:
-    """The lower-case address in ``text`` (angle brackets allowed), or ``None``."""
-    candidate = text.strip().strip("<>").strip()
-    return candidate.lower() if candidate and addresses.check(candidate) is None else None
-
-
 def check_reason(reason: str | None, what: str) -> str:
     """``reason`` stripped; raises ``InvalidRequest`` when it is missing."""
     text = (reason or "").strip()
@@ -460,7 +454,7 @@ class AdminOps:
             raise InvalidRequest("expires_at is in the past")
         outcomes = []
         for item in items:
-            address = normalize_address(item)
+            address = addresses.parse(item)
             if address is None:
                 outcomes.append(SuppressOutcome(item, "invalid"))
                 continue
@@ -477,7 +471,7 @@ class AdminOps:
         """Lift the active entry of one address (recorded with who and why)."""
         scope = self.suppression_list(list_name)
         text = check_reason(reason, "lifting a suppression")
-        address = normalize_address(item)
+        address = addresses.parse(item)
         if address is None:
             raise InvalidRequest(f"{item!r} is not an e-mail address")
         lifted = await self.storage.lift_suppression(scope, address, by, text, self.clock.now())
@@ -501,7 +495,7 @@ class AdminOps:
         now = self.clock.now()
         added = skipped = invalid = 0
         for raw, row_reason in rows:
-            address = normalize_address(raw)
+            address = addresses.parse(raw)
             if address is None:
                 invalid += 1
                 continue

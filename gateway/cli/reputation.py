@@ -156,11 +156,6 @@ def _scope(args: argparse.Namespace, ctx: Context) -> DealerId | None:
     return DealerId(dealer)
 
 
-def _address(text: str) -> str | None:
-    candidate = text.strip().strip("<>").strip()
-    return candidate.lower() if addresses.check(candidate) is None else None
-
-
 def _when(moment: datetime | None) -> str:
     return moment.isoformat(timespec="seconds") if moment else ""
 
@@ -246,7 +241,7 @@ def cmd_suppress(args: argparse.Namespace) -> int:
             if action == "add":
                 return await _add(ctx, scope, args.addresses, args.reason, now)
             if action == "remove":
-                address = _address(args.address)
+                address = addresses.parse(args.address)
                 if address is None:
                     print(f"{args.address!r} is not an address", file=sys.stderr)
                     return EXIT_USAGE
@@ -265,7 +260,7 @@ async def _add(
 ) -> int:
     status = EXIT_OK
     for item in items:
-        address = _address(item)
+        address = addresses.parse(item)
         if address is None:
             print(f"{item!r} is not an address; skipped", file=sys.stderr)
             status = EXIT_USAGE
@@ -299,7 +294,7 @@ async def _import(
     progress = Progress(f"importing {path.name}", total)
     added = skipped = bad = 0
     for row in _rows(path):
-        address = _address(row.get("address") or "")
+        address = addresses.parse(row.get("address") or "")
         if address is None:
             bad += 1
         else:

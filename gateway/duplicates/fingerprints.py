@@ -65,9 +65,10 @@ index over signatures at all and MinHash's size is the only price.
 
 Recipient identity
 ------------------
-``normalise_recipient`` lower-cases the domain (RFC 5321 §2.4: domains are
-case-insensitive), and, by policy, the local part (RFC 5321 says it is case-sensitive,
-every large mailbox provider treats it as not) and a ``+tag`` sub-address (RFC 5233).
+``normalise_recipient`` is the shared normal form (``mail.addresses.normalise``: the
+domain's case always, the local part's by policy; RFC 5321 says it is case-sensitive,
+every large mailbox provider treats it as not) minus, by policy, a ``+tag`` sub-address
+(RFC 5233).
 The store never sees an address: ``recipient_key`` is a BLAKE2b-128 of dealer and
 normalised address.
 """
@@ -87,6 +88,7 @@ from types import MappingProxyType
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from gateway.durations import parse_duration
+from gateway.mail import addresses
 from gateway.mail.message import ParsedMessage
 from gateway.types import DealerId, MessageId
 
@@ -506,14 +508,11 @@ def print_message(msg: ParsedMessage, options: DuplicateOptions) -> MessagePrint
 
 def normalise_recipient(address: str, *, fold_local_part: bool, strip_plus_tag: bool) -> str:
     """The identity of ``address`` for duplicate purposes (see the module docstring)."""
-    local, at, domain = address.strip().rpartition("@")
-    if not at:
-        return address.strip().lower()
-    if strip_plus_tag and "+" in local[1:]:
-        local = local[: local.index("+", 1)]
-    if fold_local_part:
-        local = local.casefold()
-    return f"{local}@{domain.lower().rstrip('.')}"
+    normal = addresses.normalise(address, fold_local_part=fold_local_part)
+    local, at, domain = normal.rpartition("@")
+    if at and strip_plus_tag and "+" in local[1:]:
+        return f"{local[: local.index('+', 1)]}@{domain}"
+    return normal
 
 
 def recipient_key(dealer_id: str, normalised: str) -> bytes:

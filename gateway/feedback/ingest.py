@@ -38,6 +38,7 @@ from gateway.feedback.reports import (
     FeedbackKind,
     FeedbackResult,
 )
+from gateway.mail.addresses import normalise
 from gateway.metrics import Metrics
 from gateway.policy.model import SuppressionPolicy
 from gateway.policy.store import PolicyStore
@@ -112,14 +113,14 @@ def _about_recipient(report: ComplaintReport, rcpt: str) -> bool:
     named = [a for a in report.reported_recipients if not _redacted(a)]
     if not named:
         return True
-    wanted = rcpt.lower()
-    return any(a.strip().strip("<>").lower() == wanted for a in named)
+    wanted = normalise(rcpt)
+    return any(normalise(a) == wanted for a in named)
 
 
 def _bounce_for(recipients: tuple[BounceRecipient, ...], rcpt: str) -> BounceRecipient | None:
-    wanted = rcpt.lower()
+    wanted = normalise(rcpt)
     for recipient in recipients:
-        if recipient.address.strip().strip("<>").lower() == wanted:
+        if normalise(recipient.address) == wanted:
             return recipient
     return None
 
@@ -235,7 +236,7 @@ class FeedbackIngest:
         self, result: FeedbackResult, sent: QueuedMessage, via: Via
     ) -> list[FeedbackEvent]:
         now = self._clock.now()
-        rcpt = sent.rcpt.lower()
+        rcpt = normalise(sent.rcpt)
 
         def event(kind: EventKind, detail: str, subject: str = "") -> FeedbackEvent:
             return FeedbackEvent(

@@ -53,6 +53,7 @@ from gateway.duplicates.fingerprints import (
     SendClaim,
 )
 from gateway.errors import GatewayError, StorageError, StorageUnavailable
+from gateway.mail.addresses import normalise
 from gateway.reputation.records import (
     GLOBAL,
     Actor,
@@ -765,7 +766,7 @@ class PostgresStorage:
                 " AND scope IN ($2, '') AND lifted_at IS NULL"
                 " AND (expires_at IS NULL OR expires_at > $3)"
                 " ORDER BY scope = '' LIMIT 1",
-                address.lower(),
+                normalise(address),
                 dealer_id,
                 _aware(now),
             )
@@ -781,7 +782,7 @@ class PostgresStorage:
             _aware(now),
             by,
             reason,
-            address.lower(),
+            normalise(address),
             dealer_id or "",
         )
         return updated >= 1
@@ -1093,7 +1094,7 @@ async def _pg_add_counts(conn: Any, dealer_id: str, day: date, counts: DayCounts
 
 
 async def _pg_add_suppression(conn: Any, entry: Suppression) -> bool:
-    scope, address = entry.dealer_id or "", entry.address.lower()
+    scope, address = entry.dealer_id or "", normalise(entry.address)
     now = _aware(entry.created_at)
     # An entry that has run out still holds the one open slot: close it as expired.
     await conn.execute(

@@ -56,6 +56,7 @@ from gateway.duplicates.fingerprints import (
     SendClaim,
 )
 from gateway.errors import StorageError, StorageUnavailable
+from gateway.mail.addresses import normalise
 from gateway.reputation.records import (
     GLOBAL,
     Actor,
@@ -1037,7 +1038,7 @@ class SqliteStorage:
     ) -> Suppression | None:
         """The active entry blocking ``address`` for ``dealer_id``, or ``None``."""
         self._check_open()
-        params = (address.lower(), dealer_id, _to_us(now))
+        params = (normalise(address), dealer_id, _to_us(now))
 
         def find(conn: sqlite3.Connection) -> Suppression | None:
             row = conn.execute(
@@ -1058,7 +1059,7 @@ class SqliteStorage:
         return await self._update(
             "UPDATE suppressions SET lifted_at = ?, lifted_by = ?, lift_reason = ?"
             " WHERE address = ? AND scope = ? AND lifted_at IS NULL",
-            (_to_us(now), by, reason, address.lower(), dealer_id or ""),
+            (_to_us(now), by, reason, normalise(address), dealer_id or ""),
         )
 
     async def list_suppressions(
@@ -1342,7 +1343,7 @@ def _add_counts(conn: sqlite3.Connection, dealer_id: str, day: date, counts: Day
 
 
 def _add_suppression(conn: sqlite3.Connection, entry: Suppression) -> bool:
-    scope, address = entry.dealer_id or "", entry.address.lower()
+    scope, address = entry.dealer_id or "", normalise(entry.address)
     now_us = _to_us(entry.created_at)
     # An entry that has run out still holds the one open slot: close it as expired.
     conn.execute(
