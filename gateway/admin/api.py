@@ -32,6 +32,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from gateway import __version__
+from gateway.addresslists import CsvFormatError, RowProblem
 from gateway.admin.ops import (
     MAX_IMPORT,
     MAX_LIMIT,
@@ -50,7 +51,7 @@ from gateway.durations import parse_duration
 from gateway.errors import StorageError
 from gateway.findings import CATALOGUE
 from gateway.metrics import Metrics
-from gateway.reputation.csvformat import CSV_FIELDS, suppression_row
+from gateway.reputation.csvformat import CSV_FIELDS, suppression_row, suppression_rows
 from gateway.reputation.records import (
     DailyCounts,
     DealerStatus,
@@ -495,10 +496,13 @@ async def _lift_suppression(ops: AdminOps, call: Call) -> Any:
 
 
 async def _import_suppressions(ops: AdminOps, call: Call) -> Any:
+    unreadable = 0  # rows the CSV reader refused: counted as invalid, like bad addresses
     if call.body is None:  # text/csv
         list_name = call.query["list"]
         reason = call.query["reason"] or "imported"
-        rows = csv_rows(call.raw_body)
+        entries = csv_rows(call.raw_body)
+        rows = [e for e in entries if not isinstance(e, RowProblem)]
+        unreadable = len(entries) - len(rows)
         source = f"import:api:{call.actor}"
     else:
         body = _body(call, ImportBody)
@@ -506,30 +510,20 @@ async def _import_suppressions(ops: AdminOps, call: Call) -> Any:
         rows = [(e.address, e.reason) for e in body.entries]
         source = f"import:{body.source or 'api'}"
     result = await ops.import_entries(list_name, rows, reason, source)
-    return {"added": result.added, "skipped": result.skipped, "invalid": result.invalid}
+    invalid = result.invalid + unreadable
+    return {"added": result.added, "skipped": result.skipped, "invalid": invalid}
 
 
-def csv_rows(data: bytes) -> list[tuple[str, str]]:
-    """``(address, reason)`` rows of a CSV file, with or without a header line."""
+def csv_rows(data: bytes) -> list[tuple[str, str] | RowProblem]:
+    """``(address, reason)`` rows of a CSV body (``suppression_rows``), or their problems."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise InvalidRequest("the CSV body must be UTF-8") from None
-    lines = text.splitlines()
-    if not lines:
-        return []
-    reader = csv.reader(io.StringIO(text))
-    header = [c.strip().lower() for c in next(reader, [])]
-    rows: list[tuple[str, str]] = []
-    if "address" in header:
-        a, r = header.index("address"), header.index("reason") if "reason" in header else -1
-        for row in reader:
-            if len(row) > a:
-                rows.append((row[a], row[r] if 0 <= r < len(row) else ""))
-    else:
-        for row in csv.reader(io.StringIO(text)):
-            if row:
-                rows.append((row[0], row[1] if len(row) > 1 else ""))
+    try:
+        rows = list(suppression_rows(text))
+    except CsvFormatError as exc:
+        raise InvalidRequest(f"CSV header: {exc}") from None
     if len(rows) > MAX_IMPORT:
         raise InvalidRequest(f"at most {MAX_IMPORT} rows per request; send batches")
     return rows

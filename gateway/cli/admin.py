@@ -16,14 +16,13 @@ directly; they remain for when no gateway is running.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from gateway.addresslists import CsvFormatError, RowProblem
 from gateway.cli.client import (
     EXIT_OK,
     EXIT_USAGE,
@@ -33,6 +32,7 @@ from gateway.cli.client import (
     read_token,
 )
 from gateway.cli.reputation import Progress
+from gateway.reputation.csvformat import suppression_rows
 from gateway.settings import Settings, load_settings
 
 BATCH = 1000
@@ -287,30 +287,27 @@ def _remove(args: argparse.Namespace, api: ApiClient) -> int:
     return EXIT_OK
 
 
-def _csv_rows(path: Path) -> list[tuple[str, str]]:
+def _csv_rows(path: Path) -> list[tuple[str, str] | RowProblem]:
     with path.open(newline="", encoding="utf-8-sig") as handle:
-        text = handle.read()
-    reader = csv.reader(io.StringIO(text))
-    first = next(reader, [])
-    header = [c.strip().lower() for c in first]
-    if "address" in header:
-        a = header.index("address")
-        r = header.index("reason") if "reason" in header else -1
-        return [(row[a], row[r] if 0 <= r < len(row) else "") for row in reader if len(row) > a]
-    rows = [first, *reader]
-    return [(row[0], row[1] if len(row) > 1 else "") for row in rows if row]
+        return list(suppression_rows(handle))
 
 
 def _import(args: argparse.Namespace, api: ApiClient) -> int:
     """Import a CSV file into one list, in batches, with a progress bar."""
     path = Path(args.file)
     try:
-        rows = _csv_rows(path)
+        entries = _csv_rows(path)
     except OSError as exc:
         print(f"mailgate: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
+    except CsvFormatError as exc:
+        print(f"mailgate: {path}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    rows = [e for e in entries if not isinstance(e, RowProblem)]
+    for problem in (e for e in entries if isinstance(e, RowProblem)):
+        print(f"{path}:{problem.line}: {problem.problem}", file=sys.stderr)
     progress = Progress(f"importing {path.name}", len(rows))
-    totals = {"added": 0, "skipped": 0, "invalid": 0}
+    totals = {"added": 0, "skipped": 0, "invalid": len(entries) - len(rows)}
     for start in range(0, len(rows), BATCH):
         chunk = rows[start : start + BATCH]
         body = {

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import json
 import sys
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
+from gateway.addresslists import Columns, CsvFormatError, Row, read_rows
 from gateway.clock import SystemClock
 from gateway.consent.ops import ConsentOps, explanation_json
 from gateway.consent.rules import (
@@ -144,15 +144,33 @@ def _count_lines(path: Path) -> int:
     return max(lines - 1, 0)  # the header
 
 
+# Unknown columns are ignored: a CRM export carries many the import does not read.
+CONSENT_CSV = Columns(
+    names=(
+        "dealer",
+        "address",
+        "event",
+        "date",
+        "last_payment",
+        "reference",
+        "source",
+        "proof",
+        "topic",
+        "channel",
+    ),
+    required=frozenset({"address", "event", "date"}),
+    unknown="ignore",
+)
+
+
 def _rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
     with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        fields = {(name or "").strip().lower() for name in reader.fieldnames or ()}
-        if not {"address", "event", "date"} <= fields:
-            raise RowError("the first row must name the columns: address, event, date, ...")
-        reader.fieldnames = [(name or "").strip().lower() for name in reader.fieldnames or ()]
-        for row in reader:
-            yield reader.line_num, row
+        try:
+            for row in read_rows(handle, CONSENT_CSV):
+                assert isinstance(row, Row)  # an "ignore" format has no row problems
+                yield row.line, dict(row.values)
+        except CsvFormatError as exc:
+            raise RowError(str(exc)) from None
 
 
 async def import_file(

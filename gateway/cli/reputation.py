@@ -29,12 +29,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from gateway.addresslists import CsvFormatError, RowProblem
 from gateway.clock import SystemClock
 from gateway.durations import parse_duration
 from gateway.mail import addresses
 from gateway.metrics import Metrics
 from gateway.policy.store import PolicyStore
-from gateway.reputation.csvformat import CSV_FIELDS, suppression_row
+from gateway.reputation.csvformat import CSV_FIELDS, suppression_row, suppression_rows
 from gateway.reputation.records import GLOBAL, Suppression
 from gateway.reputation.suspensions import Suspensions
 from gateway.settings import Settings, load_settings
@@ -270,17 +271,9 @@ async def _add(
     return status
 
 
-def _rows(path: Path) -> Iterator[dict[str, str]]:
+def _rows(path: Path) -> Iterator[tuple[str, str] | RowProblem]:
     with path.open(newline="", encoding="utf-8-sig") as handle:
-        sample = handle.read(4096)
-        handle.seek(0)
-        has_header = "address" in sample.splitlines()[0].lower() if sample else False
-        if has_header:
-            yield from csv.DictReader(handle)
-        else:
-            for row in csv.reader(handle):
-                if row:
-                    yield {"address": row[0], "reason": row[1] if len(row) > 1 else ""}
+        yield from suppression_rows(handle)
 
 
 async def _import(
@@ -291,16 +284,19 @@ async def _import(
     except OSError as exc:
         print(f"{path}: cannot read: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_FAIL
+    except CsvFormatError as exc:
+        print(f"{path}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     progress = Progress(f"importing {path.name}", total)
     added = skipped = bad = 0
     for row in _rows(path):
-        address = addresses.parse(row.get("address") or "")
-        if address is None:
+        if isinstance(row, RowProblem):
+            print(f"{path}:{row.line}: {row.problem}", file=sys.stderr)
+            bad += 1
+        elif (address := addresses.parse(row[0])) is None:
             bad += 1
         else:
-            entry = Suppression(
-                scope, address, row.get("reason") or reason, f"import:{path.name}", now
-            )
+            entry = Suppression(scope, address, row[1] or reason, f"import:{path.name}", now)
             if await ctx.storage.add_suppression(entry):
                 added += 1
             else:
