@@ -28,11 +28,11 @@ import io
 import re
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from gateway.mail.message import Attachment, ParsedMessage
 from gateway.pipeline.base import CheckContext, Finding
 from gateway.policy.model import DealerPolicy
+from gateway.policy.options import DangerousAttachmentOptions
 
 REPAIR_HTML_BODY = "html-attachment-as-body"
 REPAIR_DROP_TNEF = "drop-winmail-dat"
@@ -182,16 +182,6 @@ _DECLARED_TYPE_FAMILY = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class ArchiveLimits:
-    """How far zip archives are inspected (policy options of dangerous-attachment)."""
-
-    max_depth: int = 3
-    max_entries: int = 1000
-    max_bytes: int = 100 * 1024 * 1024
-    max_ratio: int = 100
-
-
 def _name(attachment: Attachment) -> str:
     return (attachment.filename or "").strip().strip('"').strip()
 
@@ -330,7 +320,7 @@ def _name_kind(name: str) -> str | None:
     return None
 
 
-def _zip_problem(data: bytes, label: str, limits: ArchiveLimits) -> str | None:
+def _zip_problem(data: bytes, label: str, limits: DangerousAttachmentOptions) -> str | None:
     """Walk a zip (and zips inside it) within ``limits``; describe the first problem."""
     pending: list[tuple[bytes, str, int]] = [(data, label, 1)]
     entries = 0
@@ -371,25 +361,7 @@ def _zip_problem(data: bytes, label: str, limits: ArchiveLimits) -> str | None:
     return None
 
 
-def _limits(dealer: DealerPolicy) -> ArchiveLimits:
-    rule = dealer.checks.get("dangerous-attachment")
-    if rule is None:
-        return ArchiveLimits()
-    default = ArchiveLimits()
-
-    def option(name: str, fallback: int) -> int:
-        value = rule.options.get(name, fallback)
-        return value if isinstance(value, int) and not isinstance(value, bool) else fallback
-
-    return ArchiveLimits(
-        max_depth=option("max_depth", default.max_depth),
-        max_entries=option("max_entries", default.max_entries),
-        max_bytes=option("max_bytes", default.max_bytes),
-        max_ratio=option("max_ratio", default.max_ratio),
-    )
-
-
-def _dangerous_reason(attachment: Attachment, limits: ArchiveLimits) -> str | None:
+def _dangerous_reason(attachment: Attachment, limits: DangerousAttachmentOptions) -> str | None:
     name = _name(attachment)
     label = name or f"an unnamed {attachment.content_type} attachment"
     kind = _name_kind(name) if name else None
@@ -418,7 +390,7 @@ def dangerous_attachment(
     """Find programs, scripts, macro files, disguised files and archives holding them."""
     if not msg.attachments:
         return
-    limits = _limits(dealer)
+    limits = dealer.options(DangerousAttachmentOptions)
     for attachment in msg.attachments:
         if attachment.content_type == "message/rfc822":
             continue

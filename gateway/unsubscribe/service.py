@@ -34,6 +34,7 @@ from gateway.clock import Clock
 from gateway.duplicates.fingerprints import CATEGORY_HEADER, Category, category_of
 from gateway.mail.message import ParsedMessage
 from gateway.policy.model import DealerPolicy
+from gateway.policy.options import FrequencyCapOptions
 from gateway.reputation.records import UNSUBSCRIBE_REASON, EventKind, FeedbackEvent, Suppression
 from gateway.storage.base import Storage
 from gateway.tokens import Signer, b32decode, b32encode, derive_key
@@ -169,12 +170,7 @@ def is_commercial(message: ParsedMessage, dealer: DealerPolicy) -> bool:
     # ones; the duplicate checks only know those two categories, so look at it here first.
     if (message.header(CATEGORY_HEADER) or "").strip().lower() == "relationship":
         return False
-    rule = dealer.checks.get("frequency-cap")
-    default = str(rule.options.get("default_category", "commercial")) if rule else "commercial"
-    try:
-        fallback = Category(default)
-    except ValueError:
-        fallback = Category.COMMERCIAL
+    fallback = Category(dealer.options(FrequencyCapOptions).default_category)
     return category_of(message, fallback) is Category.COMMERCIAL
 
 

@@ -9,12 +9,12 @@ from gateway.mail.message import Attachment
 from gateway.pipeline.attachments import (
     REPAIR_DROP_TNEF,
     REPAIR_HTML_BODY,
-    ArchiveLimits,
     _zip_problem,
     looks_like_html,
 )
 from gateway.pipeline.base import CheckContext
 from gateway.policy.model import DealerPolicy
+from gateway.policy.options import DangerousAttachmentOptions as Limits
 from tests.unit.pipeline.samples import Row, check_row, ids
 
 STRAY, DANGER = "stray-attachment", "dangerous-attachment"
@@ -78,19 +78,17 @@ def zipped(entries: list[tuple[str, bytes]]) -> bytes:
 
 def test_zip_limits_give_a_defined_outcome() -> None:
     many = zipped([(f"f{i}.txt", b"x") for i in range(20)])
-    assert "more than 10 files" in (
-        _zip_problem(many, "a.zip", ArchiveLimits(max_entries=10)) or ""
-    )
+    assert "more than 10 files" in (_zip_problem(many, "a.zip", Limits(max_entries=10)) or "")
     deep = zipped([("x.txt", b"x")])
     for level in range(5):
         deep = zipped([(f"level{level}.zip", deep)])
-    assert "nests archives" in (_zip_problem(deep, "a.zip", ArchiveLimits(max_depth=3)) or "")
-    assert _zip_problem(deep, "a.zip", ArchiveLimits(max_depth=10)) is None
+    assert "nests archives" in (_zip_problem(deep, "a.zip", Limits(max_depth=3)) or "")
+    assert _zip_problem(deep, "a.zip", Limits(max_depth=10)) is None
     big = zipped([("a.bin", b"\0" * 3_000_000)])
     assert "unpacks to more than" in (
-        _zip_problem(big, "a.zip", ArchiveLimits(max_bytes=1_000_000, max_ratio=10**9)) or ""
+        _zip_problem(big, "a.zip", Limits(max_bytes=1_000_000, max_ratio=10**9)) or ""
     )
-    assert "damaged" in (_zip_problem(b"PK\x03\x04junk", "a.zip", ArchiveLimits()) or "")
+    assert "damaged" in (_zip_problem(b"PK\x03\x04junk", "a.zip", Limits()) or "")
 
 
 def test_html_sniffing() -> None:
