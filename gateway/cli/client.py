@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.errors import GatewayError
 from gateway.settings import Settings, parse_hostport
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_AUTH = 0, 1, 2, 3, 4
 
 
-class ApiError(Exception):
+class ApiError(GatewayError):
     """A request failed; ``exit_code`` is what the CLI returns."""
 
     def __init__(self, message: str, status: int = 0, exit_code: int = EXIT_FAIL) -> None:
