@@ -4,6 +4,7 @@
 
     GatewayError
     ├── ConfigError            process settings (mailgate.toml, environment, token files) invalid
+    │   └── DataDirInUse       another live process owns the data directory
     ├── PolicyError            a policy set does not validate; carries every problem found
     ├── PolicyEditError        a policy file cannot be rewritten safely (dkim/keys.py)
     ├── StorageError           the store could not do what was asked (treat as temporary)
@@ -52,6 +53,10 @@ class GatewayError(Exception):
 
 class ConfigError(GatewayError):
     """Process settings are invalid; the message names the file, key and problem."""
+
+
+class DataDirInUse(ConfigError):
+    """Another live process owns the data directory (``gateway.datadir.DataDirLock``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,7 @@ SUPPRESSION_IMPORT = Columns(
 )
 
 
-def suppression_rows(text: str | Iterable[str]) -> Iterator[tuple[str, str] | RowProblem]:
+def import_rows(text: str | Iterable[str]) -> Iterator[tuple[str, str] | RowProblem]:
     """``(address, reason)`` as written in each row of an import, or the row's problem.
 
     The address is not checked here (the import counts what ``addresses.parse`` refuses);

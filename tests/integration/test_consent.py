@@ -19,7 +19,7 @@ from gateway.cli.consent import import_file
 from gateway.cli.main import main
 from gateway.consent.ops import ConsentGauges, ConsentOps
 from gateway.consent.rules import ConsentEvent, Interaction
-from gateway.storage.sqlite.backend import SqliteStorage
+from gateway.storage.sqlite import SqliteStorage
 from gateway.types import DealerId
 from tests.integration.admin import add_token, call
 from tests.integration.conftest import Harness, dot_stuff, message

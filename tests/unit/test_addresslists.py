@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 import pytest
 
 from gateway.addresslists import Columns, CsvFormatError, Row, RowProblem, read_rows
-from gateway.cli.consent import CONSENT_CSV
+from gateway.consent.csvformat import COLUMNS as CONSENT_CSV
 from gateway.reputation.csvformat import (
     CSV_FIELDS,
     SUPPRESSION_IMPORT,
+    import_rows,
     suppression_row,
-    suppression_rows,
 )
 from gateway.reputation.records import Suppression
 
@@ -152,16 +152,16 @@ def test_a_suppression_export_imports_as_it_is() -> None:
     writer = csv.writer(out)
     writer.writerow(CSV_FIELDS)
     writer.writerow(suppression_row(entry))
-    assert list(suppression_rows(out.getvalue())) == [("a@x.example", "spam complaint")]
+    assert list(import_rows(out.getvalue())) == [("a@x.example", "spam complaint")]
     assert set(SUPPRESSION_IMPORT.names) == set(CSV_FIELDS)
 
 
 def test_suppression_import_without_header_and_with_a_typo() -> None:
-    assert list(suppression_rows("a@x.example,old list\nb@x.example\n")) == [
+    assert list(import_rows("a@x.example,old list\nb@x.example\n")) == [
         ("a@x.example", "old list"),
         ("b@x.example", ""),
     ]
     with pytest.raises(
         CsvFormatError, match="unknown column 'resaon' \\(did you mean 'reason'\\?\\)"
     ):
-        list(suppression_rows("address,resaon\na@x.example,x\n"))
+        list(import_rows("address,resaon\na@x.example,x\n"))
