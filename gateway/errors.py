@@ -32,7 +32,7 @@ Outside the tree, on purpose:
 
 * ``ValueError`` for a bad argument or value, from pure functions and constructors
   (``parse_duration``, ``Signer``, a queue id), and two subclasses their callers turn into
-  a reply or a row problem: ``mail.rewrite.LineTooLong`` and ``cli.consent.RowError``.
+  a reply or a row problem: ``mail.rewrite.LineTooLong`` and ``consent.csvformat.RowError``.
 * Parsers return ``None`` for input that is not what they read (a report that is not a
   report, a token that is not ours); they raise only on a bug.
 * Exceptions that unwind inside one module and never leave it: ``intake.service.
