@@ -52,7 +52,8 @@ from gateway.smtp.server import Sessions, SubmissionServer
 from gateway.smtp.tls import ensure_self_signed, server_context
 from gateway.storage.base import Storage, open_storage, sqlite_path
 from gateway.tracking import RefCodec
-from gateway.unsubscribe.service import UnsubscribeLinks, Unsubscribes
+from gateway.unsubscribe.links import UnsubscribeLinks
+from gateway.unsubscribe.service import Unsubscribes
 from gateway.web.http import build_app
 from gateway.web.status import StatusLinks, status_routes
 from gateway.web.unsubscribe import unsubscribe_routes

@@ -12,6 +12,7 @@
     ├── SigningError           a message could not be DKIM-signed (never relay it unsigned)
     ├── MessageRejected        a message breaks a structural limit; refused whole (mail/message.py)
     ├── StructureLimit         the MIME scanner met such a limit (mail/mimetree.py)
+    ├── CheckCrashed           a check raised: 451 naming it, never "continue" (intake/prepare.py)
     ├── DnsError               no usable DNS answer: existence unknown (dns/resolver.py)
     │   ├── DnsTimeout         no answer within the lifetime
     │   └── DnsFailure         SERVFAIL, REFUSED, no reachable server, a malformed answer
@@ -35,10 +36,10 @@ Outside the tree, on purpose:
   a reply or a row problem: ``mail.rewrite.LineTooLong`` and ``consent.csvformat.RowError``.
 * Parsers return ``None`` for input that is not what they read (a report that is not a
   report, a token that is not ours); they raise only on a bug.
-* Exceptions that unwind inside one module and never leave it: ``intake.service.
-  CheckCrashed``, the SPF evaluator's ``_PermError``/``_TempError``, the PostgreSQL
-  store's ``_ClaimLost``/``_StateMoved``, the CLI's ``_Refused``, the delivery client's
-  ``_TlsUnavailable`` and the admin API's ``_Unsupported``.
+* Exceptions that unwind inside one module and never leave it: the SPF evaluator's
+  ``_PermError``/``_TempError``, the PostgreSQL store's ``_ClaimLost``/``_StateMoved``,
+  the CLI's ``_Refused``, the delivery client's ``_TlsUnavailable`` and the admin API's
+  ``_Unsupported``.
 """
 
 from __future__ import annotations

@@ -107,6 +107,7 @@ __all__ = [
     "MessagePrint",
     "PriorSend",
     "RecipientHistory",
+    "Recipients",
     "SendClaim",
     "canonical_text",
     "category_of",
@@ -251,6 +252,24 @@ class DuplicateState:
     options: DuplicateOptions
     recipients: Mapping[str, RecipientHistory] = field(default_factory=lambda: MappingProxyType({}))
     keys: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True, slots=True)
+class Recipients:
+    """The envelope recipients' identities and histories, read from the store before the checks.
+
+    Intake reads them (``duplicates.sendlog.SendLog.fetch``) and hands them to the pure
+    core as data, which combines them with the message's print (``state``).
+    """
+
+    options: DuplicateOptions
+    keys: Mapping[str, str]  # recipient as submitted -> normalised address
+    histories: Mapping[str, RecipientHistory]  # recipient as submitted -> history
+
+    def state(self, msg: ParsedMessage) -> DuplicateState:
+        """The context the duplicate checks read for ``msg`` (pure, CPU-bound)."""
+        return DuplicateState(print_message(msg, self.options), self.options,
+                              self.histories, self.keys)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

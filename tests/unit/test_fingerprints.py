@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,7 @@ import pytest
 from gateway.duplicates import fingerprints as fp
 from gateway.mail.message import ParsedMessage, ParseLimits, parse
 from gateway.policy.loader import load_policy_set
+from tests.shipped import copy_shipped
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data" / "duplicates"
@@ -19,8 +22,11 @@ def sample(name: str) -> ParsedMessage:
     return parse((DATA / f"{name}.eml").read_bytes(), LIMITS)
 
 
+@functools.cache
 def shipped_options() -> fp.DuplicateOptions:
-    return fp.options_for(load_policy_set(REPO / "policies").defaults)
+    with tempfile.TemporaryDirectory() as tmp:
+        policies = copy_shipped(Path(tmp) / "policies")
+        return fp.options_for(load_policy_set(policies).defaults)
 
 
 def text(body: str, subject: str = "Your test drive", extra: str = "") -> ParsedMessage:

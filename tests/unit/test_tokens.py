@@ -15,7 +15,7 @@ import pytest
 
 from gateway.tokens import Signer, b32decode, b32encode, derive_key, encode_fields, hex_decode
 from gateway.tracking import RefCodec, parse_header, parse_verp
-from gateway.unsubscribe.service import UnsubscribeLinks
+from gateway.unsubscribe.links import UnsubscribeLinks
 from gateway.web.status import StatusLinks
 
 KEY = bytes(range(32))

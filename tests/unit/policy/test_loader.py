@@ -29,7 +29,7 @@ from gateway.policy.options import (
 )
 from gateway.types import Action, DealerId
 
-from .policyfiles import SHIPPED, MakeDir, Tree, dealer_toml, defaults_toml
+from .policyfiles import MakeDir, Tree, dealer_toml, defaults_toml
 
 
 def rel(problem: Problem, root: Path) -> str:
@@ -58,8 +58,8 @@ DKIM_ED = DKIM_RSA + 'algorithm = "ed25519-sha256"\n'
 # --- the shipped directory ---
 
 
-def test_shipped_policies_validate() -> None:
-    policy_set = load_policy_set(SHIPPED)
+def test_shipped_policies_validate(shipped: Path) -> None:
+    policy_set = load_policy_set(shipped)
     dealer = policy_set.dealer("example-motors")
     assert dealer is not None
     assert dealer.name == "Example Motors"
@@ -70,16 +70,16 @@ def test_shipped_policies_validate() -> None:
     assert policy_set.dealer_for_user("example-crm") is dealer
 
 
-def test_shipped_defaults_agree_with_catalogue() -> None:
+def test_shipped_defaults_agree_with_catalogue(shipped: Path) -> None:
     # defaults.toml is the source of default actions; the catalogue's copy must not drift.
-    checks = tomllib.loads((SHIPPED / "defaults.toml").read_text())["checks"]
+    checks = tomllib.loads((shipped / "defaults.toml").read_text())["checks"]
     assert list(checks) == list(CATALOGUE)
     for code, kind in CATALOGUE.items():
         assert Action.parse(checks[code]["action"]) is kind.default_action, code
 
 
-def test_every_dealer_gets_every_catalogue_code() -> None:
-    for dealer in load_policy_set(SHIPPED).dealers.values():
+def test_every_dealer_gets_every_catalogue_code(shipped: Path) -> None:
+    for dealer in load_policy_set(shipped).dealers.values():
         assert list(dealer.checks) == list(CATALOGUE)
         for code in CATALOGUE:
             assert dealer.rule(code).action is CATALOGUE[code].default_action
@@ -130,8 +130,8 @@ def test_check_options_deep_merge(make_dir: MakeDir) -> None:
     )
 
 
-def test_options_are_typed_records_built_at_load_time() -> None:
-    dealer = load_policy_set(SHIPPED).dealer("example-motors")
+def test_options_are_typed_records_built_at_load_time(shipped: Path) -> None:
+    dealer = load_policy_set(shipped).dealer("example-motors")
     assert dealer is not None
     assert dealer.options(DuplicateMessageOptions).window == timedelta(hours=72)
     assert dealer.options(FrequencyCapOptions) == FrequencyCapOptions(per_day=1, per_week=3)
@@ -144,10 +144,10 @@ def test_options_are_typed_records_built_at_load_time() -> None:
         assert type(rule.options) is OPTIONS.get(code, CheckOptions), code
 
 
-def test_shipped_defaults_name_every_option() -> None:
+def test_shipped_defaults_name_every_option(shipped: Path) -> None:
     # defaults.toml documents every option with its default; a record field it does not
     # name would be a knob nobody can find.
-    checks = tomllib.loads((SHIPPED / "defaults.toml").read_text())["checks"]
+    checks = tomllib.loads((shipped / "defaults.toml").read_text())["checks"]
     for code, kind in OPTIONS.items():
         named = set(checks[code]) - {"action"}
         assert named == {f.name for f in dataclasses.fields(kind)}, code
