@@ -336,6 +336,9 @@ class Gateway:
                     before_scrape=admin.refresh_gauges,
                 ),
                 log_level="warning",
+                # uvicorn's own logging config would give its loggers handlers of their own;
+                # without it they reach the root handler and its escaping formatter (logs.py).
+                log_config=None,
                 lifespan="off",
                 access_log=False,
             )

@@ -83,6 +83,8 @@ class ServerSettings(_Section):
     policies_dir: Path = Path("policies")
     node_id: str = ""  # empty: generated once into data_dir/node-id (stable across restarts)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # text: "<time> <LEVEL> <logger>: <message>"; json: one object per line (gateway/logs.py)
+    log_format: Literal["text", "json"] = "text"
     ref_key_file: Path | None = None  # HMAC key for X-Mailgate-Ref; default data_dir/ref.key
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from gateway.delivery.held import expire_held
 from gateway.findings import CATALOGUE
+from gateway.logs import configure_logging
 from gateway.settings import Settings, load_settings, parse_duration
 from gateway.storage.base import Storage, open_storage
 from gateway.types import DealerId, MessageId, MessageState
@@ -40,8 +41,7 @@ def _with_storage(
     args: argparse.Namespace, work: Callable[[Storage, Settings], Awaitable[int]]
 ) -> int:
     settings = _settings(args)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging("info", settings.server.log_format)
 
     async def run() -> int:
         storage = await open_storage(settings.storage_url)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import logging
 import os
 import secrets
 import ssl
@@ -24,6 +23,7 @@ from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
 from gateway.errors import ConfigError, GatewayError
+from gateway.logs import LogFormat, configure_logging
 from gateway.settings import Settings, load_settings, parse_hostport
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -36,16 +36,11 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(path)
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # aiosmtpd logs every command at INFO (including peers' junk); keep ours readable.
-    mail_log = logging.getLogger("mail.log")
-    mail_log.setLevel(logging.WARNING)
-    # aiosmtpd 1.4.6 itself touches its deprecated Session.login_data on every AUTH.
-    mail_log.addFilter(lambda record: "login_data is deprecated" not in record.getMessage())
+def _log_format(args: argparse.Namespace) -> LogFormat:
+    try:
+        return _settings(args).server.log_format
+    except ConfigError:
+        return "text"  # the command itself reports the configuration error
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -53,7 +48,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.app import Gateway
 
     settings = _settings(args)
-    _configure_logging(settings.server.log_level)
+    configure_logging(settings.server.log_level, settings.server.log_format)
 
     async def main() -> None:
         gateway = await Gateway.build(settings)
@@ -260,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mailgate`` command."""
     args = build_parser().parse_args(argv)
+    # Offline commands log warnings through the same escaping formatter as `serve`.
+    configure_logging("warning", _log_format(args))
     try:
         return int(args.func(args))
     except ConfigError as exc:
