@@ -133,10 +133,14 @@ class Gateway:
         metrics = metrics or Metrics()
         data_dir = settings.server.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
-        policies = PolicyStore(
-            settings.server.policies_dir,
-            on_reload=lambda result: metrics.policy_reloads.labels(result).inc(),
-        )
+
+        def reloaded(result: str) -> None:
+            metrics.policy_reloads.labels(result).inc()
+            if result == "ok":
+                metrics.set_dealers(policies.current.dealers)
+
+        policies = PolicyStore(settings.server.policies_dir, on_reload=reloaded)
+        metrics.set_dealers(policies.current.dealers)
         storage = await open_storage(settings.storage_url)
         node = settings.server.node_id or load_or_create_node_id(
             settings.node_id_file, socket.gethostname()
@@ -317,6 +321,13 @@ class Gateway:
             allow_remote=settings.http.admin_allow_remote,
             metrics=metrics,
         )
+
+        async def before_scrape() -> None:
+            await admin.refresh_gauges()
+            # A refresh that began before a reload may have set a removed dealer's gauges
+            # again; the scrape shows the dealers in force now.
+            metrics.set_dealers(policies.current.dealers)
+
         family = socket.AF_INET6 if ":" in http_host else socket.AF_INET
         http_socket = socket.socket(family, socket.SOCK_STREAM)
         http_socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -333,7 +344,7 @@ class Gateway:
                         *status_routes(admin, status_links),
                         *(unsubscribe_routes(unsubscribes) if unsubscribes else []),
                     ],
-                    before_scrape=admin.refresh_gauges,
+                    before_scrape=before_scrape,
                 ),
                 log_level="warning",
                 # uvicorn's own logging config would give its loggers handlers of their own;
