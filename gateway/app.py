@@ -185,6 +185,7 @@ class Gateway:
             webhook_secret=_read_secret(settings.alerts.webhook_secret_file),
             on_enqueued=lambda _n: worker.notify(),
             status_link=status_links.url,
+            email_interval=settings.alerts.email_interval,
         )
         suspensions = Suspensions(storage, policies, clock, metrics, notifier=alerts)
         worker = DeliveryWorker(
@@ -401,6 +402,8 @@ class Gateway:
             self._tasks.append(
                 asyncio.create_task(self.suspensions.run(REPUTATION_REFRESH), name="reputation")
             )
+        if self.alerts is not None:
+            self._tasks.append(asyncio.create_task(self.alerts.run(), name="alerts"))
         # Consent: eligible and locked recipients per dealer (gateway/consent/ops.py).
         gauges = ConsentGauges(self.storage, self.policies, self.clock, self.metrics)
         self._tasks.append(asyncio.create_task(gauges.run(), name="consent-gauges"))

@@ -238,8 +238,9 @@ class Metrics:
         )
         self.alerts = Counter(
             "mailgate_alerts_total",
-            "Dealer alerts raised, by kind (warned, suspended, resumed) and channel "
-            "(email, webhook) and result (ok, failed).",
+            "Dealer alerts raised, by kind (warning, suspended, resumed), channel "
+            "(email, webhook) and result (ok, failed; held: an e-mail held back by flap "
+            "damping, to be gathered into a later one).",
             ["kind", "channel", "result"],
             registry=r,
         )

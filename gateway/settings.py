@@ -203,6 +203,9 @@ class AlertSettings(_Section):
     from_address: str = ""  # empty: mailgate-alerts@server.hostname
     webhook_url: str = ""  # optional; JSON POST signed with HMAC-SHA256
     webhook_secret_file: Path | None = None  # the HMAC key (required with webhook_url)
+    # Flap damping: at most one e-mail per dealer and kind (warning, suspended, resumed) in
+    # this interval; changes within it are gathered into one e-mail when it ends.
+    email_interval: Duration = timedelta(hours=1)
 
 
 class DnsSettings(_Section):
