@@ -267,6 +267,7 @@ class Gateway:
             sessions=Sessions(sub.max_connections, sub.max_connections_per_ip),
             metrics=metrics,
             data_budget=data_budget,
+            proxy_from=sub.proxy_protocol_from,
         )
         ingest = FeedbackIngest(storage, refs, policies, clock, metrics, suspensions)
         inbound: SubmissionServer | None = None
@@ -291,6 +292,7 @@ class Gateway:
                 data_budget=data_budget,
                 listener="inbound",
                 auth=False,
+                proxy_from=ins.proxy_protocol_from,
             )
 
         async def readiness() -> dict[str, str]:
