@@ -11,8 +11,10 @@ Kubernetes manifests are the set the kustomization lists; prometheus.yml passes
 from __future__ import annotations
 
 import configparser
+import ipaddress
 import json
 import re
+import shutil
 import subprocess
 import tomllib
 from pathlib import Path
@@ -20,9 +22,11 @@ from typing import Any
 
 import yaml
 
+from gateway.app import Gateway
 from gateway.metrics import Metrics
-from gateway.settings import Settings
+from gateway.settings import Settings, load_settings, parse_hostport
 from tests.deploy.tools import need
+from tests.smtpclient import RawSmtp
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 METRIC = re.compile(r"\bmailgate_[a-z_]+\b")
@@ -67,6 +71,75 @@ def test_compose_stack_and_cluster_profile() -> None:
     haproxy = (DEPLOY / "haproxy" / "haproxy.cfg").read_text()
     assert "server a mailgate-a:2525" in haproxy and "server b mailgate-b:2525" in haproxy
     assert "GET /readyz" in haproxy
+
+
+def test_compose_images_are_pinned_to_releases() -> None:
+    services = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
+    for name, service in services.items():
+        image = service["image"]
+        if "build" in service:
+            assert image == "mailgate:local", name  # built from this checkout
+            continue
+        repository, _, tag = image.rpartition(":")
+        assert repository and re.fullmatch(r"v?\d+\.\d+(\.\d+)?", tag), (name, image)
+
+
+def test_compose_cluster_nodes_trust_proxy_headers_from_the_balancer_only() -> None:
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    services = compose["services"]
+    (subnet,) = [c["subnet"] for c in compose["networks"]["default"]["ipam"]["config"]]
+    balancer = services["loadbalancer"]["networks"]["default"]["ipv4_address"]
+    assert ipaddress.ip_address(balancer) in ipaddress.ip_network(subnet)
+    toml = DEPLOY / "compose" / "mailgate.toml"
+    for name in ("mailgate-a", "mailgate-b"):
+        settings = load_settings(toml, services[name]["environment"])
+        assert settings.submission.proxy_protocol_from == [balancer], name
+        assert settings.inbound.proxy_protocol_from == [balancer], name
+    # The single node is reached directly: it trusts no header.
+    single = load_settings(toml, services["mailgate"]["environment"])
+    assert single.submission.proxy_protocol_from == single.inbound.proxy_protocol_from == []
+    haproxy = (DEPLOY / "haproxy" / "haproxy.cfg").read_text()
+    assert haproxy.count("default-server send-proxy-v2 ") == 2
+
+
+async def test_feedback_listener_starts_with_the_compose_settings(tmp_path: Path) -> None:
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    services = compose["services"]
+    toml = DEPLOY / "compose" / "mailgate.toml"
+    settings = load_settings(toml, services["mailgate"]["environment"])
+    assert settings.inbound.enabled
+    port = parse_hostport(settings.inbound.listen)[1]
+    assert f"{port}:{port}" in [str(p).split("#")[0].strip() for p in services["mailgate"]["ports"]]
+    haproxy = (DEPLOY / "haproxy" / "haproxy.cfg").read_text()
+    assert f"bind :{port}" in haproxy and f"server a mailgate-a:{port}" in haproxy
+
+    # Started as the container would be, with its paths and addresses made local (the
+    # same MAILGATE_* overrides compose itself uses), the report listener answers.
+    shutil.copytree(DEPLOY.parent / "policies", tmp_path / "policies")
+    local = load_settings(
+        toml,
+        {
+            "MAILGATE_SERVER_DATA_DIR": str(tmp_path / "var"),
+            "MAILGATE_SERVER_POLICIES_DIR": str(tmp_path / "policies"),
+            "MAILGATE_SUBMISSION_LISTEN": "127.0.0.1:0",
+            "MAILGATE_INBOUND_LISTEN": "127.0.0.1:0",
+            "MAILGATE_HTTP_LISTEN": "127.0.0.1:0",
+            "MAILGATE_UPSTREAM_HOST": "127.0.0.1",
+        },
+    )
+    gateway = await Gateway.build(local)
+    await gateway.start()
+    try:
+        assert gateway.inbound is not None and gateway.inbound_port > 0
+        client = await RawSmtp.connect("127.0.0.1", gateway.inbound_port)
+        assert client.banner is not None and client.banner.code == 220
+        assert (await client.cmd("EHLO mx.example")).code == 250
+        assert (await client.cmd("MAIL FROM:<>")).code == 250
+        address = settings.inbound.report_addresses[0]
+        assert (await client.cmd(f"RCPT TO:<{address}>")).code == 250
+        await client.close()
+    finally:
+        await gateway.stop()
 
 
 def test_settings_files_load() -> None:
