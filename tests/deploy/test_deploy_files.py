@@ -32,14 +32,37 @@ DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 METRIC = re.compile(r"\bmailgate_[a-z_]+\b")
 
 
-def exported_metrics() -> set[str]:
-    names: set[str] = set()
+def exported_families() -> dict[str, set[str]]:
+    """Each metric family the gateway exports -> the sample names it is queried by."""
+    families: dict[str, set[str]] = {}
     for family in Metrics().registry.collect():
-        names.add(family.name)
-        names.add(f"{family.name}_total")
-        for suffix in ("_bucket", "_count", "_sum"):
-            names.add(family.name + suffix)
-    return names
+        names = {family.name, f"{family.name}_total"}
+        names |= {family.name + suffix for suffix in ("_bucket", "_count", "_sum")}
+        families[family.name] = names
+    return families
+
+
+def exported_metrics() -> set[str]:
+    return set().union(*exported_families().values())
+
+
+# Gauges computed from the shared store: every node exports the same value, so a query
+# that sums them over nodes counts each thing once per node.
+STORE_GAUGES = (
+    "mailgate_held_messages", "mailgate_queue_messages", "mailgate_queue_oldest_seconds",
+    "mailgate_spool_bytes", "mailgate_dealer_state", "mailgate_dealer_suspended",
+    "mailgate_complaint_rate", "mailgate_bounce_rate", "mailgate_complaint_rate_threshold",
+    "mailgate_bounce_rate_threshold", "mailgate_rate_volume", "mailgate_rate_min_volume",
+    "mailgate_suppressed_addresses", "mailgate_consent_recipients",
+    "mailgate_queue_high_water_messages",
+)  # fmt: skip
+
+
+def dashboard() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(
+        (DEPLOY / "grafana" / "dashboards" / "mailgate.json").read_text()
+    )
+    return loaded
 
 
 def test_every_yaml_and_json_file_parses() -> None:
@@ -152,9 +175,9 @@ def test_settings_files_load() -> None:
 
 def test_dashboard_and_rules_query_only_exported_metrics() -> None:
     exported = exported_metrics()
-    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "mailgate.json").read_text())
-    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
-    titles = " ".join(p["title"] for p in dashboard["panels"]).lower()
+    board = dashboard()
+    exprs = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
+    titles = " ".join(p["title"] for p in board["panels"]).lower()
     for wanted in ("complaint rate against thresholds", "volume", "findings by code",
                    "duplicates dropped", "queue", "delivery latency"):  # fmt: skip
         assert wanted in titles, wanted
@@ -166,7 +189,44 @@ def test_dashboard_and_rules_query_only_exported_metrics() -> None:
         (DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yaml").read_text()
     )
     uid = provisioning["datasources"][0]["uid"]
-    assert all(p["datasource"]["uid"] == uid for p in dashboard["panels"] if "datasource" in p)
+    assert all(p["datasource"]["uid"] == uid for p in board["panels"] if "datasource" in p)
+
+
+def test_every_exported_metric_is_on_the_dashboard_or_in_a_rule() -> None:
+    board = dashboard()
+    text = " ".join(t["expr"] for p in board["panels"] for t in p.get("targets", []))
+    text += (DEPLOY / "prometheus" / "rules.yml").read_text()
+    used = set(METRIC.findall(text))
+    unused = sorted(name for name, names in exported_families().items() if not names & used)
+    assert unused == [], unused
+
+
+def test_dashboard_never_sums_a_gauge_every_node_reports() -> None:
+    for panel in dashboard()["panels"]:
+        for target in panel.get("targets", []):
+            for gauge in STORE_GAUGES:
+                summed = re.search(rf"\b(sum|count)\s*(by\s*\([^)]*\)\s*)?\(\s*{gauge}\b",
+                                   target["expr"])  # fmt: skip
+                assert summed is None, (panel["title"], target["expr"])
+                if re.search(rf"\b{gauge}\b", target["expr"]):
+                    assert re.search(rf"\b(max|min)\s*(by\s*\([^)]*\)\s*)?\(\s*{gauge}\b",
+                                     target["expr"]), (panel["title"], target["expr"])  # fmt: skip
+
+
+def test_stat_panels_have_thresholds() -> None:
+    stats = [p for p in dashboard()["panels"] if p["type"] == "stat"]
+    assert len(stats) >= 5
+    for panel in stats:
+        config = panel["fieldConfig"]
+        steps = [config["defaults"].get("thresholds", {}).get("steps", [])]
+        steps += [
+            prop["value"]["steps"]
+            for override in config["overrides"]
+            for prop in override["properties"]
+            if prop["id"] == "thresholds"
+        ]
+        assert max(len(s) for s in steps) >= 2, panel["title"]  # a colour change somewhere
+        assert all(s[0]["value"] is None for s in steps if s), panel["title"]  # a base step
 
 
 def test_image_is_slim_non_root_with_a_health_check() -> None:
