@@ -167,10 +167,24 @@ async def test_feedback_listener_starts_with_the_compose_settings(tmp_path: Path
 
 def test_settings_files_load() -> None:
     for text in (
+        (DEPLOY / "mailgate.toml.example").read_text(),
         (DEPLOY / "compose" / "mailgate.toml").read_text(),
         yaml.safe_load((DEPLOY / "k8s" / "configmap.yaml").read_text())["data"]["mailgate.toml"],
     ):
         Settings.model_validate(tomllib.loads(text))
+
+
+def test_the_example_settings_show_every_key() -> None:
+    text = (DEPLOY / "mailgate.toml.example").read_text()
+    parts = re.split(r"^\[(\w+)\]", text, flags=re.M)
+    sections = dict(zip(parts[1::2], parts[2::2], strict=True))
+    missing = [
+        f"{name}.{key}"
+        for name, field in Settings.model_fields.items()
+        for key in getattr(field.annotation, "model_fields", {})
+        if not re.search(rf"^#?\s*{key}\s*=", sections.get(name, ""), re.M)
+    ]
+    assert missing == [], missing
 
 
 def test_dashboard_and_rules_query_only_exported_metrics() -> None:
