@@ -9,9 +9,10 @@ of live sessions so SIGTERM can let DATA finish and tell the others ``421 4.3.2`
 PROXY protocol (haproxy's proxy-protocol.txt, v1 and v2): behind a TCP load balancer every
 client would otherwise share the balancer's address, and the per-IP caps and the AUTH
 failure limit would lock every dealer out at once. aiosmtpd 1.4.6 can parse the header
-(``proxy_protocol_timeout``), but then demands it from every peer and believes whoever
-sends it, so a client could name any address it likes. Here the header is read with
-aiosmtpd's parser only from ``proxy_from`` networks, and required from them (the spec:
+(``proxy_protocol_timeout``), but then demands it from every peer (no direct client could
+connect) and takes whatever address it names unless a ``handle_PROXY`` hook checks who
+sent it. Here the header is read with aiosmtpd's parser only from ``proxy_from``
+networks, and required from them (the spec:
 a receiver must not guess whether a header is there); a connection from anywhere else
 that opens with a PROXY header is answered ``554 5.7.1`` and closed. The client's address
 from the header then stands for the peer everywhere (caps, AUTH limits, logs, Received:),
