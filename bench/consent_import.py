@@ -53,8 +53,8 @@ from gateway.consent.ops import ConsentOps
 from gateway.consent.rules import ConsentRules, Interaction, Window
 from gateway.policy.model import DealerPolicy
 from gateway.storage.base import Storage
-from gateway.storage.postgres.backend import PostgresStorage
-from gateway.storage.sqlite.backend import SqliteStorage
+from gateway.storage.postgres import PostgresStorage
+from gateway.storage.sqlite import SqliteStorage
 from gateway.types import DealerId
 
 DEALER = "bench-motors"

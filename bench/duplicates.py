@@ -76,8 +76,8 @@ from gateway.pipeline.base import CheckContext
 from gateway.pipeline.duplicates import duplicate_message
 from gateway.policy.model import DealerPolicy
 from gateway.storage.base import Storage
-from gateway.storage.postgres.backend import PostgresStorage
-from gateway.storage.sqlite.backend import SqliteStorage
+from gateway.storage.postgres import PostgresStorage
+from gateway.storage.sqlite import SqliteStorage
 from gateway.types import DealerId, Envelope, MessageId
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -24,7 +24,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway.storage.sqlite.backend import SqliteStorage
+from gateway.storage.sqlite import SqliteStorage
 from gateway.types import DealerId, MessageId, NewMessage
 
 

@@ -5,6 +5,8 @@ passed in explicitly, so tests can build a gateway with the same code and their 
 settings. ``Gateway.run()`` runs until SIGTERM/SIGINT, reloads policies on SIGHUP, and
 shuts down in order: stop taking mail (sessions in DATA may finish), stop delivery
 (in-flight sends finish, unstarted leases are released), then close the store.
+``offline_admin()`` builds the operator layer alone (``AdminOps`` over the store, with the
+same reputation and alerts) for the commands that run while no gateway does.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +28,7 @@ from gateway.admin.tokens import TokenCheck
 from gateway.alerts import Alerts
 from gateway.clock import Clock, SystemClock
 from gateway.consent.ops import ConsentGauges
-from gateway.datadir import load_or_create_key, load_or_create_node_id
+from gateway.datadir import DataDirLock, load_or_create_key, load_or_create_node_id
 from gateway.delivery.client import make_upstream
 from gateway.delivery.held import expire_held
 from gateway.delivery.worker import DeliveryWorker
@@ -50,7 +52,8 @@ from gateway.smtp.server import Sessions, SubmissionServer
 from gateway.smtp.tls import ensure_self_signed, server_context
 from gateway.storage.base import Storage, open_storage, sqlite_path
 from gateway.tracking import RefCodec
-from gateway.unsubscribe.service import UnsubscribeLinks, Unsubscribes
+from gateway.unsubscribe.links import UnsubscribeLinks
+from gateway.unsubscribe.service import Unsubscribes
 from gateway.web.http import build_app
 from gateway.web.status import StatusLinks, status_routes
 from gateway.web.unsubscribe import unsubscribe_routes
@@ -69,6 +72,76 @@ def _read_secret(path: Path | None) -> bytes:
         return path.read_bytes().strip()
     except OSError as exc:
         raise ConfigError(f"alerts.webhook_secret_file: cannot read {path}: {exc}") from exc
+
+
+def _status_key_file(settings: Settings) -> Path:
+    return settings.server.data_dir / "status.key"
+
+
+def _status_links(settings: Settings, key: bytes) -> StatusLinks:
+    """The dealers' status-page links, at ``http.public_url`` or the HTTP listener."""
+    link_host, link_port = parse_hostport(settings.http.listen)
+    if link_host in ("0.0.0.0", "::"):
+        link_host = settings.server.hostname
+    return StatusLinks(key, settings.http.public_url or f"http://{link_host}:{link_port}")
+
+
+def _alerts(
+    settings: Settings,
+    storage: Storage,
+    clock: Clock,
+    metrics: Metrics,
+    *,
+    on_enqueued: Callable[[int], None] = lambda _n: None,
+    status_link: Callable[[str], str] | None = None,
+) -> Alerts:
+    return Alerts(
+        storage,
+        clock,
+        metrics,
+        from_addr=settings.alerts.from_address or f"mailgate-alerts@{settings.server.hostname}",
+        hostname=settings.server.hostname,
+        operators=settings.alerts.operators,
+        webhook_url=settings.alerts.webhook_url,
+        webhook_secret=_read_secret(settings.alerts.webhook_secret_file),
+        on_enqueued=on_enqueued,
+        status_link=status_link,
+        email_interval=settings.alerts.email_interval,
+    )
+
+
+@contextlib.asynccontextmanager
+async def offline_admin(settings: Settings, clock: Clock | None = None) -> AsyncIterator[AdminOps]:
+    """``AdminOps`` over the store for the offline commands, when no gateway need run.
+
+    Built as ``Gateway.build`` builds it (the same policy directory, store, dealer state
+    machine and alerts) without listeners, delivery or gauges, so an offline command runs
+    the very operations the admin API runs. The alert e-mails a suspension raises are
+    stored as system messages that the next running gateway delivers; webhooks are posted
+    before the store is closed. Status links appear in the alerts only when a gateway has
+    created the status key (an offline command creates no keys). Raises ``PolicyError``
+    when the policy directory does not load, ``StorageError`` when the store cannot open.
+    """
+    clock = clock or SystemClock()
+    metrics = Metrics()  # this process's own registry: nothing scrapes it
+    policies = PolicyStore(settings.server.policies_dir)
+    storage = await open_storage(settings.storage_url)
+    try:
+        key_file = _status_key_file(settings)
+        links = _status_links(settings, load_or_create_key(key_file)) if key_file.exists() else None
+        link = links.url if links is not None else None
+        alerts = _alerts(settings, storage, clock, metrics, status_link=link)
+        yield AdminOps(
+            storage=storage,
+            policies=policies,
+            suspensions=Suspensions(storage, policies, clock, metrics, notifier=alerts),
+            clock=clock,
+            node=settings.server.node_id or "offline",
+            status_link=link,
+        )
+        await alerts.drain()
+    finally:
+        await storage.close()
 
 
 class _HttpServer(uvicorn.Server):
@@ -94,6 +167,7 @@ class Gateway:
     http: _HttpServer
     http_socket: socket.socket
     node: str
+    lock: DataDirLock  # this process owns the data directory until stop()
     suspensions: Suspensions | None = None
     ingest: FeedbackIngest | None = None
     alerts: Alerts | None = None
@@ -128,11 +202,33 @@ class Gateway:
         metrics: Metrics | None = None,
         signer: Signer | None = None,
     ) -> Gateway:
-        """Build every component; binds nothing yet."""
-        clock = clock or SystemClock()
-        metrics = metrics or Metrics()
+        """Build every component; binds nothing yet.
+
+        Raises ``DataDirInUse`` when another live process owns ``server.data_dir``.
+        """
         data_dir = settings.server.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
+        # Before anything reads the node id: two live processes must never share it.
+        lock = DataDirLock(data_dir)
+        lock.acquire()
+        try:
+            return await cls._build(
+                settings, lock, clock or SystemClock(), metrics or Metrics(), signer
+            )
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    async def _build(
+        cls,
+        settings: Settings,
+        lock: DataDirLock,
+        clock: Clock,
+        metrics: Metrics,
+        signer: Signer | None,
+    ) -> Gateway:
+        data_dir = settings.server.data_dir
 
         def reloaded(result: str) -> None:
             metrics.policy_reloads.labels(result).inc()
@@ -166,26 +262,15 @@ class Gateway:
             metrics,
             clock,
         )
-        link_host, link_port = parse_hostport(settings.http.listen)
-        if link_host in ("0.0.0.0", "::"):
-            link_host = settings.server.hostname
-        status_links = StatusLinks(
-            load_or_create_key(data_dir / "status.key"),
-            settings.http.public_url or f"http://{link_host}:{link_port}",
-        )
+        status_links = _status_links(settings, load_or_create_key(_status_key_file(settings)))
         sub = settings.submission
-        alerts = Alerts(
+        alerts = _alerts(
+            settings,
             storage,
             clock,
             metrics,
-            from_addr=settings.alerts.from_address or f"mailgate-alerts@{settings.server.hostname}",
-            hostname=settings.server.hostname,
-            operators=settings.alerts.operators,
-            webhook_url=settings.alerts.webhook_url,
-            webhook_secret=_read_secret(settings.alerts.webhook_secret_file),
             on_enqueued=lambda _n: worker.notify(),
             status_link=status_links.url,
-            email_interval=settings.alerts.email_interval,
         )
         suspensions = Suspensions(storage, policies, clock, metrics, notifier=alerts)
         worker = DeliveryWorker(
@@ -369,6 +454,7 @@ class Gateway:
             http=http,
             http_socket=http_socket,
             node=node,
+            lock=lock,
             suspensions=suspensions,
             ingest=ingest,
             alerts=alerts,
@@ -467,6 +553,7 @@ class Gateway:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.http_socket.close()
         await self.storage.close()
+        self.lock.release()
         log.info("mailgate stopped")
 
     async def run(self) -> None:

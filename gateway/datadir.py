@@ -1,6 +1,12 @@
-"""Files created once per data directory and read ever after (I/O).
+"""The data directory's own files: its lock, and what is created once and read ever after (I/O).
 
-This module owns the tracking key (``gateway.tracking``): 32 random bytes in a file
+``DataDirLock`` makes one process the owner of a data directory: two ``mailgate serve`` on one
+directory would read the same node id and take each other's delivery leases for their own
+(a restarted node releases the leases its id held), which sends in-flight mail twice. The lock
+is an ``flock`` on ``mailgate.lock`` inside the directory, so the kernel releases it when the
+owner dies, however it dies; the file names the owner's pid for the refusal.
+
+This module also owns the tracking key (``gateway.tracking``): 32 random bytes in a file
 readable only by the gateway's user; and the node id, which names this node in delivery
 leases and survives restarts, so a restarted node can take back what it held. Creation is
 atomic and never overwrites: the content is written to a temporary file, flushed, then
@@ -10,13 +16,46 @@ hard-linked into place, so concurrent starts agree and a crash never leaves a sh
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import secrets
 from pathlib import Path
 
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, DataDirInUse
 
 KEY_BYTES = 32
+LOCK_FILE = "mailgate.lock"
+
+
+class DataDirLock:
+    """An exclusive, non-blocking lock on a data directory, held until ``release()``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock or raise ``DataDirInUse`` naming the process that holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise DataDirInUse(
+                f"data directory {self.path.parent} is in use by another mailgate process "
+                f"(pid {holder}); stop it first, or give this one its own server.data_dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Give the lock up (idempotent); the file stays, empty of meaning until re-taken."""
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
 
 
 def load_or_create_key(path: Path) -> bytes:

@@ -4,6 +4,7 @@
 
     GatewayError
     ├── ConfigError            process settings (mailgate.toml, environment) are invalid
+    │   └── DataDirInUse       another live process owns the data directory
     ├── PolicyError            a policy set does not validate; carries every problem found
     ├── StorageError           the store could not do what was asked (treat as temporary)
     │   └── StorageUnavailable the store cannot be reached at all
@@ -30,6 +31,10 @@ class GatewayError(Exception):
 
 class ConfigError(GatewayError):
     """Process settings are invalid; the message names the file, key and problem."""
+
+
+class DataDirInUse(ConfigError):
+    """Another live process owns the data directory (``gateway.datadir.DataDirLock``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,11 +1,14 @@
 """The operations behind the admin API: dealers, suppressions, held mail, queue, policies.
 
-``AdminOps`` is the one place runtime operator actions are carried out; the HTTP layer
-(``admin/api.py``) only translates requests in and records out, and the CLI reaches these
-through the API. Every operation validates its input and raises an ``AdminError``
-(``NotFound``, ``InvalidRequest``, ``Conflict``) that the API turns into a 4xx answer with
-the message; store failures stay ``StorageError`` (503). Every change is logged with who
-made it (the token's name, or ``by``).
+``AdminOps`` is the one place operator actions are carried out. The API's handlers
+(``admin/handlers.py``) only translate requests in and records out; ``mailgate admin``
+reaches these through the API, and the offline commands (``mailgate dealers``,
+``suppress``, ``held``, ``queue ls``) call the same operations on an ``AdminOps`` built
+over the store (``gateway.app.offline_admin``) when no gateway runs. Every operation
+validates its input and raises an ``AdminError`` (``NotFound``, ``InvalidRequest``,
+``Conflict``) whose ``status`` the API answers with and the CLI turns into its exit code;
+store failures stay ``StorageError`` (503). Every change is logged with who made it (the
+token's name or ``by``; offline, the operator's name).
 """
 
 from __future__ import annotations
@@ -25,7 +28,16 @@ from gateway.mail import addresses
 from gateway.metrics import Metrics
 from gateway.policy.model import DealerPolicy, RateThresholds
 from gateway.policy.store import PolicyStore, ReloadResult
-from gateway.reputation.rates import Metric, RateWindow, window_days
+from gateway.reputation.rates import (
+    Metric,
+    RateAction,
+    RateWindow,
+    Suspend,
+    Warn,
+    evaluate,
+    has_volume,
+    window_days,
+)
 from gateway.reputation.records import (
     GLOBAL,
     DailyCounts,
@@ -87,15 +99,23 @@ class RateReport:
         return self.window.rate(self.metric)
 
     @property
+    def decision(self) -> RateAction | None:
+        """What ``rates.evaluate`` decides on this rate: the one place thresholds are applied."""
+        return evaluate(self.window, self.thresholds, self.metric)
+
+    @property
     def level(self) -> str:
-        """``ok``, ``warn``, ``suspend`` or ``low-volume`` (no decision is made below it)."""
-        if self.window.volume(self.metric) < max(self.thresholds.min_volume, 1):
-            return "low-volume"
-        if self.rate >= self.thresholds.suspend_rate:
+        """``suspend`` or ``warn`` as ``decision`` says; else ``ok``, or ``low-volume``.
+
+        ``low-volume``: the window is below the policy's minimum volume, so no decision is
+        made however high the rate is.
+        """
+        decision = self.decision
+        if isinstance(decision, Suspend):
             return "suspend"
-        if self.rate >= self.thresholds.warn_rate:
+        if isinstance(decision, Warn):
             return "warn"
-        return "ok"
+        return "ok" if has_volume(self.window, self.thresholds, self.metric) else "low-volume"
 
 
 @dataclass(frozen=True, slots=True)

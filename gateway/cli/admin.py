@@ -6,62 +6,34 @@ logged with the token's name, and seen by every node at once. Output is a table 
 people, or the API's JSON with ``--json`` for scripts. Long operations (imports, exports,
 releasing many messages) draw a progress bar on a terminal.
 
-Exit codes: 0 done; 1 refused or not found (the message says why); 2 usage error; 3 the
-gateway is unreachable or its store unavailable (retry); 4 no token or a wrong one.
+Exit codes (``gateway/cli/common.py``): 0 done; 1 refused or not found (the message says
+why); 2 usage error; 3 the gateway is unreachable or its store unavailable (retry); 4 no
+token or a wrong one.
 
-The older ``mailgate dealers``, ``suppress`` and ``held`` commands work on the store
-directly; they remain for when no gateway is running.
+When no gateway is running, ``mailgate dealers``, ``suppress``, ``held`` and ``queue ls``
+run the same operations on the store (``gateway/cli/offline.py``) and print the same way
+(``gateway/cli/render.py``).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-from gateway.cli.client import (
-    EXIT_OK,
-    EXIT_USAGE,
-    ApiClient,
-    ApiError,
-    base_url,
-    read_token,
-)
-from gateway.cli.reputation import Progress
-from gateway.settings import Settings, load_settings
-
-BATCH = 1000
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    path: Path | None = args.config
-    if path is None and Path("mailgate.toml").exists():
-        path = Path("mailgate.toml")
-    return load_settings(path)
+from gateway.admin.tokens import create_token
+from gateway.cli import render
+from gateway.cli.client import ApiClient, ApiError, base_url, read_token
+from gateway.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, Progress, settings_for
+from gateway.cli.suppress import BATCH, read_rows
 
 
 def _client(args: argparse.Namespace) -> ApiClient:
-    return ApiClient(base_url(_settings(args), args.api), read_token(args.token_file))
-
-
-def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
-    """Left-aligned columns as wide as their widest cell; the last one is not padded."""
-    cells = [[str(c) for c in header]] + [["" if c is None else str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = []
-    for row in cells:
-        padded = [c.ljust(widths[i]) for i, c in enumerate(row[:-1])] + [row[-1]]
-        lines.append("  ".join(padded).rstrip())
-    return "\n".join(lines)
-
-
-def _short(moment: str | None) -> str:
-    return moment[:16].replace("T", " ") if moment else "-"
+    return ApiClient(base_url(settings_for(args), args.api), read_token(args.token_file))
 
 
 def _out(args: argparse.Namespace, data: Any, human: Callable[[Any], str]) -> None:
@@ -88,9 +60,7 @@ def _run(work: Callable[[argparse.Namespace, ApiClient], int]) -> Callable[..., 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
     """Create an admin API token; it is printed once and stored only as a hash."""
-    from gateway.admin.tokens import create_token
-
-    path: Path = args.file or _settings(args).admin_token_file
+    path: Path = args.file or settings_for(args).admin_token_file
     token = create_token(path, args.name)
     print(f"token {args.name!r} added to {path} (the gateway reads it at the next request).")
     print("It is shown only now; keep it in a secret store:")
@@ -105,100 +75,30 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 def _health(args: argparse.Namespace, api: ApiClient) -> int:
     """Whether the gateway is healthy."""
     data = api.call("GET", "/api/health")
-
-    def human(d: dict[str, Any]) -> str:
-        queue = ", ".join(f"{k} {v}" for k, v in d["queue"].items() if v) or "empty"
-        return (
-            f"node:     {d['node']} ({'ok' if d['ok'] else 'NOT OK'})\n"
-            f"storage:  {d['storage']}\nspool:    {'FULL' if d['spool_full'] else 'ok'}\n"
-            f"dealers:  {d['dealers']}\nqueue:    {queue}\n"
-            f"oldest:   {_short(d['oldest_queued_at'])}"
-        )
-
-    _out(args, data, human)
-    return EXIT_OK if data["ok"] else 1
+    _out(args, data, render.health)
+    return EXIT_OK if data["ok"] else EXIT_FAIL
 
 
 def _reload(args: argparse.Namespace, api: ApiClient) -> int:
     """Validate the policy directory on the gateway and apply it if all of it is valid."""
     data = api.call("POST", "/api/policies/reload", ok=(422,))
-
-    def human(d: dict[str, Any]) -> str:
-        if d["ok"]:
-            return f"policies reloaded: {len(d['dealers'])} dealers"
-        return (
-            "policies NOT reloaded; the previous set stays in force. Fix these and retry "
-            "(`mailgate policy check` shows the same):\n" + "\n".join(d["problems"])
-        )
-
-    _out(args, data, human)
-    return EXIT_OK if data["ok"] else 1
+    _out(args, data, render.reload)
+    return EXIT_OK if data["ok"] else EXIT_FAIL
 
 
 # -- dealers -----------------------------------------------------------------------------
 
 
-def _pct(rate: dict[str, Any]) -> str:
-    return f"{rate['rate']:.3%} ({rate['events']}/{rate['volume']})"
-
-
 def _dealers(args: argparse.Namespace, api: ApiClient) -> int:
     """Every dealer's state and rates."""
-    data = api.call("GET", "/api/dealers")
-
-    def human(d: dict[str, Any]) -> str:
-        rows = [
-            (x["id"], x["state"], _pct(x["rates"]["complaints"]),
-             f"{x['rates']['complaints']['suspend_rate']:.2%}", _pct(x["rates"]["bounces"]),
-             x["reason"])
-            for x in d["dealers"]
-        ]  # fmt: skip
-        return table(rows, ("DEALER", "STATE", "COMPLAINTS", "SUSPEND AT", "BOUNCES", "REASON"))
-
-    _out(args, data, human)
+    _out(args, api.call("GET", "/api/dealers"), lambda d: render.dealers(d["dealers"]))
     return EXIT_OK
 
 
 def _dealer(args: argparse.Namespace, api: ApiClient) -> int:
     """One dealer: state, why, rates against thresholds, history."""
-    data = api.call("GET", f"/api/dealers/{_seg(args.dealer)}")
-
-    def human(d: dict[str, Any]) -> str:
-        lines = [
-            f"dealer:   {d['id']} ({d['name']})",
-            f"state:    {d['state']}" + (f" since {_short(d['since'])}" if d["since"] else ""),
-        ]
-        if d["reason"]:
-            lines.append(f"why:      {d['reason']}")
-        if d["expires_at"]:
-            lines.append(f"until:    {_short(d['expires_at'])}")
-        rows = [
-            (name, _pct(r), f"{r['warn_rate']:.2%}", f"{r['suspend_rate']:.2%}", r["min_volume"],
-             f"{r['since']}..{r['until']}", r["level"])
-            for name, r in d["rates"].items()
-        ]  # fmt: skip
-        lines += ["", table(rows, ("RATE", "NOW", "WARN", "SUSPEND", "MIN", "WINDOW", "LEVEL"))]
-        today = d["today"]
-        lines.append(
-            f"\ntoday:    sent {today['sent']}, delivered {today['delivered']}, complaints "
-            f"{today['complaints']}, hard bounces {today['hard_bounces']}"
-        )
-        if d["history"]:
-            lines.append("\nhistory:")
-            for c in d["history"]:
-                who = c["actor"] + (f" ({c['by']})" if c["by"] else "")
-                lines.append(
-                    f"  {_short(c['at'])}  {c['previous']} -> {c['state']}  by {who}: {c['reason']}"
-                )
-        return "\n".join(lines)
-
-    _out(args, data, human)
+    _out(args, api.call("GET", f"/api/dealers/{_seg(args.dealer)}"), render.dealer)
     return EXIT_OK
-
-
-def _change(d: dict[str, Any]) -> str:
-    until = f" until {_short(d['expires_at'])}" if d["expires_at"] else ""
-    return f"{d['dealer']}: {d['previous']} -> {d['state']}{until}"
 
 
 def _suspend(args: argparse.Namespace, api: ApiClient) -> int:
@@ -206,14 +106,16 @@ def _suspend(args: argparse.Namespace, api: ApiClient) -> int:
     body: dict[str, Any] = {"reason": args.reason, "by": args.by or ""}
     if args.duration:
         body["for"] = args.duration
-    _out(args, api.call("POST", f"/api/dealers/{_seg(args.dealer)}/suspend", body=body), _change)
+    data = api.call("POST", f"/api/dealers/{_seg(args.dealer)}/suspend", body=body)
+    _out(args, data, render.change)
     return EXIT_OK
 
 
 def _resume(args: argparse.Namespace, api: ApiClient) -> int:
     """Resume a dealer."""
     body = {"reason": args.reason, "by": args.by or ""}
-    _out(args, api.call("POST", f"/api/dealers/{_seg(args.dealer)}/resume", body=body), _change)
+    data = api.call("POST", f"/api/dealers/{_seg(args.dealer)}/resume", body=body)
+    _out(args, data, render.change)
     return EXIT_OK
 
 
@@ -224,20 +126,7 @@ def _events(args: argparse.Namespace, api: ApiClient) -> int:
         f"/api/dealers/{_seg(args.dealer)}/events",
         query={"kind": args.kind, "since": args.since, "limit": args.limit},
     )
-
-    def human(d: dict[str, Any]) -> str:
-        rows = [(_short(e["at"]), e["kind"], e["recipient"], e["detail"], e["subject"])
-                for e in d["events"]]  # fmt: skip
-        text = table(rows, ("WHEN", "KIND", "RECIPIENT", "DETAIL", "SUBJECT"))
-        if d["transitions"]:
-            text += "\n\n" + table(
-                [(_short(c["at"]), f"{c['previous']} -> {c['state']}", c["actor"], c["reason"])
-                 for c in d["transitions"]],
-                ("WHEN", "CHANGE", "BY", "REASON"),
-            )  # fmt: skip
-        return text
-
-    _out(args, data, human)
+    _out(args, data, render.events)
     return EXIT_OK
 
 
@@ -250,21 +139,11 @@ def _link(args: argparse.Namespace, api: ApiClient) -> int:
 # -- suppressions ------------------------------------------------------------------------
 
 
-def _entries_table(entries: list[dict[str, Any]]) -> str:
-    rows = [
-        (e["id"], e["list"], e["address"], _short(e["created_at"]), e["reason"],
-         f"lifted by {e['lifted_by']}" if e["lifted_at"] else
-         (f"until {_short(e['expires_at'])}" if e["expires_at"] else "active"))
-        for e in entries
-    ]  # fmt: skip
-    return table(rows, ("ID", "LIST", "ADDRESS", "ADDED", "REASON", "STATE"))
-
-
 def _search(args: argparse.Namespace, api: ApiClient) -> int:
     """Search suppression entries."""
     query = {"list": args.list, "q": args.query, "all": args.all, "limit": args.limit}
     data = api.call("GET", "/api/suppressions", query=query)
-    _out(args, data, lambda d: _entries_table(d["entries"]))
+    _out(args, data, lambda d: render.entries(d["entries"]))
     return EXIT_OK
 
 
@@ -273,8 +152,7 @@ def _add(args: argparse.Namespace, api: ApiClient) -> int:
     body = {"list": args.list, "addresses": args.addresses, "reason": args.reason,
             "by": args.by or ""}  # fmt: skip
     data = api.call("POST", "/api/suppressions", body=body)
-    _out(args, data, lambda d: table([(r["address"], r["result"]) for r in d["results"]],
-                                     ("ADDRESS", "RESULT")))  # fmt: skip
+    _out(args, data, lambda d: render.outcomes(d["results"]))
     return EXIT_USAGE if any(r["result"] == "invalid" for r in data["results"]) else EXIT_OK
 
 
@@ -287,27 +165,14 @@ def _remove(args: argparse.Namespace, api: ApiClient) -> int:
     return EXIT_OK
 
 
-def _csv_rows(path: Path) -> list[tuple[str, str]]:
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        text = handle.read()
-    reader = csv.reader(io.StringIO(text))
-    first = next(reader, [])
-    header = [c.strip().lower() for c in first]
-    if "address" in header:
-        a = header.index("address")
-        r = header.index("reason") if "reason" in header else -1
-        return [(row[a], row[r] if 0 <= r < len(row) else "") for row in reader if len(row) > a]
-    rows = [first, *reader]
-    return [(row[0], row[1] if len(row) > 1 else "") for row in rows if row]
-
-
 def _import(args: argparse.Namespace, api: ApiClient) -> int:
     """Import a CSV file into one list, in batches, with a progress bar."""
     path = Path(args.file)
     try:
-        rows = _csv_rows(path)
-    except OSError as exc:
-        print(f"mailgate: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
+        rows = read_rows(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"mailgate: cannot read {path}: {getattr(exc, 'strerror', None) or exc}",
+              file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
     progress = Progress(f"importing {path.name}", len(rows))
     totals = {"added": 0, "skipped": 0, "invalid": 0}
@@ -324,8 +189,7 @@ def _import(args: argparse.Namespace, api: ApiClient) -> int:
             totals[key] += int(result[key])
         progress.advance(len(chunk))
     progress.finish()
-    _out(args, totals, lambda d: f"{d['added']} added, {d['skipped']} already suppressed, "
-                                 f"{d['invalid']} not addresses ({args.list})")  # fmt: skip
+    _out(args, totals, lambda d: render.imported(d, args.list))
     return EXIT_OK
 
 
@@ -354,40 +218,6 @@ def _export(args: argparse.Namespace, api: ApiClient) -> int:
 # -- held and queue ----------------------------------------------------------------------
 
 
-def _messages_table(messages: list[dict[str, Any]]) -> str:
-    rows = [
-        (m["id"], m["state"], m["dealer"], m["attempts"], _short(m["updated_at"]),
-         ",".join(m["findings"]) or "-", m["rcpt"], m["last_error"] or m["note"])
-        for m in messages
-    ]  # fmt: skip
-    return table(rows, ("ID", "STATE", "DEALER", "ATT", "UPDATED", "FINDINGS", "RECIPIENT", "NOTE"))
-
-
-def _message_detail(m: dict[str, Any]) -> str:
-    lines = [
-        f"id:        {m['id']}",
-        f"state:     {m['state']}",
-        f"dealer:    {m['dealer']}",
-        f"from:      <{m['mail_from']}>",
-        f"to:        <{m['rcpt']}>",
-        f"received:  {_short(m['received_at'])}",
-        f"attempts:  {m['attempts']}" + (f", next {_short(m['next_attempt_at'])}"
-                                          if m["next_attempt_at"] else ""),
-        f"size:      {m['size']} bytes",
-    ]  # fmt: skip
-    if m["last_error"]:
-        lines.append(f"error:     {m['last_error']}")
-    if m["note"]:
-        lines.append(f"note:      {m['note']}")
-    for f in m.get("findings_explained", []):
-        lines.append(f"finding:   {f['code']}" + (f": {f['summary']}" if f["summary"] else ""))
-        if f["advice"]:
-            lines.append(f"           fix: {f['advice']}")
-    lines.append("")
-    lines.extend(m.get("header", []))
-    return "\n".join(lines)
-
-
 def _list_messages(args: argparse.Namespace, api: ApiClient) -> int:
     """List held or stored messages."""
     if args.what == "held":
@@ -395,14 +225,14 @@ def _list_messages(args: argparse.Namespace, api: ApiClient) -> int:
     else:
         query = {"state": args.state, "dealer": args.dealer, "limit": args.limit}
         data = api.call("GET", "/api/queue", query=query)
-    _out(args, data, lambda d: _messages_table(d["messages"]))
+    _out(args, data, lambda d: render.messages(d["messages"]))
     return EXIT_OK
 
 
 def _show_message(args: argparse.Namespace, api: ApiClient) -> int:
     """Show one message."""
     base = "/api/held" if args.what == "held" else "/api/queue"
-    _out(args, api.call("GET", f"{base}/{_seg(args.id)}"), _message_detail)
+    _out(args, api.call("GET", f"{base}/{_seg(args.id)}"), render.message)
     return EXIT_OK
 
 
@@ -431,7 +261,7 @@ def _each(args: argparse.Namespace, api: ApiClient, label: str,
         for r in results:
             if r["ok"]:
                 print(f"{r['id']}: {label}")
-    return 1 if failed else EXIT_OK
+    return EXIT_FAIL if failed else EXIT_OK
 
 
 def _release(args: argparse.Namespace, api: ApiClient) -> int:
@@ -456,8 +286,6 @@ def _delete(args: argparse.Namespace, api: ApiClient) -> int:
 
 def _seg(value: str) -> str:
     """One URL path segment."""
-    from urllib.parse import quote
-
     return quote(value, safe="")
 
 

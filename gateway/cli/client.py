@@ -3,7 +3,8 @@
 The base URL comes from ``--api``, ``MAILGATE_API_URL`` or the settings' ``http.listen``;
 the token from ``MAILGATE_ADMIN_TOKEN``, or a file named by ``--token-file`` or
 ``MAILGATE_ADMIN_TOKEN_FILE``. Every failure becomes an ``ApiError`` whose message says
-what to do, with the exit code the CLI should return.
+what to do, with the exit code the CLI should return (``common.exit_code`` of its status,
+the same code an offline command gives for the same refusal).
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.cli.common import EXIT_AUTH, EXIT_FAIL, EXIT_UNAVAILABLE, EXIT_USAGE, exit_code
 from gateway.settings import Settings, parse_hostport
-
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_AUTH = 0, 1, 2, 3, 4
 
 
 class ApiError(Exception):
@@ -161,10 +161,9 @@ class ApiClient:
 def _error(status: int, decoded: Any) -> ApiError:
     message = decoded.get("error") if isinstance(decoded, dict) else None
     message = str(message or f"HTTP {status}")
-    if status in (401, 403):
-        return ApiError(f"access refused: {message}", status, EXIT_AUTH)
-    if status == 404:
-        return ApiError(message, status, EXIT_FAIL)
-    if status >= 500:
-        return ApiError(f"the gateway could not do it now: {message}", status, EXIT_UNAVAILABLE)
-    return ApiError(message, status, EXIT_FAIL if status in (409, 422) else EXIT_USAGE)
+    code = exit_code(status)
+    if code == EXIT_AUTH:
+        message = f"access refused: {message}"
+    elif code == EXIT_UNAVAILABLE:
+        message = f"the gateway could not do it now: {message}"
+    return ApiError(message, status, code)

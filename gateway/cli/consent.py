@@ -9,13 +9,10 @@
   the window each opens under the dealer's rules, whether and until when commercial mail
   may go to it, and what would renew it.
 
-CSV columns (a header row is required; names in any order, unknown columns ignored):
-``dealer`` (or ``--dealer``), ``address``, ``event`` (inquiry, sale-cash, sale-finance,
-service-repair-order, showroom-visit, email-reply, express-consent, consent-withdrawn,
-opt-in, opt-out), ``date`` (YYYY-MM-DD; opt-in/opt-out may carry a time), and optionally
-``last_payment`` (finance or lease), ``reference``, ``source``, ``proof`` (express consent)
-and ``topic`` (opt-in/opt-out: dealer-marketing, service-follow-up, third-party;
-``channel`` defaults to email).
+CSV columns: a header row is required, names in any order; ``--dealer`` stands in for a
+missing ``dealer`` column. Each row is read by ``gateway.consent.csvformat.parse_row``,
+the same reader ``POST /api/dealers/{dealer}/consent`` uses, whose docstring lists the
+columns.
 
 Exit codes: 0 done, 1 nothing found or rows rejected, 2 usage error.
 """
@@ -32,108 +29,20 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
+from gateway.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, Progress, settings_for
 from gateway.clock import SystemClock
+from gateway.consent.csvformat import REQUIRED_COLUMNS, RowError, parse_row
 from gateway.consent.ops import ConsentOps, explanation_json
-from gateway.consent.rules import (
-    ConsentEvent,
-    Interaction,
-    Preference,
-    Topic,
-    normalise_address,
-)
+from gateway.consent.rules import ConsentEvent, Interaction, Preference
 from gateway.policy.loader import load_policy_set
-from gateway.settings import Settings, load_settings
 from gateway.storage.base import open_storage
-from gateway.types import DealerId
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 BATCH = 5000
 SHOWN_PROBLEMS = 10
-PREFERENCE_EVENTS = {"opt-in": True, "opt-out": False}
 _NO_WINDOW = {
     Interaction.EXPRESS_CONSENT.value: "consent until withdrawn",
     Interaction.WITHDRAWN.value: "ends consent until it is given again",
 }
-
-
-class RowError(ValueError):
-    """A CSV row that cannot be recorded; the message says why."""
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    path: Path | None = args.config
-    if path is None and Path("mailgate.toml").exists():
-        path = Path("mailgate.toml")
-    return load_settings(path)
-
-
-def _day(text: str, column: str) -> date:
-    try:
-        return date.fromisoformat(text.strip()[:10])
-    except ValueError:
-        raise RowError(f"{column} {text!r} is not a date (YYYY-MM-DD)") from None
-
-
-def _moment(text: str) -> datetime:
-    text = text.strip()
-    try:
-        when = datetime.fromisoformat(text) if len(text) > 10 else None
-    except ValueError:
-        raise RowError(f"date {text!r} is not a date or time (ISO 8601)") from None
-    if when is None:
-        return datetime.combine(_day(text, "date"), time(), UTC)
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
-
-
-def parse_row(
-    row: dict[str, str], dealer: str | None, dealers: frozenset[str] | None
-) -> ConsentEvent | Preference:
-    """One CSV row as an event or a preference; raises ``RowError`` saying what is wrong."""
-    dealer_id = (row.get("dealer") or dealer or "").strip()
-    if not dealer_id:
-        raise RowError("no dealer (a dealer column or --dealer)")
-    if dealers is not None and dealer_id not in dealers:
-        raise RowError(f"dealer {dealer_id!r} has no policy file")
-    address = normalise_address(row.get("address") or "")
-    local, at, domain = address.rpartition("@")
-    if not at or not local or "." not in domain or any(c.isspace() for c in address):
-        raise RowError(f"address {row.get('address')!r} is not an e-mail address")
-    event = (row.get("event") or "").strip().lower()
-    when = row.get("date") or ""
-    if not when.strip():
-        raise RowError("no date")
-    source = (row.get("source") or "").strip()
-    if event in PREFERENCE_EVENTS:
-        topic_text = (row.get("topic") or Topic.DEALER_MARKETING.value).strip().lower()
-        try:
-            topic = Topic(topic_text)
-        except ValueError:
-            raise RowError(f"topic {topic_text!r} is not one of {', '.join(Topic)}") from None
-        return Preference(
-            DealerId(dealer_id),
-            address,
-            topic,
-            PREFERENCE_EVENTS[event],
-            _moment(when),
-            source,
-            (row.get("channel") or "email").strip().lower(),
-        )
-    try:
-        kind = Interaction(event)
-    except ValueError:
-        known = ", ".join([*Interaction, *PREFERENCE_EVENTS])
-        raise RowError(f"event {event!r} is not one of {known}") from None
-    paid = row.get("last_payment") or ""
-    return ConsentEvent(
-        DealerId(dealer_id),
-        address,
-        kind,
-        _day(when, "date"),
-        _day(paid, "last_payment") if paid.strip() else None,
-        (row.get("reference") or "").strip(),
-        source,
-        (row.get("proof") or "").strip(),
-    )
 
 
 def _count_lines(path: Path) -> int:
@@ -148,7 +57,7 @@ def _rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         fields = {(name or "").strip().lower() for name in reader.fieldnames or ()}
-        if not {"address", "event", "date"} <= fields:
+        if not REQUIRED_COLUMNS.issubset(fields):
             raise RowError("the first row must name the columns: address, event, date, ...")
         reader.fieldnames = [(name or "").strip().lower() for name in reader.fieldnames or ()]
         for row in reader:
@@ -200,9 +109,7 @@ async def import_file(
 
 def cmd_consent_import(args: argparse.Namespace) -> int:
     """``mailgate consent import FILE.csv``."""
-    from gateway.cli.reputation import Progress
-
-    settings = _settings(args)
+    settings = settings_for(args)
     path: Path = args.file
     try:
         total = _count_lines(path)
@@ -283,7 +190,7 @@ def render(data: dict[str, Any]) -> str:
 
 def cmd_consent_show(args: argparse.Namespace) -> int:
     """``mailgate consent show ADDRESS --dealer ID``."""
-    settings = _settings(args)
+    settings = settings_for(args)
     policy = load_policy_set(settings.server.policies_dir).dealer(args.dealer)
     if policy is None:
         print(f"no dealer {args.dealer!r} in {settings.server.policies_dir}", file=sys.stderr)

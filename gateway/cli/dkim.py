@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gateway.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, settings_for
 from gateway.dkim.keys import (
     KEYS_DIR,
     KeyType,
@@ -43,11 +44,9 @@ from gateway.dkim.keys import (
 from gateway.errors import PolicyError
 from gateway.policy.loader import DEALERS_DIR, load_policy_set
 from gateway.policy.model import DealerPolicy, DkimSettings, PolicySet
-from gateway.settings import Settings, load_settings, parse_duration
+from gateway.settings import Settings, parse_duration
 
 __all__ = ["register"]
-
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 DEFAULT_SELECTOR = "mg1"
 # The loader's rule for selectors: also safe in a file name and a DNS label.
 _SELECTOR = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -212,10 +211,7 @@ def _finish(settings: Settings, directory: Path, dealer: DealerPolicy) -> int:
 
 
 def _context(args: argparse.Namespace) -> tuple[Settings, Path, PolicySet, DealerPolicy]:
-    config: Path | None = getattr(args, "config", None)
-    if config is None and Path("mailgate.toml").exists():
-        config = Path("mailgate.toml")
-    settings = load_settings(config)
+    settings = settings_for(args)
     directory: Path = args.policies or settings.server.policies_dir
     try:
         policies = load_policy_set(directory)

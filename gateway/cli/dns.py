@@ -14,18 +14,15 @@ import asyncio
 import json
 import sys
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
+from gateway.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, settings_for
 from gateway.dns.resolver import from_settings
 from gateway.dns.selfcheck import config_from, render, run_checks
 from gateway.errors import PolicyError
 from gateway.policy.loader import load_policy_set
-from gateway.settings import load_settings
 
 __all__ = ["register"]
-
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
 def register(subparsers: Any) -> None:
@@ -42,10 +39,7 @@ def register(subparsers: Any) -> None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Run the checks once and print the report."""
-    path: Path | None = args.config
-    if path is None and Path("mailgate.toml").exists():
-        path = Path("mailgate.toml")
-    settings = load_settings(path)
+    settings = settings_for(args)
     try:
         policies = load_policy_set(settings.server.policies_dir)
     except PolicyError as exc:

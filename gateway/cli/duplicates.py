@@ -11,16 +11,14 @@ import argparse
 import asyncio
 from typing import Any
 
-EXIT_OK = 0
+from gateway.cli.common import EXIT_OK, settings_for
+from gateway.storage.base import open_storage
+from gateway.types import DealerId
 
 
 def cmd_duplicates_list(args: argparse.Namespace) -> int:
     """Print recorded duplicate drops, newest first."""
-    from gateway.cli.main import _settings
-    from gateway.storage.base import open_storage
-    from gateway.types import DealerId
-
-    settings = _settings(args)
+    settings = settings_for(args)
 
     async def run() -> int:
         storage = await open_storage(settings.storage_url)

@@ -13,7 +13,6 @@ or null. Exit codes: 0 every file was read, 1 a file could not be read or a pars
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import mailbox
 import sys
@@ -22,11 +21,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from gateway.admin.ops import AdminOps
+from gateway.cli import offline
+from gateway.cli.common import EXIT_FAIL, EXIT_OK, Progress, settings_for
+from gateway.datadir import load_or_create_key
 from gateway.errors import FeedbackParseError
+from gateway.feedback.ingest import FeedbackIngest, Via
 from gateway.feedback.parse import classify_message
 from gateway.feedback.reports import FeedbackKind, FeedbackResult
-
-EXIT_OK, EXIT_FAIL = 0, 1
+from gateway.metrics import Metrics
+from gateway.tracking import RefCodec
 
 
 def describe(path: str, result: FeedbackResult) -> dict[str, Any]:
@@ -150,46 +154,40 @@ def cmd_feedback_import(args: argparse.Namespace) -> int:
     """Record every report found in the paths, as if it had come in on the listener.
 
     Idempotent: an event already recorded (same message, kind and recipient) is counted
-    as a replay and changes nothing, so re-importing a mailbox is safe.
+    as a replay and changes nothing, so re-importing a mailbox is safe. Complaints and
+    bounces move the dealer's state through the same ``Suspensions`` the gateway and the
+    admin operations use (``gateway/cli/offline.py``), alerts included.
     """
-    from gateway.cli.reputation import Progress, context
-    from gateway.clock import SystemClock
-    from gateway.datadir import load_or_create_key
-    from gateway.feedback.ingest import FeedbackIngest, Via
-    from gateway.metrics import Metrics
-    from gateway.tracking import RefCodec
-
     paths = [Path(p) for p in args.paths]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         print(f"not found: {', '.join(missing)}", file=sys.stderr)
         return EXIT_FAIL
+    refs = RefCodec(load_or_create_key(settings_for(args).ref_key_file))
 
-    async def run() -> int:
-        async with context(args) as ctx:
-            refs = RefCodec(load_or_create_key(ctx.settings.ref_key_file))
-            ingest = FeedbackIngest(
-                ctx.storage, refs, ctx.policies, SystemClock(), Metrics(), ctx.suspensions
-            )
-            progress = Progress("importing", _count(paths))
-            tally: Counter[str] = Counter()
-            for path in paths:
-                for name, raw in _messages(path):
-                    result = await ingest.ingest(raw, Via("import", source=name))
-                    tally[result.kind.value] += 1
-                    for event in result.recorded:
-                        tally[f"recorded {event.kind.value}"] += 1
-                    if result.refused and not result.recorded:
-                        tally[f"ignored ({result.refused[0]})"] += 1
-                    progress.advance()
-            progress.finish()
-            kinds = {k.value for k in FeedbackKind}
-            read = sum(tally[k] for k in kinds)
-            details = ", ".join(f"{n} {k}" for k, n in sorted(tally.items()) if k not in kinds)
-            print(f"{read} messages read" + (f": {details}" if details else ""))
-            return EXIT_OK
+    async def work(ops: AdminOps) -> int:
+        ingest = FeedbackIngest(
+            ops.storage, refs, ops.policies, ops.clock, Metrics(), ops.suspensions
+        )
+        progress = Progress("importing", _count(paths))
+        tally: Counter[str] = Counter()
+        for path in paths:
+            for name, raw in _messages(path):
+                result = await ingest.ingest(raw, Via("import", source=name))
+                tally[result.kind.value] += 1
+                for event in result.recorded:
+                    tally[f"recorded {event.kind.value}"] += 1
+                if result.refused and not result.recorded:
+                    tally[f"ignored ({result.refused[0]})"] += 1
+                progress.advance()
+        progress.finish()
+        kinds = {k.value for k in FeedbackKind}
+        read = sum(tally[k] for k in kinds)
+        details = ", ".join(f"{n} {k}" for k, n in sorted(tally.items()) if k not in kinds)
+        print(f"{read} messages read" + (f": {details}" if details else ""))
+        return EXIT_OK
 
-    return asyncio.run(run())
+    return offline.run(args, work)
 
 
 def register(subparsers: Any) -> None:

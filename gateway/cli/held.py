@@ -1,169 +1,98 @@
 """``mailgate held list|show|release|delete|expire``: the hold queue, offline on the store.
 
-Held messages are kept with their findings and never delivered until released. ``release``
-makes a message due now (the delivery workers of a running gateway pick it up);
-``delete`` removes it for good, with a log line; ``expire`` deletes those held longer
-than ``delivery.held_expiry`` (see ``gateway.delivery.held``). Each command acts on held messages
-only, so a message that is queued or delivered cannot be released or deleted by mistake.
+Held messages are kept with their findings and never delivered until released. ``list``,
+``show``, ``release`` and ``delete`` are the operations of ``GET /api/held[/{id}]``,
+``POST /api/held/{id}/release`` and ``DELETE /api/held/{id}`` (``gateway/cli/offline.py``):
+each acts on held messages only, so a message that is queued or delivered cannot be
+released or deleted by mistake, and ``delete`` needs a ``--reason`` as the API does (it is
+logged with who deleted what). ``release`` makes a message due now (the delivery workers
+of a running gateway pick it up). ``expire`` deletes those held longer than
+``delivery.held_expiry``, as the gateway's housekeeping does (``gateway.delivery.held``).
+With a gateway running, ``mailgate admin held …`` does the same through the API.
+
+Exit codes: 0 done, 1 a message is not there or not held, 2 usage error.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
 import sys
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
+from gateway.admin import views
+from gateway.admin.ops import AdminOps, check_reason
+from gateway.cli import offline, render
+from gateway.cli.common import EXIT_OK, EXIT_USAGE, operator_name, settings_for
 from gateway.delivery.held import expire_held
-from gateway.findings import CATALOGUE
-from gateway.logs import configure_logging
-from gateway.settings import Settings, load_settings, parse_duration
-from gateway.storage.base import Storage, open_storage
-from gateway.types import DealerId, MessageId, MessageState
-
-log = logging.getLogger("gateway.delivery")
-EXIT_OK, EXIT_FAIL = 0, 1
-_HEADER_LINES = 40
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    path: Path | None = args.config
-    if path is None and Path("mailgate.toml").exists():
-        path = Path("mailgate.toml")
-    return load_settings(path)
-
-
-def _with_storage(
-    args: argparse.Namespace, work: Callable[[Storage, Settings], Awaitable[int]]
-) -> int:
-    settings = _settings(args)
-    configure_logging("info", settings.server.log_format)
-
-    async def run() -> int:
-        storage = await open_storage(settings.storage_url)
-        try:
-            return await work(storage, settings)
-        finally:
-            await storage.close()
-
-    return asyncio.run(run())
+from gateway.settings import parse_duration
+from gateway.types import MessageState
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     """List held messages, newest first."""
 
-    async def work(storage: Storage, _settings: Settings) -> int:
-        dealer = DealerId(args.dealer) if args.dealer else None
-        rows = await storage.list_messages(MessageState.HELD, dealer, args.limit)
-        print(f"{'ID':<22} {'DEALER':<16} {'HELD SINCE':<16} {'FINDINGS':<28} RECIPIENT")
-        for m in rows:
-            print(f"{m.id:<22} {m.dealer_id:<16} {m.updated_at:%Y-%m-%d %H:%M} "
-                  f"{','.join(m.findings) or '-':<28} {m.rcpt}")  # fmt: skip
+    async def work(ops: AdminOps) -> int:
+        rows = await ops.messages(MessageState.HELD, args.dealer, args.limit)
+        print(render.messages([views.message_json(m) for m in rows]))
         return EXIT_OK
 
-    return _with_storage(args, work)
+    return offline.run(args, work)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     """Show one held message: why it is held, what to do, and its header."""
 
-    async def work(storage: Storage, _settings: Settings) -> int:
-        m = await storage.get(MessageId(args.id))
-        if m is None:
-            print(f"no message {args.id}", file=sys.stderr)
-            return EXIT_FAIL
-        print(f"id:        {m.id}\nstate:     {m.state.value}\ndealer:    {m.dealer_id}")
-        print(f"from:      <{m.mail_from}>\nto:        <{m.rcpt}>")
-        print(f"received:  {m.received_at:%Y-%m-%d %H:%M:%S %Z}\nsize:      {m.size} bytes")
-        print(f"why held:  {m.note or '-'}")
-        for code in m.findings:
-            kind = CATALOGUE.get(code)
-            print(f"finding:   {code}" + (f": {kind.summary}" if kind else ""))
-            if kind is not None:
-                print(f"           fix: {kind.advice}")
+    async def work(ops: AdminOps) -> int:
+        message = await ops.message(args.id, held=True)
+        print(render.message(views.message_json(message, detail=True)))
         if args.raw:
-            sys.stdout.buffer.write(b"\n" + m.data)
-        else:
-            header = m.data.split(b"\r\n\r\n", 1)[0].splitlines()
-            print()
-            for line in header[:_HEADER_LINES]:
-                print(line.decode("utf-8", "replace"))
-            if len(header) > _HEADER_LINES:
-                print(f"... ({len(header) - _HEADER_LINES} more header lines; --raw for all)")
+            sys.stdout.flush()
+            sys.stdout.buffer.write(b"\n" + message.data)
         return EXIT_OK
 
-    return _with_storage(args, work)
-
-
-async def _held(storage: Storage, message_id: str) -> bool:
-    m = await storage.get(MessageId(message_id))
-    if m is None or m.state is not MessageState.HELD:
-        state = "no such message" if m is None else f"it is {m.state.value}, not held"
-        print(f"{message_id}: {state}", file=sys.stderr)
-        return False
-    return True
+    return offline.run(args, work)
 
 
 def cmd_release(args: argparse.Namespace) -> int:
     """Make held messages due for delivery now."""
+    by = operator_name(args)
 
-    async def work(storage: Storage, _settings: Settings) -> int:
-        failed = False
-        for message_id in args.ids:
-            if not await _held(storage, message_id):
-                failed = True
-                continue
-            if await storage.requeue(MessageId(message_id), datetime.now(UTC)):
-                log.info("released held message id=%s by operator", message_id)
-                print(f"{message_id}: released")
-            else:
-                failed = True
-                print(f"{message_id}: could not be released (body gone?)", file=sys.stderr)
-        return EXIT_FAIL if failed else EXIT_OK
+    async def work(ops: AdminOps) -> int:
+        return await offline.each(args.ids, "released", lambda i: ops.release(i, by))
 
-    return _with_storage(args, work)
+    return offline.run(args, work)
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    """Delete held messages for good."""
+    """Delete held messages for good, with the reason logged."""
+    by = operator_name(args)
 
-    async def work(storage: Storage, _settings: Settings) -> int:
-        failed = False
-        for message_id in args.ids:
-            if not await _held(storage, message_id):
-                failed = True
-                continue
-            m = await storage.get(MessageId(message_id))
-            if await storage.delete(MessageId(message_id)):
-                log.warning(
-                    "deleted held message id=%s dealer=%s by operator findings=%s",
-                    message_id, m.dealer_id if m else "-",
-                    ",".join(m.findings) if m else "-",
-                )  # fmt: skip
-                print(f"{message_id}: deleted")
-            else:
-                failed = True
-        return EXIT_FAIL if failed else EXIT_OK
+    async def work(ops: AdminOps) -> int:
+        reason = check_reason(args.reason, "deleting a message")  # once, before any message
+        return await offline.each(
+            args.ids, "deleted", lambda i: ops.delete(i, reason, by, held=True)
+        )
 
-    return _with_storage(args, work)
+    return offline.run(args, work)
 
 
 def cmd_expire(args: argparse.Namespace) -> int:
     """Delete held messages older than the expiry (or --older-than)."""
-
-    async def work(storage: Storage, settings: Settings) -> int:
-        expiry = settings.delivery.held_expiry
-        if args.older_than is not None:
+    if args.older_than is None:
+        expiry = settings_for(args).delivery.held_expiry
+    else:
+        try:
             expiry = parse_duration(args.older_than)
-        count = await expire_held(storage, datetime.now(UTC), expiry)
+        except ValueError as exc:
+            print(f"--older-than: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+
+    async def work(ops: AdminOps) -> int:
+        count = await expire_held(ops.storage, ops.clock.now(), expiry)
         print(f"expired {count} held message(s) held longer than {expiry}")
         return EXIT_OK
 
-    return _with_storage(args, work)
+    return offline.run(args, work)
 
 
 def register(subparsers: Any) -> None:
@@ -181,9 +110,12 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_show)
     p = held.add_parser("release", help="deliver held messages")
     p.add_argument("ids", nargs="+", metavar="id")
+    p.add_argument("--by", help="who (default: the login name)")
     p.set_defaults(func=cmd_release)
-    p = held.add_parser("delete", help="delete held messages for good")
+    p = held.add_parser("delete", help="delete held messages for good (with a reason)")
     p.add_argument("ids", nargs="+", metavar="id")
+    p.add_argument("--reason", required=True, help="why (logged with the message and who)")
+    p.add_argument("--by", help="who (default: the login name)")
     p.set_defaults(func=cmd_delete)
     p = held.add_parser("expire", help="delete messages held longer than delivery.held_expiry")
     p.add_argument("--older-than", help="override the expiry, e.g. 72h")

@@ -79,7 +79,7 @@ import hashlib
 import html.parser
 import re
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -87,7 +87,6 @@ from types import MappingProxyType
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from gateway.mail.message import ParsedMessage
-from gateway.settings import parse_duration
 from gateway.types import DealerId, MessageId
 
 __all__ = [
@@ -100,6 +99,7 @@ __all__ = [
     "MessagePrint",
     "PriorSend",
     "RecipientHistory",
+    "Recipients",
     "SendClaim",
     "canonical_text",
     "category_of",
@@ -240,6 +240,24 @@ class DuplicateState:
 
 
 @dataclass(frozen=True, slots=True)
+class Recipients:
+    """The envelope recipients' identities and histories, read from the store before the checks.
+
+    Intake reads them (``duplicates.sendlog.SendLog.fetch``) and hands them to the pure
+    core as data, which combines them with the message's print (``state``).
+    """
+
+    options: DuplicateOptions
+    keys: Mapping[str, str]  # recipient as submitted -> normalised address
+    histories: Mapping[str, RecipientHistory]  # recipient as submitted -> history
+
+    def state(self, msg: ParsedMessage) -> DuplicateState:
+        """The context the duplicate checks read for ``msg`` (pure, CPU-bound)."""
+        return DuplicateState(print_message(msg, self.options), self.options,
+                              self.histories, self.keys)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
 class SendClaim:
     """One recipient's send, to record atomically with the enqueue of its message.
 
@@ -284,10 +302,14 @@ def _option(rules: Mapping[str, object], code: str, name: str) -> object:
     return None if options is None else options.get(name)
 
 
-def options_for(checks: Mapping[str, object]) -> DuplicateOptions:
+def options_for(
+    checks: Mapping[str, object], parse_duration: Callable[[str], timedelta]
+) -> DuplicateOptions:
     """Read the duplicate options from a dealer's ``checks`` rules (missing: defaults).
 
-    The loader has already checked every value's type and that the window parses.
+    The loader has already checked every value's type and that the window parses;
+    ``parse_duration`` is its parser (``gateway.settings.parse_duration``), passed in so
+    that this module stays free of the settings layer.
     """
     base = DuplicateOptions()
     window = _option(checks, "duplicate-message", "window")

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import MappingProxyType
 
@@ -31,20 +30,18 @@ from gateway.clock import Clock
 from gateway.duplicates.fingerprints import (
     Category,
     DuplicateDrop,
-    DuplicateOptions,
     DuplicateState,
-    RecipientHistory,
+    Recipients,
     SendClaim,
     normalise_recipient,
     options_for,
-    print_message,
     recipient_key,
 )
-from gateway.mail.message import ParsedMessage
 from gateway.metrics import Metrics
 from gateway.pipeline.decide import Verdict
 from gateway.policy.model import DealerPolicy
 from gateway.policy.store import PolicyStore
+from gateway.settings import parse_duration
 from gateway.storage.base import Storage
 from gateway.types import Envelope, NewMessage
 
@@ -63,20 +60,6 @@ EXPIRY_BATCH = 1000
 EXPIRY_PAUSE = 0.01  # seconds
 
 
-@dataclass(frozen=True, slots=True)
-class Recipients:
-    """The envelope recipients' identities and histories, read before the checks."""
-
-    options: DuplicateOptions
-    keys: Mapping[str, str]  # recipient as submitted -> normalised address
-    histories: Mapping[str, RecipientHistory]  # recipient as submitted -> history
-
-    def state(self, msg: ParsedMessage) -> DuplicateState:
-        """The context the duplicate checks read for ``msg`` (pure, CPU-bound)."""
-        return DuplicateState(print_message(msg, self.options), self.options,
-                              self.histories, self.keys)  # fmt: skip
-
-
 class SendLog:
     """Reads and claims recipients' sends for intake; expires old ones."""
 
@@ -92,7 +75,7 @@ class SendLog:
 
     async def fetch(self, env: Envelope, dealer: DealerPolicy) -> Recipients:
         """Normalise the envelope recipients and read their histories."""
-        options = options_for(dealer.checks)
+        options = options_for(dealer.checks, parse_duration)
         keys = {
             rcpt: normalise_recipient(
                 rcpt,
@@ -202,7 +185,10 @@ class SendLog:
 
     def _retention(self) -> timedelta:
         dealers = self._policies.current.dealers.values()
-        return max((options_for(d.checks).history for d in dealers), default=timedelta(days=7))
+        return max(
+            (options_for(d.checks, parse_duration).history for d in dealers),
+            default=timedelta(days=7),
+        )
 
     def _maybe_expire(self, now: datetime) -> None:
         if now - self._last_expiry < EXPIRY_EVERY:

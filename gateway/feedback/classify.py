@@ -14,6 +14,10 @@ enhanced status code, the RFC 5321 reply code, the diagnostic text) to a
 
 Only an unknown user or an unknown domain can be hard, and only when the failure is
 permanent: a spam block or a full mailbox says nothing about whether the address exists.
+Disabled, suspended or discontinued accounts (X.2.1, "account is disabled") are soft, by
+decision: the mailbox exists, providers re-enable suspended accounts and recycle
+discontinued ones to new owners, so a permanent suppression would outlive the reason;
+repeated soft bounces still suppress for a while (``soft_bounce_limit``).
 Before these, ``PROVIDER_RULES`` give the meaning a known gateway or provider (found by
 the report's own header fields, Reporting-MTA and notice) gives to its wordings.
 
@@ -83,7 +87,10 @@ _SPAM = re.compile(
     r"uribl|surbl|reputation|junk|bulk mail|content (?:rejected|filter)|virus|malware|"
     r"phish|blocked (?:by|because|for|due|using)|(?:ip|sender|domain|host|connection|message)"
     r"(?: address)? (?:is |was |has been )?(?:blocked|listed|banned|rejected as)|"
-    r"listed (?:in|at|on|by)|"
+    # "not listed in the Domino Directory / public Name & Address Book" is Lotus Domino's
+    # unknown user, not a block list.
+    r"(?<!not )listed (?:in|at|on|by)(?! (?:the |our |this )?(?:domino |public |local )?"
+    r"(?:directory|name|names|address book))|"
     r"rejected (?:by|due to|because of) (?:the )?(?:content|filter|anti)|unsolicited|"
     r"high (?:probability|score)|suspicious|looks like|\bscore\b|rejected for policy reasons",
     _FLAGS,
@@ -119,7 +126,17 @@ _USER = re.compile(
     r"rejected recipient|"
     r"no longer (?:valid|available|active|in service)|recipient address rejected: access denied|"
     r"recipient address rejected(?:\.|\s*$|\s*\()|address (?:couldn't|could not|cannot|can't) "
-    r"be found|address not found|not listed in (?:\w+ )?(?:directory|address book)|"
+    r"be found|address not found|not listed in [^.\n]{0,60}(?:directory|address book)|"
+    # Exchange: "The recipient name is not recognized" (MSEXCH "Unknown Recipient").
+    r"(?:recipient|user)(?: name)? (?:is )?not recognized|"
+    r"(?:has |have )?no (?:e-?mail )?account (?:here|on this (?:system|server)|by that name)|"
+    r"there is no (?:such )?(?:user|mailbox|account) (?:by that name|here|with that name)|"
+    # The same refusal in the languages bounces come in (German, French, Spanish, Italian,
+    # Portuguese, Dutch, Chinese, Japanese, Russian).
+    r"unbekannt|existiert nicht|gibt es nicht|inconnu|n'existe pas|no existe|"
+    r"inesistente|non esiste|n[aã]o existe|bestaat niet|onbekend|"
+    r"用户不存在|收件人不存在|帐号不存在|账号不存在|用戶不存在|不存在的用户|"
+    r"存在しません|宛先不明|не существует|нет такого|"
     r"invalid (?:final )?(?:delivery )?user ?id|not an active address|"
     r"unknown account|mailbox (?:is )?not (?:found|present)|user not|has moved|"
     r"no such|not a valid|badrcptto|non-?existent (?:user|mailbox|address|account)|"

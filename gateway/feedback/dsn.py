@@ -21,7 +21,7 @@ bounce"; junk never raises.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gateway.feedback import classify as cls
 from gateway.feedback import mail as mailmod
@@ -54,7 +54,11 @@ _BOUNCE_SUBJECT = re.compile(
     r"nicht zustellbar|unzustellbar|mail failure|error sending|delivery notice|"
     r"warning: could not send|delayed mail|delivery delayed|delay|message not delivered|"
     r"permanent error|mail could not|unable to deliver|failed delivery|returned|"
-    r"message you sent|benachrichtig|non remis|no entregado|non recapitabile",
+    r"message you sent|benachrichtig|non remis|no entregado|non recapitabile|"
+    # The same titles in Chinese, Japanese, Russian, French, Spanish and Portuguese.
+    r"退信|未能送达|无法投递|投递失败|投遞失敗|退回|配送できません|送信できませんでした|"
+    r"不達|не доставлено|недоставлен|échec de (?:la )?remise|non distribu|"
+    r"no se pudo entregar|devuelto|não (?:foi )?entregue|falha na entrega",
     re.IGNORECASE,
 )
 _AUTO_REPLY_SUBJECT = re.compile(
@@ -71,9 +75,14 @@ _CHALLENGE = re.compile(
     r"pending (?:your )?(?:verification|confirmation)",
     re.IGNORECASE,
 )
+# "Has not been delivered" alone is no delay: final notices say it too ("Your message
+# has NOT been delivered"). A delay is what says the MTA keeps trying (RFC 3464 §2.3.3
+# "delayed": "the reporting MTA has so far been unable to deliver ... will continue").
 _DELAY_TEXT = re.compile(
     r"this is a warning message only|will (?:continue|keep) (?:to )?(?:try|retry)|"
-    r"(?:has|have) not (?:yet )?been delivered|delivery (?:has been|is) delayed|"
+    r"(?:has|have) not yet been delivered|delivery (?:has been|is) delayed|"
+    r"(?:delivery )?attempts will continue|further (?:delivery )?attempts will be made|"
+    r"will (?:retry|try again)\b|will continue (?:to )?attempt|"
     r"warning: (?:could not send|message .* delayed)|still (?:being )?(?:retried|trying)|"
     r"will be retried|not been able to deliver .* for .* hours|delivery delay|"
     r"temporarily deferred|status: 4\.\d|retry (?:timeout|time) not reached|"
@@ -84,6 +93,14 @@ _PERMANENT_TEXT = re.compile(
     r"permanent(?:ly)? (?:error|failure|fatal)|i've given up|retry timeout exceeded|"
     r"giving up|could not be delivered|failed permanently|has been rejected|"
     r"undeliverable|delivery has failed|couldn't be delivered|was not delivered",
+    re.IGNORECASE,
+)
+# Of those, the ones that say the MTA stopped trying; the others ("could not be
+# delivered") are also how delay warnings begin ("... could not be delivered yet;
+# delivery attempts will continue").
+_GAVE_UP = re.compile(
+    r"permanent(?:ly)? (?:error|failure|fatal)|i've given up|retry timeout exceeded|"
+    r"giving up|gave up|failed permanently|will not be retried|no further attempts",
     re.IGNORECASE,
 )
 # Where the returned original starts in a text notice; nothing after it is the notice.
@@ -122,6 +139,8 @@ class _Found:
     status: str | None = None
     smtp_code: str | None = None
     action: str | None = None  # RFC 3464 action, lower case; None when the format has none
+    original: str | None = None  # RFC 3464 Original-Recipient, when it differs
+    confirmed: bool = True  # False: not tied to a full address by the report itself
 
 
 # -- 1. RFC 3464 ---------------------------------------------------------------------------
@@ -167,14 +186,41 @@ def _address_of(value: str) -> str | None:
     _, semi, rest = value.partition(";")
     candidate = rest if semi else value
     match = ADDRESS.search(candidate)
-    return match.group(0) if match else None
+    return clean_address(match.group(0)) or None if match else None
+
+
+# X.400 gateways and Exchange write an Internet address as "SMTP=user@host" or
+# "SMTP:user@host" (an O/R address attribute, RFC 2156 §4.2); some MTAs leave a quote or
+# an apostrophe stuck to it. Neither is part of the address.
+_ADDRESS_PREFIX = re.compile(r"^(?:(?:smtp|rfc822|internet|x400)[=:;][ \t]*)+", re.IGNORECASE)
+
+
+def clean_address(value: str) -> str:
+    """``value`` as an address: no ``SMTP=`` prefix, brackets or stray quotes.
+
+    Returns an empty string when what is left is not ``local@domain``.
+    """
+    address = value.strip().strip("<>\"'`()[]{}")
+    address = _ADDRESS_PREFIX.sub("", address).strip("<>\"'`()[]{} \t").rstrip(".,;:")
+    local, at, domain = address.rpartition("@")
+    return address if at and local and "." in domain else ""
+
+
+_DSN_TYPES = ("message/delivery-status", "message/global-delivery-status", "text/delivery-status")
+
+
+def _report_status(mail: Mail) -> str | None:
+    """The Status field of a delivery-status part, wherever it stands."""
+    for part in mail.of_type(*_DSN_TYPES):
+        match = re.search(r"^Status:[ \t]*([245]\.\d{1,3}\.\d{1,3})", part.text(), _FLAGS)
+        if match is not None:
+            return match.group(1)
+    return None
 
 
 def _dsn_text(mail: Mail) -> tuple[list[str], str]:
     """DSN field texts and the variant name, or empty when the mail has none."""
-    parts = mail.of_type(
-        "message/delivery-status", "message/global-delivery-status", "text/delivery-status"
-    )
+    parts = mail.of_type(*_DSN_TYPES)
     if parts:
         return [p.text() for p in parts], "rfc3464"
     texts: list[str] = []
@@ -200,13 +246,18 @@ def _from_dsn(mail: Mail) -> tuple[list[_Found], str | None, str] | None:
             if "reporting-mta" in fields and reporting_mta is None:
                 reporting_mta = fields["reporting-mta"].partition(";")[2].strip() or None
             address = None
-            for name in ("final-recipient", "original-recipient", "x-actual-recipient"):
+            for name in ("final-recipient", "x-actual-recipient", "original-recipient"):
                 if name in fields:
                     address = _address_of(fields[name])
                     if address:
                         break
             if address is None:
                 continue
+            # RFC 3464 §2.3.1/2.3.2: Original-Recipient is the address we sent to; the
+            # Final-Recipient is where forwarding or an alias led. Both are reported.
+            original = _address_of(fields.get("original-recipient", ""))
+            if original is not None and original.lower() == address.lower():
+                original = None
             diagnostic = fields.get("diagnostic-code", "")
             dtype, semi, dtext = diagnostic.partition(";")
             if semi and re.fullmatch(r"\s*[A-Za-z-]+\s*", dtype):
@@ -220,6 +271,7 @@ def _from_dsn(mail: Mail) -> tuple[list[_Found], str | None, str] | None:
                     status=status,
                     smtp_code=cls.find_smtp_code(diagnostic),
                     action=fields.get("action", "").strip().lower() or None,
+                    original=original,
                 )
             )
     if not found:
@@ -457,18 +509,67 @@ def _clean(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()[:MAX_DIAGNOSTIC]
 
 
-def _excluded(mail: Mail, inline: tuple[tuple[str, str], ...]) -> set[str]:
-    """Addresses a notice mentions that are not failed recipients: sender and reporter."""
-    out: set[str] = set()
+@dataclass(frozen=True, slots=True)
+class _Exclusions:
+    """Addresses of a notice that are not failed recipients.
+
+    ``sender`` (the report's own sender and recipient, the original's sender) are dropped
+    unless nothing else is named: someone can write to themselves. ``never`` are not
+    addresses at all (Message-IDs, References) and are never taken.
+    """
+
+    sender: frozenset[str]
+    never: frozenset[str]
+
+
+# Fields whose values are message identifiers (RFC 5322 §3.6.4): "local@host" in them is
+# a msg-id, not a mailbox, wherever they are quoted.
+_ID_FIELDS = ("message-id", "references", "in-reply-to", "resent-message-id", "content-id")
+_ID_LINE = re.compile(
+    r"^[ \t>]*(?:(?:resent-|original-|x-)?message-id|references|in-reply-to|content-id|"
+    r"x-ms-exchange-\S*message-id|mts-id)[ \t]*[:=].*(?:\n[ \t]+\S.*)*",
+    re.IGNORECASE | re.MULTILINE,
+)
+# A line of the original message's header summary, as notices quote it ("Your message
+# To: ... Subject: ... Sent: ... did not reach the following recipient(s)"): the
+# addresses there are the original's recipients and sender, not what failed.
+_SUMMARY_LINE = re.compile(  # used with .match(text, line_start): no "^"
+    r"[ \t>]*(?:to|from|cc|bcc|sender|reply-to|return-path|subject|sent|date|"
+    r"delivered-to|x-original-to|envelope-to|resent-(?:to|from|cc|sender)|"
+    r"message-id|references|in-reply-to)[ \t]*:",
+    re.IGNORECASE,
+)
+
+
+def _excluded(mail: Mail, inline: tuple[tuple[str, str], ...], notice: str) -> _Exclusions:
+    """The addresses of ``mail`` that a notice may mention but that did not fail."""
+    sender: set[str] = set()
+    never: set[str] = set()
     top = mail.top
     for name in ("from", "to", "reply-to", "return-path", "sender", "cc"):
         for value in top.header_all(name):
-            out.update(a.lower() for a in ADDRESS.findall(value))
-    for headers in [*mail.enclosed_headers(), inline]:
+            sender.update(a.lower() for a in ADDRESS.findall(value))
+    blocks = [top.headers, *mail.enclosed_headers(), inline]
+    for headers in blocks[1:]:
         for key, value in headers:
             if key.lower() in ("from", "sender", "return-path", "reply-to"):
-                out.update(a.lower() for a in ADDRESS.findall(value))
-    return out
+                sender.update(a.lower() for a in ADDRESS.findall(value))
+    for headers in blocks:
+        for key, value in headers:
+            if key.lower() in _ID_FIELDS:
+                never.update(a.lower() for a in ADDRESS.findall(value))
+    for match in _ID_LINE.finditer(notice[:MAX_NOTICE_SCAN]):
+        never.update(a.lower() for a in ADDRESS.findall(match.group(0)))
+    return _Exclusions(frozenset(sender), frozenset(never))
+
+
+def _summary_line(text: str, at: int) -> bool:
+    """True when position ``at`` of ``text`` lies on a quoted header-summary line."""
+    start = text.rfind("\n", 0, at) + 1
+    return _SUMMARY_LINE.match(text, start) is not None
+
+
+MAX_NOTICE_SCAN = 64 * 1024
 
 
 _GENERIC_ADDRESS = re.compile(_A)
@@ -489,12 +590,13 @@ def _is_daemon(address: str) -> bool:
 
 
 def _from_text_format(
-    notice: str, mail: Mail, excluded: set[str]
+    notice: str, mail: Mail, excluded: _Exclusions
 ) -> tuple[list[_Found], str] | None:
     for fmt in TEXT_FORMATS:
         if not fmt.signature.search(notice):
             continue
-        matches = _prefer(list(fmt.recipient.finditer(notice)), excluded)[:MAX_RECIPIENTS]
+        matches = _prefer(list(fmt.recipient.finditer(notice)), excluded, notice)
+        matches = matches[:MAX_RECIPIENTS]
         if not matches:
             continue
         found: list[_Found] = []
@@ -513,21 +615,35 @@ def _from_text_format(
     return None
 
 
-def _usable(address: str, excluded: set[str]) -> bool:
-    lowered = address.lower()
-    return lowered not in excluded and not _is_daemon(address)
+def _usable(address: str, excluded: _Exclusions) -> bool:
+    lowered = clean_address(address).lower()
+    return bool(lowered) and lowered not in excluded.sender and not _is_daemon(lowered)
 
 
-def _prefer(matches: list[re.Match[str]], excluded: set[str]) -> list[re.Match[str]]:
+def _prefer(
+    matches: list[re.Match[str]], excluded: _Exclusions, notice: str
+) -> list[re.Match[str]]:
     """Matches naming a plausible recipient; the sender or a daemon only if nothing else.
 
     A failed recipient can be a postmaster, or the sender writing to themselves, so those
-    are dropped only when the notice also names someone else.
+    are dropped only when the notice also names someone else. Message-IDs and the lines
+    of a quoted header summary are never taken.
     """
-    plausible = [m for m in matches if _usable(m.group("addr"), excluded)]
+    candidates = [
+        m
+        for m in matches
+        if clean_address(m.group("addr"))
+        and clean_address(m.group("addr")).lower() not in excluded.never
+        and not _summary_line(notice, m.start("addr"))
+    ]
+    plausible = [m for m in candidates if _usable(m.group("addr"), excluded)]
     if plausible:
         return plausible
-    return [m for m in matches if not _MAILER_DAEMON.fullmatch(m.group("addr").partition("@")[0])]
+    return [
+        m
+        for m in candidates
+        if not _MAILER_DAEMON.fullmatch(clean_address(m.group("addr")).partition("@")[0])
+    ]
 
 
 def _dedupe(found: list[_Found]) -> list[_Found]:
@@ -570,7 +686,7 @@ def _looks_failed(notice: str) -> bool:
 
 
 def _generic(
-    notice: str, mail: Mail, excluded: set[str], inline: tuple[tuple[str, str], ...]
+    notice: str, mail: Mail, excluded: _Exclusions, inline: tuple[tuple[str, str], ...]
 ) -> list[_Found]:
     found: list[_Found] = []
     header = mail.top.header("x-failed-recipients")
@@ -586,18 +702,101 @@ def _generic(
         # Not part of a URL or a longer token.
         if notice[max(0, m.start() - 1) : m.start()] not in ("/", "=", ".")
     ]
-    for match in _prefer(candidates, excluded)[:MAX_RECIPIENTS]:
+    chosen = _prefer(candidates, excluded, notice)[:MAX_RECIPIENTS]
+    if len({m.group("addr").lower() for m in chosen}) > 1:
+        # A notice in no known format that names several addresses: only those the
+        # notice says something about (a reply code or a reason on their own line or
+        # paragraph) failed; the others are contacts, forwarding targets, examples. When
+        # none has words of its own, all are kept but none is confirmed.
+        own = [m for m in chosen if _own_words(notice, m.group("addr"))]
+        if own:
+            chosen = own
+        else:
+            return _dedupe(
+                [
+                    _Found(m.group("addr"), _near(notice, m.group("addr")), confirmed=False)
+                    for m in chosen
+                ]
+            )
+    for match in chosen:
         found.append(_Found(match.group("addr"), _near(notice, match.group("addr"))))
     if found:
         return _dedupe(found)
-    # No address in the notice: the returned original's recipient is the failed one.
+    # Some notices list the failed message as "Subject: ... / To: x": x is what failed
+    # only if the original was not list mail; a candidate, never confirmed.
+    listed = {
+        clean_address(a).lower(): clean_address(a)
+        for line in re.findall(r"(?im)^[ \t]*to:[ \t]*(.+)$", notice[:MAX_NOTICE_SCAN])
+        for a in ADDRESS.findall(line)
+        if _usable(a, excluded) and clean_address(a).lower() not in excluded.never
+    }
+    if len(listed) == 1 and not any(_is_list_mail(h) for h in mail.enclosed_headers()):
+        (address,) = listed.values()
+        return [_Found(address, _clean(notice), confirmed=False)]
+    return [_unnamed(mail, inline, excluded, notice)]
+
+
+def _is_list_mail(headers: tuple[tuple[str, str], ...]) -> bool:
+    """True for a message sent through a mailing list (RFC 2369, RFC 2919, Precedence)."""
+    for key, value in headers:
+        name = key.lower()
+        if name in ("list-id", "list-post", "list-unsubscribe", "mailing-list", "x-beenthere"):
+            return True
+        if name.startswith("x-mailman") or name in ("x-ml-name", "x-mailing-list"):
+            return True
+        if name == "precedence" and value.strip().lower() in ("list", "bulk", "junk"):
+            return True
+    return False
+
+
+def _unnamed(
+    mail: Mail, inline: tuple[tuple[str, str], ...], excluded: _Exclusions, notice: str
+) -> _Found:
+    """The failure of a notice that names no address: never a confirmed recipient.
+
+    The returned original's ``To:`` is only a candidate, offered when it names one
+    address and the original is not list mail (whose ``To:`` is the list, which did not
+    fail); only the sent log, through a verified reference, says whom the copy was for.
+    """
+    candidates: list[str] = []
     for headers in [*mail.enclosed_headers(), inline]:
+        if _is_list_mail(headers):
+            return _Found("", _clean(notice), confirmed=False)
         for key, value in headers:
             if key.lower() in ("to", "delivered-to", "x-original-to"):
-                addresses = [a for a in ADDRESS.findall(value) if _usable(a, excluded)]
-                if len(addresses) == 1:
-                    return [_Found(addresses[0], _clean(notice))]
-    return []
+                candidates.extend(a for a in ADDRESS.findall(value) if _usable(a, excluded))
+    unique = list(dict.fromkeys(clean_address(a).lower() for a in candidates))
+    address = clean_address(candidates[0]) if len(unique) == 1 else ""
+    return _Found(address, _clean(notice), confirmed=False)
+
+
+def _own_words(notice: str, address: str) -> bool:
+    """True when the line or paragraph of ``address`` gives a reply code or a reason."""
+    lowered = address.lower()
+    at = notice.lower().find(lowered)
+    if at < 0:
+        return False
+    line_start = notice.rfind("\n", 0, at) + 1
+    line_end = notice.find("\n", at)
+    line = notice[line_start : line_end if line_end >= 0 else len(notice)]
+    start = notice.rfind("\n\n", 0, at)
+    end = notice.find("\n\n", at)
+    paragraph = notice[start + 1 if start >= 0 else 0 : end if end >= 0 else len(notice)]
+    for text in (line, paragraph[:4096]):
+        if cls.find_smtp_code(text) or cls.find_status(text):
+            return True
+        if cls.text_reason(text) not in (None, BounceReason.TEMPORARY):
+            return True
+    return bool(_PERMANENT_TEXT.search(paragraph[:4096]) or _FAILED_TO.search(line))
+
+
+# A line that says delivery to the address on it failed ("unable to deliver your message
+# to x", "x: undeliverable").
+_FAILED_TO = re.compile(
+    r"(?:unable|not able|could not|couldn't|cannot|can't|failed) to (?:be )?deliver|"
+    r"not (?:be )?delivered|delivery (?:to .{0,80})?failed|undeliverable|rejected|refused",
+    re.IGNORECASE,
+)
 
 
 def _near(notice: str, address: str) -> str:
@@ -668,22 +867,58 @@ def _recipient(item: _Found, kind: BounceKind, notice: str, origin: str = "") ->
         status = status or cls.find_status(context)
     special = cls.provider_reason(item.address, f"{diagnostic}\n{context}", origin, status)
     if special is not None:
-        reason, hard = special, False
+        reason, permanent = special, False
     else:
         rcpt = bool(cls.RCPT_STAGE.search(notice[:20000]))
-        reason, hard = cls.classify(kind, status, smtp_code, diagnostic, context, rcpt)
+        reason, permanent = cls.classify(kind, status, smtp_code, diagnostic, context, rcpt)
     return BounceRecipient(
         address=item.address,
-        hard=hard,
+        # A hard flag goes only to an address the report itself says failed.
+        hard=permanent and item.confirmed,
         kind=kind,
         reason=reason,
         status=status,
         smtp_code=smtp_code,
         diagnostic=diagnostic,
+        confirmed=item.confirmed,
+        permanent=permanent,
+        original_recipient=item.original,
     )
 
 
-def bounce_from(mail: Mail) -> BounceReport | None:
+def _cleaned(found: list[_Found]) -> list[_Found]:
+    """Addresses as they are (no ``SMTP=`` prefix, no stray quote), one entry each."""
+    out: list[_Found] = []
+    for item in found:
+        address = clean_address(item.address) if item.address else ""
+        if address or not item.confirmed:
+            original = clean_address(item.original) if item.original else None
+            out.append(replace(item, address=address, original=original or None))
+    return _dedupe(out)
+
+
+def _has_report_part(mail: Mail) -> bool:
+    """True for an RFC 3464 report: a delivery-status part, even one naming nobody."""
+    return bool(mail.of_type(*_DSN_TYPES))
+
+
+def _enclosed_report(mail: Mail, *, reports_only: bool) -> BounceReport | None:
+    """A bounce forwarded as an attachment (``message/rfc822`` holding the DSN).
+
+    People forward a bounce they received to the address a sender gave them; the
+    forwarding message is then only a wrapper, and the enclosed report says what failed.
+    """
+    for inner in mail.enclosed_mails():
+        daemon = _DAEMON_FROM.search(inner.top.header("from") or "") is not None
+        if _has_report_part(inner) or (daemon and not reports_only):
+            report = bounce_from(inner, nested=True)
+            if report is not None:
+                refs = tuple(dict.fromkeys(find_refs(mail) + report.refs))
+                return replace(report, refs=refs, variant=f"forwarded-{report.variant}")
+    return None
+
+
+def bounce_from(mail: Mail, *, nested: bool = False) -> BounceReport | None:
     """Read a bounce from an already read ``Mail``; ``None`` when it is not one."""
     notice, inline = _notice(mail)
     subject = decode_words(mail.top.header("subject") or "")
@@ -691,33 +926,63 @@ def bounce_from(mail: Mail) -> BounceReport | None:
     # i.e. the failure is final, even when the last try was deferred ("Returned mail:
     # Deferred: Connection timed out"); its delay warnings are "Warning: could not send".
     returned = re.match(r"\s*returned mail:", subject, re.I) is not None
+    says_retrying = _DELAY_TEXT.search(notice) is not None
+    final_words = _GAVE_UP if says_retrying else _PERMANENT_TEXT
     notice_is_delay = (
-        bool(_DELAY_TEXT.search(notice) or re.search(r"delay|warning|deferred", subject, re.I))
-        and not _PERMANENT_TEXT.search(notice)
+        (says_retrying or re.search(r"delay|warning|deferred", subject, re.I) is not None)
+        and not final_words.search(notice)
         and not returned
     )
-    excluded = _excluded(mail, inline)
+    excluded = _excluded(mail, inline, notice)
     reporting_mta: str | None = None
     dsn = _from_dsn(mail) or _from_ses(mail)
+    report_part = _has_report_part(mail)
     if dsn is not None:
         found, reporting_mta, variant = dsn
     else:
-        if is_auto_reply(mail):
-            return None
-        if not _looks_like_bounce(mail, notice) and not _strong_signature(notice):
-            return None
+        if not report_part:
+            if not nested:
+                # From a person: any enclosed bounce; from a mailer (a gateway that wraps
+                # what it relays, a disclaimer appender): only an enclosed RFC 3464 report,
+                # since a mailer's own notice encloses the returned original.
+                daemon = _DAEMON_FROM.search(mail.top.header("from") or "") is not None
+                forwarded = _enclosed_report(mail, reports_only=daemon)
+                if forwarded is not None:
+                    return forwarded
+            if is_auto_reply(mail):
+                return None
+            if not _looks_like_bounce(mail, notice) and not _strong_signature(notice):
+                return None
         text_found = _from_text_format(notice, mail, excluded)
         if text_found is not None:
             found, variant = text_found
         else:
             found, variant = _generic(notice, mail, excluded, inline), "generic"
+        if report_part:
+            # RFC 3464 report whose delivery-status part names no recipient (only the
+            # per-message fields): the notice names the address, the part may say how.
+            variant = f"rfc3464-{variant}"
+            dsn_status = _report_status(mail)
+            if dsn_status is not None:
+                found = [f if f.status else replace(f, status=dsn_status) for f in found]
         notice_status = cls.find_status(notice) if len(found) == 1 else None
         if notice_status is not None and not found[0].diagnostic:
-            found = [_Found(found[0].address, _clean(notice), notice_status)]
+            found = [replace(found[0], diagnostic=_clean(notice), status=notice_status)]
+    found = _cleaned(found)
     recipients: list[BounceRecipient] = []
     origin = _origin(mail, reporting_mta, notice)
     for item in found[:MAX_RECIPIENTS]:
         kind = _kind(item, notice_is_delay)
+        # Only the subject said "Warning" or "delayed": a notice that this address does
+        # not exist is final whatever it is titled ("Warning: x - User unknown!").
+        if (
+            kind is BounceKind.DELAY
+            and not says_retrying
+            and item.action is None
+            and cls.text_reason(item.diagnostic)
+            in (BounceReason.UNKNOWN_USER, BounceReason.DOMAIN_NOT_FOUND)
+        ):
+            kind = BounceKind.BOUNCE
         if kind is None:
             continue
         recipients.append(_recipient(item, kind, notice, origin))

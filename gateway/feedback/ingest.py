@@ -117,10 +117,35 @@ def _about_recipient(report: ComplaintReport, rcpt: str) -> bool:
 
 
 def _bounce_for(recipients: tuple[BounceRecipient, ...], rcpt: str) -> BounceRecipient | None:
-    wanted = rcpt.lower()
+    """The recipient of a bounce that is ``rcpt``, the address the sent log says we used.
+
+    We know whom we sent to: the verified reference names the copy, the sent log its
+    recipient. What the report's text says may confirm it but never replaces it:
+
+    1. a recipient whose Final-Recipient or Original-Recipient (RFC 3464 §2.3.1, the
+       address we sent to when forwarding or an alias led elsewhere) is ``rcpt``;
+    2. otherwise, when the report names no other full address, its one unconfirmed
+       recipient: nobody named, a bare local part or screen name equal to ``rcpt``'s
+       local part, or a candidate read from the returned original that is ``rcpt``;
+    3. otherwise a single recipient whose address the provider redacted.
+
+    A report naming someone else is about someone else (E3): ``None``.
+    """
     for recipient in recipients:
-        if recipient.address.strip().strip("<>").lower() == wanted:
+        if recipient.names(rcpt):
             return recipient
+    wanted = rcpt.lower()
+    local = wanted.rpartition("@")[0]
+    confirmed = [r for r in recipients if r.confirmed and not _redacted(r.address)]
+    unconfirmed = [r for r in recipients if not r.confirmed]
+    if not confirmed and len(unconfirmed) == 1:
+        (recipient,) = unconfirmed
+        written = recipient.address.strip().strip("<>\"'").lower()
+        if not written or written in (wanted, local):
+            return recipient
+        return None
+    if len(recipients) == 1 and _redacted(recipients[0].address):
+        return recipients[0]
     return None
 
 
@@ -265,16 +290,16 @@ class FeedbackIngest:
         if bounce is None:
             return []
         recipient = _bounce_for(bounce.recipients, rcpt)
-        if (
-            recipient is None
-            and len(bounce.recipients) == 1
-            and _redacted(bounce.recipients[0].address)
-        ):
-            recipient = bounce.recipients[0]
         if recipient is None or recipient.kind is BounceKind.DELAY:
             return []
-        kind = EventKind.HARD_BOUNCE if recipient.hard else EventKind.SOFT_BOUNCE
+        # The verdict on the failure applies to the resolved address: the sent log
+        # confirms what the report could not (a bare local part, nobody named).
+        hard = recipient.hard or recipient.permanent
+        kind = EventKind.HARD_BOUNCE if hard else EventKind.SOFT_BOUNCE
         detail = f"{recipient.status or '-'} {recipient.reason.value}"
+        parsed = recipient.address.strip().strip("<>")
+        if parsed.lower() != rcpt:
+            detail += f" (reported as {parsed or 'nobody'})"
         return [event(kind, detail)]
 
     def _policy(self, dealer_id: DealerId) -> SuppressionPolicy:

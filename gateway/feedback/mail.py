@@ -17,7 +17,7 @@ import binascii
 import codecs
 import email.header
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gateway.mail import mimetree
 
@@ -86,6 +86,37 @@ class Mail:
         """Entities of the report itself (not of an enclosed original) with these types."""
         return [p for p in self.parts if p.content_type in types and not p.in_enclosed]
 
+    def enclosed_mails(self) -> list[Mail]:
+        """The messages enclosed at the first level (``message/rfc822``), each as a Mail.
+
+        In each, the enclosed message is ``parts[0]`` and what it encloses in turn is
+        marked ``in_enclosed`` as in any report, so a forwarded bounce reads like one
+        received directly.
+        """
+        out: list[Mail] = []
+        open_roots: list[int] = []  # depths of the enclosed messages we are inside
+        for i, root in enumerate(self.parts):
+            while open_roots and root.depth <= open_roots[-1]:
+                open_roots.pop()
+            if not root.encloses:
+                continue
+            first_level = not open_roots
+            open_roots.append(root.depth)
+            if not first_level:
+                continue
+            parts = [replace(root, in_enclosed=False, encloses=False)]
+            nested: list[int] = []
+            for part in self.parts[i + 1 :]:
+                if part.depth <= root.depth:
+                    break
+                while nested and part.depth <= nested[-1]:
+                    nested.pop()
+                parts.append(replace(part, in_enclosed=bool(nested)))
+                if part.encloses:
+                    nested.append(part.depth)
+            out.append(Mail(tuple(parts)))
+        return out[:4]
+
     def enclosed_headers(self) -> list[tuple[tuple[str, str], ...]]:
         """Header blocks of the returned originals: enclosed messages and rfc822-headers."""
         blocks: list[tuple[tuple[str, str], ...]] = []
@@ -106,15 +137,39 @@ def first_header(headers: tuple[tuple[str, str], ...], name: str) -> str | None:
     return None
 
 
+# Tried in order for 8-bit text that declares no charset (or a wrong one: "us-ascii"),
+# as mailers in China, Japan, Russia and Western Europe send it unencoded: UTF-8 first
+# (it rarely decodes by accident), then GB18030 (a superset of GB2312 and GBK), Shift_JIS,
+# and windows-1252, which decodes anything.
+_GUESSES = ("utf-8", "gb18030", "shift_jis", "windows-1252")
+
+
+def _guess(data: bytes) -> str:
+    for name in _GUESSES[:-1]:
+        try:
+            text = data.decode(name)
+        except UnicodeDecodeError:
+            continue
+        # A decoding that yields C1 controls or private-use characters is a wrong guess.
+        if not any("\x80" <= c <= "\x9f" or "\ue000" <= c <= "\uf8ff" for c in text):
+            return text
+    return data.decode(_GUESSES[-1], errors="replace")
+
+
 def decode_bytes(data: bytes, charset: str | None) -> str:
-    """Decode ``data`` in ``charset``, falling back to UTF-8, never raising."""
-    name = (charset or "").strip().strip('"').lower() or "utf-8"
-    if name in ("us-ascii", "ascii", "unknown-8bit", "x-unknown", "8bit"):
-        name = "utf-8"
+    """Decode ``data`` in ``charset``, guessing for undeclared 8-bit text, never raising."""
+    name = (charset or "").strip().strip('"').lower()
+    if name in ("", "us-ascii", "ascii", "unknown-8bit", "x-unknown", "8bit", "utf-8", "utf8"):
+        if data.isascii():
+            return data.decode("ascii")
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            return _guess(data)
     try:
         codecs.lookup(name)
     except (LookupError, ValueError):
-        name = "utf-8"
+        return _guess(data) if not data.isascii() else data.decode("ascii")
     try:
         return data.decode(name, errors="replace")
     except Exception:  # some codecs raise odd errors on junk even with "replace"
@@ -141,7 +196,9 @@ def parse_header_block(block: bytes) -> tuple[tuple[str, str], ...]:
     RFC 5322 §2.2.3: a line starting with white space continues the previous field.
     Lines that are neither are skipped, as lenient readers do, rather than ending the block.
     """
-    text = block[:MAX_HEADER_BYTES].decode("utf-8", errors="replace")
+    # Unencoded 8-bit header fields (RFC 6532 UTF-8, or a local charset such as GB2312 in
+    # a Subject) are read as the body would be.
+    text = decode_bytes(block[:MAX_HEADER_BYTES], None)
     fields: list[list[str]] = []
     for line in text.split("\n"):
         line = line.rstrip("\r")

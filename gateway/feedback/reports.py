@@ -97,10 +97,23 @@ class ComplaintReport:
 class BounceRecipient:
     """What one bounce says about one recipient.
 
-    ``address`` is the failed address as written (without ``rfc822;`` and angle
-    brackets). ``status`` is the RFC 3463 code (``5.1.1``) and ``smtp_code`` the RFC 5321
-    reply code (``550``), each ``None`` when the bounce carries none. ``diagnostic`` is
-    the remote server's or the MTA's own text, unfolded and capped.
+    ``address`` is the failed address as written (without ``rfc822;``, angle brackets, an
+    X.400 ``SMTP=`` prefix or stray quotes). ``status`` is the RFC 3463 code (``5.1.1``)
+    and ``smtp_code`` the RFC 5321 reply code (``550``), each ``None`` when the bounce
+    carries none. ``diagnostic`` is the remote server's or the MTA's own text, unfolded
+    and capped.
+
+    ``confirmed`` is False when the report does not tie the failure to a full address:
+    it names nobody (``address`` is empty), only a bare local part or a screen name that
+    nothing in the message resolves, or the address comes only from the returned
+    original's header fields. Such a recipient is never ``hard``: only the sent log can
+    say whom it was about (``FeedbackIngest`` resolves it through a verified reference).
+    ``permanent`` is the verdict on the failure itself (unknown user or domain, final),
+    which ``hard`` applies to ``address`` only when it is confirmed.
+
+    ``original_recipient`` is RFC 3464 §2.3.1's ``Original-Recipient`` when it differs
+    from the ``Final-Recipient`` in ``address`` (forwarding, aliases): the address we
+    sent to, the one suppression acts on.
     """
 
     address: str
@@ -110,6 +123,15 @@ class BounceRecipient:
     status: str | None
     smtp_code: str | None
     diagnostic: str
+    confirmed: bool = True
+    permanent: bool = False
+    original_recipient: str | None = None
+
+    def names(self, address: str) -> bool:
+        """True when ``address`` is this recipient's final or original address."""
+        wanted = address.strip().strip("<>").lower()
+        mine = {self.address, self.original_recipient or ""}
+        return bool(wanted) and wanted in {a.strip().strip("<>").lower() for a in mine if a}
 
 
 @dataclass(frozen=True, slots=True)

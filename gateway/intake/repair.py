@@ -1,8 +1,11 @@
 """The safe repairs: changes that restore what the sender meant (pure).
 
-``apply(raw, findings)`` runs the repair each finding names (``Finding.repair``, set by
-the check that saw it applies) and returns the new bytes, or ``None`` when the message
-turns out not to have the shape the repair needs; intake then holds it instead.
+``apply(raw, findings, structure)`` runs the repair each finding names (``Finding.repair``,
+set by the check that saw it applies) and returns the new bytes, or ``None`` when the
+message turns out not to have the shape the repair needs; intake then holds it instead.
+``structure`` is the MIME scan parse made of ``raw`` (``ParsedMessage.structure``); the
+first repair works from it, and only a second repair, on bytes the first one changed,
+scans again.
 
 ``html-attachment-as-body``
     The HTML went out as a stray attachment (``unknown1.txt``, ``ATT00001.htm``) and the
@@ -27,7 +30,7 @@ import email.parser
 import email.policy
 import quopri
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from email.mime.multipart import MIMEMultipart
 from email.mime.nonmultipart import MIMENonMultipart
 
@@ -84,24 +87,29 @@ class _Leaf:
         )
 
 
-def apply(raw: bytes, findings: Sequence[Finding]) -> bytes | None:
-    """Run every repair the findings name, in order; ``None`` if one cannot be applied."""
+def apply(
+    raw: bytes, findings: Sequence[Finding], structure: mimetree.Structure | None = None
+) -> bytes | None:
+    """Run every repair the findings name, in order; ``None`` if one cannot be applied.
+
+    ``structure`` must be the scan of exactly ``raw`` (or ``None``: scanned here).
+    """
     names = list(dict.fromkeys(f.repair for f in findings if f.repair is not None))
     for name in names:
         try:
-            repaired = _REPAIRS[name](raw)
+            if structure is None:
+                structure = mimetree.scan(raw, **_LIMITS)
+            repaired = _REPAIRS[name](raw, structure)
         except (mimetree.StructureLimit, ValueError, LookupError, UnicodeError):
             return None
         if repaired is None:
             return None
-        raw = repaired
+        raw, structure = repaired, None  # new bytes: the old spans no longer apply
     return raw
 
 
-def _leaves(raw: bytes) -> tuple[mimetree.Structure, list[_Leaf]]:
-    structure = mimetree.scan(raw, **_LIMITS)
-    leaves = [_Leaf(raw, e) for e in structure.entities if not e.is_container]
-    return structure, leaves
+def _leaves(raw: bytes, structure: mimetree.Structure) -> list[_Leaf]:
+    return [_Leaf(raw, e) for e in structure.entities if not e.is_container]
 
 
 def _top_headers(raw: bytes, structure: mimetree.Structure) -> bytes:
@@ -131,9 +139,9 @@ def _boundary(data: bytes) -> str:
             return candidate
 
 
-def html_attachment_as_body(raw: bytes) -> bytes | None:
+def html_attachment_as_body(raw: bytes, structure: mimetree.Structure) -> bytes | None:
     """Rebuild a message whose only HTML is a stray attachment as multipart/alternative."""
-    structure, leaves = _leaves(raw)
+    leaves = _leaves(raw, structure)
     strays = [leaf for leaf in leaves if is_html_stray(leaf.attachment)]
     if len(strays) != 1 or any(
         leaf.entity.content_type == "text/html" and leaf.attachment.disposition != "attachment"
@@ -174,9 +182,8 @@ def html_attachment_as_body(raw: bytes) -> bytes | None:
     return _top_headers(raw, structure) + generated
 
 
-def drop_winmail_dat(raw: bytes) -> bytes | None:
+def drop_winmail_dat(raw: bytes, structure: mimetree.Structure) -> bytes | None:
     """Cut every TNEF part out of its multipart; ``None`` if one is the whole message."""
-    structure = mimetree.scan(raw, **_LIMITS)
     entities = structure.entities
     cuts: list[tuple[int, int]] = []
     for index, entity in enumerate(entities):
@@ -218,7 +225,7 @@ def drop_winmail_dat(raw: bytes) -> bytes | None:
     return b"".join(out)
 
 
-_REPAIRS = {
+_REPAIRS: dict[str, Callable[[bytes, mimetree.Structure], bytes | None]] = {
     REPAIR_HTML_BODY: html_attachment_as_body,
     REPAIR_DROP_TNEF: drop_winmail_dat,
 }

@@ -4,7 +4,9 @@ This module owns the read-only view of a message that every check works from. ``
 is called exactly once per message. It first runs the byte-level scanner
 (``gateway.mail.mimetree``) to enforce the structural limits cheaply and without recursion,
 then hands the bytes to the stdlib parser with the lenient ``compat32`` policy and reads
-what the checks need, catching every decoding problem as a recorded defect.
+what the checks need, catching every decoding problem as a recorded defect. The scan is
+kept on the result (``ParsedMessage.structure``), so that the checks, the repairs and the
+long-line rewrite work from the same spans instead of scanning the bytes again.
 
 The only exception ``parse`` raises is ``MessageRejected``; junk input of any other kind
 (undeclared 8-bit, unknown charsets, broken base64 or quoted-printable, malformed
@@ -102,6 +104,7 @@ class ParsedMessage:
     mime_depth: int
     defects: tuple[str, ...]
     received_count: int
+    structure: mimetree.Structure  # the MIME spans of ``raw``, as ``parse`` scanned them
 
     def header(self, name: str) -> str | None:
         """Return the first top-level header called ``name`` (any case), or ``None``."""
@@ -169,6 +172,7 @@ def parse(raw: bytes, limits: ParseLimits) -> ParsedMessage:
         mime_depth=structure.max_depth,
         defects=tuple(dict.fromkeys(defects)),
         received_count=sum(1 for name, _ in headers if name.lower() == "received"),
+        structure=structure,
     )
 
 

@@ -4,8 +4,10 @@ This module owns one job: find where every MIME entity of a raw message starts a
 without recursion and without decoding anything, while enforcing the structural limits.
 ``message.parse`` runs it before the stdlib parser (CPython 3.11's ``email`` parser
 recurses once per nesting level and raises ``RecursionError`` near 2,000 nested
-multiparts), and ``rewrite.fold_long_lines`` uses the spans to re-encode one leaf part
-while leaving every other byte untouched.
+multiparts) and keeps the result on the ``ParsedMessage``; from there the encoding check
+reads the leaf bodies, the repairs cut and rebuild parts, and ``rewrite.fold_long_lines``
+re-encodes one leaf part while leaving every other byte untouched, all without scanning
+the same bytes again.
 
 The scanner follows RFC 2045/2046 closely enough to agree with the stdlib parser on
 well-formed mail: header fields end at the first empty line or at the first line that is

@@ -2,9 +2,9 @@
 
 ``CHECKS`` is a literal tuple, cheapest and most decisive first; nothing is discovered by
 scanning modules or names. ``run`` has no exception handling on purpose: a check that
-raises must not be skipped ("continue" would let unchecked mail through). Intake runs
-the checks one at a time with ``run_check`` and answers 451, naming the failing check
-with ``check_name``.
+raises must not be skipped ("continue" would let unchecked mail through).
+``gateway.intake.prepare`` runs the checks one at a time with ``run_check`` and names a
+failing one with ``check_name``; intake then answers 451.
 """
 
 from __future__ import annotations

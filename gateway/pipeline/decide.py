@@ -57,6 +57,15 @@ def _action(finding: Finding, dealer: DealerPolicy) -> Action:
     return CATALOGUE[finding.code].default_action
 
 
+def action_for(finding: Finding, dealer: DealerPolicy) -> Action:
+    """Return the action policy takes for ``finding``.
+
+    That is its rule's action, except that a repair the check could not name is a hold.
+    """
+    action = _action(finding, dealer)
+    return Action.HOLD if action is Action.REPAIR and finding.repair is None else action
+
+
 def _sentence(text: str) -> str:
     # RFC 5321 §4.2: reply text is printable US-ASCII on one line.
     clean = "".join(ch if " " <= ch <= "~" else "?" for ch in text)
@@ -87,12 +96,9 @@ def decide(findings: Sequence[Finding], dealer: DealerPolicy, recipients: Sequen
     repairs: list[Finding] = []
     held: dict[str, Finding] = {}
     for finding in findings:
-        action = _action(finding, dealer)
+        action = action_for(finding, dealer)
         if action is Action.REPAIR:
-            if finding.repair is None:
-                action = Action.HOLD
-            else:
-                repairs.append(finding)
+            repairs.append(finding)
         if action is Action.TAG:
             tags[finding.code] = None
         if finding.recipient is not None and action is Action.HOLD:

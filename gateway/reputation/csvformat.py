@@ -1,11 +1,14 @@
-"""The suppression list's CSV export format, shared by the CLI and the admin API.
+"""The suppression list's CSV format, shared by the CLI and the admin API.
 
-One header and one row layout, so a file exported through either can be read back
-through either (``address`` and ``reason`` are what an import reads).
+One header and one row layout for exports, so a file exported through either can be read
+back through either; ``import_rows`` is the one reader of an import (``address`` and
+``reason`` are what it reads).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import datetime
 
 from gateway.reputation.records import Suppression
@@ -40,3 +43,20 @@ def suppression_row(entry: Suppression) -> tuple[str, ...]:
         entry.lifted_by,
         entry.lift_reason,
     )
+
+
+def import_rows(text: str) -> list[tuple[str, str]]:
+    """``(address, reason)`` rows of a CSV text, with or without a header line.
+
+    With a header (a first row naming an ``address`` column) the columns are found by
+    name, so an export can be imported as it is; without one the first column is the
+    address and the second, if any, the reason. Addresses are not checked here.
+    """
+    reader = csv.reader(io.StringIO(text))
+    first = next(reader, [])
+    header = [c.strip().lower() for c in first]
+    if "address" in header:
+        a = header.index("address")
+        r = header.index("reason") if "reason" in header else -1
+        return [(row[a], row[r] if 0 <= r < len(row) else "") for row in reader if len(row) > a]
+    return [(row[0], row[1] if len(row) > 1 else "") for row in (first, *reader) if row]

@@ -83,9 +83,14 @@ class Suspend(RateAction):
     __slots__ = ()
 
 
+def has_volume(window: RateWindow, thresholds: RateThresholds, metric: Metric) -> bool:
+    """True when ``window`` has the volume a decision on ``metric`` needs (``min_volume``)."""
+    return window.volume(metric) >= max(thresholds.min_volume, 1)
+
+
 def evaluate(window: RateWindow, thresholds: RateThresholds, metric: Metric) -> RateAction | None:
     """Decide on one rate: ``Suspend``, ``Warn`` or ``None`` (below, or too little volume)."""
-    if window.volume(metric) < max(thresholds.min_volume, 1):
+    if not has_volume(window, thresholds, metric):
         return None
     rate = window.rate(metric)
     if rate >= thresholds.suspend_rate:

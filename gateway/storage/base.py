@@ -258,7 +258,8 @@ class Storage(Protocol):
         An active entry for the same scope and address is kept; if it is temporary and
         ``entry`` ends later (or never), its expiry, reason and source are updated.
         Entries that expired before ``entry.created_at`` are closed first. Returns whether
-        anything was added or extended.
+        anything was added or extended. (The rule is ``reputation.rules.plan_suppression``;
+        a backend reads the open entry under a lock and writes what it decides.)
         """
         ...
 
@@ -324,7 +325,8 @@ class Storage(Protocol):
 
         A dealer without a recorded state is ``ACTIVE``. ``baseline`` (on resume) is the
         day's counters at that moment. Returns the change with its id, or ``None`` when
-        the state had already moved on (nothing is written).
+        the state had already moved on (nothing is written). Raises ``ValueError`` for a
+        transition the state machine does not have (``reputation.rules.ALLOWED``).
         """
         ...
 
@@ -387,11 +389,11 @@ async def open_storage(url: str) -> Storage:
     """
     path = sqlite_path(url)
     if path is not None:
-        from gateway.storage.sqlite.backend import SqliteStorage
+        from gateway.storage.sqlite import SqliteStorage
 
         return await SqliteStorage.open(path)
     if url.startswith(("postgresql://", "postgres://")):
-        from gateway.storage.postgres.backend import PostgresStorage
+        from gateway.storage.postgres import PostgresStorage
 
         return await PostgresStorage.open(url)
     raise ConfigError(f"storage.url: unsupported scheme in {url!r} (sqlite:/// or postgresql://)")

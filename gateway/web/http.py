@@ -3,8 +3,9 @@
 ``/healthz`` says the process is alive (the event loop answers). ``/readyz`` says it can
 take mail: the store answers, policies are loaded, the submission listener is bound and
 the spool is not full. Load balancers use ``/readyz``; restarts are decided on
-``/healthz``. The admin API (``admin/api.py``) and the dealers' status pages
-(``admin/status.py``) are mounted next to them by the application.
+``/healthz``. The admin API (``admin/api.py``), the dealers' status pages
+(``web/status.py``) and the unsubscribe links (``web/unsubscribe.py``) are mounted next to
+them by the application.
 """
 
 from __future__ import annotations

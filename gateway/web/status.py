@@ -27,6 +27,7 @@ from starlette.routing import BaseRoute, Route
 from gateway.admin.ops import AdminError, AdminOps, DealerReport, RateReport
 from gateway.errors import StorageError
 from gateway.findings import CATALOGUE
+from gateway.reputation.rates import RateWindow
 from gateway.reputation.records import DailyCounts, DayCounts, DealerState, EventKind
 from gateway.types import MessageState
 
@@ -123,9 +124,9 @@ def rolling_rates(
         counts = DayCounts()
         for back in range(span):
             counts = counts + by_day.get(day - timedelta(days=back), DayCounts())
-        events = counts.complaints if report.metric.value == "complaints" else counts.hard_bounces
-        volume = counts.delivered if report.metric.value == "complaints" else counts.sent
-        out.append((day, events / volume if volume else None))
+        window = RateWindow(report.window.dealer_id, day - timedelta(days=span - 1), day, counts)
+        has_volume = window.volume(report.metric) > 0
+        out.append((day, window.rate(report.metric) if has_volume else None))
         day += timedelta(days=1)
     return out
 

@@ -37,8 +37,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from gateway.storage.postgres.backend import LOCK_TIMEOUT
-from gateway.storage.sqlite.backend import BUSY_TIMEOUT_MS
+from gateway.storage.postgres.connection import LOCK_TIMEOUT
+from gateway.storage.sqlite.connection import BUSY_TIMEOUT_MS
 from tests.contract.conftest import PostgresBackend, pg
 from tests.integration.conftest import PASSWORD, dot_stuff, message
 from tests.procs import (

@@ -21,8 +21,8 @@ import asyncpg
 import pytest
 
 from gateway.storage.base import Storage
-from gateway.storage.postgres.backend import PostgresStorage
-from gateway.storage.sqlite.backend import SqliteStorage
+from gateway.storage.postgres import PostgresStorage
+from gateway.storage.sqlite import SqliteStorage
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 

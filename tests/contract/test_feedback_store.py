@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, date, datetime, timedelta
 
+import pytest
+
 from gateway.reputation.records import (
     Actor,
     DayCounts,
@@ -17,6 +19,7 @@ from gateway.reputation.records import (
 )
 from gateway.storage.base import Storage
 from gateway.types import DealerId, MessageId
+from tests.contract.conftest import Backend
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 DEALER = DealerId("example-motors")
@@ -133,6 +136,29 @@ async def test_an_expired_entry_is_closed_when_a_new_one_comes(store: Storage) -
     assert [r.lifted_by for r in rows] == ["expiry", ""]
 
 
+async def test_concurrent_suppressions_from_two_nodes_leave_one_open_entry(
+    backend: Backend,
+) -> None:
+    nodes = [await backend.open(), await backend.open()]
+    addresses = [f"r{n}@customer.test" for n in range(12)]
+    calls = []
+    for n, address in enumerate(addresses):
+        soft = entry(address, expires=T0 + timedelta(days=n + 1), reason="soft bounces")
+        hard = entry(address, reason="hard bounce")
+        # Both nodes find no entry and race to open one; half the time the temporary one
+        # is asked for first.
+        pair = [nodes[0].add_suppression(soft), nodes[1].add_suppression(hard)]
+        calls.extend(pair if n % 2 else pair[::-1])
+    results = await asyncio.gather(*calls)
+    assert results.count(True) >= len(addresses)
+    # Whatever the order, the permanent entry ends up open: it extends a temporary one,
+    # and a temporary one coming after it changes nothing.
+    rows = await nodes[0].list_suppressions(DEALER)
+    assert sorted(r.address for r in rows) == sorted(addresses)
+    for row in rows:
+        assert row.lifted_at is None and row.expires_at is None and row.reason == "hard bounce"
+
+
 async def test_list_pages_by_id_and_filters(store: Storage) -> None:
     for n in range(5):
         await store.add_suppression(entry(f"a{n}@customer.test"))
@@ -216,6 +242,13 @@ async def test_concurrent_transitions_make_one_change(store: Storage) -> None:
     )
     assert sum(r is not None for r in results) == 1
     assert len(await store.dealer_history(DEALER)) == 1
+
+
+async def test_a_transition_outside_the_machine_is_refused(store: Storage) -> None:
+    with pytest.raises(ValueError, match="no transition"):
+        await store.change_dealer_state(change(DealerState.RESUMED, DealerState.ACTIVE))
+    assert await store.get_dealer_status(DEALER) is None
+    assert await store.dealer_history(DEALER) == []
 
 
 async def test_complete_counts_dealer_messages_once(store: Storage) -> None:

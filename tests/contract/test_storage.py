@@ -600,7 +600,7 @@ async def test_migrations_apply_once_even_when_two_nodes_start_together(
 
 async def test_commits_are_synchronous(backend: Backend) -> None:
     if backend.name == "sqlite":
-        from gateway.storage.sqlite.backend import SqliteStorage
+        from gateway.storage.sqlite import SqliteStorage
 
         store = await backend.open()
         assert isinstance(store, SqliteStorage)
@@ -609,7 +609,7 @@ async def test_commits_are_synchronous(backend: Backend) -> None:
         sync = await store._writer.run(lambda c: c.execute("PRAGMA synchronous").fetchone()[0])
         assert sync == 2
     else:
-        from gateway.storage.postgres.backend import PostgresStorage
+        from gateway.storage.postgres import PostgresStorage
 
         # Even a database whose default is asynchronous commit gets synchronous ones.
         database = backend.url.rsplit("/", 1)[-1]  # type: ignore[attr-defined]
@@ -682,7 +682,7 @@ async def test_lost_database_raises_storage_unavailable_then_recovers() -> None:
 async def _lost_connection_case(backend: PostgresBackend) -> None:
     from urllib.parse import urlsplit, urlunsplit
 
-    from gateway.storage.postgres.backend import PostgresStorage
+    from gateway.storage.postgres import PostgresStorage
 
     parts = urlsplit(backend.url)
     proxy = _Proxy(parts.hostname or "127.0.0.1", parts.port or 5432)

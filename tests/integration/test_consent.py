@@ -7,7 +7,6 @@ eligible/locked gauges.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import urllib.request
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
@@ -19,10 +18,11 @@ from gateway.cli.consent import import_file
 from gateway.cli.main import main
 from gateway.consent.ops import ConsentGauges, ConsentOps
 from gateway.consent.rules import ConsentEvent, Interaction
-from gateway.storage.sqlite.backend import SqliteStorage
+from gateway.storage.sqlite import SqliteStorage
 from gateway.types import DealerId
 from tests.integration.admin import add_token, call
 from tests.integration.conftest import Harness, dot_stuff, message
+from tests.shipped import copy_shipped
 
 MakeHarness = Callable[..., Awaitable[Harness]]
 DEALER = DealerId("example-motors")
@@ -162,8 +162,7 @@ class _Clock:
 def test_consent_commands_from_the_command_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    policies = tmp_path / "policies"
-    shutil.copytree(Path(__file__).resolve().parents[2] / "policies", policies)
+    policies = copy_shipped(tmp_path / "policies")
     dealer_file = policies / "dealers" / "example-motors.toml"
     dealer_file.write_text('preset = "crm-windows"\n' + dealer_file.read_text())
     config = tmp_path / "mailgate.toml"

@@ -20,7 +20,7 @@ from gateway.delivery.client import MaildirUpstream, SmtpUpstream, Upstream
 from gateway.delivery.worker import DeliveryWorker
 from gateway.metrics import Metrics
 from gateway.settings import DeliverySettings, UpstreamSettings
-from gateway.storage.sqlite.backend import SqliteStorage
+from gateway.storage.sqlite import SqliteStorage
 from gateway.types import (
     DealerId,
     MessageId,

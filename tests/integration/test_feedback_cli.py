@@ -12,7 +12,7 @@ import pytest
 from gateway.cli.main import main
 from gateway.datadir import load_or_create_key
 from gateway.reputation.records import DealerState
-from gateway.storage.sqlite.backend import SqliteStorage
+from gateway.storage.sqlite import SqliteStorage
 from gateway.tracking import RefCodec, message_id_for, new_submission_id
 from gateway.types import DealerId, MessageState, NewMessage
 from tests.feedback_reports import arf

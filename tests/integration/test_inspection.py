@@ -71,7 +71,9 @@ async def test_dangerous_attachment_is_held_then_released(
     await harness.wait_delivered(1)
     assert b"invoice.pdf.exe" in harness.sink.messages[0].data
     # Released means no longer held: a second release or delete is refused.
-    code, _ = await asyncio.to_thread(run_cli, config, "held", "delete", held.id, capsys=capsys)
+    code, _ = await asyncio.to_thread(
+        run_cli, config, "held", "delete", held.id, "--reason", "test", capsys=capsys
+    )
     assert code == 1
 
 
@@ -85,7 +87,9 @@ async def test_held_delete_and_expire(
         # Distinct recipients: the duplicate and frequency checks are not under test here.
         assert (await submit(harness, raw, f"customer{n}@example.org")).startswith("250 ")
     first, _second = await harness.gateway.storage.list_messages(state=MessageState.HELD)
-    code, out = await asyncio.to_thread(run_cli, config, "held", "delete", first.id, capsys=capsys)
+    code, out = await asyncio.to_thread(
+        run_cli, config, "held", "delete", first.id, "--reason", "macro malware", capsys=capsys
+    )
     assert code == 0 and "deleted" in out
     code, out = await asyncio.to_thread(run_cli, config, "held", "expire", capsys=capsys)
     assert "expired 0" in out  # not old enough

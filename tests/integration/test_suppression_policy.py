@@ -27,7 +27,7 @@ from gateway.reputation.records import (
     StateChange,
     Suppression,
 )
-from gateway.storage.sqlite.backend import SqliteStorage
+from gateway.storage.sqlite import SqliteStorage
 from gateway.types import DealerId, MessageId
 from tests.integration.conftest import Harness, dot_stuff, message
 

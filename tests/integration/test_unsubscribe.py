@@ -14,7 +14,7 @@ import pytest
 
 from gateway.reputation.records import EventKind
 from gateway.types import DealerId
-from gateway.unsubscribe.service import POST_VALUE, UnsubscribeLinks, header_plan
+from gateway.unsubscribe.links import POST_VALUE, UnsubscribeLinks, header_plan
 from tests.integration.conftest import Harness, dot_stuff, message
 from tests.smtpclient import RawSmtp
 

@@ -11,7 +11,9 @@ import pytest
 from gateway.duplicates import fingerprints as fp
 from gateway.mail.message import ParsedMessage, ParseLimits, parse
 from gateway.policy.model import CheckRule
+from gateway.settings import parse_duration
 from gateway.types import Action
+from tests.shipped import shipped_text
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data" / "duplicates"
@@ -23,7 +25,7 @@ def sample(name: str) -> ParsedMessage:
 
 
 def shipped_options() -> fp.DuplicateOptions:
-    checks = tomllib.loads((REPO / "policies" / "defaults.toml").read_text())["checks"]
+    checks = tomllib.loads(shipped_text("defaults.toml"))["checks"]
     rules = {
         code: CheckRule(
             Action.parse(entry["action"]),
@@ -31,7 +33,7 @@ def shipped_options() -> fp.DuplicateOptions:
         )
         for code, entry in checks.items()
     }
-    return fp.options_for(rules)
+    return fp.options_for(rules, parse_duration)
 
 
 def text(body: str, subject: str = "Your test drive", extra: str = "") -> ParsedMessage:
@@ -57,7 +59,7 @@ def test_shipped_options() -> None:
 
 
 def test_options_default_without_rules() -> None:
-    assert fp.options_for({}) == fp.DuplicateOptions()
+    assert fp.options_for({}, parse_duration) == fp.DuplicateOptions()
 
 
 # -- exact fingerprint ------------------------------------------------------------------

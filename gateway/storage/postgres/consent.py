@@ -1,6 +1,6 @@
 """The consent section of the PostgreSQL backend (``PostgresStorage.record_consent`` and friends).
 
-Coroutines over one asyncpg connection; ``storage/postgres.py`` wraps them. A batch is
+Coroutines over one asyncpg connection; ``ConsentSection`` wraps them. A batch is
 written with one ``INSERT … SELECT FROM unnest(…)`` per table: one round trip and one
 statement for thousands of rows, which is what makes a million-row import take minutes.
 """
@@ -8,7 +8,7 @@ statement for thousands of rows, which is what makes a million-row import take m
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway.consent.rules import (
@@ -20,6 +20,8 @@ from gateway.consent.rules import (
     collapse,
     normalise_address,
 )
+from gateway.storage.postgres.connection import aware, count
+from gateway.storage.postgres.section import Section
 from gateway.types import DealerId
 
 _EVENT_COLUMNS = (
@@ -49,10 +51,6 @@ _UPSERT_PREFS = (
 )
 
 
-def _count(status: str) -> int:
-    return int(status.rsplit(" ", 1)[-1])
-
-
 async def record(
     conn: Any,
     events: Sequence[ConsentEvent],
@@ -75,7 +73,7 @@ async def record(
             [e.proof for e in rows],
             now,
         )
-        changed += _count(status)
+        changed += count(status)
     if preferences:
         status = await conn.execute(
             _UPSERT_PREFS,
@@ -88,7 +86,7 @@ async def record(
             [p.source for p in preferences],
             now,
         )
-        changed += _count(status)
+        changed += count(status)
     return changed
 
 
@@ -164,3 +162,34 @@ async def page(
     wanted = [row["address"] for row in rows]
     found = await _by_address(conn, dealer_id, wanted)
     return [(address, found[address]) for address in wanted]
+
+
+class ConsentSection(Section):
+    """The protocol's consent section (see ``Storage`` for the contract)."""
+
+    async def record_consent(
+        self,
+        events: Sequence[ConsentEvent],
+        preferences: Sequence[Preference] = (),
+        now: datetime | None = None,
+    ) -> int:
+        """Record events and preferences in one transaction; rows new or changed."""
+        stamp = aware(now or datetime.now(UTC))
+        if not events and not preferences:
+            return 0
+        async with self._conn() as conn, conn.transaction():
+            return await record(conn, events, preferences, stamp)
+
+    async def consent_records(
+        self, dealer_id: DealerId, addresses: Sequence[str]
+    ) -> dict[str, ConsentRecord]:
+        """Each address (as given) with its record."""
+        async with self._conn() as conn:
+            return await records(conn, dealer_id, list(addresses))
+
+    async def consent_page(
+        self, dealer_id: DealerId, after: str = "", limit: int = 1000
+    ) -> list[tuple[str, ConsentRecord]]:
+        """The dealer's recipients after ``after`` in address order, with their records."""
+        async with self._conn() as conn:
+            return await page(conn, dealer_id, after, limit)

@@ -1,7 +1,7 @@
 """The consent section of the SQLite backend (``SqliteStorage.record_consent`` and friends).
 
 Plain functions over one ``sqlite3.Connection``, run on the backend's writer or reader
-thread; ``storage/sqlite.py`` wraps them. Dates are ISO text (they sort as dates), times
+thread; ``ConsentSection`` wraps them. Dates are ISO text (they sort as dates), times
 integer microseconds since the epoch, as everywhere in the SQLite backend.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Any
 
 from gateway.consent.rules import (
@@ -22,9 +22,9 @@ from gateway.consent.rules import (
     collapse,
     normalise_address,
 )
+from gateway.storage.sqlite.connection import from_us, to_us, write
+from gateway.storage.sqlite.section import Section
 from gateway.types import DealerId
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _EVENT_COLUMNS = (
     "dealer_id, address, kind, occurred_on, ref, last_payment, source, proof, recorded_at"
@@ -54,12 +54,6 @@ _UPSERT_PREF = (
 )
 
 
-def _us(when: datetime) -> int:
-    if when.tzinfo is None or when.utcoffset() is None:
-        raise ValueError(f"naive datetime {when!r}: the store needs timezone-aware times")
-    return (when - _EPOCH) // timedelta(microseconds=1)
-
-
 def record(
     conn: sqlite3.Connection,
     events: Sequence[ConsentEvent],
@@ -67,7 +61,7 @@ def record(
     now: datetime,
 ) -> int:
     """Upsert ``events`` and ``preferences`` (inside the caller's transaction)."""
-    stamp = _us(now)
+    stamp = to_us(now)
     changed = 0
     if events:
         cursor = conn.executemany(
@@ -88,7 +82,7 @@ def record(
             [
                 (
                     p.dealer_id, normalise_address(p.address), p.channel, p.topic.value,
-                    _us(p.at), int(p.granted), p.source, stamp,
+                    to_us(p.at), int(p.granted), p.source, stamp,
                 )
                 for p in preferences
             ],
@@ -116,7 +110,7 @@ def _preference(row: Sequence[Any]) -> Preference:
         address=row[1],
         channel=row[2],
         topic=Topic(row[3]),
-        at=_EPOCH + timedelta(microseconds=row[4]),
+        at=from_us(row[4]),
         granted=bool(row[5]),
         source=row[6],
     )
@@ -170,3 +164,36 @@ def page(
     wanted = [row[0] for row in rows]
     found = _by_address(conn, dealer_id, wanted)
     return [(address, found[address]) for address in wanted]
+
+
+class ConsentSection(Section):
+    """The protocol's consent section (see ``Storage`` for the contract)."""
+
+    async def record_consent(
+        self,
+        events: Sequence[ConsentEvent],
+        preferences: Sequence[Preference] = (),
+        now: datetime | None = None,
+    ) -> int:
+        """Record events and preferences in one transaction; rows new or changed."""
+        self._check_open()
+        stamp = now or datetime.now(UTC)
+        to_us(stamp)
+        if not events and not preferences:
+            return 0
+        return await self._writer.run(write(lambda conn: record(conn, events, preferences, stamp)))
+
+    async def consent_records(
+        self, dealer_id: DealerId, addresses: Sequence[str]
+    ) -> dict[str, ConsentRecord]:
+        """Each address (as given) with its record."""
+        self._check_open()
+        wanted = list(addresses)
+        return await self._reader.run(lambda c: records(c, dealer_id, wanted))
+
+    async def consent_page(
+        self, dealer_id: DealerId, after: str = "", limit: int = 1000
+    ) -> list[tuple[str, ConsentRecord]]:
+        """The dealer's recipients after ``after`` in address order, with their records."""
+        self._check_open()
+        return await self._reader.run(lambda c: page(c, dealer_id, after, limit))

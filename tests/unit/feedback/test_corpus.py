@@ -7,6 +7,7 @@ measures agreement over every file, these tests pin the cases that must never re
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,11 @@ import pytest
 
 from gateway.feedback import FeedbackKind, classify_message
 
-# The shared corpus sits beside the checkout (../shared/corpus), locally and in CI.
-CORPUS = Path(__file__).resolve().parents[4] / "shared" / "corpus"
+# The shared corpus sits beside the checkout (../shared/corpus), locally and in CI;
+# MAILGATE_CORPUS names another place (a worktree further down, say).
+CORPUS = Path(
+    os.environ.get("MAILGATE_CORPUS") or Path(__file__).resolve().parents[4] / "shared" / "corpus"
+)
 SISIMAI = CORPUS / "sisimai-set-of-emails"
 needs_corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason="shared corpus not present")
 

@@ -15,7 +15,7 @@ from gateway.findings import CATALOGUE
 from gateway.policy.loader import load_policy_set
 from gateway.types import Action, DealerId
 
-from .policyfiles import SHIPPED, MakeDir, Tree, dealer_toml, defaults_toml
+from .policyfiles import MakeDir, Tree, dealer_toml, defaults_toml
 
 
 def rel(problem: Problem, root: Path) -> str:
@@ -44,8 +44,8 @@ DKIM_ED = DKIM_RSA + 'algorithm = "ed25519-sha256"\n'
 # --- the shipped directory ---
 
 
-def test_shipped_policies_validate() -> None:
-    policy_set = load_policy_set(SHIPPED)
+def test_shipped_policies_validate(shipped: Path) -> None:
+    policy_set = load_policy_set(shipped)
     dealer = policy_set.dealer("example-motors")
     assert dealer is not None
     assert dealer.name == "Example Motors"
@@ -56,16 +56,16 @@ def test_shipped_policies_validate() -> None:
     assert policy_set.dealer_for_user("example-crm") is dealer
 
 
-def test_shipped_defaults_agree_with_catalogue() -> None:
+def test_shipped_defaults_agree_with_catalogue(shipped: Path) -> None:
     # defaults.toml is the source of default actions; the catalogue's copy must not drift.
-    checks = tomllib.loads((SHIPPED / "defaults.toml").read_text())["checks"]
+    checks = tomllib.loads((shipped / "defaults.toml").read_text())["checks"]
     assert list(checks) == list(CATALOGUE)
     for code, kind in CATALOGUE.items():
         assert Action.parse(checks[code]["action"]) is kind.default_action, code
 
 
-def test_every_dealer_gets_every_catalogue_code() -> None:
-    for dealer in load_policy_set(SHIPPED).dealers.values():
+def test_every_dealer_gets_every_catalogue_code(shipped: Path) -> None:
+    for dealer in load_policy_set(shipped).dealers.values():
         assert list(dealer.checks) == list(CATALOGUE)
         for code in CATALOGUE:
             assert dealer.rule(code).action is CATALOGUE[code].default_action

@@ -1,0 +1,83 @@
+"""One sample per class of bounce the parsers once read wrong (issue 18), table-driven.
+
+Each row: the sample in ``tests/data/dsn/classes/``, then what must come out for every
+recipient: address as reported, hard flag, kind, reason, whether the report itself ties
+the failure to that address (``confirmed``) and the RFC 3464 Original-Recipient.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+from gateway.feedback import BounceKind, BounceReason, FeedbackKind, classify_message
+
+DATA = Path(__file__).resolve().parents[2] / "data" / "dsn" / "classes"
+BOUNCE, DELAY = BounceKind.BOUNCE, BounceKind.DELAY
+R = BounceReason
+PAT = "pat@customers.example"
+
+
+class Want(NamedTuple):
+    address: str
+    hard: bool
+    kind: BounceKind
+    reason: BounceReason
+    confirmed: bool = True
+    original: str | None = None
+
+
+CASES: list[tuple[str, list[Want]]] = [
+    # X.400/Exchange "SMTP=" prefix; the summary's "To:" (a list) is not a recipient.
+    ("x400-smtp-prefix.eml", [Want(PAT, True, BOUNCE, R.UNKNOWN_USER)]),
+    ("stray-quote.eml", [Want(PAT, True, BOUNCE, R.UNKNOWN_USER)]),
+    # A quoted "Message-Id: <...@host>" is not an address.
+    ("message-id-in-quote.eml", [Want(PAT, True, BOUNCE, R.UNKNOWN_USER)]),
+    # Nobody named and the original went to a list: the list is not offered, nothing hard.
+    ("names-nobody-list.eml", [Want("", False, BOUNCE, R.UNKNOWN_USER, confirmed=False)]),
+    # Forwarded to a mailbox that does not exist: both reported, the original kept.
+    (
+        "original-recipient.eml",
+        [Want("pat.old@forward.example", True, BOUNCE, R.UNKNOWN_USER, original=PAT)],
+    ),
+    # A delivery-status part with per-message fields only: the address is in the text.
+    ("dsn-without-recipient-fields.eml", [Want(PAT, True, BOUNCE, R.UNKNOWN_USER)]),
+    # Someone forwarded the bounce they got as an attachment.
+    ("forwarded-dsn.eml", [Want(PAT, True, BOUNCE, R.UNKNOWN_USER)]),
+    # Unencoded GB2312 text: "your mail could not be delivered ... user does not exist".
+    ("gb2312-raw-8bit.eml", [Want(PAT, True, BOUNCE, R.UNKNOWN_USER)]),
+    # Final vs delay: a "Warning" title or "has NOT been delivered" is no delay; saying
+    # that delivery attempts continue is.
+    ("warning-subject-user-unknown.eml", [Want(PAT, True, BOUNCE, R.UNKNOWN_USER)]),
+    ("has-not-been-delivered-final.eml", [Want(PAT, True, BOUNCE, R.UNKNOWN_USER)]),
+    ("further-attempts-delay.eml", [Want(PAT, False, DELAY, R.TEMPORARY)]),
+    # Lotus Domino's unknown user ("not listed in ... Address Book"), not a block list.
+    ("domino-not-listed.eml", [Want(PAT, True, BOUNCE, R.UNKNOWN_USER)]),
+    ("no-account-here.eml", [Want(PAT, True, BOUNCE, R.UNKNOWN_USER)]),
+    # "Recipient address rejected" is unknown-user wording; the reason given is a quota.
+    ("over-quota-under-unknown-label.eml", [Want(PAT, False, BOUNCE, R.MAILBOX_FULL)]),
+    # Disabled accounts stay soft (see gateway.feedback.classify): providers re-enable
+    # and recycle them, and X.2.1 says the mailbox exists.
+    ("disabled-account.eml", [Want(PAT, False, BOUNCE, R.OTHER)]),
+]
+
+
+@pytest.mark.parametrize(("name", "want"), CASES, ids=[n for n, _ in CASES])
+def test_bounce_class(name: str, want: list[Want]) -> None:
+    result = classify_message((DATA / name).read_bytes())
+    assert result.kind is (FeedbackKind.BOUNCE if want[0].kind is BOUNCE else FeedbackKind.DELAY)
+    assert result.bounce is not None
+    got = [
+        Want(r.address, r.hard, r.kind, r.reason, r.confirmed, r.original_recipient)
+        for r in result.bounce.recipients
+    ]
+    assert got == want
+
+
+def test_unconfirmed_recipients_are_never_hard() -> None:
+    for path in sorted(DATA.glob("*.eml")):
+        report = classify_message(path.read_bytes()).bounce
+        assert report is not None, path.name
+        assert not any(r.hard and not r.confirmed for r in report.recipients), path.name
