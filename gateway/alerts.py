@@ -15,6 +15,15 @@ reaches them:
 
 An alert's message ids derive from the transition's id, and a transition is made once
 (compare-and-set in the store), so the same state is never announced twice.
+
+Flap damping: a dealer suspended and resumed over and over must not get an e-mail per
+change. E-mails of one kind (warning, suspended, resumed) go to a dealer at most once per
+``alerts.email_interval``; a change within it is held back, and the changes held back are
+coalesced into one e-mail about the latest of them, sent when the interval of its kind has
+passed (``flush_due``, from ``run``) or at shutdown (``drain``). So the last state is always
+told, and an e-mail that follows held-back changes lists them. The webhook, for machines,
+still gets every change. The damping state is this process's own: each node damps what
+it announces.
 """
 
 from __future__ import annotations
@@ -26,9 +35,9 @@ import html
 import json
 import logging
 import urllib.request
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -47,6 +56,9 @@ log = logging.getLogger("gateway.reputation")
 TOP_SUBJECTS = 5
 RECENT_COMPLAINTS = 10
 WEBHOOK_TIMEOUT = 5.0
+EMAIL_INTERVAL = timedelta(hours=1)  # settings.AlertSettings.email_interval
+HELD_LISTED = 10  # held-back changes an e-mail lists (it counts them all)
+FLUSH_TICK = 5.0  # seconds between looks for held-back e-mails that are due
 
 _HEADLINES = {
     DealerState.WARNED: "warning",
@@ -89,6 +101,10 @@ class Alert:
     top_subjects: tuple[tuple[str, int], ...]
     recent: tuple[FeedbackEvent, ...]
     status_url: str = ""  # the dealer's read-only status page (admin/status.py)
+    # Changes since the last e-mail that were not mailed on their own (flap damping): how
+    # many, and the latest of them, oldest first.
+    unsent_count: int = 0
+    unsent: tuple[StateChange, ...] = ()
 
     @property
     def dedup_key(self) -> str:
@@ -151,6 +167,26 @@ def _rate_lines(alert: Alert) -> list[tuple[str, str, str, str]]:
     ]
 
 
+def _unsent_lines(alert: Alert) -> list[str]:
+    """A heading sentence and one line per listed change, or nothing."""
+    if not alert.unsent_count:
+        return []
+    count = alert.unsent_count
+    head = (
+        f"Since the last e-mail the state changed {count} more "
+        f"{'time' if count == 1 else 'times'} without an e-mail each (repeated changes are "
+        "gathered into one e-mail); this e-mail gives the state now."
+    )
+    listed = [
+        f"{_when(c.at)}  {c.previous.value} -> {c.state.value}, "
+        f"{'automatically' if c.actor.value == 'auto' else 'by the operator'}"
+        for c in alert.unsent
+    ]
+    if count > len(alert.unsent):
+        listed.insert(0, f"(the last {len(alert.unsent)} of {count})")
+    return [head, *listed]
+
+
 def render(alert: Alert) -> tuple[str, str, str]:
     """The subject, plain-text body and HTML body of ``alert`` (pure)."""
     change, ev = alert.change, alert.change.evidence
@@ -193,6 +229,10 @@ def render(alert: Alert) -> tuple[str, str, str]:
     text += [
         f"  {_when(e.at)}  {e.recipient}  {e.subject or '(no subject)'}" for e in alert.recent
     ] or ["  none"]
+    unsent = _unsent_lines(alert)
+    if unsent:
+        text += ["", unsent[0]]
+        text += [f"  {line}" for line in unsent[1:]]
     text += ["", "What to do next:"]
     text += [f"  - {step}" for step in steps]
     if alert.status_url:
@@ -222,7 +262,14 @@ def render(alert: Alert) -> tuple[str, str, str]:
         f"{rates}</table><h2>Most-complained subjects</h2>"
         f"<table>{subjects or '<tr><td>none</td></tr>'}</table>"
         f"<h2>Most recent complaints</h2><table>{recent or '<tr><td>none</td></tr>'}</table>"
-        "<h2>What to do next</h2><ul>"
+        + (
+            f"<h2>Since the last e-mail</h2><p>{e(unsent[0])}</p><ul>"
+            + "".join(f"<li>{e(line)}</li>" for line in unsent[1:])
+            + "</ul>"
+            if unsent
+            else ""
+        )
+        + "<h2>What to do next</h2><ul>"
         + "".join(f"<li>{e(step)}</li>" for step in steps)
         + "</ul>"
         + (
@@ -266,6 +313,17 @@ def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int
         return int(response.status)
 
 
+@dataclass(slots=True)
+class _HeldBack:
+    """A dealer's changes not mailed yet: the latest is told when ``due``."""
+
+    latest: StateChange
+    dealer: DealerPolicy | None
+    due: datetime
+    count: int = 0
+    changes: deque[StateChange] = field(default_factory=lambda: deque(maxlen=HELD_LISTED + 1))
+
+
 class Alerts:
     """Queues alert e-mails (system messages) and posts webhooks on dealer transitions."""
 
@@ -282,6 +340,7 @@ class Alerts:
         webhook_secret: bytes = b"",
         on_enqueued: Callable[[int], None] = lambda _n: None,
         status_link: Callable[[str], str] | None = None,
+        email_interval: timedelta = EMAIL_INTERVAL,
     ) -> None:
         self._storage = storage
         self._clock = clock
@@ -293,27 +352,106 @@ class Alerts:
         self._webhook_secret = webhook_secret
         self._on_enqueued = on_enqueued
         self._status_link = status_link
+        self._interval = email_interval
         self._posts: set[asyncio.Task[None]] = set()
+        self._mailed: dict[tuple[str, str], datetime] = {}  # (dealer, kind) -> last e-mail
+        self._held: dict[str, _HeldBack] = {}  # dealer -> changes not mailed yet
 
     async def on_change(self, change: StateChange, dealer: DealerPolicy | None) -> None:
         """Announce ``change``; failures are logged and counted, never raised."""
         if change.state not in _HEADLINES:
             return
+        unsent = self._admit(change, dealer)
+        if unsent is not None:
+            await self._announce(change, dealer, unsent)
+        elif self._webhook_url:
+            await self._announce(change, dealer, None)
+
+    def _admit(
+        self, change: StateChange, dealer: DealerPolicy | None
+    ) -> tuple[int, tuple[StateChange, ...]] | None:
+        """Whether ``change`` is mailed now: the changes it supersedes, or ``None`` (held)."""
+        now = self._clock.now()
+        kind = _HEADLINES[change.state]
+        last = self._mailed.get((change.dealer_id, kind))
+        # A clock stepped back (now < last) does not hold mail back for the size of the step.
+        if last is None or not last <= now < last + self._interval:
+            self._mailed[(change.dealer_id, kind)] = now
+            held = self._held.pop(change.dealer_id, None)
+            return (held.count, tuple(held.changes)[-HELD_LISTED:]) if held else (0, ())
+        held = self._held.get(change.dealer_id)
+        if held is None:
+            held = self._held[change.dealer_id] = _HeldBack(change, dealer, now)
+        held.latest, held.dealer, held.due = change, dealer, last + self._interval
+        held.count += 1
+        held.changes.append(change)
+        self._metrics.alerts.labels(kind, "email", "held").inc()
+        log.info(
+            "dealer %s: %s alert e-mail held back until %s (one per %s and kind)",
+            change.dealer_id,
+            kind,
+            _when(held.due),
+            self._interval,
+            extra={"dealer_id": change.dealer_id},
+        )
+        return None
+
+    async def flush_due(self, *, everything: bool = False) -> int:
+        """Mail the held-back changes whose interval has passed (all with ``everything``).
+
+        Each dealer gets one e-mail about its latest change, listing the ones before it.
+        Returns how many dealers were told.
+        """
+        now = self._clock.now()
+        due = [d for d, held in self._held.items() if everything or held.due <= now]
+        for dealer_id in due:
+            held = self._held.pop(dealer_id)
+            self._mailed[(dealer_id, _HEADLINES[held.latest.state])] = now
+            earlier = tuple(held.changes)[:-1][-HELD_LISTED:]
+            await self._announce(held.latest, held.dealer, (held.count - 1, earlier), hook=False)
+        return len(due)
+
+    async def run(self, tick: float = FLUSH_TICK) -> None:
+        """Mail held-back changes as they fall due, until cancelled."""
+        while True:
+            await asyncio.sleep(tick)
+            try:
+                await self.flush_due()
+            except Exception:  # the loop must outlive a bug in one announcement
+                log.exception("alerts: mailing held-back changes failed")
+
+    async def _announce(
+        self,
+        change: StateChange,
+        dealer: DealerPolicy | None,
+        unsent: tuple[int, tuple[StateChange, ...]] | None,
+        *,
+        hook: bool = True,
+    ) -> None:
+        """E-mail ``change`` (unless ``unsent`` is ``None``) and post it to the webhook."""
+        count, earlier = unsent if unsent is not None else (0, ())
         try:
-            alert = await self.build(change, dealer)
+            alert = await self.build(change, dealer, unsent_count=count, unsent=earlier)
         except StorageError as exc:
             log.error("dealer %s: alert not built: %s", change.dealer_id, exc)
-            self._metrics.alerts.labels(change.state.value, "email", "failed").inc()
+            self._metrics.alerts.labels(_HEADLINES[change.state], "email", "failed").inc()
             return
         recipients = list(dict.fromkeys([*(dealer.contacts if dealer else ()), *self._operators]))
-        if recipients:
+        if unsent is not None and recipients:
             await self._email(alert, recipients)
-        if self._webhook_url:
+        if hook and self._webhook_url:
             task = asyncio.create_task(self._webhook(alert))
             self._posts.add(task)
             task.add_done_callback(self._posts.discard)
 
-    async def build(self, change: StateChange, dealer: DealerPolicy | None) -> Alert:
+    async def build(
+        self,
+        change: StateChange,
+        dealer: DealerPolicy | None,
+        *,
+        unsent_count: int = 0,
+        unsent: tuple[StateChange, ...] = (),
+    ) -> Alert:
         """Gather the complaints behind ``change`` into an ``Alert``."""
         since = change.evidence.since
         start = (
@@ -331,6 +469,8 @@ class Alerts:
             top_subjects=tuple(subjects.most_common(TOP_SUBJECTS)),
             recent=tuple(events[:RECENT_COMPLAINTS]),
             status_url=self._status_link(change.dealer_id) if self._status_link else "",
+            unsent_count=unsent_count,
+            unsent=unsent,
         )
 
     async def _email(self, alert: Alert, recipients: list[str]) -> None:
@@ -389,6 +529,11 @@ class Alerts:
         self._metrics.alerts.labels(alert.kind, "webhook", result).inc()
 
     async def drain(self) -> None:
-        """Wait for webhook posts in flight (shutdown and tests)."""
+        """Mail every held-back change now, then wait for webhook posts in flight.
+
+        Called at shutdown (before the store closes): the e-mails are queued, and the last
+        state is told even though the process will not be there when the interval ends.
+        """
+        await self.flush_due(everything=True)
         if self._posts:
             await asyncio.gather(*self._posts, return_exceptions=True)

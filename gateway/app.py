@@ -106,6 +106,7 @@ def _alerts(
         webhook_secret=_read_secret(settings.alerts.webhook_secret_file),
         on_enqueued=on_enqueued,
         status_link=status_link,
+        email_interval=settings.alerts.email_interval,
     )
 
 
@@ -228,10 +229,14 @@ class Gateway:
         signer: Signer | None,
     ) -> Gateway:
         data_dir = settings.server.data_dir
-        policies = PolicyStore(
-            settings.server.policies_dir,
-            on_reload=lambda result: metrics.policy_reloads.labels(result).inc(),
-        )
+
+        def reloaded(result: str) -> None:
+            metrics.policy_reloads.labels(result).inc()
+            if result == "ok":
+                metrics.set_dealers(policies.current.dealers)
+
+        policies = PolicyStore(settings.server.policies_dir, on_reload=reloaded)
+        metrics.set_dealers(policies.current.dealers)
         storage = await open_storage(settings.storage_url)
         node = settings.server.node_id or load_or_create_node_id(
             settings.node_id_file, socket.gethostname()
@@ -347,6 +352,7 @@ class Gateway:
             sessions=Sessions(sub.max_connections, sub.max_connections_per_ip),
             metrics=metrics,
             data_budget=data_budget,
+            proxy_from=sub.proxy_protocol_from,
         )
         ingest = FeedbackIngest(storage, refs, policies, clock, metrics, suspensions)
         inbound: SubmissionServer | None = None
@@ -371,6 +377,7 @@ class Gateway:
                 data_budget=data_budget,
                 listener="inbound",
                 auth=False,
+                proxy_from=ins.proxy_protocol_from,
             )
 
         async def readiness() -> dict[str, str]:
@@ -402,6 +409,13 @@ class Gateway:
             allow_remote=settings.http.admin_allow_remote,
             metrics=metrics,
         )
+
+        async def before_scrape() -> None:
+            await admin.refresh_gauges()
+            # A refresh that began before a reload may have set a removed dealer's gauges
+            # again; the scrape shows the dealers in force now.
+            metrics.set_dealers(policies.current.dealers)
+
         family = socket.AF_INET6 if ":" in http_host else socket.AF_INET
         http_socket = socket.socket(family, socket.SOCK_STREAM)
         http_socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -418,9 +432,12 @@ class Gateway:
                         *status_routes(admin, status_links),
                         *(unsubscribe_routes(unsubscribes) if unsubscribes else []),
                     ],
-                    before_scrape=admin.refresh_gauges,
+                    before_scrape=before_scrape,
                 ),
                 log_level="warning",
+                # uvicorn's own logging config would give its loggers handlers of their own;
+                # without it they reach the root handler and its escaping formatter (logs.py).
+                log_config=None,
                 lifespan="off",
                 access_log=False,
             )
@@ -473,6 +490,8 @@ class Gateway:
             self._tasks.append(
                 asyncio.create_task(self.suspensions.run(REPUTATION_REFRESH), name="reputation")
             )
+        if self.alerts is not None:
+            self._tasks.append(asyncio.create_task(self.alerts.run(), name="alerts"))
         # Consent: eligible and locked recipients per dealer (gateway/consent/ops.py).
         gauges = ConsentGauges(self.storage, self.policies, self.clock, self.metrics)
         self._tasks.append(asyncio.create_task(gauges.run(), name="consent-gauges"))

@@ -21,6 +21,9 @@ TOO_MANY_MESSAGES = Reply(421, "4.7.0", "Too many messages on one connection; pl
 TOO_MANY_AUTH_FAILURES = Reply(
     421, "4.7.0", "Too many failed logins from your address; try again later"
 )
+PROXY_HEADER_REFUSED = Reply(
+    554, "5.7.1", "A PROXY protocol header is accepted only from this gateway's load balancers"
+)
 
 # -- authentication (RFC 4954) ---------------------------------------------------------
 AUTH_OK = Reply(235, "2.7.0", "Authentication successful")

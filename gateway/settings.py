@@ -13,6 +13,7 @@ taken as strings.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -22,7 +23,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
 
 from gateway.durations import parse_duration
 from gateway.errors import ConfigError
@@ -48,6 +56,18 @@ Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
 
 
+def _network(value: str) -> str:
+    try:
+        ipaddress.ip_network(value)
+    except ValueError as exc:
+        raise ValueError(f"not an address or network (e.g. '10.0.4.0/24'): {exc}") from None
+    return value
+
+
+# Addresses and CIDR networks, e.g. ["10.0.4.7", "fd00:4::/64"]; host bits must be zero.
+Networks = list[Annotated[str, AfterValidator(_network)]]
+
+
 def parse_hostport(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
     """Split ``"host:port"``, ``"[::1]:port"`` or ``":port"`` into its parts."""
     host, sep, port = value.rpartition(":")
@@ -69,6 +89,8 @@ class ServerSettings(_Section):
     policies_dir: Path = Path("policies")
     node_id: str = ""  # empty: generated once into data_dir/node-id (stable across restarts)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # text: "<time> <LEVEL> <logger>: <message>"; json: one object per line (gateway/logs.py)
+    log_format: Literal["text", "json"] = "text"
     ref_key_file: Path | None = None  # HMAC key for X-Mailgate-Ref; default data_dir/ref.key
 
 
@@ -98,6 +120,10 @@ class SubmissionSettings(_Section):
     max_hops: int = Field(default=50, ge=1)
     check_time_budget: Duration = timedelta(seconds=5)
     shutdown_grace: Duration = timedelta(seconds=30)
+    # Load balancers whose connections open with a PROXY protocol v1/v2 header naming the
+    # real client (haproxy send-proxy-v2): required from these sources and accepted from
+    # no other; the per-IP limits, logs and Received: then use the client's address.
+    proxy_protocol_from: Networks = []
 
 
 class UpstreamSettings(_Section):
@@ -173,6 +199,7 @@ class InboundSettings(_Section):
     report_burst: int = Field(default=200, ge=1)
     idle_timeout: Duration = timedelta(seconds=60)
     data_timeout: Duration = timedelta(minutes=2)
+    proxy_protocol_from: Networks = []  # as submission.proxy_protocol_from
 
     @property
     def enabled(self) -> bool:
@@ -187,6 +214,9 @@ class AlertSettings(_Section):
     from_address: str = ""  # empty: mailgate-alerts@server.hostname
     webhook_url: str = ""  # optional; JSON POST signed with HMAC-SHA256
     webhook_secret_file: Path | None = None  # the HMAC key (required with webhook_url)
+    # Flap damping: at most one e-mail per dealer and kind (warning, suspended, resumed) in
+    # this interval; changes within it are gathered into one e-mail when it ends.
+    email_interval: Duration = timedelta(hours=1)
 
 
 class DnsSettings(_Section):
