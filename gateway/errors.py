@@ -17,7 +17,7 @@
     │   ├── DnsTimeout         no answer within the lifetime
     │   └── DnsFailure         SERVFAIL, REFUSED, no reachable server, a malformed answer
     ├── FeedbackParseError     a report parser met a bug (junk input is ``None``, not this)
-    ├── CsvFormatError         an import file's header cannot be used (addresslists.py)
+    ├── CsvFormatError         an import file's header cannot be used (mail/addresslists.py)
     ├── AdminError             an admin operation refused; its HTTP status (admin/ops.py)
     │   ├── InvalidRequest     400: the input is wrong, the message says how
     │   ├── NotFound           404

@@ -32,7 +32,7 @@ from pydantic import (
     ValidationError,
 )
 
-from gateway.durations import parse_duration
+from gateway.clock import parse_duration
 from gateway.errors import ConfigError
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.IGNORECASE)

@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 from starlette.responses import JSONResponse, StreamingResponse
 
-from gateway.addresslists import CsvFormatError, RowProblem
 from gateway.admin import views
 from gateway.admin.bodies import (
     ConsentEventBody,
@@ -31,10 +30,11 @@ from gateway.admin.bodies import (
     SuspendBody,
 )
 from gateway.admin.ops import MAX_IMPORT, AdminOps, InvalidRequest
+from gateway.clock import parse_duration
 from gateway.consent.csvformat import RowError, parse_row
 from gateway.consent.ops import ConsentOps, explanation_json
 from gateway.consent.rules import Preference
-from gateway.durations import parse_duration
+from gateway.mail.addresslists import CsvFormatError, RowProblem
 from gateway.reputation.csvformat import CSV_FIELDS, import_rows, suppression_row
 from gateway.reputation.records import EventKind
 from gateway.types import MessageState

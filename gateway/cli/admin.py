@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from gateway.addresslists import CsvFormatError
 from gateway.admin.tokens import create_token
 from gateway.cli import render
 from gateway.cli.client import ApiClient, ApiError, base_url, read_token
 from gateway.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, Progress, settings_for
 from gateway.cli.suppress import BATCH, read_rows
+from gateway.mail.addresslists import CsvFormatError
 
 
 def _client(args: argparse.Namespace) -> ApiClient:

@@ -28,12 +28,12 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
-from gateway.addresslists import CsvFormatError, Row, read_rows
 from gateway.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, Progress, settings_for
 from gateway.clock import SystemClock
 from gateway.consent.csvformat import COLUMNS, RowError, parse_row
 from gateway.consent.ops import ConsentOps, explanation_json
 from gateway.consent.rules import ConsentEvent, Interaction, Preference
+from gateway.mail.addresslists import CsvFormatError, Row, read_rows
 from gateway.policy.loader import load_policy_set
 from gateway.storage.base import open_storage
 

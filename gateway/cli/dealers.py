@@ -20,7 +20,7 @@ from gateway.admin import views
 from gateway.admin.ops import AdminOps, InvalidRequest
 from gateway.cli import offline, render
 from gateway.cli.common import EXIT_OK, operator_name
-from gateway.durations import parse_duration
+from gateway.clock import parse_duration
 
 
 def cmd_dealers(args: argparse.Namespace) -> int:

@@ -19,11 +19,11 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from gateway.addresslists import CsvFormatError, RowProblem
 from gateway.admin import views
 from gateway.admin.ops import MAX_LIMIT, AdminOps
 from gateway.cli import offline, render
 from gateway.cli.common import EXIT_OK, EXIT_USAGE, Progress, operator_name
+from gateway.mail.addresslists import CsvFormatError, RowProblem
 from gateway.reputation.csvformat import CSV_FIELDS, import_rows, suppression_row
 from gateway.reputation.records import GLOBAL
 

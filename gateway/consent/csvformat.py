@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, time
 
-from gateway.addresslists import Columns
 from gateway.consent.rules import (
     ConsentEvent,
     Interaction,
@@ -26,13 +25,14 @@ from gateway.consent.rules import (
     Topic,
     normalise_address,
 )
+from gateway.mail.addresslists import Columns
 from gateway.types import DealerId
 
 __all__ = ["COLUMNS", "PREFERENCE_EVENTS", "REQUIRED_COLUMNS", "RowError", "parse_row"]
 
 PREFERENCE_EVENTS = {"opt-in": True, "opt-out": False}
 REQUIRED_COLUMNS = frozenset({"address", "event", "date"})
-# The file format for ``gateway.addresslists.read_rows``: a header is required, and
+# The file format for ``gateway.mail.addresslists.read_rows``: a header is required, and
 # unknown columns are ignored (a CRM export carries many the import does not read).
 COLUMNS = Columns(
     names=(

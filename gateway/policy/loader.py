@@ -50,8 +50,8 @@ from pydantic import (
     field_validator,
 )
 
+from gateway.clock import parse_duration
 from gateway.consent.rules import IMPLIED, ConsentRules, Interaction, Window
-from gateway.durations import parse_duration
 from gateway.errors import PolicyError, Problem
 from gateway.findings import CATALOGUE
 from gateway.policy.model import (

@@ -1,7 +1,7 @@
 """The suppression list's CSV format, shared by the CLI and the admin API.
 
 One header and one row layout for exports, and one import format read by
-``gateway.addresslists``, so a file exported through either can be read back through
+``gateway.mail.addresslists``, so a file exported through either can be read back through
 either. An import reads ``address`` and ``reason``; the other exported columns are known
 (so an export can be imported as it is) and not read. A file may also have no header:
 then its rows are ``address[,reason]``.
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 
-from gateway.addresslists import Columns, RowProblem, read_rows
+from gateway.mail.addresslists import Columns, RowProblem, read_rows
 from gateway.reputation.records import Suppression
 
 CSV_FIELDS = (

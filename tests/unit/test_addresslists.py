@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gateway.addresslists import Columns, CsvFormatError, Row, RowProblem, read_rows
 from gateway.consent.csvformat import COLUMNS as CONSENT_CSV
+from gateway.mail.addresslists import Columns, CsvFormatError, Row, RowProblem, read_rows
 from gateway.reputation.csvformat import (
     CSV_FIELDS,
     SUPPRESSION_IMPORT,

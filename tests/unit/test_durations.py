@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from gateway.durations import parse_duration
+from gateway.clock import parse_duration
 
 
 @pytest.mark.parametrize(
