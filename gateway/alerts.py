@@ -201,6 +201,13 @@ class Alert:
         }
 
 
+_STATE_WORDS = {
+    DealerState.WARNED: "Warned",
+    DealerState.SUSPENDED: "Suspended",
+    DealerState.RESUMED: "Resumed",
+}
+
+
 def _when(moment: datetime) -> str:
     return f"{moment:%Y-%m-%d %H:%M} UTC"
 
@@ -242,10 +249,14 @@ def render(alert: Alert, *, reply_to: str = "", internal: bool = False) -> tuple
         DealerState.RESUMED: f"{who} is resumed",
     }.get(change.state, f"{who}: {change.state.value}")
     subject = f"[Mailgate] {title}"
-    actor = "automatically" if change.actor.value == "auto" else "by the operator"
+    actor = "automatically" if change.actor.value == "auto" else "by your gateway operator"
     window = f"{ev.since} to {ev.until}" if ev.since and ev.until else "(no window)"
     facts = [
-        ("What", f"{change.previous.value} -> {change.state.value}, {actor}"),
+        (
+            "What",
+            f"{_STATE_WORDS.get(change.state, change.state.value)} {actor} "
+            f"(was {change.previous.value})",
+        ),
         ("Why", change.reason),
         ("When", _when(change.at)),
     ]
@@ -290,26 +301,29 @@ def render(alert: Alert, *, reply_to: str = "", internal: bool = False) -> tuple
         text += ["", suppressed]
 
     e = html.escape
-    rows = "".join(f"<tr><th align='left'>{e(n)}</th><td>{e(v)}</td></tr>" for n, v in facts)
+    # Mail clients keep inline styles only; one narrow column reads on a phone and a desktop.
+    cell = "style='text-align:left;vertical-align:top;padding:2px 12px 2px 0'"
+    rows = "".join(f"<tr><th {cell}>{e(n)}</th><td {cell}>{e(v)}</td></tr>" for n, v in facts)
     rates = "".join(
-        f"<tr><td>{e(n)}</td><td><b>{e(r)}</b></td><td>{e(t)}</td><td>{e(c)}</td></tr>"
-        for n, r, t, c in _rate_lines(alert)
+        f"<li><b>{e(n)}: {e(r)}</b><br>{e(t)}<br>{e(c)}</li>" for n, r, t, c in _rate_lines(alert)
     )
     subjects = "".join(
-        f"<tr><td align='right'>{n}</td><td>{e(s or '(no subject)')}</td></tr>"
+        f"<tr><td {cell}>{n}</td><td {cell}>{e(s or '(no subject)')}</td></tr>"
         for s, n in alert.top_subjects
     )
     recent = "".join(
-        f"<tr><td>{e(_when(ev_.at))}</td><td>{e(ev_.recipient)}</td>"
-        f"<td>{e(ev_.subject or '(no subject)')}</td></tr>"
+        f"<tr><td {cell}>{e(_when(ev_.at))}</td><td {cell}>{e(ev_.recipient)}<br>"
+        f"{e(ev_.subject or '(no subject)')}</td></tr>"
         for ev_ in alert.recent
     )
     doc = (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>"
-        f"{e(subject)}</title></head><body><h1>{e(title)}</h1>"
-        f"<table>{rows}</table><h2>Rates over the window</h2><table border='1' cellpadding='4'>"
-        "<tr><th>Rate</th><th>Now</th><th>Thresholds</th><th>Counts</th></tr>"
-        f"{rates}</table><h2>Most-complained subjects</h2>"
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'><title>"
+        f"{e(subject)}</title></head><body style='font:15px/1.45 system-ui,sans-serif;"
+        "color:#222;max-width:640px;margin:0 auto;padding:12px'>"
+        f"<h1 style='font-size:22px;line-height:1.25'>{e(title)}</h1>"
+        f"<table>{rows}</table><h2>Rates over the window</h2><ul>{rates}</ul>"
+        "<h2>Most-complained subjects</h2>"
         f"<table>{subjects or '<tr><td>none</td></tr>'}</table>"
         f"<h2>Most recent complaints</h2><table>{recent or '<tr><td>none</td></tr>'}</table>"
         "<h2>What to do next</h2><ul>"
