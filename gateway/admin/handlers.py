@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, StreamingResponse
 from gateway.admin import views
 from gateway.admin.bodies import (
     ConsentEventBody,
+    DealerChangeBody,
     ImportBody,
     LiftBody,
     ReasonBody,
@@ -104,14 +105,15 @@ async def suspend_dealer(ops: AdminOps, call: Call) -> Any:
             duration = parse_duration(body.duration)
         except ValueError as exc:
             raise InvalidRequest(f"for: {exc}") from None
-    change = await ops.suspend(call.path["dealer"], body.reason, call.by(), duration)
+    change = await ops.suspend(call.path["dealer"], body.reason, call.by(), duration, body.note)
     return views.change_json(change)
 
 
 async def resume_dealer(ops: AdminOps, call: Call) -> Any:
     """``POST /api/dealers/{dealer}/resume``."""
-    body = _body(call, ReasonBody)
-    return views.change_json(await ops.resume(call.path["dealer"], body.reason, call.by()))
+    body = _body(call, DealerChangeBody)
+    change = await ops.resume(call.path["dealer"], body.reason, call.by(), body.note)
+    return views.change_json(change)
 
 
 async def dealer_events(ops: AdminOps, call: Call) -> Any:

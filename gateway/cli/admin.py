@@ -29,6 +29,7 @@ from gateway.admin.tokens import create_token
 from gateway.cli import render
 from gateway.cli.client import ApiClient, ApiError, base_url, read_token
 from gateway.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, Progress, settings_for
+from gateway.cli.dealers import NOTE_HELP, REASON_HELP
 from gateway.cli.suppress import BATCH, read_rows
 from gateway.mail.addresslists import CsvFormatError
 
@@ -104,7 +105,7 @@ def _dealer(args: argparse.Namespace, api: ApiClient) -> int:
 
 def _suspend(args: argparse.Namespace, api: ApiClient) -> int:
     """Suspend a dealer."""
-    body: dict[str, Any] = {"reason": args.reason, "by": args.by or ""}
+    body: dict[str, Any] = {"reason": args.reason, "by": args.by or "", "note": args.note}
     if args.duration:
         body["for"] = args.duration
     data = api.call("POST", f"/api/dealers/{_seg(args.dealer)}/suspend", body=body)
@@ -114,7 +115,7 @@ def _suspend(args: argparse.Namespace, api: ApiClient) -> int:
 
 def _resume(args: argparse.Namespace, api: ApiClient) -> int:
     """Resume a dealer."""
-    body = {"reason": args.reason, "by": args.by or ""}
+    body = {"reason": args.reason, "by": args.by or "", "note": args.note}
     data = api.call("POST", f"/api/dealers/{_seg(args.dealer)}/resume", body=body)
     _out(args, data, render.change)
     return EXIT_OK
@@ -336,13 +337,15 @@ def register(subparsers: Any) -> None:
         "suspend", help="suspend a dealer (refuse mail, hold its queue)", parents=[common]
     )
     p.add_argument("dealer")
-    p.add_argument("--reason", required=True)
+    p.add_argument("--reason", required=True, help=REASON_HELP)
+    p.add_argument("--note", default="", help=NOTE_HELP)
     p.add_argument("--for", dest="duration", help="ends by itself after e.g. 72h")
     p.add_argument("--by", help="who (default: the token's name)")
     p.set_defaults(func=_run(_suspend))
     p = sub.add_parser("resume", help="end a dealer's suspension", parents=[common])
     p.add_argument("dealer")
-    p.add_argument("--reason", required=True)
+    p.add_argument("--reason", required=True, help=REASON_HELP)
+    p.add_argument("--note", default="", help=NOTE_HELP)
     p.add_argument("--by", help="who (default: the token's name)")
     p.set_defaults(func=_run(_resume))
     p = sub.add_parser(

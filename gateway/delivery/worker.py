@@ -335,7 +335,10 @@ class DeliveryWorker:
         now = self._clock.now()
         if outcome.kind is OutcomeKind.DELIVERED:
             kept = await self._storage.complete(message.id, self._node, outcome, now)
-            self._metrics.relayed.labels(dealer=message.dealer_id).inc()
+            if not message.system:
+                # Alerts and DSNs are the gateway's mail, not the dealer's: they count in
+                # neither the dealer's relayed total nor its rates (the store skips them too).
+                self._metrics.relayed.labels(dealer=message.dealer_id).inc()
             self._metrics.delivery_latency.observe(
                 max((now - message.received_at).total_seconds(), 0.0)
             )

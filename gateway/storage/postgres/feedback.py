@@ -348,11 +348,11 @@ class FeedbackSection(Section):
                 new = planned.change
                 change_id = await conn.fetchval(
                     "INSERT INTO dealer_history (dealer_id, state, previous, reason, actor,"
-                    " by_name, at, expires_at, evidence)"
-                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+                    " by_name, at, expires_at, evidence, note)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
                     new.dealer_id, new.state.value, new.previous.value, new.reason,
                     new.actor.value, new.by, new.at, new.expires_at,
-                    json.dumps(new.evidence.as_dict()),
+                    json.dumps(new.evidence.as_dict()), new.note,
                 )  # fmt: skip
                 done = planned.numbered(int(change_id))
                 status = done.status
@@ -387,7 +387,8 @@ class FeedbackSection(Section):
         async with self._conn() as conn:
             rows = await conn.fetch(
                 "SELECT id, dealer_id, state, previous, reason, actor, by_name, at, expires_at,"
-                " evidence FROM dealer_history WHERE dealer_id = $1 ORDER BY id DESC LIMIT $2",
+                " evidence, note FROM dealer_history WHERE dealer_id = $1 ORDER BY id DESC"
+                " LIMIT $2",
                 dealer_id,
                 max(limit, 0),
             )
@@ -403,6 +404,7 @@ class FeedbackSection(Section):
                 expires_at=r["expires_at"],
                 evidence=Evidence.from_dict(json.loads(r["evidence"])),
                 id=int(r["id"]),
+                note=r["note"],
             )
             for r in rows
         ]

@@ -354,10 +354,10 @@ class FeedbackSection(Section):
             row = planned.change
             cursor = conn.execute(
                 "INSERT INTO dealer_history (dealer_id, state, previous, reason, actor, by_name,"
-                " at, expires_at, evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " at, expires_at, evidence, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (row.dealer_id, row.state.value, row.previous.value, row.reason,
                  row.actor.value, row.by, to_us(row.at), opt_us(row.expires_at),
-                 json.dumps(row.evidence.as_dict())),
+                 json.dumps(row.evidence.as_dict()), row.note),
             )  # fmt: skip
             done = planned.numbered(int(cursor.lastrowid or 0))
             status = done.status
@@ -379,7 +379,8 @@ class FeedbackSection(Section):
         def select(conn: sqlite3.Connection) -> list[StateChange]:
             rows = conn.execute(
                 "SELECT id, dealer_id, state, previous, reason, actor, by_name, at, expires_at,"
-                " evidence FROM dealer_history WHERE dealer_id = ? ORDER BY id DESC LIMIT ?",
+                " evidence, note FROM dealer_history WHERE dealer_id = ? ORDER BY id DESC"
+                " LIMIT ?",
                 (dealer_id, max(limit, 0)),
             ).fetchall()
             return [
@@ -394,6 +395,7 @@ class FeedbackSection(Section):
                     expires_at=None if r[8] is None else from_us(r[8]),
                     evidence=Evidence.from_dict(json.loads(r[9])),
                     id=int(r[0]),
+                    note=r[10],
                 )
                 for r in rows
             ]
