@@ -141,9 +141,7 @@ SYNTAXES: dict[str, Callable[[str, str], str]] = {
     "getresponse": lambda n, k: f"[[{n}]]",
     "sendgrid-legacy": lambda n, k: f"-{n}-",
     "liquid": lambda n, k: f'{{{{ {n} | default: "" }}}}',
-    "angle": lambda n, k: (
-        f"&lt;&lt;{_title(n)}&gt;&gt;" if k == "html" else f"<<{_title(n)}>>"
-    ),
+    "angle": lambda n, k: f"&lt;&lt;{_title(n)}&gt;&gt;" if k == "html" else f"<<{_title(n)}>>",
     "hash": lambda n, k: f"#{_camel(n)}#",
     "word": lambda n, k: f"«{_camel(n)}»",
     "keap": lambda n, k: f"~Contact.{_camel(n)}~",
@@ -175,9 +173,11 @@ def _corpus_templates() -> Iterator[tuple[str, str, str]]:
     if POSTMARK.is_dir():
         for path in sorted(POSTMARK.iterdir()):
             if (path / "content.html").is_file():
-                yield path.name, (path / "content.txt").read_text(), (
-                    path / "content.html"
-                ).read_text()
+                yield (
+                    path.name,
+                    (path / "content.txt").read_text(),
+                    (path / "content.html").read_text(),
+                )
     for page in ("email", "email-inlined"):
         path = LEEMUNROE / f"{page}.html"
         if path.is_file():
@@ -331,7 +331,8 @@ def score(sources: tuple[str, ...] = ("labelled", "templates", "corpus")) -> Rep
                     if html.unescape(field) in found:
                         entry.fields_found += 1
                     else:
-                        report.missed_fields.append(f"{source}/{variant.split}: {variant.id}: {field}")
+                        where = f"{source}/{variant.split}: {variant.id}"
+                        report.missed_fields.append(f"{where}: {field}")
             else:
                 entry.fp += bool(hit)
                 entry.tn += not hit
