@@ -8,8 +8,14 @@ Stray attachments
     part in a message with no body. Mailbox providers treat such mail as a virus carrier:
     the incident this check exists for had every HTML body turned into ``unknown1.txt``
     and the dealer's domain blacklisted. The finding names a safe repair
-    (``gateway.intake.repair``) when there is one: HTML sent only as such an attachment becomes
-    the body again, and ``winmail.dat`` is dropped when there is a readable body.
+    (``gateway.intake.repair``) when there is one, and only for the incident's shape: the
+    HTML is in a part the mail program named (``unknown1.txt``, ``unknown1.html``,
+    ``ATT00001.htm``) or left unnamed, the message has no HTML body, the text body is
+    empty, one line ("Please see the attached.") or the same message as the HTML, and the
+    HTML runs nothing and collects nothing (no script, event handler, form or frame). Then
+    the HTML becomes the body again. A document someone named (``invoice.html``), even sent
+    as ``application/octet-stream``, is an attachment and is left alone. ``winmail.dat`` is
+    dropped when there is a readable body.
 
 Dangerous attachments
     Programs and scripts (by extension, declared type or content), disk images (``.iso``,
@@ -45,6 +51,7 @@ from gateway.pipeline.archives import (
     inspect_archive,
 )
 from gateway.pipeline.base import CheckContext, Finding
+from gateway.pipeline.html import to_text
 from gateway.policy.model import DealerPolicy
 
 __all__ = [
@@ -53,11 +60,15 @@ __all__ = [
     "ArchiveLimits",
     "active_content",
     "dangerous_attachment",
+    "decoded_html",
+    "html_body_obstacle",
     "html_risk",
     "is_html_stray",
+    "is_stray_named",
     "is_tnef",
     "looks_like_html",
     "stray_attachment",
+    "text_body_shape",
     "uninspectable_attachment",
 ]
 
@@ -65,9 +76,16 @@ REPAIR_HTML_BODY = "html-attachment-as-body"
 REPAIR_DROP_TNEF = "drop-winmail-dat"
 
 _STRAY_NAME = re.compile(
-    r"^(?:unknown\d*\.txt|att\d+\.(?:txt|html?|dat)|noname(?:\.\w{1,4})?|winmail\.dat)$",
+    r"^(?:unknown\d*\.(?:txt|html?)|att\d+\.(?:txt|html?|dat)|noname(?:\.\w{1,4})?"
+    r"|winmail\.dat)$",
     re.IGNORECASE,
 )
+# Extensions a mislabelled body part may carry; any other name is a person's choice.
+_MISLABEL_EXTENSIONS: tuple[list[str], ...] = ([], ["txt"], ["dat"])
+# Share of a text body's words the HTML must hold for the two to be one message (a CRM's
+# plain-text alternative of the same mail: unknown1-with-pdf.eml shares all of them).
+_SAME_MESSAGE = 0.8
+_WORD = re.compile(r"\w+")
 _TNEF_TYPES = ("application/ms-tnef", "application/vnd.ms-tnef")
 _HTML_START = re.compile(
     rb"^\s*(?:<!doctype\s+html|<html\b|<head\b|<body\b|<table\b|<div\b|<p\b|<meta\b|<style\b"
@@ -251,9 +269,44 @@ def is_html_stray(attachment: Attachment) -> bool:
     ) or name.endswith((".txt", ".htm", ".html", ".dat"))
     if not text_like:
         return False
-    if attachment.content_type == "text/html" and name and not _STRAY_NAME.match(name):
-        return False  # a named HTML document someone attached on purpose
+    deliberate = attachment.content_type == "text/html" or (
+        _extensions(name)[-1:] not in _MISLABEL_EXTENSIONS
+    )
+    if name and not _STRAY_NAME.match(name) and deliberate:
+        return False  # a named document someone attached on purpose: invoice.html
     return looks_like_html(attachment.content)
+
+
+def is_stray_named(attachment: Attachment) -> bool:
+    """Tell whether a mail program named the part (``unknown1.txt``), or nobody did."""
+    name = _name(attachment)
+    return not name or _STRAY_NAME.match(name) is not None
+
+
+def decoded_html(attachment: Attachment) -> str:
+    """The attachment's bytes as HTML text (UTF-8, else Latin-1, as browsers fall back)."""
+    try:
+        return attachment.content.decode("utf-8")
+    except UnicodeDecodeError:
+        return attachment.content.decode("latin-1")
+
+
+def text_body_shape(texts: list[str], html: str) -> str | None:
+    """Say how the text body relates to HTML that lost its place as the body.
+
+    ``"empty"``; ``"placeholder"`` (one line, like "Please see the attached."); ``"same"``
+    (the plain-text alternative of the same message); ``None``: a text of its own, so the
+    HTML is not known to be the message.
+    """
+    text = "\n".join(texts).strip()
+    if not text:
+        return "empty"
+    if len([line for line in text.splitlines() if line.strip()]) == 1:
+        return "placeholder"
+    words = _WORD.findall(text.lower())
+    html_words = set(_WORD.findall(to_text(html).lower()))
+    shared = sum(1 for word in words if word in html_words)
+    return "same" if words and shared >= _SAME_MESSAGE * len(words) else None
 
 
 def _has_body(msg: ParsedMessage) -> bool:
@@ -297,6 +350,22 @@ def _stray_reason(attachment: Attachment, msg: ParsedMessage) -> str | None:
     return None
 
 
+def html_body_obstacle(attachment: Attachment, msg: ParsedMessage) -> str | None:
+    """Say why a stray HTML part may not become the body, or ``None`` when it may.
+
+    It may when it has the incident's shape (see the module docstring).
+    """
+    if not is_stray_named(attachment):
+        return "a person named it"
+    html = decoded_html(attachment)
+    active = active_content(html)
+    if active is not None:
+        return f"it {active}"  # never promoted: the dangerous-attachment policy decides
+    if text_body_shape(list(msg.text_parts), html) is None:
+        return "the text body is a message of its own"
+    return None
+
+
 def stray_attachment(
     msg: ParsedMessage, dealer: DealerPolicy, ctx: CheckContext
 ) -> Iterator[Finding]:
@@ -312,7 +381,11 @@ def stray_attachment(
         if is_tnef(attachment):
             repair = REPAIR_DROP_TNEF if readable else None
         elif len(html_strays) == 1 and html_strays[0] is attachment and not has_html_body:
-            repair = REPAIR_HTML_BODY
+            obstacle = html_body_obstacle(attachment, msg)
+            if obstacle is None:
+                repair = REPAIR_HTML_BODY
+            else:
+                reason = f"{reason}; it was not made the body because {obstacle}"
         yield Finding(
             "stray-attachment",
             reason,

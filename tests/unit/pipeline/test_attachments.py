@@ -64,6 +64,14 @@ ROWS: list[Row] = [
     ("html-form-elsewhere.eml", {DANGER}, set()),
     ("html-password.eml", {DANGER}, set()),
     ("html-own-form.eml", set(), {DANGER, UNCHECKED}),
+    # a deliberate HTML attachment beside a real text body (issue 15, item 7)
+    ("invoice-html-octet.eml", {DANGER}, {STRAY}),
+    ("invoice-html-harmless.eml", set(), {STRAY, DANGER, UNCHECKED}),
+    ("unknown1-html-placeholder.eml", {STRAY}, {DANGER}),
+    ("att00001-empty-body.eml", {STRAY}, {DANGER}),
+    ("unknown1-script.eml", {STRAY, DANGER}, set()),
+    ("unknown1-form.eml", {STRAY}, {DANGER}),
+    ("unknown1-own-text.eml", {STRAY}, {DANGER}),
 ]
 
 
@@ -82,6 +90,11 @@ def test_attachment_samples(row: Row, dealer: DealerPolicy, ctx: CheckContext) -
         ("winmail-only.eml", None),  # no readable body: nothing safe to do
         ("att00001-htm.eml", None),  # there is an HTML body already
         ("zero-byte.eml", None),
+        ("unknown1-html-placeholder.eml", REPAIR_HTML_BODY),
+        ("att00001-empty-body.eml", REPAIR_HTML_BODY),
+        ("unknown1-script.eml", None),  # active content is never promoted
+        ("unknown1-form.eml", None),
+        ("unknown1-own-text.eml", None),  # the text body is a message of its own
     ],
 )
 def test_stray_names_the_safe_repair(
@@ -139,6 +152,12 @@ def test_a_named_html_document_is_not_stray(dealer: DealerPolicy) -> None:
     assert not is_html_stray(brochure)
     att = Attachment("ATT00002.htm", "text/html", 20, "attachment", b"<html><p>x</p>")
     assert is_html_stray(att)
+    # Named on purpose, whatever type the CRM declared.
+    for content_type in ("application/octet-stream", "text/plain"):
+        invoice = Attachment("invoice.html", content_type, 20, "attachment", b"<html><p>x</p>")
+        assert not is_html_stray(invoice)
+    unknown = Attachment("unknown1.html", "text/html", 20, "attachment", b"<html><p>x</p>")
+    assert is_html_stray(unknown)
 
 
 @pytest.mark.parametrize(
