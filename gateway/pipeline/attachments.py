@@ -552,9 +552,6 @@ def _limits(dealer: DealerPolicy) -> ArchiveLimits:
     )
 
 
-# Both attachment checks read one inspection per attachment; the cache spares the second
-# one the archive walk (a message is checked on one thread, start to end).
-@functools.lru_cache(maxsize=8)
 def inspect(
     attachment: Attachment, limits: ArchiveLimits, own_domains: frozenset[str]
 ) -> ArchiveReport:
@@ -605,6 +602,19 @@ def inspect(
     return inspect_archive(data, archive, name, label, limits, _name_kind)
 
 
+# Both attachment checks read the same inspections; the cache spares the second one the
+# archive walks. Keyed by the whole message, so it keeps at most the last two messages.
+@functools.lru_cache(maxsize=2)
+def _inspections(
+    msg: ParsedMessage, limits: ArchiveLimits, own_domains: frozenset[str]
+) -> tuple[tuple[Attachment, ArchiveReport], ...]:
+    return tuple(
+        (attachment, inspect(attachment, limits, own_domains))
+        for attachment in msg.attachments
+        if attachment.content_type != "message/rfc822"
+    )
+
+
 def _attachment_data(attachment: Attachment) -> dict[str, str]:
     return {"filename": _name(attachment), "content_type": attachment.content_type}
 
@@ -615,11 +625,8 @@ def dangerous_attachment(
     """Find programs, scripts, macro files, disguised files and archives holding them."""
     if not msg.attachments:
         return
-    limits = _limits(dealer)
-    for attachment in msg.attachments:
-        if attachment.content_type == "message/rfc822":
-            continue
-        reason = inspect(attachment, limits, dealer.from_domains).dangerous
+    for attachment, report in _inspections(msg, _limits(dealer), dealer.from_domains):
+        reason = report.dangerous
         if reason is not None:
             yield Finding("dangerous-attachment", reason, data=_attachment_data(attachment))
 
@@ -633,11 +640,7 @@ def uninspectable_attachment(
     """
     if not msg.attachments:
         return
-    limits = _limits(dealer)
-    for attachment in msg.attachments:
-        if attachment.content_type == "message/rfc822":
-            continue
-        report = inspect(attachment, limits, dealer.from_domains)
+    for attachment, report in _inspections(msg, _limits(dealer), dealer.from_domains):
         if report.uninspectable is not None and report.dangerous is None:
             yield Finding(
                 "uninspectable-attachment",
