@@ -38,8 +38,8 @@ Outside the tree, on purpose:
   report, a token that is not ours); they raise only on a bug.
 * Exceptions that unwind inside one module and never leave it: the SPF evaluator's
   ``_PermError``/``_TempError``, the PostgreSQL store's ``_ClaimLost``/``_StateMoved``,
-  the CLI's ``_Refused``, the delivery client's ``_TlsUnavailable`` and the admin API's
-  ``_Unsupported``.
+  the CLI's ``_Refused``, the delivery client's ``_TlsUnavailable``, the admin API's
+  ``_Unsupported`` and the archive walk's ``_Stop``/``_Truncated``.
 """
 
 from __future__ import annotations

@@ -96,7 +96,8 @@ class DangerousAttachmentOptions(CheckOptions):
 
     ``max_depth`` archives inside archives are followed; ``max_entries`` entries are read
     across all of them; ``max_bytes`` is the most uncompressed bytes they may declare;
-    an entry whose uncompressed/compressed ratio is above ``max_ratio`` is a zip bomb.
+    an entry whose uncompressed/compressed ratio is above ``max_ratio`` is a zip bomb;
+    ``max_scan_bytes`` is the most that is really decompressed per attachment to look inside.
     """
 
     code: ClassVar[str] = "dangerous-attachment"
@@ -104,6 +105,7 @@ class DangerousAttachmentOptions(CheckOptions):
     max_entries: int = field(default=1000, metadata=limits(minimum=1))
     max_bytes: int = field(default=100 * 1024 * 1024, metadata=limits(minimum=1))
     max_ratio: int = field(default=100, metadata=limits(minimum=1))
+    max_scan_bytes: int = field(default=8 * 1024 * 1024, metadata=limits(minimum=1))
 
 
 @dataclass(frozen=True, slots=True)
