@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import codecs
 import csv
+import io
 import json
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -45,8 +46,15 @@ from gateway.cli.common import (
     Progress,
     settings_for,
 )
-from gateway.clock import SystemClock
-from gateway.consent.csvformat import RowContext, RowError, header_columns, parse_row
+from gateway.clock import SystemClock, parse_duration
+from gateway.consent.csvformat import (
+    COLUMNS,
+    COLUMNS_IGNORING_UNKNOWN,
+    RowContext,
+    RowError,
+    map_header,
+    parse_row,
+)
 from gateway.consent.ops import ConsentOps, explanation_json
 from gateway.consent.reports import (
     LEDGER_FIELDS,
@@ -59,8 +67,8 @@ from gateway.consent.reports import (
 )
 from gateway.consent.rules import ConsentEvent, ConsentRules, Interaction, Preference
 from gateway.errors import StorageError
+from gateway.mail.addresslists import CsvFormatError, RowProblem, read_rows
 from gateway.policy.loader import load_policy_set
-from gateway.settings import parse_duration
 from gateway.storage.base import open_storage
 
 BATCH = 5000
@@ -171,27 +179,40 @@ class ImportInterrupted(Exception):
         self.result = result
 
 
+def _with_header(lines: Iterator[str], mapping: Mapping[str, str]) -> Iterator[str]:
+    """``lines`` with the header row's names mapped (``--map``); line numbers unchanged."""
+    header = next(lines, None)
+    if header is None:
+        return
+    if mapping:
+        cells = next(csv.reader([header]))
+        out = io.StringIO()
+        csv.writer(out, lineterminator="\r\n").writerow(map_header(cells, mapping))
+        header = out.getvalue()
+    yield header
+    yield from lines
+
+
 def _rows(
-    path: Path, encoding: str, columns: Callable[[list[str]], list[str | None]]
+    path: Path, encoding: str, mapping: Mapping[str, str], ignore_unknown: bool
 ) -> Iterator[tuple[int, dict[str, str] | str]]:
     """(line, row) for each data row; a row is a problem text when its cells do not fit."""
+    columns = COLUMNS_IGNORING_UNKNOWN if ignore_unknown else COLUMNS
     with path.open(newline="", encoding=encoding) as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None:
-            raise RowError("the file is empty: the first row must name the columns")
-        names = columns(header)
-        width = len(names)
-        for cells in reader:
-            if not any(cell.strip() for cell in cells):
-                continue  # a blank line (Excel writes ",,,," for an emptied row)
-            if len(cells) > width and any(cell.strip() for cell in cells[width:]):
-                yield reader.line_num, f"{len(cells)} values for {width} columns"
-                continue
-            yield (
-                reader.line_num,
-                {name: cell for name, cell in zip(names, cells, strict=False) if name is not None},
-            )
+        try:
+            for row in read_rows(_with_header(iter(handle), mapping), columns):
+                if isinstance(row, RowProblem):
+                    yield row.line, row.problem
+                else:
+                    yield row.line, dict(row.values)
+        except CsvFormatError as exc:
+            hint = ""
+            if "unknown column" in str(exc):
+                hint = (
+                    ". Map a CRM's own column onto one of these (--map 'Last Payment="
+                    "last_payment') or leave such columns out (--ignore-unknown-columns)"
+                )
+            raise RowError(f"{exc}{hint}; nothing was imported") from None
 
 
 async def import_file(
@@ -222,9 +243,6 @@ async def import_file(
     events: list[ConsentEvent] = []
     prefs: list[Preference] = []
 
-    def columns(header: list[str]) -> list[str | None]:
-        return header_columns(header, mapping, ignore_unknown=ignore_unknown)
-
     async def flush() -> None:
         if events or prefs:
             try:
@@ -238,7 +256,7 @@ async def import_file(
             prefs.clear()
 
     try:
-        for line, row in _rows(path, found.encoding, columns):
+        for line, row in _rows(path, found.encoding, mapping or {}, ignore_unknown):
             result.read += 1
             result.line = line
             try:

@@ -1,10 +1,12 @@
 """One row of a CRM's consent data: the columns ``mailgate consent import`` and the API read.
 
-``header_columns`` reads a file's header row (refusing unknown, repeated and missing
-columns by name, after the operator's column mapping); ``parse_row`` turns one row (a CSV
-line read as a dict, or the JSON body of ``POST /api/dealers/{dealer}/consent``) into a
-``ConsentEvent`` or a ``Preference``, or raises ``RowError`` saying what is wrong. Pure:
-the callers read the file or the request, and pass the time (``RowContext.now``).
+``COLUMNS`` is the file format for the shared reader (``gateway.mail.addresslists``:
+unknown, repeated and missing columns are refused by name before any row), ``map_header``
+applies an operator's column mapping to a CRM export's header first, and ``parse_row``
+turns one row (a CSV line read as a dict, or the JSON body of ``POST
+/api/dealers/{dealer}/consent``) into a ``ConsentEvent`` or a ``Preference``, or raises
+``RowError`` saying what is wrong. Pure: the callers read the file or the request, and
+pass the time (``RowContext.now``).
 
 Columns (names compared without case; others are refused unless the import is told to
 ignore them, or mapped onto these with ``--map``):
@@ -26,7 +28,6 @@ ignore them, or mapped onto these with ``--map``):
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -44,35 +45,46 @@ from gateway.consent.rules import (
     normalise_address,
 )
 from gateway.mail.addresses import check as address_problem
+from gateway.mail.addresslists import Columns
 from gateway.types import DealerId
 
 __all__ = [
     "CLOCK_SKEW",
     "COLUMNS",
+    "COLUMNS_IGNORING_UNKNOWN",
     "EVENTS",
     "PREFERENCE_EVENTS",
     "REQUIRED_COLUMNS",
     "RowContext",
     "RowError",
-    "header_columns",
+    "map_header",
     "parse_row",
 ]
 
 PREFERENCE_EVENTS = {"opt-in": True, "opt-out": False}
 EVENTS = (*(kind.value for kind in Interaction), *PREFERENCE_EVENTS)
-COLUMNS = (
-    "dealer",
-    "address",
-    "event",
-    "date",
-    "last_payment",
-    "reference",
-    "source",
-    "proof",
-    "topic",
-    "channel",
-)
 REQUIRED_COLUMNS = frozenset({"address", "event", "date"})
+# The file format for ``gateway.mail.addresslists.read_rows``: a header is required and an
+# unknown column refuses the file (issue 17 B11: a misspelt "Last Payment" was dropped and
+# every finance sale imported without its payments), unless the import is told to leave
+# such columns out (``COLUMNS_IGNORING_UNKNOWN``) or maps them (``map_header``).
+COLUMNS = Columns(
+    names=(
+        "dealer",
+        "address",
+        "event",
+        "date",
+        "last_payment",
+        "reference",
+        "source",
+        "proof",
+        "topic",
+        "channel",
+    ),
+    required=REQUIRED_COLUMNS,
+    unknown="refuse",
+)
+COLUMNS_IGNORING_UNKNOWN = Columns(COLUMNS.names, REQUIRED_COLUMNS, unknown="ignore")
 # A DMS clock a little ahead, or a row dated in a time zone east of the dealer's: a day.
 CLOCK_SKEW = timedelta(days=1)
 
@@ -105,63 +117,21 @@ def _fold(name: str) -> str:
     return " ".join(name.strip().lower().split())
 
 
-def _hint(name: str) -> str:
-    folded = _fold(name).replace(" ", "_").replace("-", "_")
-    match = difflib.get_close_matches(folded, COLUMNS, n=1, cutoff=0.6)
-    prefixed = [c for c in COLUMNS if len(folded) >= 3 and c.startswith(folded)]
-    best = match[0] if match else prefixed[0] if prefixed else None
-    return f" (did you mean {best!r}?)" if best else ""
+def map_header(cells: Sequence[str], mapping: Mapping[str, str]) -> list[str]:
+    """The header ``cells`` with a CRM's own names replaced by ours (``--map``).
 
-
-def header_columns(
-    names: Sequence[str | None],
-    mapping: Mapping[str, str] | None = None,
-    *,
-    ignore_unknown: bool = False,
-) -> list[str | None]:
-    """The column each header cell names, ``None`` for a column left out; or ``RowError``.
-
-    ``mapping`` maps a CRM's own header names (compared without case) onto ``COLUMNS``,
-    for exports whose headers differ (``{"Email Address": "address"}``). Unknown names are
-    refused, all of them named with a suggestion, unless ``ignore_unknown``; a column
-    named twice and a required column missing are always refused.
+    ``mapping`` maps a header name (compared without case or extra spaces) onto one of
+    ``COLUMNS``, for exports whose headers differ (``{"Email Address": "address"}``).
+    Raises ``RowError`` for a mapping onto no column.
     """
-    wanted = {_fold(k): v.strip().lower() for k, v in (mapping or {}).items()}
+    wanted = {_fold(k): v.strip().lower() for k, v in mapping.items()}
     for source, target in wanted.items():
-        if target not in COLUMNS:
+        if target not in COLUMNS.names:
             raise RowError(
                 f"the mapping {source!r}={target!r} names no column; "
-                f"use one of {', '.join(COLUMNS)}"
+                f"use one of {', '.join(COLUMNS.names)}"
             )
-    out: list[str | None] = []
-    unknown: list[str] = []
-    for raw in names:
-        folded = _fold(raw or "")
-        column = wanted.get(folded, folded)
-        if column in COLUMNS:
-            if column in out:
-                raise RowError(f"the column {column!r} is named twice in the first row")
-            out.append(column)
-            continue
-        out.append(None)
-        if folded:
-            unknown.append(raw or "")
-    problems = []
-    if unknown and not ignore_unknown:
-        listed = ", ".join(f"{name!r}{_hint(name)}" for name in unknown)
-        problems.append(
-            f"unknown columns {listed}: map each onto a column "
-            "(--map 'Last Payment=last_payment') or leave them out (--ignore-unknown-columns)"
-        )
-    missing = sorted(REQUIRED_COLUMNS - {c for c in out if c})
-    if missing:
-        problems.append(
-            f"the first row must name the columns address, event and date; {', '.join(missing)} "
-            "missing (map a CRM's own names with --map 'E-mail Address=address')"
-        )
-    if problems:
-        raise RowError("; ".join(problems) + "; nothing was imported")
-    return out
+    return [wanted.get(_fold(cell), cell) for cell in cells]
 
 
 def _day(text: str, column: str) -> date:

@@ -28,6 +28,7 @@ from gateway.mail.message import ParsedMessage
 from gateway.pipeline.base import CheckContext, Finding
 from gateway.pipeline.purpose import purpose_of
 from gateway.policy.model import DealerPolicy
+from gateway.policy.options import NearDuplicateOptions
 
 DAY = timedelta(days=1)
 WEEK = timedelta(days=7)
@@ -120,12 +121,6 @@ def duplicate_message(
             )
 
 
-# What a transactional message may be, by its content, and still be sent again however
-# alike it is: each receipt, invoice, order, account notice (a password reset asked for
-# twice) or recall is a fact of its own, even when the template makes two of them alike.
-EXEMPT_PURPOSES = "receipt invoice order account notice"
-
-
 def _near_applies(msg: ParsedMessage, dealer: DealerPolicy, ctx: CheckContext) -> bool:
     """Whether near-duplicate detection applies to this message.
 
@@ -137,11 +132,10 @@ def _near_applies(msg: ParsedMessage, dealer: DealerPolicy, ctx: CheckContext) -
     """
     state = ctx.duplicates
     assert state is not None
-    rule = dealer.checks.get("near-duplicate-message")
-    options = rule.options if rule is not None else {}
-    if state.print.category is not Category.COMMERCIAL and not options.get("transactional", True):
+    options = dealer.options(NearDuplicateOptions)
+    if state.print.category is not Category.COMMERCIAL and not options.transactional:
         return False
-    exempt = set(str(options.get("exempt_purposes", EXEMPT_PURPOSES)).replace(",", " ").split())
+    exempt = set(options.exempt_purposes.replace(",", " ").split())
     purpose = ctx.purpose if ctx.purpose is not None else purpose_of(msg, dealer)
     return purpose.category == "commercial" or not (purpose.kinds & exempt)
 

@@ -44,6 +44,7 @@ from gateway.consent.rules import CATEGORY_HEADER, EXEMPT_CATEGORIES
 from gateway.mail.message import ParsedMessage
 from gateway.pipeline.base import CheckContext, Finding
 from gateway.policy.model import DealerPolicy
+from gateway.policy.options import PromotionalContentOptions
 
 __all__ = [
     "OPENING_WORDS",
@@ -443,19 +444,10 @@ def classify(
     return Purpose("commercial", "", *scores, "nothing shows a transaction", read.kinds)
 
 
-def _options(dealer: DealerPolicy) -> tuple[float, bool]:
-    rule = dealer.checks.get("promotional-content")
-    options = rule.options if rule is not None else {}
-    threshold = options.get("threshold", DEFAULT_THRESHOLD)
-    infer = options.get("infer_unlabelled", True)
-    return (float(threshold) if isinstance(threshold, int | float) else DEFAULT_THRESHOLD,
-            bool(infer))  # fmt: skip
-
-
 def purpose_of(msg: ParsedMessage, dealer: DealerPolicy) -> Purpose:
     """``classify`` with the dealer's options (``promotional-content`` in policy)."""
-    threshold, infer = _options(dealer)
-    return classify(msg, threshold, infer)
+    options = dealer.options(PromotionalContentOptions)
+    return classify(msg, options.threshold, options.infer_unlabelled)
 
 
 def effective_category(msg: ParsedMessage, dealer: DealerPolicy, ctx: CheckContext) -> str:

@@ -11,7 +11,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.consent.csvformat import RowContext, RowError, header_columns, parse_row
+from gateway.consent.csvformat import (
+    COLUMNS,
+    COLUMNS_IGNORING_UNKNOWN,
+    RowContext,
+    RowError,
+    map_header,
+    parse_row,
+)
 from gateway.consent.rules import (
     ConsentEvent,
     ConsentRecord,
@@ -21,6 +28,7 @@ from gateway.consent.rules import (
     Topic,
     evaluate,
 )
+from gateway.mail.addresslists import Columns, CsvFormatError, Row, RowProblem, read_rows
 from gateway.types import DealerId
 
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -144,32 +152,35 @@ def test_b10_a_finance_sale_opens_from_its_last_payment() -> None:
 # -- B11: columns -------------------------------------------------------------------------
 
 
+def read(text: str, columns: Columns = COLUMNS) -> list[Row | RowProblem]:
+    return list(read_rows(text, columns))
+
+
 def test_b11_unknown_columns_are_named_with_a_suggestion_and_refuse_the_file() -> None:
-    with pytest.raises(RowError) as caught:
-        header_columns(["Address", "Event", "Date", "Last Payment", "Ref"])
+    with pytest.raises(CsvFormatError) as caught:
+        read("Address,Event,Date,Last Payment,Ref\na@x.example,inquiry,2025-06-01,,R1\n")
     text = str(caught.value)
-    assert "'Last Payment' (did you mean 'last_payment'?)" in text
-    assert "'Ref' (did you mean 'reference'?)" in text
-    assert "nothing was imported" in text
+    assert "unknown column 'last payment' (did you mean 'last_payment'?)" in text
+    assert "unknown column 'ref'" in text
 
 
 def test_b11_columns_can_be_mapped_or_left_out() -> None:
     header = ["E-mail Address", "Event", "Date", "Last Payment", "Ref", "Salesperson"]
-    mapped = header_columns(
-        header,
-        {"e-mail address": "address", "LAST PAYMENT": "last_payment", "Ref": "reference"},
-        ignore_unknown=True,
-    )
-    assert mapped == ["address", "event", "date", "last_payment", "reference", None]
-    with pytest.raises(RowError, match="'Salesperson'"):
-        header_columns(header, {"e-mail address": "address", "Last Payment": "last_payment",
-                                "Ref": "reference"})  # fmt: skip
+    mapping = {"e-mail address": "address", "LAST PAYMENT": "last_payment", "Ref": "reference"}
+    mapped = map_header(header, mapping)
+    assert mapped == ["address", "Event", "Date", "last_payment", "reference", "Salesperson"]
+    row = "j@x.example,sale-finance,2021-04-01,2025-03-01,D-1,Bob\n"
+    with pytest.raises(CsvFormatError, match="unknown column 'salesperson'"):
+        read(",".join(mapped) + "\n" + row)
+    (got,) = read(",".join(mapped) + "\n" + row, COLUMNS_IGNORING_UNKNOWN)
+    assert isinstance(got, Row)
+    assert got.get("last_payment") == "2025-03-01" and got.get("reference") == "D-1"
     with pytest.raises(RowError, match="names no column"):
-        header_columns(header, {"Ref": "ref"})
+        map_header(header, {"Ref": "ref"})
 
 
 def test_b11_a_missing_or_repeated_column_is_refused() -> None:
-    with pytest.raises(RowError, match="date missing"):
-        header_columns(["address", "event"])
-    with pytest.raises(RowError, match="'address' is named twice"):
-        header_columns(["address", "Address", "event", "date"])
+    with pytest.raises(CsvFormatError, match="no 'date' column"):
+        read("address,event\n")
+    with pytest.raises(CsvFormatError, match="'address' is named more than once"):
+        read("address,Address,event,date\n")

@@ -24,6 +24,7 @@ from gateway.pipeline.consent import consent_window_expired
 from gateway.pipeline.decide import decide
 from gateway.pipeline.purpose import classify, promotional_content, purpose_of
 from gateway.policy.model import CheckRule, DealerPolicy
+from gateway.policy.options import PromotionalContentOptions
 from gateway.types import Action, DealerId
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "purpose" / "dealer-mail.toml"
@@ -139,7 +140,7 @@ def test_a_mislabelled_offer_meets_the_consent_rules(
 def test_policy_can_turn_inference_off_and_move_the_threshold(dealer: DealerPolicy) -> None:
     checks = dict(dealer.checks)
     checks["promotional-content"] = CheckRule(
-        Action.HOLD, MappingProxyType({"threshold": 100.0, "infer_unlabelled": False})
+        Action.HOLD, PromotionalContentOptions(threshold=100.0, infer_unlabelled=False)
     )
     strict = dataclasses.replace(dealer, checks=MappingProxyType(checks))
     assert (
