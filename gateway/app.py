@@ -29,7 +29,9 @@ from gateway.admin.ops import AdminOps
 from gateway.admin.tokens import TokenCheck
 from gateway.alerts import Alerts
 from gateway.clock import Clock, SystemClock
+from gateway.consent.erasure import Erasures
 from gateway.consent.ops import ConsentGauges
+from gateway.consent.sync import CrmSync
 from gateway.datadir import DataDirLock, load_or_create_key, load_or_create_node_id
 from gateway.delivery.client import make_upstream
 from gateway.delivery.held import expire_held
@@ -340,7 +342,14 @@ class Gateway:
             # http.public_url, alert e-mails carry none (and start-up says so).
             status_link=status_links.url if settings.http.public_url else None,
         )
-        suspensions = Suspensions(storage, policies, clock, metrics, notifier=alerts)
+        suspensions = Suspensions(
+            storage,
+            policies,
+            clock,
+            metrics,
+            notifier=alerts,
+            erased_as=Erasures(ref_key).suppressed_as,
+        )
         worker = DeliveryWorker(
             storage=storage,
             upstream_factory=lambda: make_upstream(settings),
@@ -559,6 +568,9 @@ class Gateway:
         # Consent: eligible and locked recipients per dealer (gateway/consent/ops.py).
         gauges = ConsentGauges(self.storage, self.policies, self.clock, self.metrics)
         self._tasks.append(asyncio.create_task(gauges.run(), name="consent-gauges"))
+        # Unsubscribes, complaints, withdrawals: into the record and to the CRMs (sync.py).
+        sync = CrmSync(self.storage, self.policies, self.clock)
+        self._tasks.append(asyncio.create_task(sync.run(), name="consent-statements"))
         interval = self.settings.dns.check_interval.total_seconds()
         if self.resolver is not None and self.settings.dns.egress_ips and interval > 0:
             checks = monitor(

@@ -509,6 +509,24 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             (".csv", handlers.consent_evidence_csv, {"type": "string"}, "text/csv"),
         )
     ),
+    *(
+        Endpoint(
+            "GET",
+            f"/api/dealers/{{dealer}}/consent-statements{suffix}",
+            "Unsubscribes, complaints and withdrawals as consent statements in the CRM's "
+            "words (what the CRM webhook is sent), oldest first.",
+            "consent",
+            handler,
+            schema,
+            query=(Param("since", "date-time", "statements from this time on"),),
+            errors=(400, 404),
+            media_type=media,
+        )
+        for suffix, handler, schema, media in (
+            ("", handlers.consent_statements, obj({"statements": {"type": "array"}}), JSON_TYPE),
+            (".csv", handlers.consent_statements_csv, {"type": "string"}, "text/csv"),
+        )
+    ),
     Endpoint(
         "GET",
         "/api/dealers/{dealer}/consent-refusals",

@@ -33,6 +33,7 @@ from gateway.admin.bodies import (
 )
 from gateway.admin.ops import MAX_IMPORT, AdminOps, InvalidRequest
 from gateway.clock import parse_duration
+from gateway.consent.crm import STATEMENT_FIELDS, statement_json
 from gateway.consent.csvformat import RowContext, RowError, parse_row
 from gateway.consent.ops import ConsentOps, explanation_json
 from gateway.consent.reports import (
@@ -416,3 +417,23 @@ async def consent_refusals(ops: AdminOps, call: Call) -> Any:
         dealer, call.query["since"], call.query["limit"]
     )
     return {"refusals": [refusal_json(r) for r in found]}
+
+
+async def _statements(ops: AdminOps, call: Call) -> AsyncIterator[list[dict[str, Any]]]:
+    dealer = ops.dealer_policy(call.path["dealer"])
+    vocabulary = dealer.consent.crm_vocabulary
+    pages = ConsentOps(ops.storage, ops.clock).statements(dealer, call.query["since"])
+    async for page in pages:
+        yield [statement_json(s, vocabulary) for s in page]
+
+
+async def consent_statements(ops: AdminOps, call: Call) -> Any:
+    """``GET /api/dealers/{dealer}/consent-statements``: unsubscribes, complaints, withdrawals."""
+    ops.dealer_policy(call.path["dealer"])
+    return _json_stream("statements", _statements(ops, call))
+
+
+async def consent_statements_csv(ops: AdminOps, call: Call) -> Any:
+    """``GET /api/dealers/{dealer}/consent-statements.csv``, in the CRM's words."""
+    ops.dealer_policy(call.path["dealer"])
+    return _csv_stream(STATEMENT_FIELDS, _statements(ops, call))

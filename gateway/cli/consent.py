@@ -44,9 +44,11 @@ from gateway.cli.common import (
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
     Progress,
+    operator_name,
     settings_for,
 )
 from gateway.clock import SystemClock, parse_duration
+from gateway.consent.crm import STATEMENT_FIELDS, statement_json
 from gateway.consent.csvformat import (
     COLUMNS,
     COLUMNS_IGNORING_UNKNOWN,
@@ -55,6 +57,7 @@ from gateway.consent.csvformat import (
     map_header,
     parse_row,
 )
+from gateway.consent.erasure import Erasures
 from gateway.consent.ops import ConsentOps, explanation_json
 from gateway.consent.reports import (
     LEDGER_FIELDS,
@@ -66,6 +69,7 @@ from gateway.consent.reports import (
     standing_json,
 )
 from gateway.consent.rules import ConsentEvent, ConsentRules, Interaction, Preference
+from gateway.datadir import load_or_create_key
 from gateway.errors import StorageError
 from gateway.mail.addresslists import CsvFormatError, RowProblem, read_rows
 from gateway.policy.loader import load_policy_set
@@ -592,6 +596,50 @@ def cmd_consent_refused(args: argparse.Namespace) -> int:
     return _offline(args, report)
 
 
+def cmd_consent_statements(args: argparse.Namespace) -> int:
+    """``mailgate consent statements --dealer ID [--since D]``: what the CRM is told."""
+
+    def report(ops: ConsentOps, policy: Any) -> Any:
+        since = _day_arg(args.since, "--since", policy.consent.zone)
+        vocabulary = policy.consent.crm_vocabulary
+
+        def as_json(statement: Any) -> dict[str, Any]:
+            return statement_json(statement, vocabulary)
+
+        def line(row: dict[str, Any]) -> str:
+            return f"{row['at']}  {row['address']}  {row['status']}  ({row['source'] or '-'})"
+
+        return _emit(ops.statements(policy, since), STATEMENT_FIELDS, as_json, args, line)
+
+    return _offline(args, report)
+
+
+def cmd_consent_erase(args: argparse.Namespace) -> int:
+    """``mailgate consent erase ADDRESS --dealer ID --reason TEXT``: GDPR Art. 17."""
+    found = _policy_or_usage(args)
+    if found is None:
+        return EXIT_USAGE
+    settings, policy = found
+    erasures = Erasures(load_or_create_key(settings.ref_key_file))
+
+    async def run() -> int:
+        storage = await open_storage(settings.storage_url)
+        try:
+            done = await ConsentOps(storage, SystemClock()).erase(
+                policy, args.address, erasures, operator_name(args), args.reason
+            )
+        finally:
+            await storage.close()
+        listed = ", ".join(f"{table} {n}" for table, n in done.items() if n) or "nothing stored"
+        print(
+            f"erased {args.address} for {policy.dealer_id} ({listed}); it stays suppressed as "
+            f"{erasures.suppressed_as(policy.dealer_id, args.address)}"
+        )
+        return EXIT_OK
+
+    return asyncio.run(run())
+
+
 def _output_flags(p: Any) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--csv", action="store_true", help="CSV (RFC 4180) on standard output")
@@ -650,6 +698,21 @@ def register(subparsers: Any) -> None:
     p.add_argument("--until", help="before this day (YYYY-MM-DD)")
     _output_flags(p)
     p.set_defaults(func=cmd_consent_evidence)
+    p = consent.add_parser(
+        "statements", help="unsubscribes, complaints and withdrawals, in the CRM's words"
+    )
+    p.add_argument("--dealer", required=True)
+    p.add_argument("--since", help="from this day on (YYYY-MM-DD)")
+    _output_flags(p)
+    p.set_defaults(func=cmd_consent_statements)
+    p = consent.add_parser(
+        "erase", help="erase a person's data for a dealer (GDPR Art. 17); they stay suppressed"
+    )
+    p.add_argument("address")
+    p.add_argument("--dealer", required=True)
+    p.add_argument("--reason", required=True, help="why (recorded): e.g. the request's reference")
+    p.add_argument("--by", help="who asks (default: your login name)")
+    p.set_defaults(func=cmd_consent_erase)
     p = consent.add_parser("refused", help="recipients left out of a message for want of consent")
     p.add_argument("--dealer", required=True)
     p.add_argument("--since", help="from this day on (YYYY-MM-DD)")

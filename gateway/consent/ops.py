@@ -22,6 +22,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from gateway.clock import Clock
+from gateway.consent.crm import Statement, from_suppression, from_withdrawal
+from gateway.consent.erasure import Erasures
 from gateway.consent.ledger import ConsentRefusal, LedgerEntry
 from gateway.consent.reports import Standing
 from gateway.consent.rules import (
@@ -173,6 +175,46 @@ class ConsentOps:
             if len(page) < PAGE:
                 return
             after = (page[-1].at, page[-1].message_id)
+
+    async def statements(
+        self, dealer: DealerPolicy, since: datetime | None = None
+    ) -> AsyncIterator[list[Statement]]:
+        """The dealer's consent statements (unsubscribes, complaints, withdrawals), by page.
+
+        Made afresh from the suppression list and the withdrawals, as the CRM push makes them.
+        """
+        after = 0
+        while True:
+            page = await self._storage.list_suppressions(dealer.dealer_id, after_id=after,
+                                                         limit=PAGE)  # fmt: skip
+            found = [s for e in page if (s := from_suppression(e))]
+            kept = [s for s in found if since is None or s.at >= since]
+            if kept:
+                yield kept
+            if len(page) < PAGE:
+                break
+            after = page[-1].id
+        moment = since
+        while True:
+            withdrawn = await self._storage.consent_withdrawals(dealer.dealer_id, moment, PAGE)
+            if withdrawn:
+                yield [from_withdrawal(at, event) for at, event in withdrawn]
+            if len(withdrawn) < PAGE:
+                return
+            moment = withdrawn[-1][0]
+
+    async def erase(
+        self, dealer: DealerPolicy, address: str, erasures: Erasures, by: str, reason: str
+    ) -> dict[str, int]:
+        """Erase ``address`` for the dealer, keeping its keyed hash suppressed (Art. 17)."""
+        return await self._storage.erase_consent(
+            dealer.dealer_id,
+            address,
+            erasures.key(dealer.dealer_id, address),
+            self._clock.now(),
+            by,
+            reason,
+        )
 
     async def refusals(
         self, dealer: DealerPolicy, since: datetime | None = None, limit: int = 100

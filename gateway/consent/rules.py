@@ -367,6 +367,11 @@ class ConsentRules:
     refused_dsn: bool = False  # a DSN to the sender for each recipient left out (ledger.py)
     # GDPR: flag an opt-in or express consent older than this for review (None: never).
     review_after: Window | None = None
+    # The dealer's CRM webhook for consent statements (gateway/consent/sync.py): its URL,
+    # the secret file (relative to the policies directory) and the CRM's words per kind.
+    crm_webhook_url: str = ""
+    crm_secret_file: str = ""
+    crm_vocabulary: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
 NO_RULES = ConsentRules()  # a dealer without [consent] rules: nothing is checked

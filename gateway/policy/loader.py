@@ -289,6 +289,12 @@ def _window(value: str) -> str:
     return value
 
 
+def _webhook_url(value: str) -> str:
+    if not re.match(r"^https?://[^\s/]+", value):
+        raise ValueError(f"{value!r} is not an http(s) URL")
+    return value
+
+
 def _time_zone(value: str) -> str:
     try:
         ZoneInfo(value)
@@ -315,6 +321,12 @@ class _Consent(_Closed):
     time_zone: Annotated[str, AfterValidator(_time_zone)] | None = None
     refused_dsn: bool | None = None
     review_after: Annotated[str, AfterValidator(_window)] | None = None
+    # Where unsubscribes, complaints and withdrawals are pushed (gateway/consent/sync.py):
+    # an https URL, the file holding the shared secret (relative to the policies
+    # directory), and the CRM's words for each kind of statement.
+    crm_webhook_url: Annotated[str, AfterValidator(_webhook_url)] | None = None
+    crm_secret_file: str | None = Field(default=None, min_length=1, max_length=300)
+    crm_vocabulary: dict[Literal["unsubscribe", "complaint", "withdrawal"], str] | None = None
     windows: dict[
         Annotated[str, AfterValidator(_window_kind)], Annotated[str, AfterValidator(_window)]
     ] = {}
@@ -809,6 +821,9 @@ def _consent(sections: Iterable[_Consent | None], preset: str = "") -> ConsentRu
         preset=preset,
         refused_dsn=values.get("refused_dsn", False),
         review_after=_review_after(values.get("review_after")),
+        crm_webhook_url=values.get("crm_webhook_url", ""),
+        crm_secret_file=values.get("crm_secret_file", ""),
+        crm_vocabulary=MappingProxyType(dict(values.get("crm_vocabulary", {}))),
     )
 
 
@@ -828,6 +843,13 @@ def _check_consent(source: _DealerSource, defaults: _Layer, found: _Collector) -
             "consent.postal_address",
             f"the {rules.name or 'consent'} rules require the dealer's postal address in "
             "commercial mail; set it here",
+        )
+    if bool(rules.crm_webhook_url) != bool(rules.crm_secret_file):
+        found.add(
+            source.name,
+            "consent.crm_webhook_url",
+            "the CRM webhook needs both crm_webhook_url and crm_secret_file (its statements "
+            "are signed)",
         )
     if source.preset is not None and source.preset.consent is not None:
         _check_loosened(source, defaults, found)

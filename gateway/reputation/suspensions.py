@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -78,7 +79,11 @@ class Suspensions:
         clock: Clock,
         metrics: Metrics,
         notifier: Notifier | None = None,
+        erased_as: Callable[[str, str], str] | None = None,
     ) -> None:
+        # erased_as(dealer, address): the pseudo-address of a person erased on request,
+        # still suppressed (gateway/consent/erasure.py).
+        self._erased_as = erased_as
         self._storage = storage
         self._policies = policies
         self._clock = clock
@@ -100,7 +105,13 @@ class Suspensions:
 
     async def suppression(self, dealer_id: DealerId, address: str) -> Suppression | None:
         """The active suppression of ``address`` for the dealer (raises ``StorageError``)."""
-        return await self._storage.find_suppression(dealer_id, address, self._clock.now())
+        now = self._clock.now()
+        entry = await self._storage.find_suppression(dealer_id, address, now)
+        if entry is None and self._erased_as is not None:
+            entry = await self._storage.find_suppression(
+                dealer_id, self._erased_as(dealer_id, address), now
+            )
+        return entry
 
     async def windows(self, dealer_id: DealerId, status: DealerStatus | None = None) -> Windows:
         """The dealer's complaint and bounce windows now (since its last resume)."""

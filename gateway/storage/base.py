@@ -400,6 +400,45 @@ class Storage(Protocol):
         """Recipients left out of (or refused with) a message for want of consent, newest first."""
         ...
 
+    async def consent_withdrawals(
+        self, dealer_id: DealerId, after: datetime | None = None, limit: int = 1000
+    ) -> list[tuple[datetime, ConsentEvent]]:
+        """Consent-withdrawn events recorded after ``after``, oldest first, with that time."""
+        ...
+
+    async def consent_sync_state(self, dealer_id: DealerId) -> tuple[int, datetime | None]:
+        """How far the push to the dealer's CRM has got: last suppression id, withdrawal time."""
+        ...
+
+    async def set_consent_sync_state(
+        self,
+        dealer_id: DealerId,
+        suppression_after: int,
+        withdrawals_after: datetime | None,
+        pushed: int,
+        error: str,
+        now: datetime,
+    ) -> None:
+        """Record a push to the CRM (its new position, ``pushed`` added) or its ``error``."""
+        ...
+
+    async def erase_consent(
+        self, dealer_id: DealerId, address: str, key: str, now: datetime, by: str, reason: str
+    ) -> dict[str, int]:
+        """Erase ``address`` for the dealer (GDPR Art. 17) in one transaction.
+
+        Its consent events and preferences and its finished sent-log rows are deleted; the
+        ledger, refusals, feedback events and duplicate drops keep their rows under
+        ``erased:<key>``; its suppression entries are re-keyed the same way (one is added
+        when there is none), so that the person stays suppressed; ``key`` is recorded as
+        erased. Returns the rows changed per table.
+        """
+        ...
+
+    async def consent_erased(self, dealer_id: DealerId, key: str) -> bool:
+        """Whether the keyed hash ``key`` names a person erased for the dealer."""
+        ...
+
     # -- end of consent ------------------------------------------------------------------
 
 

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from gateway.consent.ledger import ConsentRefusal, ConsentWrites, LedgerEntry
-from gateway.consent.rules import ConsentEvent, Interaction, Preference, Topic
+from gateway.consent.rules import ConsentEvent, ConsentRecord, Interaction, Preference, Topic
 from gateway.errors import StorageError
+from gateway.reputation.records import Suppression
 from gateway.storage.base import Storage
 from gateway.types import DealerId, MessageId, NewMessage
 
@@ -192,3 +193,53 @@ async def test_a_refused_batch_stores_no_ledger_entry(store: Storage) -> None:
     with pytest.raises(StorageError):
         await store.enqueue_claimed([message], [], [], ConsentWrites((other,)))
     assert [e.message_id for e in await store.consent_ledger(DEALER)] == [message.id]
+
+
+async def test_withdrawals_and_the_sync_position(store: Storage) -> None:
+    gone = ev(Interaction.WITHDRAWN, date(2025, 6, 1), address="w@customer.test", source="api")
+    await store.record_consent([ev(), gone], now=T0)
+    (found,) = await store.consent_withdrawals(DEALER)
+    assert found == (T0, gone)
+    assert await store.consent_withdrawals(DEALER, T0) == []
+    assert await store.consent_sync_state(DEALER) == (0, None)
+    await store.set_consent_sync_state(DEALER, 7, T0, 3, "", T0)
+    await store.set_consent_sync_state(DEALER, 7, T0, 0, "HTTP 500", T0)
+    assert await store.consent_sync_state(DEALER) == (7, T0)
+    assert await store.consent_sync_state(OTHER) == (0, None)
+
+
+async def test_erasure_leaves_only_the_keyed_hash_and_keeps_the_person_suppressed(
+    store: Storage,
+) -> None:
+    ann = "ann@customer.test"
+    await store.record_consent([ev(address=ann)], [pref(True)], now=T0)
+    message = copy(1, ann)
+    assert await store.enqueue_claimed(
+        [message], [], [], ConsentWrites((entry(message, T0),), (
+            ConsentRefusal(DEALER, "Ann@customer.test", "s1", "no-opt-in", "reject", "x", T0, True),
+        ))
+    )  # fmt: skip
+    await store.add_suppression(Suppression(DEALER, ann, "spam complaint", "report 1", T0))
+    await store.add_suppression(Suppression(OTHER, ann, "spam complaint", "report 2", T0))
+    done = await store.erase_consent(DEALER, "Ann@Customer.test", "k" * 32, T0, "ops", "req 9")
+    assert done["consent_events"] == 1 and done["consent_ledger"] == 1
+    assert done["suppressions"] == 1
+    record = (await store.consent_records(DEALER, [ann]))[ann]
+    assert record == ConsentRecord()
+    john = (await store.consent_records(DEALER, ["john@customer.test"]))["john@customer.test"]
+    assert len(john.preferences) == 1  # someone else's record is left alone
+    assert await store.consent_ledger(DEALER, ann) == []
+    assert [e.recipient for e in await store.consent_ledger(DEALER)] == ["erased:" + "k" * 32]
+    assert [r.recipient for r in await store.consent_refusals(DEALER)] == ["erased:" + "k" * 32]
+    assert await store.find_suppression(DEALER, ann, T0) is None
+    kept = await store.find_suppression(DEALER, "erased:" + "k" * 32, T0)
+    assert kept is not None and kept.reason == "spam complaint"
+    assert await store.find_suppression(OTHER, ann, T0) is not None  # another dealer's list
+    assert await store.consent_erased(DEALER, "k" * 32)
+    assert not await store.consent_erased(OTHER, "k" * 32)
+    # Someone with no suppression gets one; erasing twice changes nothing more.
+    await store.erase_consent(DEALER, "bob@customer.test", "b" * 32, T0, "ops", "req 10")
+    added = await store.find_suppression(DEALER, "erased:" + "b" * 32, T0)
+    assert added is not None and "Art. 17" in added.reason
+    again = await store.erase_consent(DEALER, "bob@customer.test", "b" * 32, T0, "ops", "req 10")
+    assert sum(again.values()) == 0

@@ -290,6 +290,83 @@ async def refusals(
     ]
 
 
+async def withdrawals(
+    conn: Any, dealer_id: str, after: datetime | None, limit: int
+) -> list[tuple[datetime, ConsentEvent]]:
+    """The dealer's consent-withdrawn events recorded after ``after``, oldest first."""
+    rows = await conn.fetch(
+        f"SELECT {_EVENT_COLUMNS} FROM consent_events WHERE dealer_id = $1"
+        " AND kind = 'consent-withdrawn' AND ($2::timestamptz IS NULL OR recorded_at > $2)"
+        " ORDER BY recorded_at, address LIMIT $3",
+        dealer_id,
+        aware(after) if after is not None else None,
+        max(limit, 0),
+    )
+    return [(row["recorded_at"], _event(row)) for row in rows]
+
+
+async def erase(
+    conn: Any, dealer_id: str, address: str, key: str, now: datetime, by: str, reason: str
+) -> dict[str, int]:
+    """Remove what names ``address`` for the dealer; keep ``erased:<key>`` where it must stay.
+
+    Inside the caller's transaction; the same steps as the SQLite backend's ``erase``.
+    """
+    hashed = f"erased:{key}"
+    done: dict[str, int] = {}
+    steps = (
+        ("consent_events", "DELETE FROM consent_events WHERE dealer_id = $1 AND address = $2",
+         (dealer_id, address)),
+        ("consent_preferences",
+         "DELETE FROM consent_preferences WHERE dealer_id = $1 AND address = $2",
+         (dealer_id, address)),
+        ("consent_ledger", "UPDATE consent_ledger SET recipient = $3 WHERE dealer_id = $1"
+         " AND recipient = $2", (dealer_id, address, hashed)),
+        ("consent_refusals", "UPDATE consent_refusals SET recipient = $3 WHERE dealer_id = $1"
+         " AND lower(recipient) = $2", (dealer_id, address, hashed)),
+        ("feedback_events", "UPDATE feedback_events SET recipient = $3, subject = ''"
+         " WHERE dealer_id = $1 AND lower(recipient) = $2", (dealer_id, address, hashed)),
+        ("dup_drops", "UPDATE dup_drops SET recipient = $3 WHERE dealer_id = $1"
+         " AND lower(recipient) = $2", (dealer_id, address, hashed)),
+        ("messages", "DELETE FROM messages WHERE dealer_id = $1 AND lower(rcpt) = $2"
+         " AND state IN ('delivered', 'failed')", (dealer_id, address)),
+        ("suppressions", "UPDATE suppressions s SET address = $3 WHERE scope = $1"
+         " AND address = $2 AND NOT (s.lifted_at IS NULL AND EXISTS (SELECT 1 FROM"
+         " suppressions o WHERE o.scope = $1 AND o.address = $3 AND o.lifted_at IS NULL))",
+         (dealer_id, address, hashed)),
+    )  # fmt: skip
+    for name, sql, args in steps:
+        done[name] = count(await conn.execute(sql, *args))
+    await conn.execute(
+        "DELETE FROM suppressions WHERE scope = $1 AND address = $2", dealer_id, address
+    )
+    exists = await conn.fetchval(
+        "SELECT 1 FROM suppressions WHERE scope = $1 AND address = $2 AND lifted_at IS NULL",
+        dealer_id,
+        hashed,
+    )
+    if exists is None:
+        await conn.execute(
+            "INSERT INTO suppressions (scope, address, reason, source, created_at)"
+            " VALUES ($1, $2, $3, $4, $5)",
+            dealer_id,
+            hashed,
+            "erasure request (GDPR Art. 17)",
+            f"erasure by {by}",
+            aware(now),
+        )
+    await conn.execute(
+        "INSERT INTO consent_erased (dealer_id, key, erased_at, erased_by, reason)"
+        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (dealer_id, key) DO NOTHING",
+        dealer_id,
+        key,
+        aware(now),
+        by,
+        reason,
+    )
+    return done
+
+
 class ConsentSection(Section):
     """The protocol's consent section (see ``Storage`` for the contract)."""
 
@@ -339,3 +416,64 @@ class ConsentSection(Section):
         """Recipients left out for want of consent, newest first."""
         async with self._conn() as conn:
             return await refusals(conn, dealer_id, since, limit)
+
+    async def consent_withdrawals(
+        self, dealer_id: DealerId, after: datetime | None = None, limit: int = 1000
+    ) -> list[tuple[datetime, ConsentEvent]]:
+        """Withdrawals recorded after ``after``, oldest first, with when they were recorded."""
+        async with self._conn() as conn:
+            return await withdrawals(conn, dealer_id, after, limit)
+
+    async def consent_sync_state(self, dealer_id: DealerId) -> tuple[int, datetime | None]:
+        """How far the push to the dealer's CRM has got: suppression id, withdrawal time."""
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                "SELECT suppression_after, withdrawals_after FROM consent_sync"
+                " WHERE dealer_id = $1",
+                dealer_id,
+            )
+        if row is None:
+            return 0, None
+        return int(row["suppression_after"]), row["withdrawals_after"]
+
+    async def set_consent_sync_state(
+        self,
+        dealer_id: DealerId,
+        suppression_after: int,
+        withdrawals_after: datetime | None,
+        pushed: int,
+        error: str,
+        now: datetime,
+    ) -> None:
+        """Record a push (its new position and count) or a failed one (``error``)."""
+        async with self._conn() as conn:
+            await conn.execute(
+                "INSERT INTO consent_sync (dealer_id, suppression_after, withdrawals_after,"
+                " pushed, last_error, updated_at) VALUES ($1, $2, $3, $4, $5, $6)"
+                " ON CONFLICT (dealer_id) DO UPDATE SET"
+                " suppression_after = excluded.suppression_after,"
+                " withdrawals_after = excluded.withdrawals_after,"
+                " pushed = consent_sync.pushed + excluded.pushed,"
+                " last_error = excluded.last_error, updated_at = excluded.updated_at",
+                dealer_id,
+                suppression_after,
+                aware(withdrawals_after) if withdrawals_after is not None else None,
+                pushed,
+                error,
+                aware(now),
+            )
+
+    async def erase_consent(
+        self, dealer_id: DealerId, address: str, key: str, now: datetime, by: str, reason: str
+    ) -> dict[str, int]:
+        """Erase what names ``address`` for the dealer, in one transaction (see ``erase``)."""
+        async with self._conn() as conn, conn.transaction():
+            return await erase(conn, dealer_id, normalise_address(address), key, now, by, reason)
+
+    async def consent_erased(self, dealer_id: DealerId, key: str) -> bool:
+        """Whether the person with keyed hash ``key`` was erased for the dealer."""
+        async with self._conn() as conn:
+            found = await conn.fetchval(
+                "SELECT 1 FROM consent_erased WHERE dealer_id = $1 AND key = $2", dealer_id, key
+            )
+        return found is not None

@@ -300,6 +300,137 @@ def refusals(
     ]
 
 
+def withdrawals(
+    conn: sqlite3.Connection, dealer_id: str, after: datetime | None, limit: int
+) -> list[tuple[datetime, ConsentEvent]]:
+    """The dealer's consent-withdrawn events recorded after ``after``, oldest first."""
+    rows = conn.execute(
+        f"SELECT {_EVENT_COLUMNS} FROM consent_events WHERE dealer_id = ?"
+        " AND kind = 'consent-withdrawn' AND recorded_at > ? ORDER BY recorded_at, address"
+        " LIMIT ?",
+        (dealer_id, to_us(after) if after is not None else -1, max(limit, 0)),
+    ).fetchall()
+    return [(from_us(row[8]), _event(row)) for row in rows]
+
+
+def sync_state(conn: sqlite3.Connection, dealer_id: str) -> tuple[int, datetime | None]:
+    """The last suppression id and withdrawal time pushed to the dealer's CRM."""
+    row = conn.execute(
+        "SELECT suppression_after, withdrawals_after FROM consent_sync WHERE dealer_id = ?",
+        (dealer_id,),
+    ).fetchone()
+    if row is None:
+        return 0, None
+    return int(row[0]), from_us(row[1]) if row[1] else None
+
+
+def set_sync_state(
+    conn: sqlite3.Connection,
+    dealer_id: str,
+    suppression_after: int,
+    withdrawals_after: datetime | None,
+    pushed: int,
+    error: str,
+    now: datetime,
+) -> None:
+    """Move the dealer's push position (and count what was pushed), or record an error."""
+    conn.execute(
+        "INSERT INTO consent_sync (dealer_id, suppression_after, withdrawals_after, pushed,"
+        " last_error, updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (dealer_id) DO UPDATE"
+        " SET suppression_after = excluded.suppression_after,"
+        " withdrawals_after = excluded.withdrawals_after,"
+        " pushed = consent_sync.pushed + excluded.pushed, last_error = excluded.last_error,"
+        " updated_at = excluded.updated_at",
+        (dealer_id, suppression_after, to_us(withdrawals_after) if withdrawals_after else 0,
+         pushed, error, to_us(now)),
+    )  # fmt: skip
+
+
+def erase(
+    conn: sqlite3.Connection,
+    dealer_id: str,
+    address: str,
+    key: str,
+    now: datetime,
+    by: str,
+    reason: str,
+) -> dict[str, int]:
+    """Remove what names ``address`` for the dealer; keep ``erased:<key>`` where it must stay.
+
+    One transaction (the caller's). The dealer's suppression entries are re-keyed, not
+    deleted, so the person stays suppressed; a person with none gets one. Rows counted by
+    table, for the operator's record.
+    """
+    hashed = f"erased:{key}"
+    done: dict[str, int] = {}
+
+    def run(name: str, sql: str, params: Sequence[Any]) -> None:
+        done[name] = done.get(name, 0) + max(conn.execute(sql, params).rowcount, 0)
+
+    run(
+        "consent_events",
+        "DELETE FROM consent_events WHERE dealer_id = ? AND address = ?",
+        (dealer_id, address),
+    )
+    run(
+        "consent_preferences",
+        "DELETE FROM consent_preferences WHERE dealer_id = ? AND address = ?",
+        (dealer_id, address),
+    )
+    run(
+        "consent_ledger",
+        "UPDATE consent_ledger SET recipient = ? WHERE dealer_id = ? AND recipient = ?",
+        (hashed, dealer_id, address),
+    )
+    run(
+        "consent_refusals",
+        "UPDATE consent_refusals SET recipient = ? WHERE dealer_id = ? AND lower(recipient) = ?",
+        (hashed, dealer_id, address),
+    )
+    run(
+        "feedback_events",
+        "UPDATE feedback_events SET recipient = ?, subject = ''"
+        " WHERE dealer_id = ? AND lower(recipient) = ?",
+        (hashed, dealer_id, address),
+    )
+    run(
+        "dup_drops",
+        "UPDATE dup_drops SET recipient = ? WHERE dealer_id = ? AND lower(recipient) = ?",
+        (hashed, dealer_id, address),
+    )
+    # The sent log of finished mail (queued mail is the operator's to delete first).
+    run(
+        "messages",
+        "DELETE FROM messages WHERE dealer_id = ? AND lower(rcpt) = ?"
+        " AND state IN ('delivered', 'failed')",
+        (dealer_id, address),
+    )
+    run("suppressions", "UPDATE suppressions SET address = ? WHERE scope = ? AND address = ?"
+        " AND NOT EXISTS (SELECT 1 FROM suppressions o WHERE o.scope = suppressions.scope"
+        " AND o.address = ? AND o.lifted_at IS NULL AND suppressions.lifted_at IS NULL)",
+        (hashed, dealer_id, address, hashed))  # fmt: skip
+    conn.execute(
+        "DELETE FROM suppressions WHERE scope = ? AND address = ?", (dealer_id, address)
+    )  # entries left because an open one was already re-keyed
+    open_entry = conn.execute(
+        "SELECT 1 FROM suppressions WHERE scope = ? AND address = ? AND lifted_at IS NULL",
+        (dealer_id, hashed),
+    ).fetchone()
+    if open_entry is None:
+        conn.execute(
+            "INSERT INTO suppressions (scope, address, reason, source, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (dealer_id, hashed, "erasure request (GDPR Art. 17)", f"erasure by {by}",
+             to_us(now)),
+        )  # fmt: skip
+    conn.execute(
+        "INSERT INTO consent_erased (dealer_id, key, erased_at, erased_by, reason)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (dealer_id, key) DO NOTHING",
+        (dealer_id, key, to_us(now), by, reason),
+    )
+    return done
+
+
 class ConsentSection(Section):
     """The protocol's consent section (see ``Storage`` for the contract)."""
 
@@ -353,3 +484,56 @@ class ConsentSection(Section):
         """Recipients left out for want of consent, newest first."""
         self._check_open()
         return await self._reader.run(lambda c: refusals(c, dealer_id, since, limit))
+
+    async def consent_withdrawals(
+        self, dealer_id: DealerId, after: datetime | None = None, limit: int = 1000
+    ) -> list[tuple[datetime, ConsentEvent]]:
+        """Withdrawals recorded after ``after``, oldest first, with when they were recorded."""
+        self._check_open()
+        return await self._reader.run(lambda c: withdrawals(c, dealer_id, after, limit))
+
+    async def consent_sync_state(self, dealer_id: DealerId) -> tuple[int, datetime | None]:
+        """How far the push to the dealer's CRM has got: suppression id, withdrawal time."""
+        self._check_open()
+        return await self._reader.run(lambda c: sync_state(c, dealer_id))
+
+    async def set_consent_sync_state(
+        self,
+        dealer_id: DealerId,
+        suppression_after: int,
+        withdrawals_after: datetime | None,
+        pushed: int,
+        error: str,
+        now: datetime,
+    ) -> None:
+        """Record a push (its new position and count) or a failed one (``error``)."""
+        self._check_open()
+        await self._writer.run(
+            write(
+                lambda c: set_sync_state(
+                    c, dealer_id, suppression_after, withdrawals_after, pushed, error, now
+                )
+            )
+        )
+
+    async def erase_consent(
+        self, dealer_id: DealerId, address: str, key: str, now: datetime, by: str, reason: str
+    ) -> dict[str, int]:
+        """Erase what names ``address`` for the dealer, in one transaction (see ``erase``)."""
+        self._check_open()
+        target = normalise_address(address)
+        return await self._writer.run(
+            write(lambda c: erase(c, dealer_id, target, key, now, by, reason))
+        )
+
+    async def consent_erased(self, dealer_id: DealerId, key: str) -> bool:
+        """Whether the person with keyed hash ``key`` was erased for the dealer."""
+        self._check_open()
+        return await self._reader.run(
+            lambda c: (
+                c.execute(
+                    "SELECT 1 FROM consent_erased WHERE dealer_id = ? AND key = ?", (dealer_id, key)
+                ).fetchone()
+                is not None
+            )
+        )

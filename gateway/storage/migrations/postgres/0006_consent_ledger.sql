@@ -58,3 +58,27 @@ CREATE TABLE consent_refusals (
 );
 
 CREATE INDEX consent_refusals_dealer_at ON consent_refusals (dealer_id, at);
+
+-- How far the push of consent statements (unsubscribes, complaints, withdrawals) to each
+-- dealer's CRM has got (gateway/consent/sync.py): the last suppression id and the last
+-- withdrawal's recorded_at pushed. A push that fails leaves them, and is tried again.
+CREATE TABLE consent_sync (
+    dealer_id         text        PRIMARY KEY,
+    suppression_after bigint      NOT NULL DEFAULT 0,
+    withdrawals_after timestamptz,
+    pushed            bigint      NOT NULL DEFAULT 0,
+    last_error        text        NOT NULL DEFAULT '',
+    updated_at        timestamptz NOT NULL
+);
+
+-- People erased on request (GDPR Art. 17, `mailgate consent erase`): what is left of them
+-- is a keyed hash of the address (HMAC under a key of the data directory), so that they
+-- stay suppressed while nothing in the store names them.
+CREATE TABLE consent_erased (
+    dealer_id text        NOT NULL,
+    key       text        NOT NULL,
+    erased_at timestamptz NOT NULL,
+    erased_by text        NOT NULL,
+    reason    text        NOT NULL,
+    PRIMARY KEY (dealer_id, key)
+);

@@ -77,3 +77,27 @@ CREATE TABLE consent_refusals (
 ) STRICT;
 
 CREATE INDEX consent_refusals_dealer_at ON consent_refusals (dealer_id, at);
+
+-- How far the push of consent statements (unsubscribes, complaints, withdrawals) to each
+-- dealer's CRM has got (gateway/consent/sync.py): the last suppression id and the last
+-- withdrawal's recorded_at pushed. A push that fails leaves them, and is tried again.
+CREATE TABLE consent_sync (
+    dealer_id         TEXT    PRIMARY KEY,
+    suppression_after INTEGER NOT NULL DEFAULT 0,
+    withdrawals_after INTEGER NOT NULL DEFAULT 0,
+    pushed            INTEGER NOT NULL DEFAULT 0,
+    last_error        TEXT    NOT NULL DEFAULT '',
+    updated_at        INTEGER NOT NULL
+) STRICT;
+
+-- People erased on request (GDPR Art. 17, `mailgate consent erase`): what is left of them
+-- is a keyed hash of the address (HMAC under a key of the data directory), so that they
+-- stay suppressed while nothing in the store names them.
+CREATE TABLE consent_erased (
+    dealer_id TEXT    NOT NULL,
+    key       TEXT    NOT NULL,
+    erased_at INTEGER NOT NULL,
+    erased_by TEXT    NOT NULL,
+    reason    TEXT    NOT NULL,
+    PRIMARY KEY (dealer_id, key)
+) STRICT, WITHOUT ROWID;
