@@ -34,7 +34,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
 
@@ -418,7 +418,8 @@ def cmd_consent_show(args: argparse.Namespace) -> int:
     at = None
     if args.at:
         try:
-            at = datetime.combine(date.fromisoformat(args.at), time(12), UTC)
+            # Noon of that day on the dealer's calendar (consent.time_zone).
+            at = datetime.combine(date.fromisoformat(args.at), time(12), policy.consent.zone)
         except ValueError:
             print(f"--at {args.at!r} is not a date (YYYY-MM-DD)", file=sys.stderr)
             return EXIT_USAGE

@@ -223,21 +223,19 @@ class ConsentOps:
         return await self._storage.consent_refusals(dealer.dealer_id, since, limit)
 
     async def tally(self, dealer: DealerPolicy, at: datetime | None = None) -> Tally:
-        """Count the dealer's recipients eligible and locked for its own marketing now."""
-        now = at or self._clock.now()
+        """Count the dealer's recipients eligible and locked for its own marketing now.
+
+        The same answers as ``standings`` (suppressions included), so the gauges and the
+        status page count what ``consent show`` says.
+        """
         eligible = locked = 0
-        after = ""
-        while True:
-            page = await self._storage.consent_page(dealer.dealer_id, after, PAGE)
-            for _address, record in page:
-                if evaluate(record, dealer.consent, now).eligible:
+        async for page in self.standings(dealer, at):
+            for standing in page:
+                if standing.eligible:
                     eligible += 1
                 else:
                     locked += 1
-            if len(page) < PAGE:
-                return Tally(eligible, locked)
-            after = page[-1][0]
-            await asyncio.sleep(0)  # a long scan must not starve the SMTP sessions
+        return Tally(eligible, locked)
 
 
 class ConsentGauges:
