@@ -478,3 +478,28 @@ async def test_an_offer_labelled_transactional_meets_the_consent_rules(
     await h.wait_delivered(1)
     (refusal,) = await h.gateway.storage.consent_refusals(DEALER)
     assert refusal.code == "consent-window-expired"
+
+
+async def test_the_api_lists_expiring_and_locked_recipients(make_harness: MakeHarness) -> None:
+    h = await make_harness()
+    casl(h)
+    today = datetime.now(UTC).date()
+    await h.gateway.storage.record_consent(
+        [
+            ConsentEvent(DEALER, "soon@customer.example", Interaction.INQUIRY,
+                         today - timedelta(days=170)),
+            ConsentEvent(DEALER, "gone@customer.example", Interaction.INQUIRY, date(2020, 1, 1)),
+        ]
+    )  # fmt: skip
+    token = add_token(h.gateway)
+    base = f"/api/dealers/{DEALER}"
+    soon = await call(h.gateway, "GET", f"{base}/consent-expiring?within=30d", token=token)
+    assert soon.status == 200
+    assert [r["address"] for r in soon.body["recipients"]] == ["soon@customer.example"]
+    assert 0 <= soon.body["recipients"][0]["days_left"] <= 30
+    assert (await call(h.gateway, "GET", f"{base}/consent-expiring?within=2y", token=token)
+            ).status == 400  # fmt: skip
+    locked = await call(h.gateway, "GET", f"{base}/consent-locked.csv", token=token)
+    assert locked.status == 200
+    rows = locked.raw.decode().splitlines()
+    assert rows[0].startswith("address,eligible") and rows[1].startswith("gone@customer.example")
