@@ -18,6 +18,7 @@ run the same operations on the store (``gateway/cli/offline.py``) and print the 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from collections.abc import Callable
@@ -26,9 +27,16 @@ from typing import Any
 from urllib.parse import quote
 
 from gateway.admin.tokens import create_token
-from gateway.cli import render
+from gateway.cli import render, store
 from gateway.cli.client import ApiClient, ApiError, base_url, read_token
-from gateway.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, Progress, settings_for
+from gateway.cli.common import (
+    EXIT_FAIL,
+    EXIT_OK,
+    EXIT_USAGE,
+    Progress,
+    config_path,
+    settings_for,
+)
 from gateway.cli.suppress import BATCH, read_rows
 
 
@@ -59,8 +67,17 @@ def _run(work: Callable[[argparse.Namespace, ApiClient], int]) -> Callable[..., 
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
-    """Create an admin API token; it is printed once and stored only as a hash."""
-    path: Path = args.file or settings_for(args).admin_token_file
+    """Create an admin API token; it is printed once and stored only as a hash.
+
+    Without ``--file`` the token goes where the gateway of these settings reads it, so the
+    settings must be the gateway's: they must name an existing store (``store.require``),
+    else the token would land in a directory no gateway reads.
+    """
+    path: Path | None = args.file
+    if path is None:
+        settings = settings_for(args)
+        asyncio.run(store.require(settings, config_path(args)))
+        path = settings.admin_token_file
     token = create_token(path, args.name)
     print(f"token {args.name!r} added to {path} (the gateway reads it at the next request).")
     print("It is shown only now; keep it in a secret store:")

@@ -29,13 +29,13 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
-from gateway.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, Progress, settings_for
+from gateway.cli import store
+from gateway.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, Progress, config_path, settings_for
 from gateway.clock import SystemClock
 from gateway.consent.csvformat import REQUIRED_COLUMNS, RowError, parse_row
 from gateway.consent.ops import ConsentOps, explanation_json
 from gateway.consent.rules import ConsentEvent, Interaction, Preference
 from gateway.policy.loader import load_policy_set
-from gateway.storage.base import open_storage
 
 BATCH = 5000
 SHOWN_PROBLEMS = 10
@@ -123,7 +123,7 @@ def cmd_consent_import(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
     async def run() -> int:
-        storage = await open_storage(settings.storage_url)
+        storage = await store.open_existing(settings, config_path(args))
         progress = Progress(f"importing {path.name}", total)
         try:
             read, changed, rejected = await import_file(
@@ -204,7 +204,7 @@ def cmd_consent_show(args: argparse.Namespace) -> int:
             return EXIT_USAGE
 
     async def run() -> int:
-        storage = await open_storage(settings.storage_url)
+        storage = await store.open_existing(settings, config_path(args))
         try:
             shown = await ConsentOps(storage, SystemClock()).explain(policy, args.address, at)
         finally:

@@ -14,10 +14,10 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, settings_for
+from gateway.cli import store
+from gateway.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, config_path, settings_for
 from gateway.passwords import hash_password
 from gateway.policy.loader import load_policy_set
-from gateway.storage.base import open_storage
 from gateway.types import Credential, DealerId
 
 MIN_PASSWORD = 12
@@ -28,7 +28,7 @@ def cmd_credentials(args: argparse.Namespace) -> int:
     settings = settings_for(args)
 
     async def run() -> int:
-        storage = await open_storage(settings.storage_url)
+        storage = await store.open_existing(settings, config_path(args))
         try:
             if args.action == "set":
                 policies = load_policy_set(settings.server.policies_dir)

@@ -11,8 +11,8 @@ import argparse
 import asyncio
 from typing import Any
 
-from gateway.cli.common import EXIT_OK, settings_for
-from gateway.storage.base import open_storage
+from gateway.cli import store
+from gateway.cli.common import EXIT_OK, config_path, settings_for
 from gateway.types import DealerId
 
 
@@ -21,7 +21,7 @@ def cmd_duplicates_list(args: argparse.Namespace) -> int:
     settings = settings_for(args)
 
     async def run() -> int:
-        storage = await open_storage(settings.storage_url)
+        storage = await store.open_existing(settings, config_path(args))
         try:
             dealer = DealerId(args.dealer) if args.dealer else None
             drops = await storage.list_duplicate_drops(dealer, limit=args.limit)

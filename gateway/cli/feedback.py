@@ -163,9 +163,10 @@ def cmd_feedback_import(args: argparse.Namespace) -> int:
     if missing:
         print(f"not found: {', '.join(missing)}", file=sys.stderr)
         return EXIT_FAIL
-    refs = RefCodec(load_or_create_key(settings_for(args).ref_key_file))
 
     async def work(ops: AdminOps) -> int:
+        # Only now, once the store is known to exist: never a key in a stray directory.
+        refs = RefCodec(load_or_create_key(settings_for(args).ref_key_file))
         ingest = FeedbackIngest(
             ops.storage, refs, ops.policies, ops.clock, Metrics(), ops.suspensions
         )

@@ -20,11 +20,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from gateway.admin.ops import AdminError, AdminOps
+from gateway.cli import store
 from gateway.cli.common import (
     EXIT_FAIL,
     EXIT_OK,
     EXIT_UNAVAILABLE,
     Progress,
+    config_path,
     exit_code,
     settings_for,
 )
@@ -36,7 +38,9 @@ def run(args: argparse.Namespace, work: Callable[[AdminOps], Awaitable[int]]) ->
 
     The exit code of a refusal is the one ``mailgate admin`` gives for the same answer
     (1 not found or wrong state, 2 bad input, 3 the store is unavailable). A policy
-    directory that does not load is left to ``main`` (exit 1, every problem listed).
+    directory that does not load is left to ``main`` (exit 1, every problem listed), and
+    so is a store that does not exist yet (``store.NoStore``, exit 2): these commands
+    never create one.
     """
     # The composition root also builds the listeners; importing it here keeps the commands
     # that need none of it (check, feedback parse, dkim, --help) quick to start.
@@ -49,6 +53,7 @@ def run(args: argparse.Namespace, work: Callable[[AdminOps], Awaitable[int]]) ->
 
     async def main() -> int:
         try:
+            await store.require(settings, config_path(args))
             async with offline_admin(settings) as ops:
                 return await work(ops)
         except AdminError as exc:
