@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from gateway.settings import Settings, find_config, load_settings
 
@@ -42,6 +44,19 @@ def config_path(args: argparse.Namespace) -> Path | None:
 def settings_for(args: argparse.Namespace) -> Settings:
     """The settings of this invocation: ``config_path(args)`` plus ``MAILGATE_*`` variables."""
     return load_settings(config_path(args))
+
+
+def add_json(parser: argparse.ArgumentParser, what: str = "the result") -> None:
+    """Give a command that prints data the ``--json`` option every such command has."""
+    parser.add_argument("--json", action="store_true", help=f"print {what} as JSON")
+
+
+def emit(args: argparse.Namespace, data: Any, human: Callable[[Any], str]) -> None:
+    """Print ``data`` as JSON with ``--json``, else ``human(data)``."""
+    if getattr(args, "json", False):
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        print(human(data))
 
 
 def exit_code(status: int) -> int:

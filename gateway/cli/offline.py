@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -66,20 +67,35 @@ def run(args: argparse.Namespace, work: Callable[[AdminOps], Awaitable[int]]) ->
     return asyncio.run(main())
 
 
-async def each(ids: Sequence[str], label: str, act: Callable[[str], Awaitable[Any]]) -> int:
-    """Apply ``act`` to every id, printing ``ID: label`` or why not; 1 if any was refused."""
+async def each(
+    ids: Sequence[str],
+    label: str,
+    act: Callable[[str], Awaitable[Any]],
+    *,
+    json_output: bool = False,
+) -> int:
+    """Apply ``act`` to every id, printing ``ID: label`` or why not; 1 if any was refused.
+
+    With ``json_output`` it prints ``{"results": [{"id", "ok", "error"?}]}`` at the end,
+    the shape ``mailgate admin held release --json`` prints.
+    """
     progress = Progress(label, len(ids)) if len(ids) > 1 else None
-    failed = 0
+    results: list[dict[str, Any]] = []
     for message_id in ids:
         try:
             await act(message_id)
         except AdminError as exc:
-            failed += 1
-            print(f"{message_id}: {exc}", file=sys.stderr)
+            results.append({"id": message_id, "ok": False, "error": str(exc)})
+            if not json_output:
+                print(f"{message_id}: {exc}", file=sys.stderr)
         else:
-            print(f"{message_id}: {label}")
+            results.append({"id": message_id, "ok": True})
+            if not json_output:
+                print(f"{message_id}: {label}")
         if progress is not None:
             progress.advance()
     if progress is not None:
         progress.finish()
-    return EXIT_FAIL if failed else EXIT_OK
+    if json_output:
+        print(json.dumps({"results": results}, indent=2))
+    return EXIT_FAIL if any(not r["ok"] for r in results) else EXIT_OK
