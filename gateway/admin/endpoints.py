@@ -116,11 +116,9 @@ class Param:
                 raise InvalidRequest(f"{self.name}: must be between {low} and {self.top}")
             return value
         if self.kind == "boolean":
-            lowered = raw.lower()
-            if lowered in ("1", "true", "yes"):
-                return True
-            if lowered in ("0", "false", "no", ""):
-                return False
+            # What the description says (a JSON boolean in the query: true or false), no more.
+            if raw in ("true", "false"):
+                return raw == "true"
             raise InvalidRequest(f"{self.name}: not a boolean: {raw!r} (true or false)")
         if self.kind == "date-time":
             return parse_time(raw, self.name)

@@ -379,6 +379,8 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int]] = [
     ("GET", "/api/suppressions?after=9223372036854775808", {}, 400),  # past 64 bits: not a 500
     ("GET", "/api/suppressions?after=1_000", {}, 400),
     ("GET", "/api/suppressions?list=", {}, 400),
+    ("GET", "/api/suppressions/export?all=", {}, 400),  # a boolean is true or false
+    ("GET", "/api/suppressions/export?all=yes", {}, 400),
     ("GET", "/api/dealers/example-motors/events?since=20240101T1000", {}, 400),
     ("POST", "/api/dealers/example-motors/suspend", {"body": {"reason": " \t "}}, 400),
     ("POST", "/api/dealers/example-motors/suspend", {"body": {"reason": "x", "for": "0s"}}, 400),
