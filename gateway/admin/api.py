@@ -22,8 +22,10 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Route, request_response
+from starlette.types import Receive, Scope, Send
 
+from gateway.admin.bodies import PATTERN_WORDS
 from gateway.admin.endpoints import ENDPOINTS, JSON_TYPE, Endpoint, openapi
 from gateway.admin.handlers import Call
 from gateway.admin.ops import AdminError, AdminOps, InvalidRequest
@@ -78,11 +80,14 @@ class AdminApi:
         by_path: dict[str, dict[str, Endpoint]] = {}
         for ep in ENDPOINTS:
             by_path.setdefault(ep.path, {})[ep.method] = ep
+        # Every method reaches our dispatcher, so that a method the description does not
+        # list gets our JSON 405 with ``Allow`` naming exactly the documented methods (RFC
+        # 9110 §15.5.6), never Starlette's plain-text one naming what the route accepts.
         routes: list[BaseRoute] = [Route("/api/openapi.json", self._openapi, methods=["GET"])]
         for path, methods in by_path.items():
-            routes.append(Route(path, self._dispatcher(methods), methods=_ALL_METHODS))
-        routes.append(Route("/api", self._unknown, methods=_ALL_METHODS))
-        routes.append(Route("/api/{rest:path}", self._unknown, methods=_ALL_METHODS))
+            routes.append(Route(path, _EveryMethod(self._dispatcher(methods))))
+        routes.append(Route("/api", _EveryMethod(self._unknown)))
+        routes.append(Route("/api/{rest:path}", _EveryMethod(self._unknown)))
         return routes
 
     async def _openapi(self, _request: Request) -> Response:
@@ -163,13 +168,13 @@ class AdminApi:
         raw = await request.body()
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         body: BaseModel | None = None
-        if ep.body is not None:
-            if ep.body_csv and content_type == "text/csv":
-                pass
-            elif content_type not in ("", JSON_TYPE):
+        if ep.body_csv:
+            if content_type != "text/csv":
+                raise _Unsupported("send the body as text/csv")
+        elif ep.body is not None:
+            if content_type not in ("", JSON_TYPE):
                 raise _Unsupported(f"send the body as {JSON_TYPE}")
-            else:
-                body = _validate(ep.body, raw)
+            body = _validate(ep.body, raw)
         elif raw.strip() and raw.strip() not in (b"{}", b"null"):
             raise InvalidRequest("this endpoint takes no request body")
         return Call(
@@ -186,7 +191,18 @@ class _Unsupported(AdminError):
     status = 415
 
 
-_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+class _EveryMethod:
+    """A request handler as an ASGI app, which Starlette routes for every method.
+
+    Starlette routes a plain function to ``GET`` and ``HEAD`` unless given ``methods``, and
+    answers any other method itself; an app object it routes whatever the method.
+    """
+
+    def __init__(self, handle: Callable[[Request], Awaitable[Response]]) -> None:
+        self._app = request_response(handle)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)
 
 
 def _validate(model: type[BaseModel], raw: bytes) -> BaseModel:
@@ -197,10 +213,22 @@ def _validate(model: type[BaseModel], raw: bytes) -> BaseModel:
     if not isinstance(data, dict):
         raise InvalidRequest("the body must be a JSON object")
     try:
+        # JSON may escape lone surrogates ("\\ud800"), which no store can hold as text.
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest("the body is not valid Unicode (a lone surrogate)") from None
+    try:
         return model.model_validate(data)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
             where = ".".join(str(p) for p in err["loc"]) or "body"
-            problems.append(f"{where}: {err['msg']}")
+            message = err["msg"]
+            if err["type"] == "string_pattern_mismatch":
+                message = PATTERN_WORDS.get(str(err.get("ctx", {}).get("pattern")), message)
+            elif err["type"] == "literal_error":
+                expected = str(err.get("ctx", {}).get("expected", "")).replace("'", "")
+                problems.append(f"{where} {err['input']!r} is not one of {expected}")
+                continue
+            problems.append(f"{where}: {message}")
         raise InvalidRequest("; ".join(problems)) from None

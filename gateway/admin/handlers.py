@@ -30,7 +30,7 @@ from gateway.admin.bodies import (
     SuppressBody,
     SuspendBody,
 )
-from gateway.admin.ops import MAX_IMPORT, AdminOps, InvalidRequest
+from gateway.admin.ops import BLANK, MAX_IMPORT, AdminOps, InvalidRequest
 from gateway.clock import parse_duration
 from gateway.consent.csvformat import RowError, parse_row
 from gateway.consent.ops import ConsentOps, explanation_json
@@ -176,30 +176,30 @@ async def lift_suppression(ops: AdminOps, call: Call) -> Any:
 
 
 async def import_suppressions(ops: AdminOps, call: Call) -> Any:
-    """``POST /api/suppressions/import``: a JSON body, or a CSV body with ``?list=``."""
-    if call.body is None:  # text/csv
-        list_name = call.query["list"]
-        reason = call.query["reason"] or "imported"
-        try:
-            text = call.raw_body.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            raise InvalidRequest("the CSV body must be UTF-8") from None
-        try:
-            entries = list(import_rows(text))
-        except CsvFormatError as exc:
-            raise InvalidRequest(f"CSV header: {exc}") from None
-        if len(entries) > MAX_IMPORT:
-            raise InvalidRequest(f"at most {MAX_IMPORT} rows per request; send batches")
-        rows = [e for e in entries if not isinstance(e, RowProblem)]
-        unreadable = len(entries) - len(rows)  # counted as invalid, like bad addresses
-        source = f"import:api:{call.actor}"
-    else:
-        body = _body(call, ImportBody)
-        list_name, reason = body.list, body.reason
-        rows = [(e.address, e.reason) for e in body.entries]
-        unreadable = 0
-        source = f"import:{body.source or 'api'}"
-    result = await ops.import_entries(list_name, rows, reason, source)
+    """``POST /api/suppressions/import``: entries in a JSON body."""
+    body = _body(call, ImportBody)
+    rows = [(e.address, e.reason) for e in body.entries]
+    source = f"import:{body.source or 'api'}"
+    return views.import_json(await ops.import_entries(body.list, rows, body.reason, source))
+
+
+async def import_suppressions_csv(ops: AdminOps, call: Call) -> Any:
+    """``POST /api/suppressions/import/csv?list=``: the rows of a CSV body."""
+    try:
+        text = call.raw_body.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InvalidRequest("the CSV body must be UTF-8") from None
+    try:
+        entries = list(import_rows(text))
+    except CsvFormatError as exc:
+        raise InvalidRequest(f"CSV header: {exc}") from None
+    if len(entries) > MAX_IMPORT:
+        raise InvalidRequest(f"at most {MAX_IMPORT} rows per request; send batches")
+    rows = [e for e in entries if not isinstance(e, RowProblem)]
+    unreadable = len(entries) - len(rows)  # counted as invalid, like bad addresses
+    reason = (call.query["reason"] or "").strip(BLANK) or "imported"
+    source = f"import:api:{call.actor}"
+    result = await ops.import_entries(call.query["list"], rows, reason, source)
     return views.import_json(replace(result, invalid=result.invalid + unreadable))
 
 

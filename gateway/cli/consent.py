@@ -28,14 +28,23 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
-from gateway.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, Progress, settings_for
+from gateway.cli import store
+from gateway.cli.common import (
+    EXIT_FAIL,
+    EXIT_OK,
+    EXIT_USAGE,
+    Progress,
+    add_json,
+    config_path,
+    emit,
+    settings_for,
+)
 from gateway.clock import SystemClock
 from gateway.consent.csvformat import COLUMNS, RowError, parse_row
 from gateway.consent.ops import ConsentOps, explanation_json
 from gateway.consent.rules import ConsentEvent, Interaction, Preference
 from gateway.mail.addresslists import CsvFormatError, Row, read_rows
 from gateway.policy.loader import load_policy_set
-from gateway.storage.base import open_storage
 
 BATCH = 5000
 SHOWN_PROBLEMS = 10
@@ -113,16 +122,17 @@ def cmd_consent_import(args: argparse.Namespace) -> int:
     try:
         total = _count_lines(path)
     except OSError as exc:
-        print(f"{path}: cannot read: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_FAIL
+        print(f"mailgate: {path}: cannot read: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
     policies = load_policy_set(settings.server.policies_dir)
     dealers = frozenset(policies.dealers)
     if args.dealer and args.dealer not in dealers:
-        print(f"no dealer {args.dealer!r} in {settings.server.policies_dir}", file=sys.stderr)
+        print(f"mailgate: no dealer {args.dealer!r} in {settings.server.policies_dir}",
+              file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
 
     async def run() -> int:
-        storage = await open_storage(settings.storage_url)
+        storage = await store.open_existing(settings, config_path(args))
         progress = Progress(f"importing {path.name}", total)
         try:
             read, changed, rejected = await import_file(
@@ -134,7 +144,7 @@ def cmd_consent_import(args: argparse.Namespace) -> int:
                 progress=progress,
             )
         except RowError as exc:
-            print(f"{path}: {exc}", file=sys.stderr)
+            print(f"mailgate: {path}: {exc}", file=sys.stderr)
             return EXIT_USAGE
         finally:
             progress.finish()
@@ -144,9 +154,19 @@ def cmd_consent_import(args: argparse.Namespace) -> int:
         if len(rejected) > SHOWN_PROBLEMS:
             print(f"... and {len(rejected) - SHOWN_PROBLEMS} more", file=sys.stderr)
         unchanged = read - changed - len(rejected)
-        print(
-            f"{read} rows: {changed} new or changed, {unchanged} already recorded, "
-            f"{len(rejected)} rejected"
+        data = {
+            "read": read,
+            "changed": changed,
+            "unchanged": unchanged,
+            "rejected": [{"line": line, "problem": problem} for line, problem in rejected],
+        }
+        emit(
+            args,
+            data,
+            lambda _d: (
+                f"{read} rows: {changed} new or changed, {unchanged} already recorded, "
+                f"{len(rejected)} rejected"
+            ),
         )
         return EXIT_FAIL if rejected else EXIT_OK
 
@@ -192,18 +212,19 @@ def cmd_consent_show(args: argparse.Namespace) -> int:
     settings = settings_for(args)
     policy = load_policy_set(settings.server.policies_dir).dealer(args.dealer)
     if policy is None:
-        print(f"no dealer {args.dealer!r} in {settings.server.policies_dir}", file=sys.stderr)
+        print(f"mailgate: no dealer {args.dealer!r} in {settings.server.policies_dir}",
+              file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
     at = None
     if args.at:
         try:
             at = datetime.combine(date.fromisoformat(args.at), time(12), UTC)
         except ValueError:
-            print(f"--at {args.at!r} is not a date (YYYY-MM-DD)", file=sys.stderr)
+            print(f"mailgate: --at {args.at!r} is not a date (YYYY-MM-DD)", file=sys.stderr)
             return EXIT_USAGE
 
     async def run() -> int:
-        storage = await open_storage(settings.storage_url)
+        storage = await store.open_existing(settings, config_path(args))
         try:
             shown = await ConsentOps(storage, SystemClock()).explain(policy, args.address, at)
         finally:
@@ -221,13 +242,14 @@ def register(subparsers: Any) -> None:
         "consent", help="customers' interactions and opt-ins; eligibility windows"
     ).add_subparsers(dest="consent_command", required=True)
     p = consent.add_parser("import", help="record interactions and opt-ins from a CSV file")
-    p.add_argument("file", type=Path, metavar="FILE.csv")
+    p.add_argument("file", type=Path, metavar="FILE.csv", help="the CRM export (header row first)")
     p.add_argument("--dealer", help="the dealer of rows without a dealer column")
     p.add_argument("--batch", type=int, default=BATCH, help=argparse.SUPPRESS)
+    add_json(p, "the counts and the rejected rows")
     p.set_defaults(func=cmd_consent_import)
     p = consent.add_parser("show", help="explain whether a dealer may email an address")
-    p.add_argument("address")
-    p.add_argument("--dealer", required=True)
+    p.add_argument("address", help="the recipient's address")
+    p.add_argument("--dealer", required=True, help="the dealer id")
     p.add_argument("--at", help="evaluate on this day (YYYY-MM-DD) instead of today")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_consent_show)
