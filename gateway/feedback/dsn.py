@@ -141,6 +141,7 @@ class _Found:
     action: str | None = None  # RFC 3464 action, lower case; None when the format has none
     original: str | None = None  # RFC 3464 Original-Recipient, when it differs
     confirmed: bool = True  # False: not tied to a full address by the report itself
+    written: str | None = None  # how the report wrote it, when that is not ``address``
 
 
 # -- 1. RFC 3464 ---------------------------------------------------------------------------
@@ -181,18 +182,42 @@ def _field_groups(text: str) -> list[list[tuple[str, str]]]:
     return [group for group in groups if group]
 
 
+# An address as an MTA wrote it in a DSN field, whatever its domain looks like: RFC 3464
+# §2.3.2 gives the address the MTA was handed ("recipient@#example.net" with a typo in
+# the domain is still the address that failed).
+_LOOSE_ADDRESS = re.compile(r"[^\s<>\"'@;,()]{1,64}@[^\s<>\"'@;,()]{1,255}")
+
+
 def _address_of(value: str) -> str | None:
     # RFC 3464 §2.3.2: "address-type ; generic-address", address-type usually rfc822.
     _, semi, rest = value.partition(";")
     candidate = rest if semi else value
-    match = ADDRESS.search(candidate)
+    match = ADDRESS.search(candidate) or _LOOSE_ADDRESS.search(candidate)
     return clean_address(match.group(0)) or None if match else None
+
+
+def _local_part_of(value: str) -> str | None:
+    """A bare local part in a DSN field ("LOCAL; pat", "rfc822; pat"), or ``None``."""
+    _, semi, rest = value.partition(";")
+    return clean_local_part(rest if semi else value) or None
 
 
 # X.400 gateways and Exchange write an Internet address as "SMTP=user@host" or
 # "SMTP:user@host" (an O/R address attribute, RFC 2156 §4.2); some MTAs leave a quote or
 # an apostrophe stuck to it. Neither is part of the address.
 _ADDRESS_PREFIX = re.compile(r"^(?:(?:smtp|rfc822|internet|x400)[=:;][ \t]*)+", re.IGNORECASE)
+
+
+# A local part written alone (RFC 5322 §3.4.1 dot-atom text): what old gateways and
+# providers print for one of their own users, or a screen name (AOL).
+_LOCAL_PART = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._+=-]{0,62}[A-Za-z0-9_])?")
+
+
+def clean_local_part(value: str) -> str:
+    """``value`` as a bare local part (no ``@``), or an empty string when it is not one."""
+    text = _ADDRESS_PREFIX.sub("", value.strip().strip("<>\"'`()[]{}")).strip("<>\"'`()[]{}")
+    text = text.rstrip(".,;:")
+    return text if "@" not in text and _LOCAL_PART.fullmatch(text) else ""
 
 
 def clean_address(value: str) -> str:
@@ -251,8 +276,14 @@ def _from_dsn(mail: Mail) -> tuple[list[_Found], str | None, str] | None:
                     address = _address_of(fields[name])
                     if address:
                         break
+            confirmed = True
             if address is None:
-                continue
+                # "Final-Recipient: LOCAL; pat": the MTA named its own user without a
+                # domain. Only the sent log can say which address that was.
+                local = _local_part_of(fields.get("final-recipient", ""))
+                if local is None:
+                    continue
+                address, confirmed = local, False
             # RFC 3464 §2.3.1/2.3.2: Original-Recipient is the address we sent to; the
             # Final-Recipient is where forwarding or an alias led. Both are reported.
             original = _address_of(fields.get("original-recipient", ""))
@@ -272,6 +303,7 @@ def _from_dsn(mail: Mail) -> tuple[list[_Found], str | None, str] | None:
                     smtp_code=cls.find_smtp_code(diagnostic),
                     action=fields.get("action", "").strip().lower() or None,
                     original=original,
+                    confirmed=confirmed,
                 )
             )
     if not found:
@@ -736,6 +768,89 @@ def _generic(
     return [_unnamed(mail, inline, excluded, notice)]
 
 
+# A line introducing the list of failed recipients ("Your mail to the following
+# recipients could not be delivered because ...:", "Message not delivered to the
+# following:"); the entries follow it, one a line.
+_LIST_HEADER = re.compile(
+    r"^[^\n]*(?:\bfollowing\b[^\n]{0,60}?\b(?:recipients?|address(?:es|\(es\))?|users?|"
+    r"mailbox(?:es)?|persons?|destinations?)\b|\b(?:delivered|sent|deliverable) to the "
+    r"following\b)[^\n]{0,300}:[ \t]*$",
+    re.IGNORECASE | re.MULTILINE,
+)
+# One entry: the recipient alone on its line, or followed by its reason after a tab or two
+# spaces (a column); a line of prose (words one space apart) is no entry.
+_LIST_ENTRY = re.compile(r"[ \t]*(?P<tok>[^\s:]+):?(?:[ \t]*|(?:\t|  )[ \t]*(?P<diag>\S.*))")
+
+
+def _from_recipient_list(notice: str, excluded: _Exclusions) -> list[_Found] | None:
+    """Failed recipients listed under a "following recipients:" line, by local part too.
+
+    AOL names its members by screen name, Yale and other directory gateways by the bare
+    local part (``userx    No matches to nameserver query``): no domain. Such an entry is
+    an unconfirmed recipient (only the sent log can say which address it was; see
+    ``gateway.feedback.ingest``); full addresses of the same list are confirmed. Lists
+    without a bare local part are left to the generic reading, which knows more about
+    full addresses.
+    """
+    for header in _LIST_HEADER.finditer(notice[:MAX_NOTICE_SCAN]):
+        lines = notice[header.end() :].split("\n")[1:]
+        while lines and not lines[0].strip() and len(lines) > 1:
+            lines = lines[1:]
+        found: list[_Found] = []
+        bare = False
+        for line in lines[:MAX_RECIPIENTS]:
+            entry = _LIST_ENTRY.fullmatch(line.rstrip())
+            if not line.strip() or entry is None or entry.group("tok")[0] in "-=*":
+                break
+            token, diag = entry.group("tok"), entry.group("diag") or header.group(0)
+            address = clean_address(token)
+            if address:
+                if address.lower() not in excluded.never and _usable(address, excluded):
+                    found.append(_Found(address, _clean(diag)))
+                continue
+            local = clean_local_part(token)
+            if not local or _is_daemon(f"{local}@x"):
+                break
+            found.append(_Found(local, _clean(diag), confirmed=False))
+            bare = True
+        if bare:
+            return _dedupe(found)
+    return None
+
+
+# Header fields of the returned original that name whom it was for.
+_FOR_FIELDS = ("to", "cc", "delivered-to", "x-original-to", "envelope-to")
+
+
+def _resolved(found: list[_Found], mail: Mail, inline: tuple[tuple[str, str], ...]) -> list[_Found]:
+    """Bare local parts completed from the returned original, still unconfirmed.
+
+    When the original's ``To:``/``Cc:`` (or delivery fields) hold exactly one address with
+    that local part, that is the candidate address; the report still did not say it, so
+    it stays unconfirmed (never hard) and ``written`` keeps what the report wrote.
+    """
+    if not any(not f.confirmed and f.address and "@" not in f.address for f in found):
+        return found
+    named: list[str] = []
+    for headers in [*mail.enclosed_headers(), inline]:
+        for key, value in headers:
+            if key.lower() in _FOR_FIELDS:
+                named.extend(clean_address(a) for a in ADDRESS.findall(value))
+    out: list[_Found] = []
+    for item in found:
+        if item.confirmed or not item.address or "@" in item.address:
+            out.append(item)
+            continue
+        local = item.address.lower()
+        matches = {a.lower(): a for a in named if a and a.rpartition("@")[0].lower() == local}
+        if len(matches) == 1:
+            (address,) = matches.values()
+            out.append(replace(item, address=address, written=item.address))
+        else:
+            out.append(item)
+    return out
+
+
 def _is_list_mail(headers: tuple[tuple[str, str], ...]) -> bool:
     """True for a message sent through a mailing list (RFC 2369, RFC 2919, Precedence)."""
     for key, value in headers:
@@ -883,6 +998,7 @@ def _recipient(item: _Found, kind: BounceKind, notice: str, origin: str = "") ->
         confirmed=item.confirmed,
         permanent=permanent,
         original_recipient=item.original,
+        written=item.written,
     )
 
 
@@ -891,6 +1007,8 @@ def _cleaned(found: list[_Found]) -> list[_Found]:
     out: list[_Found] = []
     for item in found:
         address = clean_address(item.address) if item.address else ""
+        if not address and not item.confirmed and item.address:
+            address = clean_local_part(item.address)
         if address or not item.confirmed:
             original = clean_address(item.original) if item.original else None
             out.append(replace(item, address=address, original=original or None))
@@ -954,8 +1072,11 @@ def bounce_from(mail: Mail, *, nested: bool = False) -> BounceReport | None:
             if not _looks_like_bounce(mail, notice) and not _strong_signature(notice):
                 return None
         text_found = _from_text_format(notice, mail, excluded)
+        listed = _from_recipient_list(notice, excluded) if text_found is None else None
         if text_found is not None:
             found, variant = text_found
+        elif listed is not None:
+            found, variant = listed, "recipient-list"
         else:
             found, variant = _generic(notice, mail, excluded, inline), "generic"
         if report_part:
@@ -968,7 +1089,7 @@ def bounce_from(mail: Mail, *, nested: bool = False) -> BounceReport | None:
         notice_status = cls.find_status(notice) if len(found) == 1 else None
         if notice_status is not None and not found[0].diagnostic:
             found = [replace(found[0], diagnostic=_clean(notice), status=notice_status)]
-    found = _cleaned(found)
+    found = _resolved(_cleaned(found), mail, inline)
     recipients: list[BounceRecipient] = []
     origin = _origin(mail, reporting_mta, notice)
     for item in found[:MAX_RECIPIENTS]:

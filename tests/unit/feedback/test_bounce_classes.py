@@ -27,6 +27,7 @@ class Want(NamedTuple):
     reason: BounceReason
     confirmed: bool = True
     original: str | None = None
+    written: str | None = None
 
 
 CASES: list[tuple[str, list[Want]]] = [
@@ -61,6 +62,44 @@ CASES: list[tuple[str, list[Want]]] = [
     # Disabled accounts stay soft (see gateway.feedback.classify): providers re-enable
     # and recycle them, and X.2.1 says the mailbox exists.
     ("disabled-account.eml", [Want(PAT, False, BOUNCE, R.OTHER)]),
+    # Screen names (AOL) and bare local parts listed under "the following recipients:":
+    # reported as written, unconfirmed, never hard; only the sent log can complete them.
+    (
+        "screen-name-list.eml",
+        [
+            Want("patcustomer", False, BOUNCE, R.OTHER, confirmed=False),
+            Want("lee.member", False, BOUNCE, R.OTHER, confirmed=False),
+        ],
+    ),
+    (
+        "bare-local-part-directory.eml",
+        [Want("pat.customer", False, BOUNCE, R.OTHER, confirmed=False)],
+    ),
+    # The returned original's To: holds one address with that local part: the candidate
+    # address, still unconfirmed (the original's header never makes a hard flag).
+    (
+        "bare-local-part-original.eml",
+        [
+            Want(
+                "pat.customer@customers.example",
+                False,
+                BOUNCE,
+                R.UNKNOWN_USER,
+                confirmed=False,
+                written="pat.customer",
+            )
+        ],
+    ),
+    # "Final-Recipient: LOCAL; pat.customer" names a local user without the domain.
+    (
+        "dsn-local-recipient.eml",
+        [Want("pat.customer", False, BOUNCE, R.UNKNOWN_USER, confirmed=False)],
+    ),
+    # A Final-Recipient whose domain is malformed is still the address that failed.
+    (
+        "dsn-malformed-domain.eml",
+        [Want("pat@#customers.example", True, BOUNCE, R.DOMAIN_NOT_FOUND)],
+    ),
 ]
 
 
@@ -70,7 +109,7 @@ def test_bounce_class(name: str, want: list[Want]) -> None:
     assert result.kind is (FeedbackKind.BOUNCE if want[0].kind is BOUNCE else FeedbackKind.DELAY)
     assert result.bounce is not None
     got = [
-        Want(r.address, r.hard, r.kind, r.reason, r.confirmed, r.original_recipient)
+        Want(r.address, r.hard, r.kind, r.reason, r.confirmed, r.original_recipient, r.written)
         for r in result.bounce.recipients
     ]
     assert got == want
