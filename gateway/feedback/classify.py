@@ -144,7 +144,11 @@ _USER = re.compile(
     r"not exist|illegal (?:user|alias)|is not a valid|mailbox .{0,40}does not exist|"
     # Trend Micro InterScan Messaging Security Suite: "Unable to deliver message to <x>
     # ... Please check if address is correct.", its wording for a refused recipient.
-    r"check if (?:the )?address is correct",
+    r"check if (?:the )?address is correct|"
+    # Directory gateways (LLNL): "The address to which your message was addressed, x,
+    # did not exactly match an LLNL email address."
+    r"(?:did|does)\s+not\s+(?:exactly\s+)?match\s+(?:an?|any)\s+(?:\w{1,20}\s+)?(?:e-?mail\s+)?"
+    r"(?:address|user|account|mailbox)\b",
     _FLAGS,
 )
 _POLICY = re.compile(

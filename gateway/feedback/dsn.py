@@ -46,6 +46,13 @@ _DAEMON_FROM = re.compile(
     r"mail system|mailerdaemon|notification@|bounces?@|microsoftexchange",
     re.IGNORECASE,
 )
+# "Could not be delivered / sent" and "delivery / sending / transmission failed" in
+# Chinese (simplified and traditional), as Sina, 163.com and others title and word their
+# notices ("邮件传输失败", "邮件无法发送到您指定的地址").
+_ZH_FAILED = (
+    r"(?:无法|無法|未能|不能)(?:送达|送達|投递|投遞|发送|發送|传送|傳送|递送|遞送)|"
+    r"(?:投递|投遞|发送|發送|传输|傳輸|传送|傳送|递送|遞送)(?:失败|失敗)"
+)
 _BOUNCE_SUBJECT = re.compile(
     r"undeliver|undelivered|returned mail|delivery (?:status )?notification|"
     r"delivery (?:has )?fail|failure notice|mail delivery fail|non[- ]?delivery|"
@@ -56,9 +63,11 @@ _BOUNCE_SUBJECT = re.compile(
     r"permanent error|mail could not|unable to deliver|failed delivery|returned|"
     r"message you sent|benachrichtig|non remis|no entregado|non recapitabile|"
     # The same titles in Chinese, Japanese, Russian, French, Spanish and Portuguese.
-    r"退信|未能送达|无法投递|投递失败|投遞失敗|退回|配送できません|送信できませんでした|"
+    r"退信|退回|配送できません|送信できませんでした|{_ZH_FAILED}|"
     r"不達|не доставлено|недоставлен|échec de (?:la )?remise|non distribu|"
-    r"no se pudo entregar|devuelto|não (?:foi )?entregue|falha na entrega",
+    r"no se pudo entregar|devuelto|não (?:foi )?entregue|falha na entrega|failed mail".replace(
+        "{_ZH_FAILED}", _ZH_FAILED
+    ),
     re.IGNORECASE,
 )
 _AUTO_REPLY_SUBJECT = re.compile(
@@ -92,7 +101,10 @@ _DELAY_TEXT = re.compile(
 _PERMANENT_TEXT = re.compile(
     r"permanent(?:ly)? (?:error|failure|fatal)|i've given up|retry timeout exceeded|"
     r"giving up|could not be delivered|failed permanently|has been rejected|"
-    r"undeliverable|delivery has failed|couldn't be delivered|was not delivered",
+    r"undeliverable|delivery has failed|couldn't be delivered|was not delivered|"
+    # "The following mail has been returned because it encountered an error" (USA.NET):
+    # the message comes back, so the attempt is over.
+    r"(?:mail|message) (?:has been|was|is being) returned|" + _ZH_FAILED,
     re.IGNORECASE,
 )
 # Of those, the ones that say the MTA stopped trying; the others ("could not be
@@ -125,6 +137,8 @@ _ORIGINAL_STARTS = re.compile(
     r"message headers? follow|undelivered message|copy of the original|forwarded message)"
     r".*$|^[ \t]*original message (?:follows|headers?)\b.*$|"
     r"^(?:the )?original message (?:was|is) (?:attached|below|included).*$|"
+    # "Original message as received is as follows:" (LLNL), "Returned message follows".
+    r"^[ \t]*(?:the )?(?:original|returned|undelivered) message\b[^\n]{0,40}\bfollows\b.*$|"
     r"^-+ ?(?:original|returned) (?:message|mail|headers?).*$",
     _FLAGS,
 )
@@ -740,7 +754,9 @@ def _generic(
         # notice says something about (a reply code or a reason on their own line or
         # paragraph) failed; the others are contacts, forwarding targets, examples. When
         # none has words of its own, all are kept but none is confirmed.
-        own = [m for m in chosen if _own_words(notice, m.group("addr"))]
+        tiers = {m.group("addr").lower(): _own_words(notice, m.group("addr")) for m in chosen}
+        best = max(tiers.values())
+        own = [m for m in chosen if best and tiers[m.group("addr").lower()] == best]
         if own:
             chosen = own
         else:
@@ -885,24 +901,40 @@ def _unnamed(
     return _Found(address, _clean(notice), confirmed=False)
 
 
-def _own_words(notice: str, address: str) -> bool:
-    """True when the line or paragraph of ``address`` gives a reply code or a reason."""
+def _own_words(notice: str, address: str) -> int:
+    """How closely the notice ties a reply code or a reason to ``address``.
+
+    2: its line or its sentence gives one; 1: only its paragraph does; 0: nothing. An
+    address the notice cites as an example or a contact ("The standard form of address is
+    lastname@host.") shares a paragraph with the one that failed, not its sentence.
+    """
     lowered = address.lower()
     at = notice.lower().find(lowered)
     if at < 0:
-        return False
+        return 0
     line_start = notice.rfind("\n", 0, at) + 1
     line_end = notice.find("\n", at)
     line = notice[line_start : line_end if line_end >= 0 else len(notice)]
     start = notice.rfind("\n\n", 0, at)
     end = notice.find("\n\n", at)
     paragraph = notice[start + 1 if start >= 0 else 0 : end if end >= 0 else len(notice)]
-    for text in (line, paragraph[:4096]):
-        if cls.find_smtp_code(text) or cls.find_status(text):
-            return True
-        if cls.text_reason(text) not in (None, BounceReason.TEMPORARY):
-            return True
-    return bool(_PERMANENT_TEXT.search(paragraph[:4096]) or _FAILED_TO.search(line))
+    flat = re.sub(r"\s+", " ", paragraph[:4096])
+    sentence = next((s for s in _SENTENCE_END.split(flat) if lowered in s.lower()), line)
+    for text in (line, sentence):
+        if _says_failure(text) or _FAILED_TO.search(text):
+            return 2
+    return 1 if _says_failure(paragraph[:4096]) or _PERMANENT_TEXT.search(paragraph[:4096]) else 0
+
+
+# A sentence ends at ".", "!" or "?" followed by a space (an address's dots are not).
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def _says_failure(text: str) -> bool:
+    """True when ``text`` gives a reply code, a status code or a reason."""
+    if cls.find_smtp_code(text) or cls.find_status(text):
+        return True
+    return cls.text_reason(text) not in (None, BounceReason.TEMPORARY)
 
 
 # A line that says delivery to the address on it failed ("unable to deliver your message

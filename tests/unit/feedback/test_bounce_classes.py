@@ -95,6 +95,14 @@ CASES: list[tuple[str, list[Want]]] = [
         "dsn-local-recipient.eml",
         [Want("pat.customer", False, BOUNCE, R.UNKNOWN_USER, confirmed=False)],
     ),
+    # A directory gateway's notice: the failed address has the reason in its sentence;
+    # the format example and the contact in the same notice are not recipients, and the
+    # original quoted after "Original message as received is as follows:" is not read.
+    ("directory-example-address.eml", [Want(PAT, True, BOUNCE, R.UNKNOWN_USER)]),
+    # "The following mail has been returned because it encountered an error": final.
+    ("returned-processing-error.eml", [Want(PAT, False, BOUNCE, R.OTHER)]),
+    # Unencoded GB2312 subject and text, "mail transmission failed" / "could not be sent".
+    ("zh-raw-send-failed.eml", [Want(PAT, False, BOUNCE, R.OTHER)]),
     # A Final-Recipient whose domain is malformed is still the address that failed.
     (
         "dsn-malformed-domain.eml",
