@@ -103,6 +103,13 @@ CASES: list[tuple[str, list[Want]]] = [
     ("returned-processing-error.eml", [Want(PAT, False, BOUNCE, R.OTHER)]),
     # Unencoded GB2312 subject and text, "mail transmission failed" / "could not be sent".
     ("zh-raw-send-failed.eml", [Want(PAT, False, BOUNCE, R.OTHER)]),
+    # "Unknown user" relayed by a filtering gateway reads like the same reply in a
+    # Sendmail transcript: hard at RCPT TO, soft after DATA or in the gateway's own
+    # words (no code, no stage: its own filter may have said it).
+    ("gateway-unknown-own-words.eml", [Want(PAT, False, BOUNCE, R.POLICY)]),
+    ("gateway-relayed-rcpt.eml", [Want(PAT, True, BOUNCE, R.UNKNOWN_USER)]),
+    ("sendmail-transcript-rcpt.eml", [Want(PAT, True, BOUNCE, R.UNKNOWN_USER)]),
+    ("sendmail-transcript-data.eml", [Want(PAT, False, BOUNCE, R.POLICY)]),
     # A Final-Recipient whose domain is malformed is still the address that failed.
     (
         "dsn-malformed-domain.eml",
