@@ -795,7 +795,9 @@ _LIST_HEADER = re.compile(
 )
 # One entry: the recipient alone on its line, or followed by its reason after a tab or two
 # spaces (a column); a line of prose (words one space apart) is no entry.
-_LIST_ENTRY = re.compile(r"[ \t]*(?P<tok>[^\s:]+):?(?:[ \t]*|(?:\t|  )[ \t]*(?P<diag>\S.*))")
+_LIST_ENTRY = re.compile(
+    r"[ \t]*(?P<tok>[^\s:]+)(?P<colon>:?)(?:[ \t]*|(?:\t|  )[ \t]*(?P<diag>\S.*))"
+)
 
 
 def _from_recipient_list(notice: str, excluded: _Exclusions) -> list[_Found] | None:
@@ -825,7 +827,8 @@ def _from_recipient_list(notice: str, excluded: _Exclusions) -> list[_Found] | N
                     found.append(_Found(address, _clean(diag)))
                 continue
             local = clean_local_part(token)
-            if not local or _is_daemon(f"{local}@x"):
+            # "Remote-MTA:  dns; ..." is a field label, not a name.
+            if not local or entry.group("colon") or _is_daemon(f"{local}@x"):
                 break
             found.append(_Found(local, _clean(diag), confirmed=False))
             bare = True

@@ -135,3 +135,21 @@ def test_unconfirmed_recipients_are_never_hard() -> None:
         report = classify_message(path.read_bytes()).bounce
         assert report is not None, path.name
         assert not any(r.hard and not r.confirmed for r in report.recipients), path.name
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        "  Remote-MTA:  dns; mx.customers.example\r\n",  # a field label, not a name
+        "  Please check the address and try again.\r\n",  # prose, words one space apart
+    ],
+)
+def test_lines_under_a_recipient_list_that_are_not_names(entries: str) -> None:
+    raw = (
+        "From: MAILER-DAEMON@mx.customers.example\r\nSubject: Undeliverable mail\r\n\r\n"
+        f"Your message could not be delivered to the following recipients:\r\n{entries}"
+    ).encode()
+    report = classify_message(raw).bounce
+    assert report is not None
+    assert [r.address for r in report.recipients] == [""]
+    assert not report.recipients[0].hard
