@@ -39,9 +39,10 @@ from gateway.dns.selfcheck import config_from, monitor
 from gateway.errors import ConfigError, StorageError
 from gateway.feedback.ingest import FeedbackIngest
 from gateway.intake.backpressure import SpoolGuard
-from gateway.intake.service import Intake
+from gateway.intake.service import Intake, submission_limits
 from gateway.metrics import Metrics
 from gateway.policy.store import PolicyStore
+from gateway.preflight.service import Preflight
 from gateway.reputation.suspensions import Suspensions
 from gateway.settings import Settings, parse_hostport
 from gateway.smtp.auth import Authenticator, FailureLimiter
@@ -401,6 +402,14 @@ class Gateway:
             wake_delivery=worker.notify,
             metrics=metrics,
             status_link=status_links.url,
+            preflight=Preflight(
+                policies,
+                clock,
+                submission_limits(sub),
+                hostname=settings.server.hostname,
+                max_bytes=sub.max_message_size,
+                budget=sub.check_time_budget.total_seconds(),
+            ),
         )
         metrics.queue_high_water.set(settings.storage.queue_high_water)
         api = AdminApi(
@@ -408,6 +417,9 @@ class Gateway:
             TokenCheck(settings.admin_token_file),
             allow_remote=settings.http.admin_allow_remote,
             metrics=metrics,
+            dealer_links=status_links.valid,
+            # A message of the submission maximum in base64 inside JSON, and some slack.
+            max_body=sub.max_message_size * 4 // 3 + 1024 * 1024,
         )
 
         async def before_scrape() -> None:

@@ -82,3 +82,18 @@ class ConsentEventBody(Body):
     proof: str = Field(default="", max_length=500)
     topic: str = Field(default="", max_length=40)
     channel: str = Field(default="email", max_length=20)
+
+
+class CheckBody(Body):
+    """A message to check (``POST /api/check``): a whole message, or a template.
+
+    Exactly one of ``eml`` (the message as text), ``eml_base64`` (its bytes in base64, for
+    8-bit or binary content) and ``html`` (a template, sent as the body with ``subject``).
+    The size limit is the submission listener's (``submission.max_message_size``).
+    """
+
+    eml: str | None = None
+    eml_base64: str | None = None
+    html: str | None = None
+    subject: str = Field(default="", max_length=2000)
+    with_text: bool = False  # with html: the CRM also sends a plain-text version
