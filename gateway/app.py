@@ -55,6 +55,7 @@ from gateway.storage.base import Storage, open_storage, sqlite_path
 from gateway.tracking import RefCodec
 from gateway.unsubscribe.links import UnsubscribeLinks
 from gateway.unsubscribe.service import Unsubscribes
+from gateway.web.check import check_routes
 from gateway.web.http import build_app
 from gateway.web.status import StatusLinks, status_routes
 from gateway.web.unsubscribe import unsubscribe_routes
@@ -442,6 +443,7 @@ class Gateway:
                     [
                         *api.routes(),
                         *status_routes(admin, status_links),
+                        *check_routes(admin, status_links),
                         *(unsubscribe_routes(unsubscribes) if unsubscribes else []),
                     ],
                     before_scrape=before_scrape,
