@@ -43,6 +43,9 @@ from gateway.intake.service import Intake, submission_limits
 from gateway.metrics import Metrics
 from gateway.policy.store import PolicyStore
 from gateway.preflight.service import Preflight
+from gateway.reports.links import ReportLinks
+from gateway.reports.providers import ProviderLookup
+from gateway.reports.service import Reports
 from gateway.reputation.suspensions import Suspensions
 from gateway.settings import Settings, parse_hostport
 from gateway.smtp.auth import Authenticator, FailureLimiter
@@ -57,6 +60,7 @@ from gateway.unsubscribe.links import UnsubscribeLinks
 from gateway.unsubscribe.service import Unsubscribes
 from gateway.web.check import check_routes
 from gateway.web.http import build_app
+from gateway.web.reports import report_routes
 from gateway.web.status import StatusLinks, status_routes
 from gateway.web.unsubscribe import unsubscribe_routes
 
@@ -177,6 +181,7 @@ class Gateway:
     admin: AdminOps | None = None  # the operations behind the admin API
     status_links: StatusLinks | None = None  # the dealers' status-page links
     resolver: Resolver | None = None  # recipient domains and DNS self-checks
+    reports: Reports | None = None  # the dealers' deliverability reports
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -319,6 +324,22 @@ class Gateway:
             domains = RecipientDomains(
                 resolver, metrics, timeout=settings.dns.timeout.total_seconds()
             )
+        # Deliverability reports (gateway/reports/): providers from the MX through the same
+        # resolver (none configured: from the domain's name alone).
+        report_links = ReportLinks(status_links.key, status_links.base_url)
+        dealer_reports = Reports(
+            storage,
+            policies,
+            clock,
+            node=node,
+            from_addr=settings.alerts.from_address
+            or f"mailgate-reports@{settings.server.hostname}",
+            hostname=settings.server.hostname,
+            providers=ProviderLookup(resolver),
+            status_link=status_links.url,
+            links=report_links,
+            on_enqueued=lambda _n: worker.notify(),
+        )
         handler = SubmissionHandler(
             intake=intake,
             authenticator=authenticator,
@@ -444,6 +465,7 @@ class Gateway:
                         *api.routes(),
                         *status_routes(admin, status_links),
                         *check_routes(admin, status_links),
+                        *report_routes(storage, policies, report_links, clock),
                         *(unsubscribe_routes(unsubscribes) if unsubscribes else []),
                     ],
                     before_scrape=before_scrape,
@@ -476,6 +498,7 @@ class Gateway:
             admin=admin,
             status_links=status_links,
             resolver=resolver,
+            reports=dealer_reports,
         )
 
     async def start(self) -> None:
@@ -506,6 +529,8 @@ class Gateway:
             )
         if self.alerts is not None:
             self._tasks.append(asyncio.create_task(self.alerts.run(), name="alerts"))
+        if self.reports is not None:
+            self._tasks.append(asyncio.create_task(self.reports.run(), name="reports"))
         # Consent: eligible and locked recipients per dealer (gateway/consent/ops.py).
         gauges = ConsentGauges(self.storage, self.policies, self.clock, self.metrics)
         self._tasks.append(asyncio.create_task(gauges.run(), name="consent-gauges"))
