@@ -32,27 +32,13 @@ from pydantic import (
     ValidationError,
 )
 
+from gateway.clock import parse_duration
 from gateway.errors import ConfigError
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {
     "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3, "gib": 1024**3,
 }  # fmt: skip
-
-
-def parse_duration(value: object) -> timedelta:
-    """Parse ``"90s"``, ``"5m"``, ``"72h"``, ``"5d"`` or a number of seconds."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return timedelta(seconds=value)
-    if isinstance(value, str):
-        m = _DURATION.match(value)
-        if m:
-            return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2) or "s"])
-    raise ValueError(f"not a duration: {value!r} (use e.g. '30s', '5m', '72h', '5d')")
 
 
 def parse_size(value: object) -> int:
@@ -184,14 +170,43 @@ class StorageSettings(_Section):
 
 
 class HttpSettings(_Section):
-    """The HTTP listener: metrics, health, admin API."""
+    """The operators' HTTP listener: admin API, ``/metrics``, ``/healthz``, ``/readyz``.
+
+    Nothing here is for the public: keep it on loopback or an operations network. What
+    recipients and dealers reach (unsubscribe links, status pages) is served by the public
+    listener (``[public]``), on its own address.
+    """
 
     listen: str = "127.0.0.1:8025"
     admin_token_file: Path | None = None  # hashed API tokens; default data_dir/admin-tokens
     # The admin API answers loopback clients only unless this is true (the listener may be
-    # on 0.0.0.0 for Prometheus; /metrics, /healthz, /readyz and /status stay open).
+    # on an operations network for Prometheus; /metrics, /healthz and /readyz stay open).
     admin_allow_remote: bool = False
-    public_url: str = ""  # base of dealers' status-page links; empty: http://<listen>
+    # The https address at which the public listener is reached from the internet (through
+    # a TLS-terminating proxy, or public.tls_cert): the base of the dealers' status-page
+    # links in alert e-mails. Empty: the e-mails carry no link (a warning at start-up).
+    public_url: str = ""
+
+
+class PublicSettings(_Section):
+    """The public HTTP listener: one-click unsubscribe (``/u/``) and status pages (``/status/``).
+
+    Recipients' mailbox providers and dealers reach it, so it serves those two paths only,
+    with security headers. It speaks https itself with ``tls_cert``/``tls_key``; without
+    them it speaks plain HTTP for a TLS-terminating proxy in front of it.
+    """
+
+    listen: str = "127.0.0.1:8080"
+    tls_cert: Path | None = None  # PEM chain; with tls_key the listener serves https
+    tls_key: Path | None = None
+    # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (addresses or CIDR
+    # networks); the unsubscribe log then names the real client.
+    forwarded_from: list[str] = []
+
+    @property
+    def tls(self) -> bool:
+        """True when the listener serves https itself."""
+        return self.tls_cert is not None and self.tls_key is not None
 
 
 class InboundSettings(_Section):
@@ -226,6 +241,9 @@ class AlertSettings(_Section):
 
     operators: list[str] = []  # always copied on every alert
     from_address: str = ""  # empty: mailgate-alerts@server.hostname
+    # Where replies to an alert go (Reply-To): an address someone reads. Empty: the first
+    # operator; with neither, alerts invite no reply and say to contact the operator.
+    reply_to: str = ""
     webhook_url: str = ""  # optional; JSON POST signed with HMAC-SHA256
     webhook_secret_file: Path | None = None  # the HMAC key (required with webhook_url)
     # Flap damping: at most one e-mail per dealer and kind (warning, suspended, resumed) in
@@ -264,7 +282,7 @@ class UnsubscribeSettings(_Section):
     """One-click unsubscribe (RFC 8058) links added to commercial mail.
 
     Links are added only when ``base_url`` is set: it must be the https address at which
-    the HTTP listener's ``/u/`` path is reachable from the internet (through a proxy).
+    the public listener's ``/u/`` path is reachable from the internet (through a proxy).
     """
 
     base_url: str = ""  # e.g. "https://mailgate.example.com"
@@ -280,6 +298,7 @@ class Settings(_Section):
     delivery: DeliverySettings = DeliverySettings()
     storage: StorageSettings = StorageSettings()
     http: HttpSettings = HttpSettings()
+    public: PublicSettings = PublicSettings()
     inbound: InboundSettings = InboundSettings()
     alerts: AlertSettings = AlertSettings()
     dns: DnsSettings = DnsSettings()
@@ -314,6 +333,36 @@ class Settings(_Section):
     def node_id_file(self) -> Path:
         """Where the node id is kept when ``server.node_id`` is not set."""
         return self.server.data_dir / "node-id"
+
+    def listener_warnings(self) -> list[str]:
+        """What an operator must hear at start-up about the HTTP listeners (may be empty).
+
+        Links in mail must be https and reach the public listener: an unsubscribe link
+        is https by validation, and a status-page link is made only from ``http.public_url``.
+        """
+        out: list[str] = []
+        url = self.http.public_url
+        unsubscribe = bool(self.unsubscribe.base_url)
+        if not url:
+            out.append(
+                "http.public_url is not set: alert e-mails carry no link to the dealer's "
+                "status page; set it to the https address of the public listener "
+                f"({self.public.listen})"
+                + (", where the unsubscribe links also point" if unsubscribe else "")
+            )
+        elif not url.startswith("https://"):
+            out.append(
+                f"http.public_url {url} is not https: dealers' status-page links would travel "
+                "in clear; use the https address of the TLS-terminating proxy"
+            )
+        host = parse_hostport(self.public.listen)[0]
+        if not self.public.tls and host not in ("127.0.0.1", "::1", "localhost"):
+            out.append(
+                f"public listener {self.public.listen} serves plain HTTP on a non-loopback "
+                "address: only a TLS-terminating proxy may reach it (or set public.tls_cert "
+                "and public.tls_key)"
+            )
+        return out
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
@@ -372,6 +421,7 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
     for listen_key, value in (
         ("submission.listen", settings.submission.listen),
         ("http.listen", settings.http.listen),
+        ("public.listen", settings.public.listen),
         ("inbound.listen", settings.inbound.listen),
     ):
         try:
@@ -380,6 +430,18 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
             raise ConfigError(f"{source}: {listen_key}: {exc}") from exc
     if (settings.submission.tls_cert is None) != (settings.submission.tls_key is None):
         raise ConfigError(f"{source}: submission.tls_cert and tls_key go together")
+    if (settings.public.tls_cert is None) != (settings.public.tls_key is None):
+        raise ConfigError(f"{source}: public.tls_cert and tls_key go together")
+    if parse_hostport(settings.http.listen) == parse_hostport(settings.public.listen):
+        port = parse_hostport(settings.http.listen)[1]
+        if port != 0:
+            raise ConfigError(
+                f"{source}: http.listen and public.listen must differ: the public listener "
+                "must not serve the admin API and /metrics"
+            )
+    url = settings.http.public_url
+    if url and not url.startswith(("https://", "http://")):
+        raise ConfigError(f"{source}: http.public_url must be an https:// URL (or http://)")
     if settings.alerts.webhook_url:
         if not settings.alerts.webhook_url.startswith(("https://", "http://")):
             raise ConfigError(f"{source}: alerts.webhook_url must be an http(s) URL")

@@ -21,6 +21,7 @@ from gateway.admin import handlers
 from gateway.admin.bodies import (
     CheckBody,
     ConsentEventBody,
+    DealerChangeBody,
     ImportBody,
     LiftBody,
     ReasonBody,
@@ -204,7 +205,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "dealers",
         handlers.resume_dealer,
         ref("StateChange"),
-        body=ReasonBody,
+        body=DealerChangeBody,
         errors=(400, 404, 409),
     ),
     Endpoint(

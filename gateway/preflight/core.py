@@ -47,9 +47,10 @@ from gateway.mail.message import ParsedMessage
 from gateway.pipeline.attachments import REPAIR_DROP_TNEF, REPAIR_HTML_BODY
 from gateway.pipeline.base import Finding
 from gateway.pipeline.decide import action_for
-from gateway.pipeline.html import GMAIL_CLIP_BYTES, links, strip_invisible, to_text
+from gateway.pipeline.html import links, strip_invisible, to_text
 from gateway.pipeline.merge_fields import placeholders
 from gateway.policy.model import DealerPolicy
+from gateway.policy.options import GmailClippingOptions
 from gateway.tracking import RefCodec, new_submission_id
 from gateway.types import Action, Envelope, Reply
 
@@ -404,10 +405,11 @@ def _attachment_location(finding: Finding, action: Action) -> Location:
 
 def _clip_location(finding: Finding, message: ParsedMessage) -> Location | None:
     """The point where Gmail cuts the HTML: ``limit`` bytes into the HTML parts."""
+    default = GmailClippingOptions().max_bytes
     try:
-        limit = int(finding.data.get("limit", GMAIL_CLIP_BYTES))
+        limit = int(finding.data.get("limit", default))
     except ValueError:
-        limit = GMAIL_CLIP_BYTES
+        limit = default
     seen = 0
     parts = message.html_parts
     for number, doc in enumerate(parts, start=1):

@@ -42,6 +42,7 @@ from gateway.smtp.tls import ensure_self_signed
 from gateway.types import Credential, DealerId
 from tests.deploy.tools import need
 from tests.integration.conftest import PASSWORD, dot_stuff, message
+from tests.shipped import copy_shipped
 from tests.sinks import Sink
 from tests.smtpclient import RawSmtp
 
@@ -188,7 +189,7 @@ def image_files(root: Path) -> None:
     assert "COPY deploy/compose/mailgate.toml /etc/mailgate/mailgate.toml" in dockerfile
     assert "policies/keys/*.pem" in (DEPLOY / "Dockerfile.dockerignore").read_text()
     policies = root / "etc/mailgate/policies"
-    shutil.copytree(REPO / "policies", policies, ignore=shutil.ignore_patterns("*.pem"))
+    copy_shipped(policies)  # what a clean checkout holds: no keys, no local dealers
     shutil.copy(DEPLOY / "compose" / "mailgate.toml", root / "etc/mailgate/mailgate.toml")
     (root / "var/lib/mailgate").mkdir(parents=True)
     (root / "tmp").mkdir()

@@ -7,7 +7,6 @@ so the one-hour interval passes without waiting.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -24,6 +23,7 @@ from gateway.policy.store import PolicyStore
 from gateway.reputation.suspensions import Suspensions
 from gateway.storage.base import Storage, open_storage
 from gateway.types import DealerId
+from tests.shipped import copy_shipped
 
 REPO = Path(__file__).resolve().parents[2]
 DEALER = DealerId("example-motors")
@@ -60,7 +60,7 @@ class Setup:
 
 @pytest.fixture
 async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
-    shutil.copytree(REPO / "policies", tmp_path / "policies")
+    copy_shipped(tmp_path / "policies")
     storage = await open_storage(f"sqlite:///{tmp_path / 'mailgate.db'}")
     clock = FakeClock()
     metrics = Metrics()

@@ -7,17 +7,18 @@ reason at WARNING) in a child process and reads what it wrote to stderr.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.shipped import copy_shipped
 
 REPO = Path(__file__).resolve().parents[2]
 FORGED = "2026-01-05 09:00:00,000 INFO gateway.reputation: dealer example-motors: resumed"
 
 
 def suspend(tmp_path: Path, log_format: str) -> list[str]:
-    shutil.copytree(REPO / "policies", tmp_path / "policies")
+    copy_shipped(tmp_path / "policies")
     config = tmp_path / "mailgate.toml"
     config.write_text(
         f'[server]\ndata_dir = "{tmp_path / "var"}"\npolicies_dir = "{tmp_path / "policies"}"\n'

@@ -12,8 +12,8 @@ import pytest
 from gateway.findings import CATALOGUE, REFUSALS
 from gateway.intake.prepare import Limits, Stamp, prepare
 from gateway.mail.message import ParseLimits
-from gateway.pipeline.html import GMAIL_CLIP_BYTES
 from gateway.policy.model import CheckRule, DealerPolicy
+from gateway.policy.options import GmailClippingOptions
 from gateway.preflight.core import RECIPIENT, Submission, check, template_message
 from gateway.tracking import RefCodec, new_submission_id
 from gateway.types import Action, DealerId, Envelope
@@ -107,7 +107,7 @@ def test_clipping_point_is_the_byte_offset_gmail_cuts_at() -> None:
     checked = check(Submission(html=html, subject="Offers"), DEALER, limits=LIMITS, now=NOW)
     clip = next(i for i in checked.items if i.finding.code == "gmail-clipping")
     (loc,) = clip.locations
-    assert loc.kind == "clipping" and loc.offset == GMAIL_CLIP_BYTES
+    assert loc.kind == "clipping" and loc.offset == GmailClippingOptions().max_bytes
     assert loc.line is not None and loc.line > 1
     assert "1 link after this point, the unsubscribe link among them" in loc.note
     # the excerpt sits on the clipping point: the text just before and just after it
