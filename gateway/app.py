@@ -593,7 +593,9 @@ class Gateway:
             )
         if self.alerts is not None:
             self._tasks.append(asyncio.create_task(self.alerts.run(), name="alerts"))
-        if self.reports is not None:
+        # A report links the status page and the contact's unsubscribe page, which a
+        # dealer reaches only at the public address (listener_warnings says so).
+        if self.reports is not None and self.settings.http.public_url:
             self._tasks.append(asyncio.create_task(self.reports.run(), name="reports"))
         # Consent: eligible and locked recipients per dealer (gateway/consent/ops.py).
         gauges = ConsentGauges(self.storage, self.policies, self.clock, self.metrics)

@@ -309,17 +309,22 @@ async def record_consent(ops: AdminOps, call: Call) -> Any:
 # -- checking a message before it is sent (gateway/preflight/) --------------------------
 
 
-def _submission(call: Call) -> Submission:
-    """The message of a check request: a raw body, or one of the JSON body's forms."""
-    if call.body is None:  # message/rfc822 or text/html
-        if call.content_type == "text/html":
+def check_submission(
+    content_type: str, raw: bytes, subject: str, body: CheckBody | None
+) -> Submission:
+    """The message of a check request: a raw body, or one of the JSON body's forms.
+
+    ``message/rfc822`` (any other type without a ``body``): ``raw`` is the message;
+    ``text/html``: ``raw`` is a template, with ``subject``. Raises ``InvalidRequest``.
+    """
+    if body is None:
+        if content_type == "text/html":
             try:
-                html = call.raw_body.decode("utf-8")
+                html = raw.decode("utf-8")
             except UnicodeDecodeError:
                 raise InvalidRequest("a text/html body must be UTF-8") from None
-            return Submission(html=html, subject=call.query["subject"] or "")
-        return Submission(raw=call.raw_body)
-    body = _body(call, CheckBody)
+            return Submission(html=html, subject=subject)
+        return Submission(raw=raw)
     given = [name for name in ("eml", "eml_base64", "html") if getattr(body, name) is not None]
     if len(given) != 1:
         raise InvalidRequest("give exactly one of eml, eml_base64 and html")
@@ -341,5 +346,7 @@ async def check_message(ops: AdminOps, call: Call) -> Any:
     dealer = ops.dealer_policy(dealer_id)
     if ops.preflight is None:
         raise NotFound("checks are not available on this gateway")
-    submission = _submission(call)
+    body = _body(call, CheckBody) if call.body is not None else None
+    submission = check_submission(call.content_type, call.raw_body, call.query["subject"] or "",
+                                  body)  # fmt: skip
     return views.checked_json(await ops.preflight.check(dealer, submission))

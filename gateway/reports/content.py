@@ -281,10 +281,14 @@ def _finding_words(code: str) -> str:
 def headline(report: Report) -> str:
     """One sentence: how the period went."""
     t = report.total
-    out = (
-        f"{_plural(t.accepted, 'message')} accepted, {t.delivered:,} delivered"
-        f" ({_pct(t.delivered, t.delivered + t.failed)} of those with an outcome)"
-    )
+    out = f"{_plural(t.accepted, 'message')} accepted"
+    if t.delivered + t.failed:
+        out += (
+            f", {t.delivered:,} delivered ({_pct(t.delivered, t.delivered + t.failed)} of "
+            "those with an outcome)"
+        )
+    elif t.accepted:
+        out += ", none delivered yet"
     if report.prevented:
         out += f", {_plural(report.prevented, 'duplicate')} stopped"
     return out + "."

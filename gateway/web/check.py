@@ -10,21 +10,26 @@ removed, the point where Gmail clips the HTML). The same core as ``POST /api/che
 The page is server-rendered HTML and needs no script: a plain form POST
 (``multipart/form-data``, or ``application/x-www-form-urlencoded`` for a paste), read no
 further than the submission size limit plus the form's own overhead. What is handed in is
-never rendered: it is parsed by the checks and shown only as escaped text, under a
-Content-Security-Policy that allows no script at all (``default-src 'none'``) and only the
-page's own style block (by hash).
+never rendered: it is parsed by the checks and shown only as escaped text, under the
+public listener's Content-Security-Policy, which allows no script at all (``web/http.py``).
+
+The same path answers JSON (what ``POST /api/check`` answers) to a POST of
+``application/json``, ``message/rfc822`` or ``text/html``: the dealer's own check API,
+authorised by the signed token in the path, on the listener a dealer can reach.
 
 CSRF: the path carries the dealer's signed token (``web/status.py``), which another site
-cannot know, and a POST must come from this site: its ``Origin`` (or, without one, its
-``Referer``) must be the status site's own (``http.public_url``) or the host it was sent
-to. The page's referrer policy is ``same-origin`` so that browsers send a real ``Origin``
-with the form (under ``no-referrer`` they send ``Origin: null``).
+cannot know, and a form POST must come from this site: ``Sec-Fetch-Site: same-origin``
+(Fetch Metadata, sent by current browsers), or else an ``Origin`` (without one, a
+``Referer``) that is the status site's own (``http.public_url``) or the host the request
+was sent to. The page sets its referrer policy to ``same-origin`` (a ``<meta>``, over the
+listener's ``no-referrer``) so that browsers send a real ``Origin`` with the form: under
+``no-referrer`` they send ``Origin: null``, which is refused. The JSON types are not ones a
+cross-site form can send, and a cross-site script needs a CORS preflight, never granted;
+a check changes nothing anyway.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import html
 import logging
 import re
@@ -34,11 +39,16 @@ from email.parser import BytesParser
 from email.policy import HTTP
 from urllib.parse import parse_qs, urlsplit
 
+from pydantic import ValidationError
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.admin.ops import AdminOps
+from gateway.admin import views
+from gateway.admin.bodies import CheckBody
+from gateway.admin.handlers import check_submission
+from gateway.admin.ops import AdminOps, InvalidRequest
+from gateway.policy.model import DealerPolicy
 from gateway.preflight.core import Checked, Item, Location, Submission
 from gateway.web.status import StatusLinks
 
@@ -81,19 +91,9 @@ _STYLE = (
     ".where{font-size:.9em;color:#444}"
     "code{font-family:ui-monospace,monospace;overflow-wrap:anywhere}"
 )
-_STYLE_HASH = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
-_HEADERS = {
-    "Cache-Control": "no-store",
-    # same-origin, not no-referrer: under no-referrer a form POST carries "Origin: null".
-    "Referrer-Policy": "same-origin",
-    "X-Robots-Tag": "noindex, nofollow",
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Content-Security-Policy": (
-        f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; img-src data:; "
-        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
-    ),
-}
+# The public listener adds the security headers (CSP without script, no framing: web/http.py).
+_HEADERS = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex, nofollow"}
+_API_TYPES = ("application/json", "message/rfc822", "text/html")
 _NOT_FOUND = "<!doctype html><title>Not found</title><p>This status link is not valid.</p>\n"
 
 _BANNER = {"ok": "v-ok", "warning": "v-warning", "error": "v-error"}
@@ -112,6 +112,9 @@ def check_routes(ops: AdminOps, links: StatusLinks) -> list[BaseRoute]:
         name = policy.name or dealer_id
         if request.method == "GET":
             return HTMLResponse(render_page(name, status_path), headers=_HEADERS)
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type in _API_TYPES:
+            return await api(request, content_type, ops, policy)
         if not same_origin(request, links.base_url):
             return HTMLResponse(
                 render_page(name, status_path, error="This form can only be sent from its page."),
@@ -149,11 +152,42 @@ def check_routes(ops: AdminOps, links: StatusLinks) -> list[BaseRoute]:
     return [Route("/status/{dealer}/{token}/check", page, methods=["GET", "POST"])]
 
 
+async def api(request: Request, content_type: str, ops: AdminOps, policy: DealerPolicy) -> Response:
+    """The JSON answer of ``POST /api/check``, for the dealer the path's token names."""
+    assert ops.preflight is not None
+    limit = ops.preflight.max_bytes * 4 // 3 + FORM_OVERHEAD
+    try:
+        raw = await _read(request, limit)
+    except _TooLarge:
+        return _json_error(413, f"the body is larger than {limit} bytes, the most read here")
+    try:
+        is_json = content_type == "application/json"
+        body = CheckBody.model_validate_json(raw or b"{}") if is_json else None
+        subject = request.query_params.get("subject", "")
+        submission = check_submission(content_type, raw, subject, body)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+        )
+        return _json_error(400, problems)
+    except InvalidRequest as exc:
+        return _json_error(400, str(exc))
+    checked = await ops.preflight.check(policy, submission)
+    return JSONResponse(views.checked_json(checked), headers=_HEADERS)
+
+
+def _json_error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message, "status": status}, status_code=status, headers=_HEADERS)
+
+
 # -- the request ----------------------------------------------------------------------------
 
 
 def same_origin(request: Request, base_url: str) -> bool:
-    """Whether a POST comes from a page of this site (``Origin``, else ``Referer``)."""
+    """Whether a form POST comes from a page of this site (see the module docstring)."""
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None:
+        return fetch_site == "same-origin"
     origin = request.headers.get("origin") or ""
     if not origin or origin == "null":
         referer = request.headers.get("referer") or ""
@@ -415,6 +449,8 @@ def render_page(
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+        # A real Origin on the form's POST (the listener says no-referrer: Origin: null).
+        "<meta name='referrer' content='same-origin'>",
         f"<title>Check a message before sending: {esc(dealer_name)}</title>",
         f"<style>{_STYLE}</style></head><body><main>",
         f"<p><a href='{esc(status_path)}'>← Mail status of {esc(dealer_name)}</a></p>",

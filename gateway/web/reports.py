@@ -1,4 +1,4 @@
-"""The contacts' unsubscribe link of the deliverability report: ``/reports/<dealer>/unsubscribe``.
+"""The contacts' unsubscribe link of the deliverability report: ``/u/reports/<dealer>``.
 
 ``?to=<address>&t=<token>`` (``gateway/reports/links.py``). As with the customers'
 one-click links (RFC 8058 §3.2): a GET only shows a page with a button, since link
@@ -23,15 +23,8 @@ from gateway.policy.store import PolicyStore
 from gateway.reports.links import ReportLinks
 from gateway.storage.base import Storage
 
-_HEADERS = {
-    "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
-    "X-Robots-Tag": "noindex, nofollow",
-    "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
-    ),
-}
+# The public listener adds the security headers (CSP, no referrer, no framing: web/http.py).
+_HEADERS = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex, nofollow"}
 MAX_FORM = 4096
 
 
@@ -99,4 +92,4 @@ def report_routes(
         page = _page("Reports stopped", text, action, "Send me the reports again", again_form)
         return HTMLResponse(page, headers=_HEADERS)
 
-    return [Route("/reports/{dealer}/unsubscribe", unsubscribe, methods=["GET", "POST"])]
+    return [Route("/u/reports/{dealer}", unsubscribe, methods=["GET", "POST"])]

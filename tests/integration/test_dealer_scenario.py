@@ -30,7 +30,7 @@ from gateway.reputation.records import EventKind
 from gateway.types import DealerId, MessageState
 from tests.dnsserver import DnsServer
 from tests.feedback_reports import arf, deliver, dsn
-from tests.integration.admin import call
+from tests.integration.admin import call_public
 from tests.integration.conftest import Harness, dot_stuff, message
 from tests.sinks import Received
 
@@ -38,6 +38,7 @@ MakeHarness = Callable[..., Awaitable[Harness]]
 DEALER = DealerId("example-motors")
 CONTACT = "gm@example-motors.test"
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "messages" / "inspection"
+PUBLIC_URL = "https://status.mailgate.test"
 INBOUND = {
     "listen": "127.0.0.1:0",
     "report_addresses": ["fbl@mailgate.test"],
@@ -127,7 +128,8 @@ def table(text: str) -> dict[str, list[int]]:
 async def test_a_day_of_mail_and_the_report_it_gives(
     make_harness: MakeHarness, dns_server: DnsServer
 ) -> None:
-    h = await make_harness(inbound=INBOUND, dns={"nameservers": [f"127.0.0.1:{dns_server.port}"]})
+    h = await make_harness(inbound=INBOUND, http={"public_url": PUBLIC_URL},
+                           dns={"nameservers": [f"127.0.0.1:{dns_server.port}"]})  # fmt: skip
     gw = h.gateway
     assert gw.reports is not None and gw.status_links is not None
     h.sink.handler.rcpt_replies["ivy@outlook.com"] = ["451 4.7.1 Try again later"]
@@ -213,20 +215,20 @@ async def test_a_day_of_mail_and_the_report_it_gives(
     assert link is not None
     parts = urlsplit(link.group(1))
     path = f"{parts.path}?{parts.query}"
-    page = await call(gw, "GET", path)
+    page = await call_public(gw, "GET", path)
     assert page.status == 200 and b"Stop the reports" in page.raw
     assert await gw.storage.report_optouts(DEALER) == frozenset()
     forged = path[:-1] + ("0" if path[-1] != "0" else "1")
-    assert (await call(gw, "POST", forged, raw=b"List-Unsubscribe=One-Click",
+    assert (await call_public(gw, "POST", forged, raw=b"List-Unsubscribe=One-Click",
                        content_type="application/x-www-form-urlencoded")).status == 404  # fmt: skip
-    stopped = await call(gw, "POST", path, raw=b"List-Unsubscribe=One-Click",
+    stopped = await call_public(gw, "POST", path, raw=b"List-Unsubscribe=One-Click",
                          content_type="application/x-www-form-urlencoded")  # fmt: skip
     assert stopped.status == 200 and b"Reports stopped" in stopped.raw
     assert await gw.storage.report_optouts(DEALER) == frozenset({CONTACT})
     monday = today - timedelta(days=today.weekday())
     week = Period("week", monday, monday + timedelta(days=6))
     assert await gw.reports.send(policy, week, gw.clock.now()) == "no-recipients"
-    again = await call(gw, "POST", path, raw=b"resubscribe=1",
+    again = await call_public(gw, "POST", path, raw=b"resubscribe=1",
                        content_type="application/x-www-form-urlencoded")  # fmt: skip
     assert again.status == 200 and await gw.storage.report_optouts(DEALER) == frozenset()
     # No traffic, no report.

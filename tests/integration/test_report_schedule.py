@@ -111,8 +111,8 @@ async def test_periods_hours_nodes_and_consent(store: Storage, tmp_path: Path) -
         "January 2026"  # fmt: skip
     assert "1 customer can receive your commercial e-mail for less than 30 more days" in owner[1]
     # each contact has its own unsubscribe link
-    assert "unsubscribe?to=owner@weekly-motors.test&t=" in owner[1]
-    assert "unsubscribe?to=sales@weekly-motors.test&t=" in sales[1]
+    assert "/u/reports/weekly-motors?to=owner@weekly-motors.test&t=" in owner[1]
+    assert "/u/reports/weekly-motors?to=sales@weekly-motors.test&t=" in sales[1]
     assert "owner@weekly-motors.test&t=" not in sales[1]
 
 

@@ -153,7 +153,9 @@ def test_no_traffic_no_report() -> None:
 def test_report_links() -> None:
     links = ReportLinks(b"k" * 32, "https://mailgate.test/")
     url = links.url("example-motors", "GM@Example-Motors.test")
-    assert url.startswith("https://mailgate.test/reports/example-motors/unsubscribe?to=")
+    assert url.startswith(
+        "https://mailgate.test/u/reports/example-motors?to=gm@example-motors.test&t="
+    )
     token = url.rsplit("t=", 1)[1]
     assert links.valid("example-motors", "gm@example-motors.test", token)
     assert not links.valid("rival-motors", "gm@example-motors.test", token)
