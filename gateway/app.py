@@ -395,6 +395,7 @@ class Gateway:
         # Deliverability reports (gateway/reports/): providers from the MX through the same
         # resolver (none configured: from the domain's name alone).
         report_links = ReportLinks(status_links.key, status_links.base_url)
+        report_providers = ProviderLookup(resolver)  # also the status page's (cached)
         dealer_reports = Reports(
             storage,
             policies,
@@ -403,7 +404,7 @@ class Gateway:
             from_addr=settings.alerts.from_address
             or f"mailgate-reports@{settings.server.hostname}",
             hostname=settings.server.hostname,
-            providers=ProviderLookup(resolver),
+            providers=report_providers,
             status_link=status_links.url,
             links=report_links,
             on_enqueued=lambda _n: worker.notify(),
@@ -527,7 +528,7 @@ class Gateway:
         public = _server(
             build_public_app(
                 [
-                    *status_routes(admin, status_links),
+                    *status_routes(admin, status_links, report_providers),
                     *check_routes(admin, status_links),
                     *report_routes(storage, policies, report_links, clock),
                     *(unsubscribe_routes(unsubscribes, dealer_name) if unsubscribes else []),

@@ -176,35 +176,71 @@ def figures(
     status_url: str = "",
 ) -> Report:
     """Sum the store's tallies into a ``Report``; ``providers`` maps domain -> provider."""
-    rows: dict[str, dict[str, int]] = {p: dict.fromkeys(_COUNTS, 0) for p in PROVIDERS}
-    for tally in deliveries:
-        row = rows[providers.get(tally.domain, PROVIDERS[-1])]
-        row["accepted"] += tally.messages
-        row["delayed"] += tally.messages if tally.retried else 0
-        key = {
-            MessageState.DELIVERED: "delivered",
-            MessageState.FAILED: "failed",
-            MessageState.QUEUED: "waiting",
-            MessageState.HELD: "held",
-        }.get(tally.state)
-        if key is not None:
-            row[key] += tally.messages
-    for event in events:
-        row = rows[providers.get(event.domain, PROVIDERS[-1])]
-        key = {"hard-bounce": "hard_bounces", "soft-bounce": "soft_bounces",
-               "complaint": "complaints"}.get(event.kind)  # fmt: skip
-        if key is not None:
-            row[key] += event.events
-    built = [ProviderRow(p, **rows[p]) for p in PROVIDERS]
-    total = ProviderRow(TOTAL)
-    for row_ in built:
-        total = total + row_
+    built, total = provider_rows(deliveries, events, providers)
     by_kind: Counter[str] = Counter()
     by_subject: Counter[str] = Counter()
     for drop in drops:
         by_kind[drop.kind] += drop.drops
         by_subject[drop.subject] += drop.drops
     worst_subject, worst = by_subject.most_common(1)[0] if by_subject else ("", 0)
+    return Report(
+        dealer_id=dealer.dealer_id,
+        dealer_name=dealer.name or dealer.dealer_id,
+        period=period,
+        providers=built,
+        total=total,
+        counts=counts,
+        rates=tuple(rates),
+        drops=MappingProxyType({k: by_kind[k] for k in ("exact", "near", "cap") if by_kind[k]}),
+        worst_subject=worst_subject,
+        worst_drops=worst,
+        repairs=repairs_of(dealer, findings),
+        held=tuple(held)[:HELD_LISTED],
+        consent_expiring=consent_expiring,
+        status_url=status_url,
+    )
+
+
+def provider_rows(
+    deliveries: Iterable[DeliveryTally], events: Iterable[EventTally], providers: Mapping[str, str]
+) -> tuple[tuple[ProviderRow, ...], ProviderRow]:
+    """The providers with any traffic (in ``PROVIDERS`` order) and their total.
+
+    ``providers`` maps a recipient domain to its provider; a domain missing from it counts
+    for the last, "other".
+    """
+    rows: dict[str, dict[str, int]] = {p: dict.fromkeys(_COUNTS, 0) for p in PROVIDERS}
+    for tally in deliveries:
+        row = rows[providers.get(tally.domain, PROVIDERS[-1])]
+        row["accepted"] += tally.messages
+        row["delayed"] += tally.messages if tally.retried else 0
+        key = _STATE_COLUMN.get(tally.state)
+        if key is not None:
+            row[key] += tally.messages
+    for event in events:
+        row = rows[providers.get(event.domain, PROVIDERS[-1])]
+        key = _EVENT_COLUMN.get(event.kind)
+        if key is not None:
+            row[key] += event.events
+    built = [ProviderRow(p, **rows[p]) for p in PROVIDERS]
+    total = ProviderRow(TOTAL)
+    for row_ in built:
+        total = total + row_
+    return tuple(r for r in built if _any(r)), total
+
+
+_STATE_COLUMN = {
+    MessageState.DELIVERED: "delivered",
+    MessageState.FAILED: "failed",
+    MessageState.QUEUED: "waiting",
+    MessageState.HELD: "held",
+}
+_EVENT_COLUMN = {"hard-bounce": "hard_bounces", "soft-bounce": "soft_bounces",
+                 "complaint": "complaints"}  # fmt: skip
+
+
+def repairs_of(dealer: DealerPolicy, findings: Iterable[FindingTally]) -> Mapping[str, int]:
+    """Messages repaired, by finding code (policy's repair action; held ones were not sent)."""
     repairs: Counter[str] = Counter()
     for found in findings:
         if found.state is MessageState.HELD:  # held, not sent repaired (or not repairable)
@@ -213,22 +249,7 @@ def figures(
             rule = dealer.checks.get(code)
             if rule is not None and rule.action is Action.REPAIR:
                 repairs[code] += found.messages
-    return Report(
-        dealer_id=dealer.dealer_id,
-        dealer_name=dealer.name or dealer.dealer_id,
-        period=period,
-        providers=tuple(r for r in built if _any(r)),
-        total=total,
-        counts=counts,
-        rates=tuple(rates),
-        drops=MappingProxyType({k: by_kind[k] for k in ("exact", "near", "cap") if by_kind[k]}),
-        worst_subject=worst_subject,
-        worst_drops=worst,
-        repairs=MappingProxyType(dict(repairs.most_common())),
-        held=tuple(held)[:HELD_LISTED],
-        consent_expiring=consent_expiring,
-        status_url=status_url,
-    )
+    return MappingProxyType(dict(repairs.most_common()))
 
 
 def _any(row: ProviderRow) -> bool:

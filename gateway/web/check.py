@@ -426,7 +426,9 @@ def _results(checked: Checked) -> str:
     if checked.items:
         count = len(checked.items)
         parts.append(f"<h2>{count} finding{'' if count == 1 else 's'}</h2>")
-        parts += [_finding(item, n) for n, item in enumerate(checked.items, start=1)]
+        # What stops the message first, then what changes it, then the notes.
+        ordered = sorted(checked.items, key=lambda i: -_rank(i.severity))
+        parts += [_finding(item, n) for n, item in enumerate(ordered, start=1)]
     elif not checked.refused:
         parts.append("<p id='no-findings'>No findings: the gateway would pass it as it is.</p>")
     parts.append("</section>")

@@ -8,6 +8,10 @@ them (duplicates), an offer to one who already had one today (the frequency cap)
 server defers once and one whose server refuses. A hard and a soft bounce and a complaint
 come back through the inbound listener. Then the day's report e-mail reaches the dealer's
 contact at the sink with the right numbers, once, and the contact's unsubscribe link works.
+The status page shows the same day: what was stopped and fixed, delivery per provider, the
+held message with its subject, a dot for the day on the complaint and bounce charts; the
+check page flags the defects of the day's templates. Both pages are shot in Chromium at
+1280 and 390 px (kept in the test's directory, and in ``$MAILGATE_SCREENSHOTS_DIR``).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import asyncio
 import email
 import email.message
 import email.policy
+import html.parser
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -33,6 +38,7 @@ from tests.feedback_reports import arf, deliver, dsn
 from tests.integration.admin import call_public
 from tests.integration.conftest import Harness, dot_stuff, message
 from tests.sinks import Received
+from tests.webdriver import FormBrowser
 
 MakeHarness = Callable[..., Awaitable[Harness]]
 DEALER = DealerId("example-motors")
@@ -115,6 +121,41 @@ def body_text(data: bytes) -> str:
     return str(part.get_content()).replace("\r\n", "\n")
 
 
+class _Table(html.parser.HTMLParser):
+    """The rows of one ``<table id=...>`` as lists of cell texts."""
+
+    def __init__(self, table_id: str) -> None:
+        super().__init__()
+        self.table_id, self.inside = table_id, False
+        self.rows: list[list[str]] = []
+        self.cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table" and ("id", self.table_id) in attrs:
+            self.inside = True
+        elif self.inside and tag == "tr":
+            self.rows.append([])
+        elif self.inside and tag in ("td", "th"):
+            self.cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table":
+            self.inside = False
+        elif self.inside and tag in ("td", "th") and self.cell is not None:
+            self.rows[-1].append("".join(self.cell).strip())
+            self.cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self.cell is not None:
+            self.cell.append(data)
+
+
+def html_table(page: str, table_id: str) -> list[list[str]]:
+    parser = _Table(table_id)
+    parser.feed(page)
+    return parser.rows
+
+
 def table(text: str) -> dict[str, list[int]]:
     """The report's provider table: provider -> its nine numbers."""
     rows: dict[str, list[int]] = {}
@@ -126,7 +167,7 @@ def table(text: str) -> dict[str, list[int]]:
 
 
 async def test_a_day_of_mail_and_the_report_it_gives(
-    make_harness: MakeHarness, dns_server: DnsServer
+    make_harness: MakeHarness, dns_server: DnsServer, tmp_path: Path
 ) -> None:
     h = await make_harness(inbound=INBOUND, http={"public_url": PUBLIC_URL},
                            dns={"nameservers": [f"127.0.0.1:{dns_server.port}"]})  # fmt: skip
@@ -236,3 +277,68 @@ async def test_a_day_of_mail_and_the_report_it_gives(
     assert await gw.reports.send(policy, Period("day", quiet, quiet), gw.clock.now()) == "skipped"
     claim = await gw.storage.get_report_claim(DEALER, period.key)
     assert claim is not None and claim.outcome == "sent" and claim.node == gw.node
+
+    # The status page: the same day, from the same store.
+    status_path = gw.status_links.path(DEALER)
+    page = (await call_public(gw, "GET", status_path)).raw.decode()
+    assert "<b>2</b> repeated messages not sent" in page
+    assert "<b>1</b> message not sent: over your limit" in page
+    assert "<b>1</b> message repaired before sending" in page
+    assert "<b>1</b> message held for your operator" in page
+    assert html_table(page, "repeated")[1:] == [["Your test drive", "2"],
+                                                 ["Spring service offer", "1"]]  # fmt: skip
+    assert html_table(page, "provider-table")[1:] == [
+        ["Google", "3", "3 (100.0%)", "0", "0", "0", "1"],
+        ["Microsoft", "4", "3 (75.0%)", "1", "1", "0", "0"],
+        ["Yahoo", "2", "1 (100.0%)", "0", "0", "1", "0"],
+        ["Other", "1", "1 (100.0%)", "0", "0", "1", "0"],
+        ["All providers", "10", "8 (88.9%)", "1", "1", "2", "1"],
+    ]
+    assert page.count('class="provider-bar"') == 4  # one day, four providers
+    assert page.count('class="day-point"') >= 2  # today's own complaint and bounce rates
+    assert "<b>Your invoice</b>" in page  # the held message, by its subject
+    assert f"href='{status_path}/check'" in page
+    base = f"http://127.0.0.1:{gw.public_port}"
+    shots = await asyncio.to_thread(look, base + status_path, tmp_path)
+    assert not shots["status_overflows_390"]
+    assert "What the gateway stopped and fixed" in shots["status_text"]
+    assert shots["check_verdict"] == "The gateway would hold it for an operator."
+    assert {"invoice.pdf.exe", "{FirstName}"} <= set(shots["check_marks"])
+    for name in ("status-1280", "status-390", "check-1280", "check-390"):
+        assert (tmp_path / f"day-{name}.png").stat().st_size > 10_000, name
+
+
+TEMPLATE = (
+    "From: Example Motors <sales@example-motors.test>\r\nTo: customer\r\n"
+    "Subject: Your invoice, {FirstName}\r\nMIME-Version: 1.0\r\n"
+    'Content-Type: multipart/mixed; boundary="m"\r\n\r\n--m\r\n'
+    "Content-Type: text/html; charset=utf-8\r\n\r\n"
+    "<html><body><p>Dear {FirstName}, your invoice is attached.</p></body></html>\r\n"
+    '--m\r\nContent-Type: application/octet-stream; name="invoice.pdf.exe"\r\n'
+    'Content-Disposition: attachment; filename="invoice.pdf.exe"\r\n'
+    "Content-Transfer-Encoding: base64\r\n\r\nTVqQAGhhcm1sZXNz\r\n--m--\r\n"
+)
+
+
+def look(status_url: str, tmp: Path) -> dict[str, object]:
+    """Shoot the status page, then check the day's invoice template on the check page."""
+    seen: dict[str, object] = {}
+    export = tmp / "invoice-template.eml"
+    export.write_text(TEMPLATE)
+    browser = FormBrowser(tmp / "profile")
+    try:
+        for width in (1280, 390):
+            browser.shot(status_url, width, tmp / f"day-status-{width}.png")
+        seen["status_overflows_390"] = browser.overflows(390)
+        seen["status_text"] = browser.text()
+        browser.open(status_url + "/check", 1280)
+        browser.type("#file", str(export))
+        browser.click("button[type=submit]")
+        browser.wait_for("#verdict")
+        seen["check_verdict"] = browser.texts("#verdict")[0]
+        seen["check_marks"] = browser.texts("mark")
+        for width in (1280, 390):
+            browser.screenshot(tmp / f"day-check-{width}.png", width)
+    finally:
+        browser.close()
+    return seen
