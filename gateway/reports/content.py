@@ -311,16 +311,24 @@ def headline(report: Report) -> str:
     elif t.accepted:
         out += ", none delivered yet"
     if report.prevented:
-        out += f", {_plural(report.prevented, 'duplicate')} stopped"
+        out += f", {_plural(report.prevented, 'repeated message')} stopped"
     return out + "."
 
 
+_MEASURES = ("Accepted", "Delivered", "Delayed", "Failed", "Waiting", "Held", "Hard bounces",
+             "Soft bounces", "Complaints")  # fmt: skip
+
+
 def _provider_table(report: Report) -> list[tuple[str, ...]]:
-    head = ("Provider", "Accepted", "Delivered", "Delayed", "Failed", "Waiting", "Held",
-            "Hard bounces", "Soft bounces", "Complaints")  # fmt: skip
-    rows: list[tuple[str, ...]] = [head]
-    for r in (*report.providers, report.total):
-        rows.append((r.provider, *(f"{getattr(r, n):,}" for n in _COUNTS)))
+    """One row per measure, one column per provider and the total ("All").
+
+    Measures down and providers across, so that it stays narrow enough for a phone.
+    """
+    columns = (*report.providers, report.total)
+    rows: list[tuple[str, ...]] = [("", *(c.provider if c is not report.total else "All"
+                                         for c in columns))]  # fmt: skip
+    for measure, name in zip(_MEASURES, _COUNTS, strict=True):
+        rows.append((measure, *(f"{getattr(c, name):,}" for c in columns)))
     return rows
 
 
@@ -381,7 +389,7 @@ def render(report: Report, unsubscribe_url: str = "") -> tuple[str, str, str]:
     prevented = _prevented_lines(report)
     consent = _consent_line(report)
 
-    text: list[str] = [title, "", headline(report), "", "By receiving provider:"]
+    text: list[str] = [title, "", headline(report), "", "By receiving provider (All: in total):"]
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         text.append("  " + "  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i])
@@ -425,13 +433,15 @@ def render(report: Report, unsubscribe_url: str = "") -> tuple[str, str, str]:
         prevented_html += "</ul></li>"
     doc = (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
         f"<title>{e(subject)}</title></head><body style='font-family:sans-serif;color:#1a1a1a'>"
         f"<h1 style='font-size:20px'>{e(title)}</h1><p>{e(headline(report))}</p>"
         "<h2 style='font-size:16px'>By receiving provider</h2>"
-        f"<table border='1' cellpadding='4' cellspacing='0'>{cells}</table>"
-        "<p style='color:#444'>Delayed: the receiving server asked to try again later at "
-        "least once. Failed: it refused the message. Bounces and complaints are the reports "
-        "that came back.</p>"
+        "<table border='1' cellpadding='4' cellspacing='0' style='border-collapse:collapse;"
+        f"font-size:14px'>{cells}</table>"
+        "<p style='color:#444'>All: every provider together. Delayed: the receiving server "
+        "asked to try again later at least once. Failed: it refused the message. Bounces and "
+        "complaints are the reports that came back.</p>"
         f"<h2 style='font-size:16px'>Rates against your thresholds</h2><ul>{rates}</ul>"
         "<h2 style='font-size:16px'>What the gateway prevented</h2>"
         f"<ul>{prevented_html or '<li>Nothing needed stopping or fixing.</li>'}</ul>"

@@ -47,7 +47,7 @@ from starlette.routing import BaseRoute, Route
 from gateway.admin import views
 from gateway.admin.bodies import CheckBody
 from gateway.admin.handlers import check_submission
-from gateway.admin.ops import AdminOps, InvalidRequest
+from gateway.admin.ops import AdminError, AdminOps, InvalidRequest
 from gateway.policy.model import DealerPolicy
 from gateway.preflight.core import Checked, Item, Location, Submission
 from gateway.web.status import StatusLinks
@@ -205,8 +205,10 @@ def same_origin(request: Request, base_url: str) -> bool:
     return claimed.netloc.lower() == request.headers.get("host", "").lower()
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(AdminError):
+    """The body is larger than the page reads (answered 413)."""
+
+    status = 413
 
 
 async def _read(request: Request, limit: int) -> bytes:

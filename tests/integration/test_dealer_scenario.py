@@ -156,14 +156,25 @@ def html_table(page: str, table_id: str) -> list[list[str]]:
     return parser.rows
 
 
+def html_part(data: bytes) -> str:
+    parsed = email.message_from_bytes(data, policy=email.policy.default)
+    assert isinstance(parsed, email.message.EmailMessage)
+    part = parsed.get_body(("html",))
+    assert part is not None
+    return str(part.get_content())
+
+
 def table(text: str) -> dict[str, list[int]]:
-    """The report's provider table: provider -> its nine numbers."""
-    rows: dict[str, list[int]] = {}
-    lines = text.split("By receiving provider:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    """The report's provider table (measures down, providers across): provider -> numbers."""
+    _, _, rest = text.partition("By receiving provider (All: in total):\n")
+    lines = rest.split("\n\n", 1)[0].splitlines()
+    providers = lines[0].split()
+    columns: dict[str, list[int]] = {p: [] for p in providers}
     for line in lines[1:]:
         cells = re.split(r"\s{2,}", line.strip())
-        rows[cells[0]] = [int(c.replace(",", "")) for c in cells[1:]]
-    return rows
+        for provider, cell in zip(providers, cells[1:], strict=True):
+            columns[provider].append(int(cell.replace(",", "")))
+    return columns
 
 
 async def test_a_day_of_mail_and_the_report_it_gives(
@@ -221,17 +232,18 @@ async def test_a_day_of_mail_and_the_report_it_gives(
     assert b"List-Unsubscribe-Post: List-Unsubscribe=One-Click" in report.data
     assert b"text/html" in report.data
     text = body_text(report.data)
+    (tmp_path / "report.html").write_text(html_part(report.data))
 
     assert text.startswith(f"Daily mail report for Example Motors: {period.describe()}")
-    assert "10 messages accepted, 8 delivered (88.9% of those with an outcome), 3 duplicates" \
-        " stopped." in text  # fmt: skip
+    assert ("10 messages accepted, 8 delivered (88.9% of those with an outcome), 3 repeated "
+            "messages stopped.") in text  # fmt: skip
     #                        acc del dly fail wait held hard soft compl
     assert table(text) == {
         "Google": [3, 3, 0, 0, 0, 0, 0, 0, 1],  # ann, bob (Google-hosted), gus
         "Microsoft": [4, 3, 1, 1, 0, 0, 0, 0, 0],  # cy, fay (Microsoft-hosted), ivy, jo
         "Yahoo": [2, 1, 0, 0, 0, 1, 1, 0, 0],  # di, hal
         "Other": [1, 1, 0, 0, 0, 0, 0, 1, 0],  # ed
-        "All providers": [10, 8, 1, 1, 0, 1, 1, 1, 1],
+        "All": [10, 8, 1, 1, 0, 1, 1, 1, 1],
     }
     assert ("3 repeated messages not sent: 2 exact repeats of a message the customer already "
             "had; 1 over your limit of commercial messages per customer.") in text  # fmt: skip
@@ -304,7 +316,8 @@ async def test_a_day_of_mail_and_the_report_it_gives(
     assert "What the gateway stopped and fixed" in shots["status_text"]
     assert shots["check_verdict"] == "The gateway would hold it for an operator."
     assert {"invoice.pdf.exe", "{FirstName}"} <= set(shots["check_marks"])
-    for name in ("status-1280", "status-390", "check-1280", "check-390"):
+    for name in ("status-1280", "status-390", "check-1280", "check-390", "report-1280",
+                 "report-390"):  # fmt: skip
         assert (tmp_path / f"day-{name}.png").stat().st_size > 10_000, name
 
 
@@ -339,6 +352,8 @@ def look(status_url: str, tmp: Path) -> dict[str, object]:
         seen["check_marks"] = browser.texts("mark")
         for width in (1280, 390):
             browser.screenshot(tmp / f"day-check-{width}.png", width)
+        for width in (1280, 390):  # the report e-mail's HTML, as a mail client shows it
+            browser.shot((tmp / "report.html").as_uri(), width, tmp / f"day-report-{width}.png")
     finally:
         browser.close()
     return seen

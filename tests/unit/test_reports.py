@@ -131,15 +131,15 @@ def test_figures_sum_per_provider_and_render() -> None:
 
     subject, text, doc = render(report, "https://mailgate.test/reports/x?t=1")
     assert subject == "[Mailgate] Daily mail report for Example Motors: Monday 5 January 2026"
-    assert "50 messages accepted, 47 delivered (97.9% of those with an outcome), 4 duplicates" \
-        " stopped." in text  # fmt: skip
+    assert ("50 messages accepted, 47 delivered (97.9% of those with an outcome), 4 repeated "
+            "messages stopped.") in text  # fmt: skip
     assert "Repeated most: “Your test drive” (3 times)." in text
     assert "4 messages repaired" in text and "1 message held" in text
     assert "“Your invoice”" in text and "b***@yahoo.com" in text
     assert "Complaints: 2.128% (1 of 47 delivered" in text
     assert "https://mailgate.test/status/example-motors/abc" in text
     assert "To stop these reports: https://mailgate.test/reports/x?t=1" in text
-    assert "<th scope='row' align='left'>Google</th>" in doc and "Stop these reports" in doc
+    assert "<th scope='col'>Google</th>" in doc and "Stop these reports" in doc
     assert OTHER not in [r.provider for r in report.providers]
 
 
