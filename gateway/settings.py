@@ -376,8 +376,8 @@ class Settings(_Section):
         if not url:
             out.append(
                 "http.public_url is not set: alert e-mails carry no link to the dealer's "
-                "status page; set it to the https address of the public listener "
-                f"({self.public.listen})"
+                "status page and no deliverability reports are sent; set it to the https "
+                f"address of the public listener ({self.public.listen})"
                 + (", where the unsubscribe links also point" if unsubscribe else "")
             )
         elif not url.startswith("https://"):

@@ -4,10 +4,13 @@
 (``admin/endpoints.py``), ``/api/openapi.json``, and a JSON 404 for every other ``/api``
 path. A request is answered in four steps: access (loopback only unless
 ``http.admin_allow_remote``; a bearer token from ``mailgate admin token create``, checked
-by ``admin/tokens.py``), parsing (query parameters typed by the endpoint's ``Param``s, the
-body validated by its model), the handler (``admin/handlers.py``), and the answer: the
-handler's JSON, or ``{"error": "...", "status": N}`` for an ``AdminError`` (its status) or
-a ``StorageError`` (503). Nothing an operator sends produces another 5xx.
+by ``admin/tokens.py``; an endpoint marked ``dealer_link`` also admits a dealer's
+status-link token, for that dealer and from any client, as the status page does),
+parsing (query parameters typed by the endpoint's ``Param``s, the body validated by its
+model; a ``bounded`` endpoint's body read no further than ``max_body``), the handler
+(``admin/handlers.py``), and the answer: the handler's JSON, or ``{"error": "...",
+"status": N}`` for an ``AdminError`` (its status) or a ``StorageError`` (503).
+Nothing an operator sends produces another 5xx.
 """
 
 from __future__ import annotations
@@ -60,6 +63,10 @@ class AdminApi:
     tokens: TokenCheck
     allow_remote: bool = False
     metrics: Metrics | None = None
+    # Whether a token is the named dealer's status-link token (web/status.py StatusLinks.valid):
+    # endpoints marked ``dealer_link`` admit it, for that dealer only, from any client.
+    dealer_links: Callable[[str, str], bool] | None = None
+    max_body: int = 64 * 1024 * 1024  # the most a ``bounded`` endpoint reads (413 beyond)
     _spec: dict[str, Any] = field(default_factory=openapi)
 
     def _count(self, status: int) -> None:
@@ -101,8 +108,24 @@ class AdminApi:
         self._count(404)
         return error(404, f"no such endpoint: {request.url.path} (see GET /api/openapi.json)")
 
-    async def _access(self, request: Request) -> JSONResponse | None:
-        """Refuse remote clients and missing or unknown tokens."""
+    def _dealer_link(self, request: Request, ep: Endpoint | None) -> bool:
+        """Admit a dealer's status-link token on an endpoint that takes one."""
+        if ep is None or not ep.dealer_link or self.dealer_links is None:
+            return False
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        dealer = request.query_params.get("dealer", "")
+        if scheme.lower() != "bearer" or not token.strip() or not dealer:
+            return False
+        if not self.dealer_links(dealer, token.strip()):
+            return False
+        request.state.actor = f"status link of {dealer}"
+        request.state.dealer = dealer
+        return True
+
+    async def _access(self, request: Request, ep: Endpoint | None = None) -> JSONResponse | None:
+        """Refuse remote clients and missing or unknown tokens (a dealer link where allowed)."""
+        if self._dealer_link(request, ep):
+            return None
         host = request.client.host if request.client else None
         if not self.allow_remote and not _loopback(host):
             return error(
@@ -141,10 +164,10 @@ class AdminApi:
             return response
 
         async def answer(request: Request) -> Response:
-            denied = await self._access(request)
+            ep = methods.get(request.method)
+            denied = await self._access(request, ep)
             if denied is not None:
                 return denied
-            ep = methods.get(request.method)
             if ep is None:
                 return error(
                     405, f"{request.method} is not allowed here; use {allowed}", {"Allow": allowed}
@@ -165,16 +188,19 @@ class AdminApi:
 
     async def _parse(self, request: Request, ep: Endpoint) -> Call:
         query = {p.name: p.parse(request.query_params.get(p.name)) for p in ep.query}
-        raw = await request.body()
+        raw = await (_bounded_body(request, self.max_body) if ep.bounded else request.body())
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         body: BaseModel | None = None
         if ep.body_csv:
             if content_type != "text/csv":
                 raise _Unsupported("send the body as text/csv")
         elif ep.body is not None:
-            if content_type not in ("", JSON_TYPE):
+            if content_type in ep.raw_types:
+                pass
+            elif content_type not in ("", JSON_TYPE):
                 raise _Unsupported(f"send the body as {JSON_TYPE}")
-            body = _validate(ep.body, raw)
+            else:
+                body = _validate(ep.body, raw)
         elif raw.strip() and raw.strip() not in (b"{}", b"null"):
             raise InvalidRequest("this endpoint takes no request body")
         return Call(
@@ -184,6 +210,7 @@ class AdminApi:
             actor=str(getattr(request.state, "actor", "")),
             raw_body=raw,
             content_type=content_type,
+            dealer=str(getattr(request.state, "dealer", "")),
         )
 
 
@@ -203,6 +230,29 @@ class _EveryMethod:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._app(scope, receive, send)
+
+
+class _TooLarge(AdminError):
+    status = 413
+
+
+async def _bounded_body(request: Request, limit: int) -> bytes:
+    """The body, read no further than ``limit`` bytes (``_TooLarge`` beyond)."""
+    too_large = _TooLarge(f"the body is larger than {limit} bytes, the most this endpoint reads")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 
 
 def _validate(model: type[BaseModel], raw: bytes) -> BaseModel:

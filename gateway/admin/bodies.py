@@ -39,11 +39,14 @@ _SPACES = (
 # rule. The domain neither starts nor ends with a dot (a trailing root dot is folded away, so
 # "a@." would be left with no domain at all).
 CONSENT_ADDRESS = f"^[^{_SPACES}]+@[^{_SPACES}@.][^{_SPACES}@]*\\.[^{_SPACES}@]*[^{_SPACES}@.]$"
+# Canonical base64 (RFC 4648 §4, padded, no line breaks): what b64decode(validate=True) takes.
+BASE64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 # What a pattern means, for the 400 answer (pydantic would quote the pattern).
 PATTERN_WORDS = {
     SOMETHING: "must not be blank",
     DURATION: "not a duration: give a positive number and a unit, e.g. 30m, 72h or 5d",
     CONSENT_ADDRESS: "not an e-mail address",
+    BASE64: "not base64 (RFC 4648, padded, without line breaks)",
 }
 EVENTS = (*(i.value for i in Interaction), *PREFERENCE_EVENTS)
 TOPICS = ("", *(t.value for t in Topic))
@@ -172,3 +175,32 @@ class ConsentEventBody(Body):
     @classmethod
     def _payment_is_a_day(cls, value: str) -> str:
         return _day(value) if value else value
+
+
+class CheckBody(Body):
+    """A message to check (``POST /api/check``): a whole message, or a template.
+
+    Exactly one of ``eml`` (the message as text), ``eml_base64`` (its bytes in base64, for
+    8-bit or binary content) and ``html`` (a template, sent as the body with ``subject``).
+    The size limit is the submission listener's (``submission.max_message_size``).
+    """
+
+    # "Exactly one of", said in the schema too: the OpenAPI document is the contract, and a
+    # body it calls valid must be one the handler accepts.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {"required": [name], "properties": {name: {"type": "string"}}}
+                for name in ("eml", "eml_base64", "html")
+            ]
+        }
+    )
+
+    eml: str | None = None
+    eml_base64: str | None = Field(
+        default=None,
+        pattern=BASE64,
+    )
+    html: str | None = None
+    subject: str = Field(default="", max_length=2000)
+    with_text: bool = False  # with html: the CRM also sends a plain-text version

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from gateway import __version__
 from gateway.admin import handlers
 from gateway.admin.bodies import (
+    CheckBody,
     ConsentEventBody,
     DealerChangeBody,
     ImportBody,
@@ -48,10 +49,12 @@ DESCRIPTION = """The admin JSON API under ``/api``.
 
 Access: every endpoint but ``/api/openapi.json`` needs ``Authorization: Bearer <token>``
 (tokens from ``mailgate admin token create``, stored hashed in ``http.admin_token_file``),
-and only loopback clients are served unless ``http.admin_allow_remote`` is set. Errors are
-JSON ``{"error": "...", "status": N}``: 400 bad input, 401/403 access, 404 unknown, 405
-wrong method, 409 wrong state, 415 wrong content type, 422 a policy set that does not
-validate, 503 the store is unavailable. Nothing an operator sends produces a 5xx other
+and only loopback clients are served unless ``http.admin_allow_remote`` is set.
+``POST /api/check`` also takes a dealer's status-link token with ``?dealer=<id>``, from
+anywhere (the dealer's own policy; nothing is stored). Errors are JSON
+``{"error": "...", "status": N}``: 400 bad input, 401/403 access, 404 unknown, 405 wrong
+method, 409 wrong state, 413 too large, 415 wrong content type, 422 a policy set that does
+not validate, 503 the store is unavailable. Nothing an operator sends produces a 5xx other
 than 503.
 """
 
@@ -166,6 +169,9 @@ class Endpoint:
     status: int = 200
     media_type: str = JSON_TYPE
     body_csv: bool = False  # the request body is text/csv (not a JSON ``body`` model)
+    raw_types: tuple[str, ...] = ()  # other media types taken as a raw body
+    bounded: bool = False  # the body may not exceed AdminApi.max_body (413)
+    dealer_link: bool = False  # a dealer's status-link token (with ?dealer=) also admits
 
     @property
     def operation_id(self) -> str:
@@ -503,6 +509,32 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         body=ConsentEventBody,
         errors=(400, 404),
     ),
+    # -- checking a message before it is sent (gateway/preflight/) --
+    Endpoint(
+        "POST",
+        "/api/check",
+        "What the gateway would do with a message or template (the dealer's policy, nothing "
+        "stored): verdict, and each finding with why, how to fix it and where it is. Also "
+        "served to the dealer's status-link token (Authorization: Bearer <token>, ?dealer=).",
+        "check",
+        handlers.check_message,
+        ref("Check"),
+        query=(
+            Param(
+                "dealer",
+                "string",
+                "the dealer whose policy applies",
+                required=True,
+                min_length=1,
+            ),
+            Param("subject", "string", "with a text/html body: the template's subject"),
+        ),
+        body=CheckBody,
+        errors=(400, 404, 413, 415),
+        raw_types=("message/rfc822", "text/html"),
+        bounded=True,
+        dealer_link=True,
+    ),
 )
 
 
@@ -514,6 +546,7 @@ _ERROR_TEXT = {
     403: "Not served to this client (http.admin_allow_remote).",
     404: "No such dealer, message or entry.",
     409: "The object is not in a state that allows this.",
+    413: "The body is larger than the gateway accepts.",
     415: "Wrong content type.",
     422: "The policy set does not validate; the old set stays in force.",
     503: "The store is unavailable; retry.",
@@ -567,6 +600,8 @@ def openapi() -> dict[str, Any]:
             schemas.update(schema.pop("$defs", {}))
             schemas[ep.body.__name__] = schema
             content: dict[str, Any] = {JSON_TYPE: {"schema": ref(ep.body.__name__)}}
+            for media in ep.raw_types:
+                content[media] = {"schema": {"type": "string"}}
             op["requestBody"] = {"required": True, "content": content}
         elif ep.body_csv:
             op["requestBody"] = {

@@ -10,6 +10,8 @@ leading underscore) is the endpoint's OpenAPI ``operationId``.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import csv
 import io
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -22,6 +24,7 @@ from starlette.responses import JSONResponse, StreamingResponse
 
 from gateway.admin import views
 from gateway.admin.bodies import (
+    CheckBody,
     ConsentEventBody,
     DealerChangeBody,
     ImportBody,
@@ -30,12 +33,13 @@ from gateway.admin.bodies import (
     SuppressBody,
     SuspendBody,
 )
-from gateway.admin.ops import BLANK, MAX_IMPORT, AdminOps, InvalidRequest
+from gateway.admin.ops import BLANK, MAX_IMPORT, AdminOps, InvalidRequest, NotFound
 from gateway.clock import parse_duration
 from gateway.consent.csvformat import RowError, parse_row
 from gateway.consent.ops import ConsentOps, explanation_json
 from gateway.consent.rules import Preference
 from gateway.mail.addresslists import CsvFormatError, RowProblem
+from gateway.preflight.core import Submission
 from gateway.reputation.csvformat import CSV_FIELDS, import_rows, suppression_row
 from gateway.reputation.records import EventKind
 from gateway.types import MessageState
@@ -51,6 +55,7 @@ class Call:
     actor: str
     raw_body: bytes = b""
     content_type: str = ""
+    dealer: str = ""  # set when a dealer's status link, not an admin token, authorised it
 
     def by(self) -> str:
         """Who acts: the body's ``by`` (with the token's name), else the token's name."""
@@ -299,3 +304,49 @@ async def record_consent(ops: AdminOps, call: Call) -> Any:
         changed = await consent.record((item,))
     shown = await consent.explain(dealer, item.address)
     return {"recorded": bool(changed), "standing": explanation_json(shown)}
+
+
+# -- checking a message before it is sent (gateway/preflight/) --------------------------
+
+
+def check_submission(
+    content_type: str, raw: bytes, subject: str, body: CheckBody | None
+) -> Submission:
+    """The message of a check request: a raw body, or one of the JSON body's forms.
+
+    ``message/rfc822`` (any other type without a ``body``): ``raw`` is the message;
+    ``text/html``: ``raw`` is a template, with ``subject``. Raises ``InvalidRequest``.
+    """
+    if body is None:
+        if content_type == "text/html":
+            try:
+                html = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidRequest("a text/html body must be UTF-8") from None
+            return Submission(html=html, subject=subject)
+        return Submission(raw=raw)
+    given = [name for name in ("eml", "eml_base64", "html") if getattr(body, name) is not None]
+    if len(given) != 1:
+        raise InvalidRequest("give exactly one of eml, eml_base64 and html")
+    if body.html is not None:
+        return Submission(html=body.html, subject=body.subject, with_text=body.with_text)
+    if body.eml is not None:
+        return Submission(raw=body.eml.encode("utf-8", "replace"))
+    try:
+        return Submission(raw=base64.b64decode(body.eml_base64 or "", validate=True))
+    except (binascii.Error, ValueError):
+        raise InvalidRequest("eml_base64: not base64") from None
+
+
+async def check_message(ops: AdminOps, call: Call) -> Any:
+    """``POST /api/check``: what the gateway would do with a message; nothing is stored."""
+    dealer_id = call.dealer or call.query["dealer"] or ""
+    if not dealer_id:
+        raise InvalidRequest("give the dealer whose policy applies: ?dealer=<id>")
+    dealer = ops.dealer_policy(dealer_id)
+    if ops.preflight is None:
+        raise NotFound("checks are not available on this gateway")
+    body = _body(call, CheckBody) if call.body is not None else None
+    submission = check_submission(call.content_type, call.raw_body, call.query["subject"] or "",
+                                  body)  # fmt: skip
+    return views.checked_json(await ops.preflight.check(dealer, submission))

@@ -28,6 +28,7 @@ from gateway.mail import addresses
 from gateway.metrics import Metrics
 from gateway.policy.model import DealerPolicy, RateThresholds
 from gateway.policy.store import PolicyStore, ReloadResult
+from gateway.preflight.service import Preflight
 from gateway.reputation.rates import (
     Metric,
     RateAction,
@@ -214,8 +215,10 @@ class AdminOps:
         on_policies: Callable[[], None] | None = None,
         metrics: Metrics | None = None,
         status_link: Callable[[str], str] | None = None,
+        preflight: Preflight | None = None,
     ) -> None:
         self.storage = storage
+        self.preflight = preflight  # POST /api/check and the check page (gateway/preflight/)
         self.policies = policies
         self.suspensions = suspensions
         self.clock = clock

@@ -32,6 +32,7 @@ import pytest
 
 from tests.deploy.tools import need
 from tests.procs import free_port
+from tests.shipped import copy_shipped
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "deploy" / "mailgate.service"
@@ -161,7 +162,7 @@ def test_the_cli_on_the_host_uses_the_gateway_store_and_token_file(tmp_path: Pat
     settings = readme_settings()
     (etc / "mailgate.toml").write_text(settings)
     (etc / "relative.toml").write_text(EXAMPLE.read_text())  # data_dir "var", as shipped
-    shutil.copytree(REPO / "policies", root / POLICIES_DIR.lstrip("/"))
+    copy_shipped(root / POLICIES_DIR.lstrip("/"))
     (root / DATA_DIR.lstrip("/")).mkdir(parents=True, mode=0o750)  # StateDirectory=
     for name in ("usr", "dev", "proc", "tmp", "opt/mailgate", "home/operator", "out"):
         (root / name).mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,7 @@ from tests.cliwalk import argv_for, run_bad
 from tests.integration.admin import add_token
 from tests.integration.conftest import PASSWORD, Harness, policies_dir
 from tests.procs import free_port, write_config
+from tests.shipped import copy_shipped
 
 REPO = Path(__file__).resolve().parents[2]
 DOCUMENTED = {code for code, _ in EXIT_CODES}
@@ -152,7 +153,12 @@ def test_a_closed_pipe_is_not_a_traceback(tmp_path: Path) -> None:
     """``mailgate duplicates list | head``, and the same for the biggest output there is."""
     config = write_config(
         tmp_path / "mailgate.toml",
-        {"server": {"data_dir": str(tmp_path / "var"), "policies_dir": str(REPO / "policies")}},
+        {
+            "server": {
+                "data_dir": str(tmp_path / "var"),
+                "policies_dir": str(copy_shipped(tmp_path / "policies")),
+            }
+        },
     )
     assert main(["--config", str(config), "init"]) == 0
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")}

@@ -26,6 +26,7 @@ from gateway.cli.main import build_parser, main
 from gateway.cli.manual import Command, man_page, options, walk
 from tests.cliwalk import argv_for, run_bad
 from tests.procs import free_port
+from tests.shipped import copy_shipped
 
 REPO = Path(__file__).resolve().parents[2]
 COMMANDS = [c for c in walk(build_parser()) if c.leaf]
@@ -129,7 +130,7 @@ def test_completion_scripts(shell: str, capsys: pytest.CaptureFixture[str]) -> N
 def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Settings naming a store that does not exist, closed ports, a bogus admin token."""
     policies = tmp_path / "policies"
-    shutil.copytree(REPO / "policies", policies)
+    copy_shipped(policies)
     config = tmp_path / "mailgate.toml"
     config.write_text(
         f"[server]\nhostname = 'mailgate.test'\ndata_dir = {json.dumps(str(tmp_path / 'var'))}\n"
