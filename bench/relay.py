@@ -714,11 +714,14 @@ async def run_target(
             )
             argv, extra = gateway_argv(opts.gateway_cmd)
             env = child_env(extra)
-            cred = subprocess.run(
-                [*argv, "--config", str(config), "credentials", "set", DEALER, USERNAME,
-                 "--password", PASSWORD],
-                cwd=work, env=env, capture_output=True, timeout=120, check=False,
-            )  # fmt: skip
+            for step in (["init"], ["credentials", "set", DEALER, USERNAME,
+                                    "--password", PASSWORD]):  # fmt: skip
+                cred = subprocess.run(
+                    [*argv, "--config", str(config), *step],
+                    cwd=work, env=env, capture_output=True, timeout=120, check=False,
+                )  # fmt: skip
+                if cred.returncode != 0:
+                    break
             if cred.returncode != 0:
                 raise BenchError(
                     f"mailgate credentials set failed ({cred.returncode}):\n"

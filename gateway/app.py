@@ -43,9 +43,13 @@ from gateway.dns.selfcheck import config_from, monitor
 from gateway.errors import ConfigError, StorageError
 from gateway.feedback.ingest import FeedbackIngest
 from gateway.intake.backpressure import SpoolGuard
-from gateway.intake.service import Intake
+from gateway.intake.service import Intake, submission_limits
 from gateway.metrics import Metrics
 from gateway.policy.store import PolicyStore
+from gateway.preflight.service import Preflight
+from gateway.reports.links import ReportLinks
+from gateway.reports.providers import ProviderLookup
+from gateway.reports.service import Reports
 from gateway.reputation.suspensions import Suspensions
 from gateway.settings import Settings, parse_hostport
 from gateway.smtp.auth import Authenticator, FailureLimiter
@@ -58,7 +62,9 @@ from gateway.storage.base import Storage, open_storage, sqlite_path
 from gateway.tracking import RefCodec
 from gateway.unsubscribe.links import UnsubscribeLinks
 from gateway.unsubscribe.service import Unsubscribes
+from gateway.web.check import check_routes
 from gateway.web.http import build_app, build_public_app
+from gateway.web.reports import report_routes
 from gateway.web.status import StatusLinks, status_routes
 from gateway.web.unsubscribe import unsubscribe_routes
 
@@ -225,6 +231,7 @@ class Gateway:
     admin: AdminOps | None = None  # the operations behind the admin API
     status_links: StatusLinks | None = None  # the dealers' status-page links
     resolver: Resolver | None = None  # recipient domains and DNS self-checks
+    reports: Reports | None = None  # the dealers' deliverability reports
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -394,6 +401,23 @@ class Gateway:
             domains = RecipientDomains(
                 resolver, metrics, timeout=settings.dns.timeout.total_seconds()
             )
+        # Deliverability reports (gateway/reports/): providers from the MX through the same
+        # resolver (none configured: from the domain's name alone).
+        report_links = ReportLinks(status_links.key, status_links.base_url)
+        report_providers = ProviderLookup(resolver)  # also the status page's (cached)
+        dealer_reports = Reports(
+            storage,
+            policies,
+            clock,
+            node=node,
+            from_addr=settings.alerts.from_address
+            or f"mailgate-reports@{settings.server.hostname}",
+            hostname=settings.server.hostname,
+            providers=report_providers,
+            status_link=status_links.url,
+            links=report_links,
+            on_enqueued=lambda _n: worker.notify(),
+        )
         handler = SubmissionHandler(
             intake=intake,
             authenticator=authenticator,
@@ -477,6 +501,14 @@ class Gateway:
             wake_delivery=worker.notify,
             metrics=metrics,
             status_link=status_links.url,
+            preflight=Preflight(
+                policies,
+                clock,
+                submission_limits(sub),
+                hostname=settings.server.hostname,
+                max_bytes=sub.max_message_size,
+                budget=sub.check_time_budget.total_seconds(),
+            ),
         )
         metrics.queue_high_water.set(settings.storage.queue_high_water)
         api = AdminApi(
@@ -484,6 +516,9 @@ class Gateway:
             TokenCheck(settings.admin_token_file),
             allow_remote=settings.http.admin_allow_remote,
             metrics=metrics,
+            dealer_links=status_links.valid,
+            # A message of the submission maximum in base64 inside JSON, and some slack.
+            max_body=sub.max_message_size * 4 // 3 + 1024 * 1024,
         )
 
         async def before_scrape() -> None:
@@ -502,7 +537,9 @@ class Gateway:
         public = _server(
             build_public_app(
                 [
-                    *status_routes(admin, status_links),
+                    *status_routes(admin, status_links, report_providers),
+                    *check_routes(admin, status_links),
+                    *report_routes(storage, policies, report_links, clock),
                     *(unsubscribe_routes(unsubscribes, dealer_name) if unsubscribes else []),
                 ],
                 https=pub.tls or settings.http.public_url.startswith("https://"),
@@ -534,6 +571,7 @@ class Gateway:
             admin=admin,
             status_links=status_links,
             resolver=resolver,
+            reports=dealer_reports,
         )
 
     async def start(self) -> None:
@@ -565,6 +603,10 @@ class Gateway:
             )
         if self.alerts is not None:
             self._tasks.append(asyncio.create_task(self.alerts.run(), name="alerts"))
+        # A report links the status page and the contact's unsubscribe page, which a
+        # dealer reaches only at the public address (listener_warnings says so).
+        if self.reports is not None and self.settings.http.public_url:
+            self._tasks.append(asyncio.create_task(self.reports.run(), name="reports"))
         # Consent: eligible and locked recipients per dealer (gateway/consent/ops.py).
         gauges = ConsentGauges(self.storage, self.policies, self.clock, self.metrics)
         self._tasks.append(asyncio.create_task(gauges.run(), name="consent-gauges"))

@@ -200,3 +200,71 @@ CATALOGUE: dict[str, FindingKind] = {
 def kind_of(code: str) -> FindingKind:
     """Return the catalogue entry for ``code`` (``KeyError`` for an unknown code)."""
     return CATALOGUE[code]
+
+
+@dataclass(frozen=True, slots=True)
+class RefusalKind:
+    """Why a message is refused before any check runs (``Prepared.refused``), in plain words.
+
+    These are limits, not findings: no policy can change them. ``summary`` and ``advice``
+    read like a ``FindingKind``'s, for the check page and ``POST /api/check``.
+    """
+
+    code: str
+    summary: str
+    advice: str
+
+
+REFUSALS: dict[str, RefusalKind] = {
+    kind.code: kind
+    for kind in (
+        RefusalKind(
+            "message-too-big",
+            "the message is larger than the gateway accepts",
+            "send large files as a link instead of an attachment, and shrink embedded images",
+        ),
+        RefusalKind(
+            "bare-line-ending",
+            "the message has lines that end in a lone CR or LF instead of CRLF",
+            "make the CRM's mail client end every line with CRLF (RFC 5321 §2.3.8)",
+        ),
+        RefusalKind(
+            "header-too-large",
+            "the message header is larger than the gateway accepts",
+            "remove the extra headers the CRM or its plug-ins add, or shorten them",
+        ),
+        RefusalKind(
+            "mime-too-deep",
+            "the message's parts are nested deeper than the gateway accepts",
+            "send the content as one HTML body with a plain-text version, without parts "
+            "inside parts inside parts",
+        ),
+        RefusalKind(
+            "too-many-parts",
+            "the message has more parts (attachments, images) than the gateway accepts",
+            "send fewer attachments and images, or link to them",
+        ),
+        RefusalKind(
+            "too-many-hops",
+            "the message has passed through too many mail servers (a mail loop)",
+            "check the CRM's forwarding rules: the message keeps coming back to the gateway",
+        ),
+        RefusalKind(
+            "header-unfoldable",
+            "a header line is too long and cannot be folded",
+            "shorten the header (often the Subject or a list of addresses)",
+        ),
+        RefusalKind(
+            "checks-timeout",
+            "the checks took longer than the gateway allows for one message; the gateway "
+            "would ask the CRM to try again later",
+            "make the message smaller (fewer and smaller images and attachments, shorter HTML)",
+        ),
+        RefusalKind(
+            "check",
+            "one of the gateway's checks failed on this message; the gateway would ask the "
+            "CRM to try again later",
+            "send the message to your Mailgate operator so they can look at the failing check",
+        ),
+    )
+}

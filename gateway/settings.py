@@ -9,6 +9,10 @@ Maildir, loopback listeners.
 Environment overrides use ``MAILGATE_<SECTION>_<KEY>``, e.g. ``MAILGATE_STORAGE_URL`` or
 ``MAILGATE_SUBMISSION_LISTEN``; values are parsed as TOML scalars when they parse, else
 taken as strings.
+
+Which file: ``find_config`` searches ``--config``, then ``MAILGATE_CONFIG``, then
+``./mailgate.toml`` and ``/etc/mailgate/mailgate.toml`` when present (``CONFIG_SEARCH``),
+so a command typed on an installed host reads the file the service reads.
 """
 
 from __future__ import annotations
@@ -39,6 +43,32 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.IG
 _SIZE_UNITS = {
     "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3, "gib": 1024**3,
 }  # fmt: skip
+
+
+LOCAL_CONFIG = Path("mailgate.toml")
+SYSTEM_CONFIG = Path("/etc/mailgate/mailgate.toml")
+CONFIG_SEARCH = f"--config FILE, else $MAILGATE_CONFIG, else ./{LOCAL_CONFIG}, else {SYSTEM_CONFIG}"
+
+
+def find_config(
+    explicit: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    system: Path = SYSTEM_CONFIG,
+) -> Path | None:
+    """The settings file to read (``CONFIG_SEARCH``), or ``None``: the built-in defaults.
+
+    A file named by ``--config`` or ``MAILGATE_CONFIG`` is returned even when missing, so that
+    loading it says "file not found" instead of silently using the defaults.
+    """
+    if explicit is not None:
+        return explicit
+    named = (os.environ if environ is None else environ).get("MAILGATE_CONFIG", "")
+    if named:
+        return Path(named)
+    for candidate in (LOCAL_CONFIG, system):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def parse_size(value: object) -> int:
@@ -346,8 +376,8 @@ class Settings(_Section):
         if not url:
             out.append(
                 "http.public_url is not set: alert e-mails carry no link to the dealer's "
-                "status page; set it to the https address of the public listener "
-                f"({self.public.listen})"
+                "status page and no deliverability reports are sent; set it to the https "
+                f"address of the public listener ({self.public.listen})"
                 + (", where the unsubscribe links also point" if unsubscribe else "")
             )
         elif not url.startswith("https://"):

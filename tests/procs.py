@@ -148,15 +148,19 @@ def node_config(
 
 
 async def set_password(proc: GatewayProcess) -> None:
-    cmd = [
-        "-m", "gateway", "--config", str(proc.config), "credentials", "set",
-        "example-motors", "example-crm", "--password", PASSWORD,
-    ]  # fmt: skip
-    child = await asyncio.create_subprocess_exec(
-        sys.executable, *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    out, _ = await child.communicate()
-    assert child.returncode == 0, out.decode()
+    """Create the node's store (``mailgate init``) and the dealer's login, before it starts."""
+    for cmd in (
+        ["-m", "gateway", "--config", str(proc.config), "init"],
+        [
+            "-m", "gateway", "--config", str(proc.config), "credentials", "set",
+            "example-motors", "example-crm", "--password", PASSWORD,
+        ],
+    ):  # fmt: skip
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        out, _ = await child.communicate()
+        assert child.returncode == 0, out.decode()
 
 
 async def start_sqlite_node(

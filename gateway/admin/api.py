@@ -4,10 +4,13 @@
 (``admin/endpoints.py``), ``/api/openapi.json``, and a JSON 404 for every other ``/api``
 path. A request is answered in four steps: access (loopback only unless
 ``http.admin_allow_remote``; a bearer token from ``mailgate admin token create``, checked
-by ``admin/tokens.py``), parsing (query parameters typed by the endpoint's ``Param``s, the
-body validated by its model), the handler (``admin/handlers.py``), and the answer: the
-handler's JSON, or ``{"error": "...", "status": N}`` for an ``AdminError`` (its status) or
-a ``StorageError`` (503). Nothing an operator sends produces another 5xx.
+by ``admin/tokens.py``; an endpoint marked ``dealer_link`` also admits a dealer's
+status-link token, for that dealer and from any client, as the status page does),
+parsing (query parameters typed by the endpoint's ``Param``s, the body validated by its
+model; a ``bounded`` endpoint's body read no further than ``max_body``), the handler
+(``admin/handlers.py``), and the answer: the handler's JSON, or ``{"error": "...",
+"status": N}`` for an ``AdminError`` (its status) or a ``StorageError`` (503).
+Nothing an operator sends produces another 5xx.
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Route, request_response
+from starlette.types import Receive, Scope, Send
 
+from gateway.admin.bodies import PATTERN_WORDS
 from gateway.admin.endpoints import ENDPOINTS, JSON_TYPE, Endpoint, openapi
 from gateway.admin.handlers import Call
 from gateway.admin.ops import AdminError, AdminOps, InvalidRequest
@@ -58,6 +63,10 @@ class AdminApi:
     tokens: TokenCheck
     allow_remote: bool = False
     metrics: Metrics | None = None
+    # Whether a token is the named dealer's status-link token (web/status.py StatusLinks.valid):
+    # endpoints marked ``dealer_link`` admit it, for that dealer only, from any client.
+    dealer_links: Callable[[str, str], bool] | None = None
+    max_body: int = 64 * 1024 * 1024  # the most a ``bounded`` endpoint reads (413 beyond)
     _spec: dict[str, Any] = field(default_factory=openapi)
 
     def _count(self, status: int) -> None:
@@ -78,11 +87,14 @@ class AdminApi:
         by_path: dict[str, dict[str, Endpoint]] = {}
         for ep in ENDPOINTS:
             by_path.setdefault(ep.path, {})[ep.method] = ep
+        # Every method reaches our dispatcher, so that a method the description does not
+        # list gets our JSON 405 with ``Allow`` naming exactly the documented methods (RFC
+        # 9110 §15.5.6), never Starlette's plain-text one naming what the route accepts.
         routes: list[BaseRoute] = [Route("/api/openapi.json", self._openapi, methods=["GET"])]
         for path, methods in by_path.items():
-            routes.append(Route(path, self._dispatcher(methods), methods=_ALL_METHODS))
-        routes.append(Route("/api", self._unknown, methods=_ALL_METHODS))
-        routes.append(Route("/api/{rest:path}", self._unknown, methods=_ALL_METHODS))
+            routes.append(Route(path, _EveryMethod(self._dispatcher(methods))))
+        routes.append(Route("/api", _EveryMethod(self._unknown)))
+        routes.append(Route("/api/{rest:path}", _EveryMethod(self._unknown)))
         return routes
 
     async def _openapi(self, _request: Request) -> Response:
@@ -96,8 +108,24 @@ class AdminApi:
         self._count(404)
         return error(404, f"no such endpoint: {request.url.path} (see GET /api/openapi.json)")
 
-    async def _access(self, request: Request) -> JSONResponse | None:
-        """Refuse remote clients and missing or unknown tokens."""
+    def _dealer_link(self, request: Request, ep: Endpoint | None) -> bool:
+        """Admit a dealer's status-link token on an endpoint that takes one."""
+        if ep is None or not ep.dealer_link or self.dealer_links is None:
+            return False
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        dealer = request.query_params.get("dealer", "")
+        if scheme.lower() != "bearer" or not token.strip() or not dealer:
+            return False
+        if not self.dealer_links(dealer, token.strip()):
+            return False
+        request.state.actor = f"status link of {dealer}"
+        request.state.dealer = dealer
+        return True
+
+    async def _access(self, request: Request, ep: Endpoint | None = None) -> JSONResponse | None:
+        """Refuse remote clients and missing or unknown tokens (a dealer link where allowed)."""
+        if self._dealer_link(request, ep):
+            return None
         host = request.client.host if request.client else None
         if not self.allow_remote and not _loopback(host):
             return error(
@@ -136,10 +164,10 @@ class AdminApi:
             return response
 
         async def answer(request: Request) -> Response:
-            denied = await self._access(request)
+            ep = methods.get(request.method)
+            denied = await self._access(request, ep)
             if denied is not None:
                 return denied
-            ep = methods.get(request.method)
             if ep is None:
                 return error(
                     405, f"{request.method} is not allowed here; use {allowed}", {"Allow": allowed}
@@ -160,11 +188,14 @@ class AdminApi:
 
     async def _parse(self, request: Request, ep: Endpoint) -> Call:
         query = {p.name: p.parse(request.query_params.get(p.name)) for p in ep.query}
-        raw = await request.body()
+        raw = await (_bounded_body(request, self.max_body) if ep.bounded else request.body())
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         body: BaseModel | None = None
-        if ep.body is not None:
-            if ep.body_csv and content_type == "text/csv":
+        if ep.body_csv:
+            if content_type != "text/csv":
+                raise _Unsupported("send the body as text/csv")
+        elif ep.body is not None:
+            if content_type in ep.raw_types:
                 pass
             elif content_type not in ("", JSON_TYPE):
                 raise _Unsupported(f"send the body as {JSON_TYPE}")
@@ -179,11 +210,46 @@ class AdminApi:
             actor=str(getattr(request.state, "actor", "")),
             raw_body=raw,
             content_type=content_type,
+            dealer=str(getattr(request.state, "dealer", "")),
         )
 
 
 class _Unsupported(AdminError):
     status = 415
+
+
+class _EveryMethod:
+    """A request handler as an ASGI app, which Starlette routes for every method.
+
+    Starlette routes a plain function to ``GET`` and ``HEAD`` unless given ``methods``, and
+    answers any other method itself; an app object it routes whatever the method.
+    """
+
+    def __init__(self, handle: Callable[[Request], Awaitable[Response]]) -> None:
+        self._app = request_response(handle)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)
+
+
+class _TooLarge(AdminError):
+    status = 413
+
+
+async def _bounded_body(request: Request, limit: int) -> bytes:
+    """The body, read no further than ``limit`` bytes (``_TooLarge`` beyond)."""
+    too_large = _TooLarge(f"the body is larger than {limit} bytes, the most this endpoint reads")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 _ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
@@ -197,10 +263,22 @@ def _validate(model: type[BaseModel], raw: bytes) -> BaseModel:
     if not isinstance(data, dict):
         raise InvalidRequest("the body must be a JSON object")
     try:
+        # JSON may escape lone surrogates ("\\ud800"), which no store can hold as text.
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest("the body is not valid Unicode (a lone surrogate)") from None
+    try:
         return model.model_validate(data)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
             where = ".".join(str(p) for p in err["loc"]) or "body"
-            problems.append(f"{where}: {err['msg']}")
+            message = err["msg"]
+            if err["type"] == "string_pattern_mismatch":
+                message = PATTERN_WORDS.get(str(err.get("ctx", {}).get("pattern")), message)
+            elif err["type"] == "literal_error":
+                expected = str(err.get("ctx", {}).get("expected", "")).replace("'", "")
+                problems.append(f"{where} {err['input']!r} is not one of {expected}")
+                continue
+            problems.append(f"{where}: {message}")
         raise InvalidRequest("; ".join(problems)) from None

@@ -9,6 +9,7 @@ body model (``admin/bodies.py``) and the error statuses it may answer. ``AdminAp
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from pydantic import BaseModel
 from gateway import __version__
 from gateway.admin import handlers
 from gateway.admin.bodies import (
+    CheckBody,
     ConsentEventBody,
     DealerChangeBody,
     ImportBody,
@@ -34,15 +36,25 @@ from gateway.reputation.records import EventKind
 from gateway.types import MessageState
 
 JSON_TYPE = "application/json"
+# Every integer the API takes fits the stores' 64-bit columns (SQLite INTEGER, bigserial);
+# a larger one is refused as bad input instead of overflowing in the driver (a 500).
+INT64_MAX = 2**63 - 1
+_INTEGER = re.compile(r"-?[0-9]+")
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_TIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
 
 DESCRIPTION = """The admin JSON API under ``/api``.
 
 Access: every endpoint but ``/api/openapi.json`` needs ``Authorization: Bearer <token>``
 (tokens from ``mailgate admin token create``, stored hashed in ``http.admin_token_file``),
-and only loopback clients are served unless ``http.admin_allow_remote`` is set. Errors are
-JSON ``{"error": "...", "status": N}``: 400 bad input, 401/403 access, 404 unknown, 405
-wrong method, 409 wrong state, 415 wrong content type, 422 a policy set that does not
-validate, 503 the store is unavailable. Nothing an operator sends produces a 5xx other
+and only loopback clients are served unless ``http.admin_allow_remote`` is set.
+``POST /api/check`` also takes a dealer's status-link token with ``?dealer=<id>``, from
+anywhere (the dealer's own policy; nothing is stored). Errors are JSON
+``{"error": "...", "status": N}``: 400 bad input, 401/403 access, 404 unknown, 405 wrong
+method, 409 wrong state, 413 too large, 415 wrong content type, 422 a policy set that does
+not validate, 503 the store is unavailable. Nothing an operator sends produces a 5xx other
 than 503.
 """
 
@@ -58,60 +70,86 @@ class Param:
     minimum: int | None = None
     maximum: int | None = None
     enum: tuple[str, ...] = ()
+    required: bool = False
+    min_length: int = 0
 
     def schema(self) -> dict[str, Any]:
         """The parameter's JSON schema."""
         out: dict[str, Any]
         if self.kind == "date-time":
-            out = {"type": "string", "format": "date-time"}
+            out = {
+                "type": "string",
+                "anyOf": [{"format": "date-time"}, {"format": "date"}],
+                "description": "an RFC 3339 date-time, or a full-date (midnight UTC)",
+            }
         else:
             out = {"type": self.kind}
         if self.default is not None:
             out["default"] = self.default
         if self.minimum is not None:
             out["minimum"] = self.minimum
-        if self.maximum is not None:
-            out["maximum"] = self.maximum
+        if self.kind == "integer":
+            out["maximum"] = self.top
         if self.enum:
             out["enum"] = list(self.enum)
+        if self.min_length:
+            out["minLength"] = self.min_length
         return out
+
+    @property
+    def top(self) -> int:
+        """The largest integer accepted: ``maximum``, else the 64-bit limit."""
+        return INT64_MAX if self.maximum is None else min(self.maximum, INT64_MAX)
 
     def parse(self, raw: str | None) -> Any:
         """The typed value of ``raw``; raises ``InvalidRequest``."""
         if raw is None:
+            if self.required:
+                raise InvalidRequest(f"the query parameter {self.name!r} is required")
             return self.default
         if self.kind == "integer":
+            # Digits only: int() would also take " 7", "+7" and "1_000".
+            if not _INTEGER.fullmatch(raw):
+                raise InvalidRequest(f"{self.name}: not an integer: {raw!r}")
             try:
                 value = int(raw)
-            except ValueError:
+            except ValueError:  # more digits than int() converts
                 raise InvalidRequest(f"{self.name}: not an integer: {raw!r}") from None
-            if (self.minimum is not None and value < self.minimum) or (
-                self.maximum is not None and value > self.maximum
-            ):
-                raise InvalidRequest(
-                    f"{self.name}: must be between {self.minimum} and {self.maximum}"
-                )
+            low = self.minimum if self.minimum is not None else -INT64_MAX - 1
+            if not low <= value <= self.top:
+                raise InvalidRequest(f"{self.name}: must be between {low} and {self.top}")
             return value
         if self.kind == "boolean":
-            lowered = raw.lower()
-            if lowered in ("1", "true", "yes"):
-                return True
-            if lowered in ("0", "false", "no", ""):
-                return False
+            # What the description says (a JSON boolean in the query: true or false), no more.
+            if raw in ("true", "false"):
+                return raw == "true"
             raise InvalidRequest(f"{self.name}: not a boolean: {raw!r} (true or false)")
         if self.kind == "date-time":
             return parse_time(raw, self.name)
+        if len(raw) < self.min_length:
+            raise InvalidRequest(f"{self.name}: give a value")
         if self.enum and raw not in self.enum:
             raise InvalidRequest(f"{self.name}: must be one of {', '.join(self.enum)}")
         return raw
 
 
 def parse_time(raw: str, name: str) -> datetime:
-    """An ISO 8601 time (UTC when no offset is given); raises ``InvalidRequest``."""
+    """An RFC 3339 date-time, or a full-date (midnight UTC); raises ``InvalidRequest``.
+
+    Exactly what the description's ``format`` says: ``datetime.fromisoformat`` alone would
+    also take ``20240101T1000`` and refuse the lower-case ``t`` and ``z`` RFC 3339 allows.
+    """
+    problem = InvalidRequest(f"{name}: not an RFC 3339 time or a YYYY-MM-DD day: {raw!r}")
+    if _DAY.fullmatch(raw):
+        text = raw
+    elif _TIME.fullmatch(raw):
+        text = raw[:10] + "T" + raw[11:].upper()
+    else:
+        raise problem
     try:
-        value = datetime.fromisoformat(raw)
+        value = datetime.fromisoformat(text)
     except ValueError:
-        raise InvalidRequest(f"{name}: not an ISO 8601 time: {raw!r}") from None
+        raise problem from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
@@ -130,7 +168,10 @@ class Endpoint:
     errors: tuple[int, ...] = ()
     status: int = 200
     media_type: str = JSON_TYPE
-    body_csv: bool = False  # also accepts a text/csv body
+    body_csv: bool = False  # the request body is text/csv (not a JSON ``body`` model)
+    raw_types: tuple[str, ...] = ()  # other media types taken as a raw body
+    bounded: bool = False  # the body may not exceed AdminApi.max_body (413)
+    dealer_link: bool = False  # a dealer's status-link token (with ?dealer=) also admits
 
     @property
     def operation_id(self) -> str:
@@ -141,7 +182,8 @@ class Endpoint:
 _LIMIT = Param("limit", "integer", "how many at most", 100, 1, MAX_LIMIT)
 _STANDINGS = obj({"recipients": {"type": "array"}})
 _DEALER_Q = Param("dealer", "string", "only this dealer's messages")
-_LIST_Q = Param("list", "string", "a dealer id, or * for the global list")
+_LIST_Q = Param("list", "string", "a dealer id, or * for the global list", min_length=1)
+IMPORTED = obj({"added": INT, "skipped": INT, "invalid": INT})
 
 
 ENDPOINTS: tuple[Endpoint, ...] = (
@@ -314,15 +356,30 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
         "POST",
         "/api/suppressions/import",
-        "Add many entries to one list: JSON, or a CSV body with ?list= (address[,reason]).",
+        "Add many entries to one list (up to 10,000 per request).",
         "suppressions",
         handlers.import_suppressions,
-        obj({"added": INT, "skipped": INT, "invalid": INT}),
-        query=(
-            Param("list", "string", "with a CSV body: the list"),
-            Param("reason", "string", "with a CSV body: the default reason"),
-        ),
+        IMPORTED,
         body=ImportBody,
+        errors=(400, 404, 415),
+    ),
+    Endpoint(
+        "POST",
+        "/api/suppressions/import/csv",
+        "Add the rows of a CSV body (address[,reason], a header row naming them) to one list.",
+        "suppressions",
+        handlers.import_suppressions_csv,
+        IMPORTED,
+        query=(
+            Param(
+                "list",
+                "string",
+                "a dealer id, or * for the global list",
+                required=True,
+                min_length=1,
+            ),
+            Param("reason", "string", "the reason of rows without one (default: imported)"),
+        ),
         errors=(400, 404, 415),
         body_csv=True,
     ),
@@ -537,6 +594,32 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         query=(Param("since", "date-time", "refusals from this time on"), _LIMIT),
         errors=(400, 404),
     ),
+    # -- checking a message before it is sent (gateway/preflight/) --
+    Endpoint(
+        "POST",
+        "/api/check",
+        "What the gateway would do with a message or template (the dealer's policy, nothing "
+        "stored): verdict, and each finding with why, how to fix it and where it is. Also "
+        "served to the dealer's status-link token (Authorization: Bearer <token>, ?dealer=).",
+        "check",
+        handlers.check_message,
+        ref("Check"),
+        query=(
+            Param(
+                "dealer",
+                "string",
+                "the dealer whose policy applies",
+                required=True,
+                min_length=1,
+            ),
+            Param("subject", "string", "with a text/html body: the template's subject"),
+        ),
+        body=CheckBody,
+        errors=(400, 404, 413, 415),
+        raw_types=("message/rfc822", "text/html"),
+        bounded=True,
+        dealer_link=True,
+    ),
 )
 
 
@@ -548,6 +631,7 @@ _ERROR_TEXT = {
     403: "Not served to this client (http.admin_allow_remote).",
     404: "No such dealer, message or entry.",
     409: "The object is not in a state that allows this.",
+    413: "The body is larger than the gateway accepts.",
     415: "Wrong content type.",
     422: "The policy set does not validate; the old set stays in force.",
     503: "The store is unavailable; retry.",
@@ -567,7 +651,7 @@ def openapi() -> dict[str, Any]:
             {
                 "name": p.name,
                 "in": "query",
-                "required": False,
+                "required": p.required,
                 "description": p.description,
                 "schema": p.schema(),
             }
@@ -579,7 +663,8 @@ def openapi() -> dict[str, Any]:
                 "content": {ep.media_type: {"schema": ep.response}},
             }
         }
-        for code in sorted({401, 403, 503, *ep.errors} | ({400} if ep.body or ep.query else set())):
+        takes_input = ep.body is not None or ep.body_csv or bool(ep.query)
+        for code in sorted({401, 403, 503, *ep.errors} | ({400} if takes_input else set())):
             responses[str(code)] = {
                 "description": _ERROR_TEXT[code],
                 "content": {JSON_TYPE: {"schema": ref("Error")}},
@@ -600,9 +685,14 @@ def openapi() -> dict[str, Any]:
             schemas.update(schema.pop("$defs", {}))
             schemas[ep.body.__name__] = schema
             content: dict[str, Any] = {JSON_TYPE: {"schema": ref(ep.body.__name__)}}
-            if ep.body_csv:
-                content["text/csv"] = {"schema": {"type": "string"}}
+            for media in ep.raw_types:
+                content[media] = {"schema": {"type": "string"}}
             op["requestBody"] = {"required": True, "content": content}
+        elif ep.body_csv:
+            op["requestBody"] = {
+                "required": True,
+                "content": {"text/csv": {"schema": {"type": "string"}}},
+            }
         paths.setdefault(ep.path, {})[ep.method.lower()] = op
     return {
         "openapi": "3.1.0",

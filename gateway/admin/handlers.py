@@ -10,6 +10,8 @@ leading underscore) is the endpoint's OpenAPI ``operationId``.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import csv
 import io
 import json
@@ -23,6 +25,7 @@ from starlette.responses import JSONResponse, StreamingResponse
 
 from gateway.admin import views
 from gateway.admin.bodies import (
+    CheckBody,
     ConsentEventBody,
     DealerChangeBody,
     ImportBody,
@@ -31,7 +34,7 @@ from gateway.admin.bodies import (
     SuppressBody,
     SuspendBody,
 )
-from gateway.admin.ops import MAX_IMPORT, AdminOps, InvalidRequest
+from gateway.admin.ops import BLANK, MAX_IMPORT, AdminOps, InvalidRequest, NotFound
 from gateway.clock import parse_duration
 from gateway.consent.crm import STATEMENT_FIELDS, statement_json
 from gateway.consent.csvformat import RowContext, RowError, parse_row
@@ -46,6 +49,7 @@ from gateway.consent.reports import (
 )
 from gateway.consent.rules import Preference
 from gateway.mail.addresslists import CsvFormatError, RowProblem
+from gateway.preflight.core import Submission
 from gateway.reputation.csvformat import CSV_FIELDS, import_rows, suppression_row
 from gateway.reputation.records import EventKind
 from gateway.types import MessageState
@@ -61,6 +65,7 @@ class Call:
     actor: str
     raw_body: bytes = b""
     content_type: str = ""
+    dealer: str = ""  # set when a dealer's status link, not an admin token, authorised it
 
     def by(self) -> str:
         """Who acts: the body's ``by`` (with the token's name), else the token's name."""
@@ -186,30 +191,30 @@ async def lift_suppression(ops: AdminOps, call: Call) -> Any:
 
 
 async def import_suppressions(ops: AdminOps, call: Call) -> Any:
-    """``POST /api/suppressions/import``: a JSON body, or a CSV body with ``?list=``."""
-    if call.body is None:  # text/csv
-        list_name = call.query["list"]
-        reason = call.query["reason"] or "imported"
-        try:
-            text = call.raw_body.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            raise InvalidRequest("the CSV body must be UTF-8") from None
-        try:
-            entries = list(import_rows(text))
-        except CsvFormatError as exc:
-            raise InvalidRequest(f"CSV header: {exc}") from None
-        if len(entries) > MAX_IMPORT:
-            raise InvalidRequest(f"at most {MAX_IMPORT} rows per request; send batches")
-        rows = [e for e in entries if not isinstance(e, RowProblem)]
-        unreadable = len(entries) - len(rows)  # counted as invalid, like bad addresses
-        source = f"import:api:{call.actor}"
-    else:
-        body = _body(call, ImportBody)
-        list_name, reason = body.list, body.reason
-        rows = [(e.address, e.reason) for e in body.entries]
-        unreadable = 0
-        source = f"import:{body.source or 'api'}"
-    result = await ops.import_entries(list_name, rows, reason, source)
+    """``POST /api/suppressions/import``: entries in a JSON body."""
+    body = _body(call, ImportBody)
+    rows = [(e.address, e.reason) for e in body.entries]
+    source = f"import:{body.source or 'api'}"
+    return views.import_json(await ops.import_entries(body.list, rows, body.reason, source))
+
+
+async def import_suppressions_csv(ops: AdminOps, call: Call) -> Any:
+    """``POST /api/suppressions/import/csv?list=``: the rows of a CSV body."""
+    try:
+        text = call.raw_body.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InvalidRequest("the CSV body must be UTF-8") from None
+    try:
+        entries = list(import_rows(text))
+    except CsvFormatError as exc:
+        raise InvalidRequest(f"CSV header: {exc}") from None
+    if len(entries) > MAX_IMPORT:
+        raise InvalidRequest(f"at most {MAX_IMPORT} rows per request; send batches")
+    rows = [e for e in entries if not isinstance(e, RowProblem)]
+    unreadable = len(entries) - len(rows)  # counted as invalid, like bad addresses
+    reason = (call.query["reason"] or "").strip(BLANK) or "imported"
+    source = f"import:api:{call.actor}"
+    result = await ops.import_entries(call.query["list"], rows, reason, source)
     return views.import_json(replace(result, invalid=result.invalid + unreadable))
 
 
@@ -437,3 +442,49 @@ async def consent_statements_csv(ops: AdminOps, call: Call) -> Any:
     """``GET /api/dealers/{dealer}/consent-statements.csv``, in the CRM's words."""
     ops.dealer_policy(call.path["dealer"])
     return _csv_stream(STATEMENT_FIELDS, _statements(ops, call))
+
+
+# -- checking a message before it is sent (gateway/preflight/) --------------------------
+
+
+def check_submission(
+    content_type: str, raw: bytes, subject: str, body: CheckBody | None
+) -> Submission:
+    """The message of a check request: a raw body, or one of the JSON body's forms.
+
+    ``message/rfc822`` (any other type without a ``body``): ``raw`` is the message;
+    ``text/html``: ``raw`` is a template, with ``subject``. Raises ``InvalidRequest``.
+    """
+    if body is None:
+        if content_type == "text/html":
+            try:
+                html = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidRequest("a text/html body must be UTF-8") from None
+            return Submission(html=html, subject=subject)
+        return Submission(raw=raw)
+    given = [name for name in ("eml", "eml_base64", "html") if getattr(body, name) is not None]
+    if len(given) != 1:
+        raise InvalidRequest("give exactly one of eml, eml_base64 and html")
+    if body.html is not None:
+        return Submission(html=body.html, subject=body.subject, with_text=body.with_text)
+    if body.eml is not None:
+        return Submission(raw=body.eml.encode("utf-8", "replace"))
+    try:
+        return Submission(raw=base64.b64decode(body.eml_base64 or "", validate=True))
+    except (binascii.Error, ValueError):
+        raise InvalidRequest("eml_base64: not base64") from None
+
+
+async def check_message(ops: AdminOps, call: Call) -> Any:
+    """``POST /api/check``: what the gateway would do with a message; nothing is stored."""
+    dealer_id = call.dealer or call.query["dealer"] or ""
+    if not dealer_id:
+        raise InvalidRequest("give the dealer whose policy applies: ?dealer=<id>")
+    dealer = ops.dealer_policy(dealer_id)
+    if ops.preflight is None:
+        raise NotFound("checks are not available on this gateway")
+    body = _body(call, CheckBody) if call.body is not None else None
+    submission = check_submission(call.content_type, call.raw_body, call.query["subject"] or "",
+                                  body)  # fmt: skip
+    return views.checked_json(await ops.preflight.check(dealer, submission))

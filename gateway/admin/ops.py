@@ -28,6 +28,7 @@ from gateway.mail import addresses
 from gateway.metrics import Metrics
 from gateway.policy.model import DealerPolicy, RateThresholds
 from gateway.policy.store import PolicyStore, ReloadResult
+from gateway.preflight.service import Preflight
 from gateway.reputation.rates import (
     Metric,
     RateAction,
@@ -176,9 +177,14 @@ def check_note(note: str | None) -> str:
     return text
 
 
+# What a reason may not consist of alone. Only these: the request schema says the same
+# (``admin/bodies.py``), and the regex engines behind it agree on them, not on Unicode.
+BLANK = " \t\n\r\x0b\x0c"
+
+
 def check_reason(reason: str | None, what: str) -> str:
-    """``reason`` stripped; raises ``InvalidRequest`` when it is missing."""
-    text = (reason or "").strip()
+    """``reason`` without surrounding blanks; raises ``InvalidRequest`` when nothing is left."""
+    text = (reason or "").strip(BLANK)
     if not text:
         raise InvalidRequest(f"{what} needs a reason: give a non-empty 'reason'")
     if len(text) > 500:
@@ -209,8 +215,10 @@ class AdminOps:
         on_policies: Callable[[], None] | None = None,
         metrics: Metrics | None = None,
         status_link: Callable[[str], str] | None = None,
+        preflight: Preflight | None = None,
     ) -> None:
         self.storage = storage
+        self.preflight = preflight  # POST /api/check and the check page (gateway/preflight/)
         self.policies = policies
         self.suspensions = suspensions
         self.clock = clock
@@ -412,7 +420,7 @@ class AdminOps:
 
     def suppression_list(self, name: str | None) -> DealerId | None:
         """The list named ``name``: a dealer id, or ``*`` for the global list."""
-        if name is None or not name.strip():
+        if not name:
             raise InvalidRequest("say which list: 'list' is a dealer id or '*' (global)")
         if name == GLOBAL:
             return None

@@ -164,3 +164,50 @@ RESPONSE_SCHEMAS["MessageDetail"] = {
     ]
 }
 MESSAGES = obj({"messages": {"type": "array", "items": ref("Message")}})
+
+# -- POST /api/check (gateway/preflight/core.py; views.checked_json) --
+_NULLABLE_INT = {"type": ["integer", "null"]}
+RESPONSE_SCHEMAS["CheckLocation"] = obj(
+    {
+        "kind": {
+            "type": "string",
+            "enum": ["field", "attachment", "clipping", "link", "header", "html"],
+        },
+        "where": STR,
+        "text": STR,
+        "before": STR,
+        "after": STR,
+        "line": _NULLABLE_INT,
+        "offset": _NULLABLE_INT,
+        "note": STR,
+    }
+)
+RESPONSE_SCHEMAS["CheckFinding"] = obj(
+    {
+        "code": STR,
+        "severity": {"type": "string", "enum": ["info", "warning", "error"]},
+        "action": STR,
+        "detail": STR,
+        "why": STR,
+        "fix": STR,
+        "recipient": {"type": ["string", "null"]},
+        "locations": {"type": "array", "items": ref("CheckLocation")},
+    }
+)
+RESPONSE_SCHEMAS["Check"] = obj(
+    {
+        "dealer": STR,
+        "verdict": STR,
+        "verdict_text": STR,
+        "reply": {"type": ["string", "null"]},
+        "refused": {"type": ["string", "null"]},
+        "why": {"type": ["string", "null"]},
+        "fix": {"type": ["string", "null"]},
+        "repair_failed": {"type": "boolean"},
+        "error": {"type": ["string", "null"]},
+        "size": INT,
+        "subject": STR,
+        "findings": {"type": "array", "items": ref("CheckFinding")},
+        "stored": {"type": "boolean"},
+    }
+)

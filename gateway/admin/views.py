@@ -14,6 +14,7 @@ from gateway import __version__
 from gateway.admin.ops import DealerReport, Health, ImportResult, RateReport, SuppressOutcome
 from gateway.findings import CATALOGUE
 from gateway.policy.store import ReloadResult
+from gateway.preflight.core import Checked
 from gateway.reputation.records import (
     DailyCounts,
     DayCounts,
@@ -217,4 +218,47 @@ def reload_json(result: ReloadResult) -> dict[str, Any]:
         "ok": result.ok,
         "dealers": sorted(result.policy_set.dealers),
         "problems": [str(p) for p in result.problems],
+    }
+
+
+def checked_json(checked: Checked) -> dict[str, Any]:
+    """What ``POST /api/check`` answers (schema ``Check``): verdict, findings, locations."""
+    return {
+        "dealer": checked.dealer_id,
+        "verdict": checked.action.label,
+        "verdict_text": f"the gateway would {checked.verdict}",
+        "reply": checked.refusal or None,
+        "refused": checked.refused or None,
+        "why": checked.refusal_why or None,
+        "fix": checked.refusal_fix or None,
+        "repair_failed": checked.repair_failed,
+        "error": checked.error or None,
+        "size": checked.size,
+        "subject": checked.subject,
+        "findings": [
+            {
+                "code": item.finding.code,
+                "severity": item.severity,
+                "action": item.action.label,
+                "detail": item.finding.detail,
+                "why": item.why,
+                "fix": item.fix,
+                "recipient": item.finding.recipient,
+                "locations": [
+                    {
+                        "kind": loc.kind,
+                        "where": loc.where,
+                        "text": loc.text,
+                        "before": loc.before,
+                        "after": loc.after,
+                        "line": loc.line,
+                        "offset": loc.offset,
+                        "note": loc.note,
+                    }
+                    for loc in item.locations
+                ],
+            }
+            for item in checked.items
+        ],
+        "stored": False,  # nothing handed in is stored or sent
     }

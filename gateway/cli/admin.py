@@ -18,6 +18,7 @@ run the same operations on the store (``gateway/cli/offline.py``) and print the 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from collections.abc import Callable
@@ -26,9 +27,16 @@ from typing import Any
 from urllib.parse import quote
 
 from gateway.admin.tokens import create_token
-from gateway.cli import render
+from gateway.cli import render, store
 from gateway.cli.client import ApiClient, ApiError, base_url, read_token
-from gateway.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, Progress, settings_for
+from gateway.cli.common import (
+    EXIT_FAIL,
+    EXIT_OK,
+    EXIT_USAGE,
+    Progress,
+    config_path,
+    settings_for,
+)
 from gateway.cli.dealers import NOTE_HELP, REASON_HELP
 from gateway.cli.suppress import BATCH, read_rows
 from gateway.mail.addresslists import CsvFormatError
@@ -61,9 +69,21 @@ def _run(work: Callable[[argparse.Namespace, ApiClient], int]) -> Callable[..., 
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
-    """Create an admin API token; it is printed once and stored only as a hash."""
-    path: Path = args.file or settings_for(args).admin_token_file
+    """Create an admin API token; it is printed once and stored only as a hash.
+
+    Without ``--file`` the token goes where the gateway of these settings reads it, so the
+    settings must be the gateway's: they must name an existing store (``store.require``),
+    else the token would land in a directory no gateway reads.
+    """
+    path: Path | None = args.file
+    if path is None:
+        settings = settings_for(args)
+        asyncio.run(store.require(settings, config_path(args)))
+        path = settings.admin_token_file
     token = create_token(path, args.name)
+    if args.json:
+        print(json.dumps({"name": args.name, "file": str(path), "token": token}, indent=2))
+        return EXIT_OK
     print(f"token {args.name!r} added to {path} (the gateway reads it at the next request).")
     print("It is shown only now; keep it in a secret store:")
     print(token)
@@ -250,8 +270,8 @@ def _each(args: argparse.Namespace, api: ApiClient, label: str,
         try:
             results.append({"id": message_id, "ok": True, "result": send(message_id)})
         except ApiError as exc:
-            if exc.exit_code >= 3:
-                raise  # the gateway is unreachable or refuses us: stop now
+            if exc.exit_code >= 3 or exc.status == 0:
+                raise  # no answer about this message (unreachable, refused, a bad --api): stop
             failed += 1
             results.append({"id": message_id, "ok": False, "error": str(exc)})
             if not args.json:
@@ -303,6 +323,9 @@ def register(subparsers: Any) -> None:
     common.add_argument("--api", help="API base URL (default MAILGATE_API_URL or http.listen)")
     common.add_argument("--token-file", type=Path, help="file holding the token "
                         "(default MAILGATE_ADMIN_TOKEN, MAILGATE_ADMIN_TOKEN_FILE)")  # fmt: skip
+    # Every command but the CSV export prints data: those take --json too.
+    plain = common
+    common = argparse.ArgumentParser(add_help=False, parents=[plain])
     common.add_argument("--json", action="store_true", help="print the API's JSON")
     admin = subparsers.add_parser(
         "admin",
@@ -331,19 +354,19 @@ def register(subparsers: Any) -> None:
     p = sub.add_parser("dealers", help="every dealer's state and rates", parents=[common])
     p.set_defaults(func=_run(_dealers))
     p = sub.add_parser("dealer", help="one dealer: state, why, rates, history", parents=[common])
-    p.add_argument("dealer")
+    p.add_argument("dealer", help="the dealer id")
     p.set_defaults(func=_run(_dealer))
     p = sub.add_parser(
         "suspend", help="suspend a dealer (refuse mail, hold its queue)", parents=[common]
     )
-    p.add_argument("dealer")
+    p.add_argument("dealer", help="the dealer id")
     p.add_argument("--reason", required=True, help=REASON_HELP)
     p.add_argument("--note", default="", help=NOTE_HELP)
     p.add_argument("--for", dest="duration", help="ends by itself after e.g. 72h")
     p.add_argument("--by", help="who (default: the token's name)")
     p.set_defaults(func=_run(_suspend))
     p = sub.add_parser("resume", help="end a dealer's suspension", parents=[common])
-    p.add_argument("dealer")
+    p.add_argument("dealer", help="the dealer id")
     p.add_argument("--reason", required=True, help=REASON_HELP)
     p.add_argument("--note", default="", help=NOTE_HELP)
     p.add_argument("--by", help="who (default: the token's name)")
@@ -351,13 +374,17 @@ def register(subparsers: Any) -> None:
     p = sub.add_parser(
         "events", help="a dealer's complaints, bounces and transitions", parents=[common]
     )
-    p.add_argument("dealer")
-    p.add_argument("--kind", choices=["complaint", "unsubscribe", "hard-bounce", "soft-bounce"])
+    p.add_argument("dealer", help="the dealer id")
+    p.add_argument(
+        "--kind",
+        choices=["complaint", "unsubscribe", "hard-bounce", "soft-bounce"],
+        help="only this kind",
+    )
     p.add_argument("--since", help="ISO time (default 30 days ago)")
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--limit", type=int, default=100, help="how many at most (default 100)")
     p.set_defaults(func=_run(_events))
     p = sub.add_parser("status-link", help="the dealer's status-page link", parents=[common])
-    p.add_argument("dealer")
+    p.add_argument("dealer", help="the dealer id")
     p.set_defaults(func=_run(_link))
 
     sup = sub.add_parser("suppressions", help="suppression lists").add_subparsers(
@@ -368,33 +395,33 @@ def register(subparsers: Any) -> None:
     p.add_argument("--list", help=list_help)
     p.add_argument("--query", "-q", help="addresses containing this")
     p.add_argument("--all", action="store_true", help="lifted and expired entries too")
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--limit", type=int, default=100, help="how many at most (default 100)")
     p.set_defaults(func=_run(_search))
     p = sup.add_parser("add", help="suppress addresses", parents=[common])
-    p.add_argument("addresses", nargs="+", metavar="ADDRESS")
+    p.add_argument("addresses", nargs="+", metavar="ADDRESS", help="the addresses to suppress")
     p.add_argument("--list", required=True, help=list_help)
-    p.add_argument("--reason", required=True)
-    p.add_argument("--by")
+    p.add_argument("--reason", required=True, help="why (recorded and logged)")
+    p.add_argument("--by", help="who (default: the token's name)")
     p.set_defaults(func=_run(_add))
     p = sup.add_parser(
         "remove", help="lift a suppression (recorded, not deleted)", parents=[common]
     )
-    p.add_argument("address")
+    p.add_argument("address", help="the address to lift")
     p.add_argument("--list", required=True, help=list_help)
-    p.add_argument("--reason", required=True)
-    p.add_argument("--by")
+    p.add_argument("--reason", required=True, help="why (recorded and logged)")
+    p.add_argument("--by", help="who (default: the token's name)")
     p.set_defaults(func=_run(_remove))
     p = sup.add_parser(
         "import", help="add every address of a CSV file (address[,reason])", parents=[common]
     )
-    p.add_argument("file")
+    p.add_argument("file", help="the CSV file (address[,reason] rows)")
     p.add_argument("--list", required=True, help=list_help)
-    p.add_argument("--reason", default="imported")
+    p.add_argument("--reason", default="imported", help="the reason of rows without one")
     p.set_defaults(func=_run(_import))
-    p = sup.add_parser("export", help="entries as CSV (stdout or FILE)", parents=[common])
-    p.add_argument("file", nargs="?")
+    p = sup.add_parser("export", help="entries as CSV (stdout or FILE)", parents=[plain])
+    p.add_argument("file", nargs="?", help="the file to write (default: stdout)")
     p.add_argument("--list", help=list_help)
-    p.add_argument("--all", action="store_true")
+    p.add_argument("--all", action="store_true", help="lifted and expired entries too")
     p.set_defaults(func=_run(_export))
 
     for what, helptext in (("held", "the hold queue"), ("queue", "stored messages")):
@@ -402,30 +429,32 @@ def register(subparsers: Any) -> None:
             dest=f"{what}_command", required=True
         )
         p = group.add_parser("list", help="newest first", parents=[common])
-        p.add_argument("--dealer")
-        p.add_argument("--limit", type=int, default=100)
+        p.add_argument("--dealer", help="only this dealer's messages")
+        p.add_argument("--limit", type=int, default=100, help="how many at most (default 100)")
         if what == "queue":
             p.add_argument(
-                "--state", choices=["queued", "held", "delivered", "failed", "quarantined"]
+                "--state",
+                choices=["queued", "held", "delivered", "failed", "quarantined"],
+                help="only this state",
             )
         p.set_defaults(func=_run(_list_messages), what=what)
         p = group.add_parser("show", help="one message, its findings and header", parents=[common])
-        p.add_argument("id")
+        p.add_argument("id", help="the message id")
         p.set_defaults(func=_run(_show_message), what=what)
         if what == "held":
             p = group.add_parser("release", help="deliver held messages now", parents=[common])
-            p.add_argument("ids", nargs="+", metavar="ID")
+            p.add_argument("ids", nargs="+", metavar="ID", help="the message ids")
             p.set_defaults(func=_run(_release), what=what)
         else:
             p = group.add_parser(
                 "retry", help="try queued or failed messages again now", parents=[common]
             )
-            p.add_argument("ids", nargs="+", metavar="ID")
+            p.add_argument("ids", nargs="+", metavar="ID", help="the message ids")
             p.set_defaults(func=_run(_retry), what=what)
         p = group.add_parser(
             "delete", help="delete messages for good (with a reason)", parents=[common]
         )
-        p.add_argument("ids", nargs="+", metavar="ID")
-        p.add_argument("--reason", required=True)
-        p.add_argument("--by")
+        p.add_argument("ids", nargs="+", metavar="ID", help="the message ids")
+        p.add_argument("--reason", required=True, help="why (recorded and logged)")
+        p.add_argument("--by", help="who (default: the token's name)")
         p.set_defaults(func=_run(_delete), what=what)

@@ -1,8 +1,9 @@
 """What every ``mailgate`` command shares: the settings, the exit codes, who acts, progress.
 
-``settings_for(args)`` is the one way a command loads the settings: the file named by
-``--config``, else ``./mailgate.toml`` when there is one, else the defaults; ``MAILGATE_*``
-variables override either (``gateway/settings.py``). The exit codes are the same for the
+``settings_for(args)`` is the one way a command loads the settings: the file
+``config_path(args)`` finds (``--config``, else ``MAILGATE_CONFIG``, else ``./mailgate.toml``,
+else ``/etc/mailgate/mailgate.toml``, else the defaults); ``MAILGATE_*`` variables override
+it (``gateway/settings.py``). The exit codes are the same for the
 admin client and the offline commands, and ``exit_code(status)`` maps an API status (or an
 ``AdminError``'s) to one, so a refusal exits the same way whichever path made it.
 """
@@ -11,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
-from gateway.settings import Settings, load_settings
+from gateway.settings import Settings, find_config, load_settings
 
 EXIT_OK = 0  # done
 EXIT_FAIL = 1  # refused or not found; the message says why
@@ -23,15 +26,37 @@ EXIT_USAGE = 2  # the command was wrong (bad value, missing option, unreadable f
 EXIT_UNAVAILABLE = 3  # the gateway is unreachable or its store unavailable: retry
 EXIT_AUTH = 4  # no admin token, or a wrong one
 
-DEFAULT_CONFIG = Path("mailgate.toml")
+# The table ``mailgate --help`` prints; every failure exits with one of these.
+EXIT_CODES = (
+    (EXIT_OK, "done"),
+    (EXIT_FAIL, "refused, not found, or the thing checked is not right (the message says why)"),
+    (EXIT_USAGE, "usage or configuration error (bad option or value, no such file, no store)"),
+    (EXIT_UNAVAILABLE, "the gateway, the store or a server is unreachable or busy: retry"),
+    (EXIT_AUTH, "access refused: no admin token or a wrong one; a wrong SMTP login (send-test)"),
+)
+
+
+def config_path(args: argparse.Namespace) -> Path | None:
+    """The settings file of this invocation (``gateway.settings.find_config``), or ``None``."""
+    return find_config(getattr(args, "config", None))
 
 
 def settings_for(args: argparse.Namespace) -> Settings:
-    """The settings of this invocation (``--config``, else ``./mailgate.toml`` if present)."""
-    path: Path | None = getattr(args, "config", None)
-    if path is None and DEFAULT_CONFIG.exists():
-        path = DEFAULT_CONFIG
-    return load_settings(path)
+    """The settings of this invocation: ``config_path(args)`` plus ``MAILGATE_*`` variables."""
+    return load_settings(config_path(args))
+
+
+def add_json(parser: argparse.ArgumentParser, what: str = "the result") -> None:
+    """Give a command that prints data the ``--json`` option every such command has."""
+    parser.add_argument("--json", action="store_true", help=f"print {what} as JSON")
+
+
+def emit(args: argparse.Namespace, data: Any, human: Callable[[Any], str]) -> None:
+    """Print ``data`` as JSON with ``--json``, else ``human(data)``."""
+    if getattr(args, "json", False):
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        print(human(data))
 
 
 def exit_code(status: int) -> int:

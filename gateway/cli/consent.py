@@ -38,12 +38,16 @@ from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
 
+from gateway.cli import store
 from gateway.cli.common import (
     EXIT_FAIL,
     EXIT_OK,
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
     Progress,
+    add_json,
+    config_path,
+    emit,
     operator_name,
     settings_for,
 )
@@ -73,7 +77,6 @@ from gateway.datadir import load_or_create_key
 from gateway.errors import StorageError
 from gateway.mail.addresslists import CsvFormatError, RowProblem, read_rows
 from gateway.policy.loader import load_policy_set
-from gateway.storage.base import open_storage
 
 BATCH = 5000
 SHOWN_PROBLEMS = 10
@@ -305,21 +308,24 @@ def cmd_consent_import(args: argparse.Namespace) -> int:
     settings = settings_for(args)
     path: Path = args.file
     if not path.is_file():
-        print(f"{path}: no such file", file=sys.stderr)
+        print(f"mailgate: {path}: no such file", file=sys.stderr)
         return EXIT_USAGE
     try:
         mapping = _mapping(args.map or ())
     except ValueError as exc:
-        print(exc, file=sys.stderr)
+        print(f"mailgate: {exc}", file=sys.stderr)
         return EXIT_USAGE
     policies = load_policy_set(settings.server.policies_dir)
     rules: dict[str, ConsentRules] = {d: policy.consent for d, policy in policies.dealers.items()}
     if args.dealer and args.dealer not in rules:
-        print(f"no dealer {args.dealer!r} in {settings.server.policies_dir}", file=sys.stderr)
+        print(
+            f"mailgate: no dealer {args.dealer!r} in {settings.server.policies_dir}",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
 
     async def run() -> int:
-        storage = await open_storage(settings.storage_url)
+        storage = await store.open_existing(settings, config_path(args))
         clock = SystemClock()
         progress = Progress(f"importing {path.name}", None)
         try:
@@ -335,14 +341,15 @@ def cmd_consent_import(args: argparse.Namespace) -> int:
             )
         except UnreadableFile as exc:
             progress.finish()
-            print(f"{path}: {exc}", file=sys.stderr)
+            print(f"mailgate: {path}: {exc}", file=sys.stderr)
             return EXIT_USAGE
         except ImportInterrupted as exc:
             progress.finish()
             done = exc.result
             print(
-                f"{path}: the import stopped at line {done.line}: {exc}. {done.committed} rows "
-                f"were committed (in batches of {args.batch}), the rest of the file was not. "
+                f"mailgate: {path}: the import stopped at line {done.line}: {exc}. "
+                f"{done.committed} rows were committed (in batches of {args.batch}), the rest "
+                "of the file was not. "
                 "Run the same command again to finish: rows already recorded are skipped.",
                 file=sys.stderr,
             )
@@ -357,9 +364,22 @@ def cmd_consent_import(args: argparse.Namespace) -> int:
         if result.rejected > len(result.problems):
             print(f"... and {result.rejected - len(result.problems)} more", file=sys.stderr)
         unchanged = result.read - result.changed - result.rejected
-        print(
-            f"{result.read} rows: {result.changed} new or changed, {unchanged} already "
-            f"recorded, {result.rejected} rejected"
+        data = {
+            "read": result.read,
+            "changed": result.changed,
+            "unchanged": unchanged,
+            "rejected": result.rejected,
+            "problems": [{"line": line, "problem": text} for line, text in result.problems],
+            "encoding": result.encoding,
+            "warning": result.warning or None,
+        }
+        emit(
+            args,
+            data,
+            lambda _d: (
+                f"{result.read} rows: {result.changed} new or changed, {unchanged} already "
+                f"recorded, {result.rejected} rejected"
+            ),
         )
         return EXIT_FAIL if result.rejected else EXIT_OK
 
@@ -413,7 +433,10 @@ def cmd_consent_show(args: argparse.Namespace) -> int:
     settings = settings_for(args)
     policy = load_policy_set(settings.server.policies_dir).dealer(args.dealer)
     if policy is None:
-        print(f"no dealer {args.dealer!r} in {settings.server.policies_dir}", file=sys.stderr)
+        print(
+            f"mailgate: no dealer {args.dealer!r} in {settings.server.policies_dir}",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     at = None
     if args.at:
@@ -421,11 +444,11 @@ def cmd_consent_show(args: argparse.Namespace) -> int:
             # Noon of that day on the dealer's calendar (consent.time_zone).
             at = datetime.combine(date.fromisoformat(args.at), time(12), policy.consent.zone)
         except ValueError:
-            print(f"--at {args.at!r} is not a date (YYYY-MM-DD)", file=sys.stderr)
+            print(f"mailgate: --at {args.at!r} is not a date (YYYY-MM-DD)", file=sys.stderr)
             return EXIT_USAGE
 
     async def run() -> int:
-        storage = await open_storage(settings.storage_url)
+        storage = await store.open_existing(settings, config_path(args))
         try:
             shown = await ConsentOps(storage, SystemClock()).explain(policy, args.address, at)
         finally:
@@ -441,7 +464,10 @@ def _policy_or_usage(args: argparse.Namespace) -> tuple[Any, Any] | None:
     settings = settings_for(args)
     policy = load_policy_set(settings.server.policies_dir).dealer(args.dealer)
     if policy is None:
-        print(f"no dealer {args.dealer!r} in {settings.server.policies_dir}", file=sys.stderr)
+        print(
+            f"mailgate: no dealer {args.dealer!r} in {settings.server.policies_dir}",
+            file=sys.stderr,
+        )
         return None
     return settings, policy
 
@@ -494,7 +520,7 @@ def _offline(args: argparse.Namespace, report: Callable[[ConsentOps, Any], Any])
     settings, policy = found
 
     async def run() -> int:
-        storage = await open_storage(settings.storage_url)
+        storage = await store.open_existing(settings, config_path(args))
         try:
             count = await report(ConsentOps(storage, SystemClock()), policy)()
         finally:
@@ -521,7 +547,7 @@ def cmd_consent_expiring(args: argparse.Namespace) -> int:
     try:
         within = parse_duration(args.within)
     except (ValueError, OverflowError):
-        print(f"--within {args.within!r} is not a duration (30d, 8w)", file=sys.stderr)
+        print(f"mailgate: --within {args.within!r} is not a duration (30d, 8w)", file=sys.stderr)
         return EXIT_USAGE
     return _offline(
         args,
@@ -624,7 +650,7 @@ def cmd_consent_erase(args: argparse.Namespace) -> int:
     erasures = Erasures(load_or_create_key(settings.ref_key_file))
 
     async def run() -> int:
-        storage = await open_storage(settings.storage_url)
+        storage = await store.open_existing(settings, config_path(args))
         try:
             done = await ConsentOps(storage, SystemClock()).erase(
                 policy, args.address, erasures, operator_name(args), args.reason
@@ -632,9 +658,19 @@ def cmd_consent_erase(args: argparse.Namespace) -> int:
         finally:
             await storage.close()
         listed = ", ".join(f"{table} {n}" for table, n in done.items() if n) or "nothing stored"
-        print(
-            f"erased {args.address} for {policy.dealer_id} ({listed}); it stays suppressed as "
-            f"{erasures.suppressed_as(policy.dealer_id, args.address)}"
+        data = {
+            "address": args.address,
+            "dealer": policy.dealer_id,
+            "suppressed_as": erasures.suppressed_as(policy.dealer_id, args.address),
+            "changed": done,
+        }
+        emit(
+            args,
+            data,
+            lambda d: (
+                f"erased {d['address']} for {d['dealer']} ({listed}); it stays suppressed as "
+                f"{d['suppressed_as']}"
+            ),
         )
         return EXIT_OK
 
@@ -653,7 +689,7 @@ def register(subparsers: Any) -> None:
         "consent", help="customers' interactions and opt-ins; eligibility windows"
     ).add_subparsers(dest="consent_command", required=True)
     p = consent.add_parser("import", help="record interactions and opt-ins from a CSV file")
-    p.add_argument("file", type=Path, metavar="FILE.csv")
+    p.add_argument("file", type=Path, metavar="FILE.csv", help="the CRM export (header row first)")
     p.add_argument("--dealer", help="the dealer of rows without a dealer column")
     p.add_argument(
         "--encoding", help="the file's encoding (default: a BOM, else UTF-8, else Windows-1252)"
@@ -670,31 +706,32 @@ def register(subparsers: Any) -> None:
         help="leave out columns the import does not know instead of refusing the file",
     )
     p.add_argument("--batch", type=int, default=BATCH, help=argparse.SUPPRESS)
+    add_json(p, "the counts and the rejected rows")
     p.set_defaults(func=cmd_consent_import)
     p = consent.add_parser("show", help="explain whether a dealer may email an address")
-    p.add_argument("address")
-    p.add_argument("--dealer", required=True)
+    p.add_argument("address", help="the recipient's address")
+    p.add_argument("--dealer", required=True, help="the dealer id")
     p.add_argument("--at", help="evaluate on this day (YYYY-MM-DD) instead of today")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_consent_show)
     p = consent.add_parser("expiring", help="who loses implied consent soon: ask them first")
-    p.add_argument("--dealer", required=True)
+    p.add_argument("--dealer", required=True, help="the dealer id")
     p.add_argument("--within", default="30d", help="a duration: 30d (default), 8w, 90d")
     _output_flags(p)
     p.set_defaults(func=cmd_consent_expiring)
     p = consent.add_parser("review", help="opt-ins older than the rules' review_after (GDPR)")
-    p.add_argument("--dealer", required=True)
+    p.add_argument("--dealer", required=True, help="the dealer id")
     _output_flags(p)
     p.set_defaults(func=cmd_consent_review)
     p = consent.add_parser("locked", help="who may not get commercial mail, and why")
-    p.add_argument("--dealer", required=True)
+    p.add_argument("--dealer", required=True, help="the dealer id")
     _output_flags(p)
     p.set_defaults(func=cmd_consent_locked)
     p = consent.add_parser(
         "evidence", help="the consent each commercial message relied on (one customer or a period)"
     )
     p.add_argument("address", nargs="?", help="one customer's messages (default: all)")
-    p.add_argument("--dealer", required=True)
+    p.add_argument("--dealer", required=True, help="the dealer id")
     p.add_argument("--since", help="from this day on (YYYY-MM-DD, the dealer's day)")
     p.add_argument("--until", help="before this day (YYYY-MM-DD)")
     _output_flags(p)
@@ -702,21 +739,22 @@ def register(subparsers: Any) -> None:
     p = consent.add_parser(
         "statements", help="unsubscribes, complaints and withdrawals, in the CRM's words"
     )
-    p.add_argument("--dealer", required=True)
+    p.add_argument("--dealer", required=True, help="the dealer id")
     p.add_argument("--since", help="from this day on (YYYY-MM-DD)")
     _output_flags(p)
     p.set_defaults(func=cmd_consent_statements)
     p = consent.add_parser(
         "erase", help="erase a person's data for a dealer (GDPR Art. 17); they stay suppressed"
     )
-    p.add_argument("address")
-    p.add_argument("--dealer", required=True)
+    p.add_argument("address", help="the recipient's address")
+    p.add_argument("--dealer", required=True, help="the dealer id")
     p.add_argument("--reason", required=True, help="why (recorded): e.g. the request's reference")
     p.add_argument("--by", help="who asks (default: your login name)")
+    add_json(p, "what was erased")
     p.set_defaults(func=cmd_consent_erase)
     p = consent.add_parser("refused", help="recipients left out of a message for want of consent")
-    p.add_argument("--dealer", required=True)
+    p.add_argument("--dealer", required=True, help="the dealer id")
     p.add_argument("--since", help="from this day on (YYYY-MM-DD)")
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--limit", type=int, default=100, help="how many at most (newest first)")
     _output_flags(p)
     p.set_defaults(func=cmd_consent_refused)

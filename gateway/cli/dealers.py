@@ -19,7 +19,7 @@ from typing import Any
 from gateway.admin import views
 from gateway.admin.ops import AdminOps, InvalidRequest
 from gateway.cli import offline, render
-from gateway.cli.common import EXIT_OK, operator_name
+from gateway.cli.common import EXIT_OK, add_json, emit, operator_name
 from gateway.clock import parse_duration
 
 REASON_HELP = "what the dealer is told (SMTP reply to its CRM, status page, alert e-mail)"
@@ -32,10 +32,11 @@ def cmd_dealers(args: argparse.Namespace) -> int:
     async def work(ops: AdminOps) -> int:
         if args.dealers_command == "status":
             if args.dealer is None:
-                print(render.dealers([views.dealer_json(r) for r in await ops.dealers()]))
+                data = {"dealers": [views.dealer_json(r) for r in await ops.dealers()]}
+                emit(args, data, lambda d: render.dealers(d["dealers"]))
             else:
                 report = await ops.dealer(args.dealer)
-                print(render.dealer(views.dealer_json(report, detail=True)))
+                emit(args, views.dealer_json(report, detail=True), render.dealer)
             return EXIT_OK
         by = operator_name(args)
         if args.dealers_command == "suspend":
@@ -48,7 +49,7 @@ def cmd_dealers(args: argparse.Namespace) -> int:
             change = await ops.suspend(args.dealer, args.reason, by, duration, args.note)
         else:
             change = await ops.resume(args.dealer, args.reason, by, args.note)
-        print(render.change(views.change_json(change)))
+        emit(args, views.change_json(change), render.change)
         return EXIT_OK
 
     return offline.run(args, work)
@@ -60,18 +61,21 @@ def register(subparsers: Any) -> None:
         dest="dealers_command", required=True
     )
     p = dealers.add_parser("suspend", help="refuse a dealer's mail and hold its queue")
-    p.add_argument("dealer")
+    p.add_argument("dealer", help="the dealer id")
     p.add_argument("--reason", required=True, help=REASON_HELP)
     p.add_argument("--note", default="", help=NOTE_HELP)
     p.add_argument("--for", dest="duration", help="ends by itself after e.g. 72h")
     p.add_argument("--by", help="who (default: the login name)")
+    add_json(p, "the state change")
     p.set_defaults(func=cmd_dealers)
     p = dealers.add_parser("resume", help="end a suspension; held mail goes out")
-    p.add_argument("dealer")
+    p.add_argument("dealer", help="the dealer id")
     p.add_argument("--reason", required=True, help=REASON_HELP)
     p.add_argument("--note", default="", help=NOTE_HELP)
     p.add_argument("--by", help="who (default: the login name)")
+    add_json(p, "the state change")
     p.set_defaults(func=cmd_dealers)
     p = dealers.add_parser("status", help="every dealer's state, or one dealer's history")
-    p.add_argument("dealer", nargs="?")
+    p.add_argument("dealer", nargs="?", help="one dealer (default: every dealer)")
+    add_json(p, "the state (as GET /api/dealers does)")
     p.set_defaults(func=cmd_dealers)

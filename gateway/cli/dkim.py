@@ -6,12 +6,14 @@ to publish (and, with ``--add``, adds the ``[[dkim]]`` entry to the dealer's fil
 that the old and the new key both sign until ``retire_at``; ``rotate --finish`` removes
 the entries whose time has passed. Every edit is validated by loading the whole policy
 directory; a failing edit is undone. The running gateway applies an edit on its next
-policy reload (SIGHUP or ``POST /policies/reload``). These commands work on files only.
+policy reload (``mailgate admin reload``, ``POST /api/policies/reload`` or SIGHUP). These
+commands work on files only.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -21,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, settings_for
+from gateway.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, add_json, settings_for
 from gateway.clock import parse_duration
 from gateway.dkim.keys import (
     KEYS_DIR,
@@ -51,7 +53,11 @@ __all__ = ["register"]
 DEFAULT_SELECTOR = "mg1"
 # The loader's rule for selectors: also safe in a file name and a DNS label.
 _SELECTOR = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-RELOAD_HINT = "reload the policies (SIGHUP to `mailgate serve`, or POST /policies/reload)"
+RELOAD_HINT = "reload the policies (`mailgate admin reload`, or SIGHUP to `mailgate serve`)"
+
+
+def _quiet(*_args: object, **_kwargs: object) -> None:
+    """``print`` with ``--json``: only the JSON document goes to stdout."""
 
 
 class _Refused(Exception):
@@ -73,6 +79,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--domain", help="signing domain (default: the dealer's only from_domain)")
     p.add_argument("--add", action="store_true",
                    help="also add the [[dkim]] entry to the dealer's policy file")  # fmt: skip
+    add_json(p, "the key file, the DNS record and the policy entry")
     p.set_defaults(func=cmd_keygen)
 
     p = commands.add_parser("rotate", help="start (or --finish) a key rotation")
@@ -82,6 +89,7 @@ def register(subparsers: Any) -> None:
                    help="how long old and new keys both sign (default 72h)")  # fmt: skip
     p.add_argument("--finish", action="store_true",
                    help="remove the entries whose transition has ended")  # fmt: skip
+    add_json(p, "the new key, its DNS record and the dates")
     p.set_defaults(func=cmd_rotate)
 
 
@@ -95,6 +103,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def cmd_keygen(args: argparse.Namespace) -> int:
     """Write a new key for a dealer and print what to publish."""
+    say = _quiet if args.json else print
     try:
         _settings, directory, policies, dealer = _context(args)
         domain = _domain(args.domain, dealer)
@@ -114,33 +123,46 @@ def cmd_keygen(args: argparse.Namespace) -> int:
         key_path = directory / entry.key_file
         key = generate_key(args.type)
         _write_key(key_path, key)
-        print(f"wrote {key_path} ({_describe(args.type)}, mode 0600)")
+        say(f"wrote {key_path} ({_describe(args.type)}, mode 0600)")
         if args.add:
             _edit(directory, dealer, key_path, lambda text: add_identity(text, entry))
-            print(f"added selector {selector!r} to {dealer.source}")
-        print()
-        _print_record(entry, public_record(key))
+            say(f"added selector {selector!r} to {dealer.source}")
+        say()
+        record = _print_record(entry, public_record(key), say)
         if args.add:
-            print(f"\nOnce the record resolves, {RELOAD_HINT}; signing starts then.")
+            say(f"\nOnce the record resolves, {RELOAD_HINT}; signing starts then.")
         else:
-            print(f"\nOnce the record resolves, add this to {dealer.source} and {RELOAD_HINT}:\n")
-            print(entry.toml(), end="")
+            say(f"\nOnce the record resolves, add this to {dealer.source} and {RELOAD_HINT}:\n")
+            say(entry.toml(), end="")
+        if args.json:
+            data = {
+                "dealer": dealer.dealer_id,
+                "key_file": str(key_path),
+                "domain": entry.domain,
+                "selector": selector,
+                "type": args.type,
+                "record": record,
+                "added_to": str(dealer.source) if args.add else None,
+                "policy_entry": None if args.add else entry.toml(),
+            }
+            print(json.dumps(data, indent=2))
         return EXIT_OK
     except _Refused as exc:
-        print(f"mailgate dkim keygen: {exc}", file=sys.stderr)
+        print(f"mailgate: dkim keygen: {exc}", file=sys.stderr)
         return EXIT_FAIL
 
 
 def cmd_rotate(args: argparse.Namespace) -> int:
     """Start a rotation, or finish the ones whose transition has ended."""
+    say = _quiet if args.json else print
     try:
         settings, directory, policies, dealer = _context(args)
         if args.finish:
-            return _finish(settings, directory, dealer)
+            return _finish(settings, directory, dealer, args.json)
         try:
             transition = parse_duration(args.transition)
         except ValueError as exc:
-            print(f"mailgate dkim rotate: --transition: {exc}", file=sys.stderr)
+            print(f"mailgate: dkim rotate: --transition: {exc}", file=sys.stderr)
             return EXIT_USAGE
         old = _rotated_out(args.selector, dealer)
         taken = _selectors(policies, old.domain) | _key_files(directory, old.domain)
@@ -160,11 +182,23 @@ def cmd_rotate(args: argparse.Namespace) -> int:
             lambda text: start_rotation(text, old.selector, retire_at, entry),
         )
         keep_until = retire_at + settings.delivery.max_age
-        print(f"wrote {key_path} ({_describe(kind)}, mode 0600)")
-        print(f"{dealer.source}: {old.selector!r} retires at {toml_datetime(retire_at)}; "
-              f"{selector!r} signs alongside it until then, alone afterwards.\n")  # fmt: skip
-        _print_record(entry, public_record(key))
-        print(
+        say(f"wrote {key_path} ({_describe(kind)}, mode 0600)")
+        say(f"{dealer.source}: {old.selector!r} retires at {toml_datetime(retire_at)}; "
+            f"{selector!r} signs alongside it until then, alone afterwards.\n")  # fmt: skip
+        record = _print_record(entry, public_record(key), say)
+        if args.json:
+            data = {
+                "dealer": dealer.dealer_id,
+                "key_file": str(key_path),
+                "domain": entry.domain,
+                "selector": selector,
+                "record": record,
+                "retiring": old.selector,
+                "retire_at": toml_datetime(retire_at),
+                "keep_old_record_until": toml_datetime(keep_until),
+            }
+            print(json.dumps(data, indent=2))
+        say(
             f"\n1. Publish the record above.\n"
             f"2. Once it resolves, {RELOAD_HINT}.\n"
             f"3. After {toml_datetime(retire_at)}, run `mailgate dkim rotate --dealer "
@@ -175,11 +209,12 @@ def cmd_rotate(args: argparse.Namespace) -> int:
         )
         return EXIT_OK
     except _Refused as exc:
-        print(f"mailgate dkim rotate: {exc}", file=sys.stderr)
+        print(f"mailgate: dkim rotate: {exc}", file=sys.stderr)
         return EXIT_FAIL
 
 
-def _finish(settings: Settings, directory: Path, dealer: DealerPolicy) -> int:
+def _finish(settings: Settings, directory: Path, dealer: DealerPolicy, as_json: bool) -> int:
+    say = _quiet if as_json else print
     now = datetime.now(UTC)
     pending = [d for d in dealer.dkim if d.retire_at is not None and d.retire_at > now]
     removed: list[dict[str, object]] = []
@@ -195,16 +230,28 @@ def _finish(settings: Settings, directory: Path, dealer: DealerPolicy) -> int:
         selector, domain = str(entry.get("selector")), str(entry.get("domain"))
         retired = entry.get("retire_at")
         keep = (retired + settings.delivery.max_age) if isinstance(retired, datetime) else now
-        print(
+        entry["remove_record_after"] = toml_datetime(keep)
+        say(
             f"removed {selector!r} from {dealer.source}; {RELOAD_HINT}. "
             f"Remove {dns_name(selector, domain)} from DNS after {toml_datetime(keep)}, "
             f"then delete {entry.get('key_file')}."
         )
     for d in pending:
         assert d.retire_at is not None
-        print(f"{d.selector!r} still signs until {toml_datetime(d.retire_at)}; run again then.")
+        say(f"{d.selector!r} still signs until {toml_datetime(d.retire_at)}; run again then.")
     if not removed and not pending:
-        print(f"no rotation in progress for {dealer.dealer_id}")
+        say(f"no rotation in progress for {dealer.dealer_id}")
+    if as_json:
+        data = {
+            "dealer": dealer.dealer_id,
+            "removed": [{k: str(v) for k, v in entry.items()} for entry in removed],
+            "pending": [
+                {"selector": d.selector, "retire_at": toml_datetime(d.retire_at)}
+                for d in pending
+                if d.retire_at is not None
+            ],
+        }
+        print(json.dumps(data, indent=2))
     return EXIT_OK if removed or not pending else EXIT_FAIL
 
 
@@ -316,8 +363,13 @@ def _describe(kind: str) -> str:
     return "Ed25519" if kind == "ed25519" else "RSA-2048"
 
 
-def _print_record(entry: NewIdentity, record: str) -> None:
-    print(f"Publish this TXT record for {entry.domain}:")
-    print(f"  name:  {dns_name(entry.selector, entry.domain)}")
-    print(f"  value: {record}")
-    print(f"  zone:  {zone_line(entry.selector, entry.domain, record)}")
+def _print_record(
+    entry: NewIdentity, record: str, say: Callable[..., None] = print
+) -> dict[str, str]:
+    name = dns_name(entry.selector, entry.domain)
+    zone = zone_line(entry.selector, entry.domain, record)
+    say(f"Publish this TXT record for {entry.domain}:")
+    say(f"  name:  {name}")
+    say(f"  value: {record}")
+    say(f"  zone:  {zone}")
+    return {"name": name, "type": "TXT", "value": record, "zone": zone}

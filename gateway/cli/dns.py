@@ -43,10 +43,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     try:
         policies = load_policy_set(settings.server.policies_dir)
     except PolicyError as exc:
-        print(f"policies do not load:\n{exc}", file=sys.stderr)
+        print(f"mailgate: the policies do not load:\n{exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.dealer and policies.dealer(args.dealer) is None:
-        print(f"no dealer {args.dealer!r} in {settings.server.policies_dir}", file=sys.stderr)
+        print(f"mailgate: no dealer {args.dealer!r} in {settings.server.policies_dir}",
+              file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
     report = asyncio.run(
         run_checks(

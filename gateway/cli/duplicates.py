@@ -9,24 +9,39 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import sys
 from typing import Any
 
-from gateway.cli.common import EXIT_OK, settings_for
-from gateway.storage.base import open_storage
+from gateway.admin.ops import MAX_LIMIT
+from gateway.cli import store
+from gateway.cli.common import EXIT_OK, EXIT_USAGE, add_json, config_path, settings_for
 from gateway.types import DealerId
 
 
 def cmd_duplicates_list(args: argparse.Namespace) -> int:
     """Print recorded duplicate drops, newest first."""
+    if not 1 <= args.limit <= MAX_LIMIT:
+        print(f"mailgate: --limit must be between 1 and {MAX_LIMIT}", file=sys.stderr)
+        return EXIT_USAGE
     settings = settings_for(args)
 
     async def run() -> int:
-        storage = await open_storage(settings.storage_url)
+        storage = await store.open_existing(settings, config_path(args))
         try:
             dealer = DealerId(args.dealer) if args.dealer else None
             drops = await storage.list_duplicate_drops(dealer, limit=args.limit)
         finally:
             await storage.close()
+        if args.json:
+            rows = [
+                {"at": d.at.isoformat(), "dealer": d.dealer_id, "kind": d.kind,
+                 "action": d.action, "earlier": d.earlier, "recipient": d.recipient,
+                 "detail": d.detail}
+                for d in drops
+            ]  # fmt: skip
+            print(json.dumps({"drops": rows}, indent=2))
+            return EXIT_OK
         print(
             f"{'AT (UTC)':<17} {'DEALER':<16} {'KIND':<5} {'ACTION':<7} {'EARLIER':<24} RECIPIENT"
         )
@@ -47,5 +62,6 @@ def register(subparsers: Any) -> None:
     ).add_subparsers(dest="duplicates_command", required=True)
     p = group.add_parser("list", help="list what was left out or refused, newest first")
     p.add_argument("--dealer", help="only this dealer")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=int, default=50, help="how many at most (default 50)")
+    add_json(p, "the drops")
     p.set_defaults(func=cmd_duplicates_list)

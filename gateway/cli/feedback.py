@@ -23,7 +23,7 @@ from typing import Any
 
 from gateway.admin.ops import AdminOps
 from gateway.cli import offline
-from gateway.cli.common import EXIT_FAIL, EXIT_OK, Progress, settings_for
+from gateway.cli.common import EXIT_FAIL, EXIT_OK, Progress, add_json, emit, settings_for
 from gateway.datadir import load_or_create_key
 from gateway.errors import FeedbackParseError
 from gateway.feedback.ingest import FeedbackIngest, Via
@@ -88,13 +88,13 @@ def cmd_feedback_parse(args: argparse.Namespace) -> int:
         try:
             raw = path.read_bytes()
         except OSError as exc:
-            print(f"{name}: cannot read: {exc.strerror or exc}", file=sys.stderr)
+            print(f"mailgate: {name}: cannot read: {exc.strerror or exc}", file=sys.stderr)
             status = EXIT_FAIL
             continue
         try:
             info = describe(name, classify_message(raw))
         except FeedbackParseError as exc:
-            print(f"{name}: {exc}", file=sys.stderr)
+            print(f"mailgate: {name}: {exc}", file=sys.stderr)
             status = EXIT_FAIL
             continue
         print(json.dumps(info) if args.json else _line(info))
@@ -161,11 +161,12 @@ def cmd_feedback_import(args: argparse.Namespace) -> int:
     paths = [Path(p) for p in args.paths]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
-        print(f"not found: {', '.join(missing)}", file=sys.stderr)
+        print(f"mailgate: not found: {', '.join(missing)}", file=sys.stderr)
         return EXIT_FAIL
-    refs = RefCodec(load_or_create_key(settings_for(args).ref_key_file))
 
     async def work(ops: AdminOps) -> int:
+        # Only now, once the store is known to exist: never a key in a stray directory.
+        refs = RefCodec(load_or_create_key(settings_for(args).ref_key_file))
         ingest = FeedbackIngest(
             ops.storage, refs, ops.policies, ops.clock, Metrics(), ops.suspensions
         )
@@ -184,7 +185,8 @@ def cmd_feedback_import(args: argparse.Namespace) -> int:
         kinds = {k.value for k in FeedbackKind}
         read = sum(tally[k] for k in kinds)
         details = ", ".join(f"{n} {k}" for k, n in sorted(tally.items()) if k not in kinds)
-        print(f"{read} messages read" + (f": {details}" if details else ""))
+        data = {"read": read, "counts": dict(sorted(tally.items()))}
+        emit(args, data, lambda _d: f"{read} messages read" + (f": {details}" if details else ""))
         return EXIT_OK
 
     return offline.run(args, work)
@@ -200,5 +202,6 @@ def register(subparsers: Any) -> None:
     p = commands.add_parser(
         "import", help="record the reports in .eml files, mbox files or Maildir folders"
     )
-    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("paths", nargs="+", metavar="PATH", help=".eml or mbox files, Maildir folders")
+    add_json(p, "the counts")
     p.set_defaults(func=cmd_feedback_import)

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import timedelta
 from typing import Any
 
 from gateway.admin import views
 from gateway.admin.ops import AdminOps, check_reason
 from gateway.cli import offline, render
-from gateway.cli.common import EXIT_OK, EXIT_USAGE, operator_name, settings_for
+from gateway.cli.common import EXIT_OK, EXIT_USAGE, add_json, emit, operator_name, settings_for
 from gateway.clock import parse_duration
 from gateway.delivery.held import expire_held
 from gateway.types import MessageState
@@ -33,7 +34,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     async def work(ops: AdminOps) -> int:
         rows = await ops.messages(MessageState.HELD, args.dealer, args.limit)
-        print(render.messages([views.message_json(m) for m in rows]))
+        data = {"messages": [views.message_json(m) for m in rows]}
+        emit(args, data, lambda d: render.messages(d["messages"]))
         return EXIT_OK
 
     return offline.run(args, work)
@@ -44,6 +46,12 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     async def work(ops: AdminOps) -> int:
         message = await ops.message(args.id, held=True)
+        if args.json:
+            data = views.message_json(message, detail=True)
+            if args.raw:
+                data["raw"] = message.data.decode("utf-8", "replace")
+            emit(args, data, render.message)
+            return EXIT_OK
         print(render.message(views.message_json(message, detail=True)))
         if args.raw:
             sys.stdout.flush()
@@ -58,7 +66,9 @@ def cmd_release(args: argparse.Namespace) -> int:
     by = operator_name(args)
 
     async def work(ops: AdminOps) -> int:
-        return await offline.each(args.ids, "released", lambda i: ops.release(i, by))
+        return await offline.each(
+            args.ids, "released", lambda i: ops.release(i, by), json_output=args.json
+        )
 
     return offline.run(args, work)
 
@@ -70,7 +80,10 @@ def cmd_delete(args: argparse.Namespace) -> int:
     async def work(ops: AdminOps) -> int:
         reason = check_reason(args.reason, "deleting a message")  # once, before any message
         return await offline.each(
-            args.ids, "deleted", lambda i: ops.delete(i, reason, by, held=True)
+            args.ids,
+            "deleted",
+            lambda i: ops.delete(i, reason, by, held=True),
+            json_output=args.json,
         )
 
     return offline.run(args, work)
@@ -84,15 +97,26 @@ def cmd_expire(args: argparse.Namespace) -> int:
         try:
             expiry = parse_duration(args.older_than)
         except ValueError as exc:
-            print(f"--older-than: {exc}", file=sys.stderr)
+            print(f"mailgate: --older-than: {exc}", file=sys.stderr)
             return EXIT_USAGE
 
     async def work(ops: AdminOps) -> int:
         count = await expire_held(ops.storage, ops.clock.now(), expiry)
-        print(f"expired {count} held message(s) held longer than {expiry}")
+        data = {"expired": count, "older_than_seconds": expiry.total_seconds()}
+        text = f"expired {count} held message(s) held longer than {_span(expiry)}"
+        emit(args, data, lambda _d: text)
         return EXIT_OK
 
     return offline.run(args, work)
+
+
+def _span(delta: timedelta) -> str:
+    """``14d``, ``72h``, ``90s``: the way the settings write durations."""
+    seconds = int(delta.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def register(subparsers: Any) -> None:
@@ -101,22 +125,27 @@ def register(subparsers: Any) -> None:
         dest="held_command", required=True
     )
     p = held.add_parser("list", help="list held messages, newest first")
-    p.add_argument("--dealer")
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--dealer", help="only this dealer's messages")
+    p.add_argument("--limit", type=int, default=100, help="how many at most (default 100)")
+    add_json(p, "the messages (as GET /api/held does)")
     p.set_defaults(func=cmd_list)
     p = held.add_parser("show", help="why a message is held, and its header")
-    p.add_argument("id")
+    p.add_argument("id", help="the message id (from held list)")
     p.add_argument("--raw", action="store_true", help="print the whole stored message")
+    add_json(p, "the message (with --raw: and its text)")
     p.set_defaults(func=cmd_show)
     p = held.add_parser("release", help="deliver held messages")
-    p.add_argument("ids", nargs="+", metavar="id")
+    p.add_argument("ids", nargs="+", metavar="id", help="the message ids")
     p.add_argument("--by", help="who (default: the login name)")
+    add_json(p, "what became of each message")
     p.set_defaults(func=cmd_release)
     p = held.add_parser("delete", help="delete held messages for good (with a reason)")
-    p.add_argument("ids", nargs="+", metavar="id")
+    p.add_argument("ids", nargs="+", metavar="id", help="the message ids")
     p.add_argument("--reason", required=True, help="why (logged with the message and who)")
     p.add_argument("--by", help="who (default: the login name)")
+    add_json(p, "what became of each message")
     p.set_defaults(func=cmd_delete)
     p = held.add_parser("expire", help="delete messages held longer than delivery.held_expiry")
     p.add_argument("--older-than", help="override the expiry, e.g. 72h")
+    add_json(p, "how many were deleted")
     p.set_defaults(func=cmd_expire)

@@ -14,16 +14,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from gateway.admin.ops import AdminError, AdminOps
+from gateway.cli import store
 from gateway.cli.common import (
     EXIT_FAIL,
     EXIT_OK,
     EXIT_UNAVAILABLE,
     Progress,
+    config_path,
     exit_code,
     settings_for,
 )
@@ -36,7 +39,9 @@ def run(args: argparse.Namespace, work: Callable[[AdminOps], Awaitable[int]]) ->
 
     The exit code of a refusal is the one ``mailgate admin`` gives for the same answer
     (1 not found or wrong state, 2 bad input, 3 the store is unavailable). A policy
-    directory that does not load is left to ``main`` (exit 1, every problem listed).
+    directory that does not load is left to ``main`` (exit 1, every problem listed), and
+    so is a store that does not exist yet (``store.NoStore``, exit 2): these commands
+    never create one.
     """
     # The composition root also builds the listeners; importing it here keeps the commands
     # that need none of it (check, feedback parse, dkim, --help) quick to start.
@@ -48,6 +53,7 @@ def run(args: argparse.Namespace, work: Callable[[AdminOps], Awaitable[int]]) ->
 
     async def main() -> int:
         try:
+            await store.require(settings, config_path(args))
             async with offline_admin(settings) as ops:
                 return await work(ops)
         except AdminError as exc:
@@ -60,20 +66,35 @@ def run(args: argparse.Namespace, work: Callable[[AdminOps], Awaitable[int]]) ->
     return asyncio.run(main())
 
 
-async def each(ids: Sequence[str], label: str, act: Callable[[str], Awaitable[Any]]) -> int:
-    """Apply ``act`` to every id, printing ``ID: label`` or why not; 1 if any was refused."""
+async def each(
+    ids: Sequence[str],
+    label: str,
+    act: Callable[[str], Awaitable[Any]],
+    *,
+    json_output: bool = False,
+) -> int:
+    """Apply ``act`` to every id, printing ``ID: label`` or why not; 1 if any was refused.
+
+    With ``json_output`` it prints ``{"results": [{"id", "ok", "error"?}]}`` at the end,
+    the shape ``mailgate admin held release --json`` prints.
+    """
     progress = Progress(label, len(ids)) if len(ids) > 1 else None
-    failed = 0
+    results: list[dict[str, Any]] = []
     for message_id in ids:
         try:
             await act(message_id)
         except AdminError as exc:
-            failed += 1
-            print(f"{message_id}: {exc}", file=sys.stderr)
+            results.append({"id": message_id, "ok": False, "error": str(exc)})
+            if not json_output:
+                print(f"{message_id}: {exc}", file=sys.stderr)
         else:
-            print(f"{message_id}: {label}")
+            results.append({"id": message_id, "ok": True})
+            if not json_output:
+                print(f"{message_id}: {label}")
         if progress is not None:
             progress.advance()
     if progress is not None:
         progress.finish()
-    return EXIT_FAIL if failed else EXIT_OK
+    if json_output:
+        print(json.dumps({"results": results}, indent=2))
+    return EXIT_FAIL if any(not r["ok"] for r in results) else EXIT_OK

@@ -13,7 +13,7 @@ from typing import Any
 from gateway.admin import views
 from gateway.admin.ops import AdminOps
 from gateway.cli import offline, render
-from gateway.cli.common import EXIT_OK
+from gateway.cli.common import EXIT_OK, add_json, emit
 from gateway.types import MessageState
 
 
@@ -23,7 +23,8 @@ def cmd_queue_ls(args: argparse.Namespace) -> int:
     async def work(ops: AdminOps) -> int:
         state = MessageState(args.state) if args.state else None
         rows = await ops.messages(state, args.dealer, args.limit)
-        print(render.messages([views.message_json(m) for m in rows]))
+        data = {"messages": [views.message_json(m) for m in rows]}
+        emit(args, data, lambda d: render.messages(d["messages"]))
         return EXIT_OK
 
     return offline.run(args, work)
@@ -35,7 +36,8 @@ def register(subparsers: Any) -> None:
         dest="queue_command", required=True
     )
     p = queue.add_parser("ls", help="list messages, newest first")
-    p.add_argument("--state", choices=[s.value for s in MessageState])
+    p.add_argument("--state", choices=[s.value for s in MessageState], help="only this state")
     p.add_argument("--dealer", help="only this dealer's messages")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=int, default=50, help="how many at most (default 50)")
+    add_json(p, "the messages (as GET /api/queue does)")
     p.set_defaults(func=cmd_queue_ls)

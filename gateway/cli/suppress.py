@@ -22,7 +22,7 @@ from typing import Any, TextIO
 from gateway.admin import views
 from gateway.admin.ops import MAX_LIMIT, AdminOps
 from gateway.cli import offline, render
-from gateway.cli.common import EXIT_OK, EXIT_USAGE, Progress, operator_name
+from gateway.cli.common import EXIT_OK, EXIT_USAGE, Progress, add_json, emit, operator_name
 from gateway.mail.addresslists import CsvFormatError, RowProblem
 from gateway.reputation.csvformat import CSV_FIELDS, import_rows, suppression_row
 from gateway.reputation.records import GLOBAL
@@ -58,7 +58,7 @@ def cmd_suppress(args: argparse.Namespace) -> int:
     action = args.suppress_command
     list_name = _list_name(args)
     if action in ("add", "remove", "import") and list_name is None:
-        print("say which list: --dealer ID or --global", file=sys.stderr)
+        print("mailgate: say which list: --dealer ID or --global", file=sys.stderr)
         return EXIT_USAGE
     rows: list[tuple[str, str]] = []
     unreadable = 0
@@ -66,7 +66,7 @@ def cmd_suppress(args: argparse.Namespace) -> int:
         try:
             rows, unreadable = read_rows(Path(args.file))
         except (OSError, UnicodeDecodeError) as exc:
-            print(f"{args.file}: cannot read: {getattr(exc, 'strerror', None) or exc}",
+            print(f"mailgate: {args.file}: cannot read: {getattr(exc, 'strerror', None) or exc}",
                   file=sys.stderr)  # fmt: skip
             return EXIT_USAGE
         except CsvFormatError as exc:
@@ -79,7 +79,7 @@ def cmd_suppress(args: argparse.Namespace) -> int:
         if action == "list":
             entries = [views.suppression_json(e) async for p in ops.export(list_name, args.all)
                        for e in p]  # fmt: skip
-            print(render.entries(entries))
+            emit(args, {"entries": entries}, lambda d: render.entries(d["entries"]))
             return EXIT_OK
         if action == "export":
             if args.file in (None, "-"):
@@ -87,33 +87,38 @@ def cmd_suppress(args: argparse.Namespace) -> int:
             with open(args.file, "w", newline="", encoding="utf-8") as out:
                 return await _export(ops, list_name, args.all, out, args.file)
         if action == "add":
-            return await _add(ops, list_name, args.addresses, args.reason, operator_name(args))
+            return await _add(args, ops, list_name, args.addresses, operator_name(args))
         if action == "remove":
             address = await ops.lift(list_name, args.address, args.reason, operator_name(args))
-            print(f"lifted {address} ({list_name})")
+            lifted = {"address": address, "list": list_name, "lifted": True}
+            emit(args, lifted, lambda d: f"lifted {d['address']} ({d['list']})")
             return EXIT_OK
-        return await _import(ops, list_name, rows, unreadable, args.reason, Path(args.file).name)
+        return await _import(args, ops, list_name, rows, unreadable, Path(args.file).name)
 
     return offline.run(args, work)
 
 
-async def _add(ops: AdminOps, list_name: str | None, items: list[str], reason: str, by: str) -> int:
+async def _add(
+    args: argparse.Namespace, ops: AdminOps, list_name: str | None, items: list[str], by: str
+) -> int:
     results: list[dict[str, str]] = []
     for start in range(0, len(items), MAX_LIMIT):
         chunk = items[start : start + MAX_LIMIT]
-        results += [views.outcome_json(o) for o in await ops.suppress(list_name, chunk, reason, by)]
-    print(render.outcomes(results))
+        outcomes = await ops.suppress(list_name, chunk, args.reason, by)
+        results += [views.outcome_json(o) for o in outcomes]
+    emit(args, {"results": results}, lambda d: render.outcomes(d["results"]))
     return EXIT_USAGE if any(r["result"] == "invalid" for r in results) else EXIT_OK
 
 
 async def _import(
+    args: argparse.Namespace,
     ops: AdminOps,
     list_name: str | None,
     rows: list[tuple[str, str]],
     unreadable: int,
-    reason: str,
     name: str,
 ) -> int:
+    reason = args.reason
     progress = Progress(f"importing {name}", len(rows))
     totals = {"added": 0, "skipped": 0, "invalid": unreadable}
     for start in range(0, len(rows), BATCH):
@@ -125,7 +130,7 @@ async def _import(
             totals[key] += result[key]
         progress.advance(len(chunk))
     progress.finish()
-    print(render.imported(totals, list_name or GLOBAL))
+    emit(args, totals, lambda d: render.imported(d, list_name or GLOBAL))
     return EXIT_OK
 
 
@@ -162,28 +167,32 @@ def register(subparsers: Any) -> None:
         dest="suppress_command", required=True
     )
     p = suppress.add_parser("add", help="suppress addresses")
-    p.add_argument("addresses", nargs="+", metavar="ADDRESS")
-    p.add_argument("--reason", required=True)
+    p.add_argument("addresses", nargs="+", metavar="ADDRESS", help="the addresses to suppress")
+    p.add_argument("--reason", required=True, help="why (recorded with each entry)")
     p.add_argument("--by", help="who (default: the login name)")
     _lists(p)
+    add_json(p, "what became of each address")
     p.set_defaults(func=cmd_suppress)
     p = suppress.add_parser("remove", help="lift a suppression (recorded, not deleted)")
-    p.add_argument("address")
-    p.add_argument("--reason", required=True)
+    p.add_argument("address", help="the address to lift")
+    p.add_argument("--reason", required=True, help="why (recorded with the entry)")
     p.add_argument("--by", help="who (default: the login name)")
     _lists(p)
+    add_json(p, "the lifted entry")
     p.set_defaults(func=cmd_suppress)
     p = suppress.add_parser("list", help="active entries (--all: lifted and expired too)")
-    p.add_argument("--all", action="store_true")
+    p.add_argument("--all", action="store_true", help="lifted and expired entries too")
     _lists(p)
+    add_json(p, "the entries")
     p.set_defaults(func=cmd_suppress)
     p = suppress.add_parser("import", help="add every address of a CSV file")
-    p.add_argument("file")
-    p.add_argument("--reason", default="imported")
+    p.add_argument("file", help="the CSV file (address[,reason] rows)")
+    p.add_argument("--reason", default="imported", help="the reason of rows without one")
     _lists(p)
+    add_json(p, "the counts")
     p.set_defaults(func=cmd_suppress)
     p = suppress.add_parser("export", help="write entries as CSV (stdout or FILE)")
-    p.add_argument("file", nargs="?")
-    p.add_argument("--all", action="store_true")
+    p.add_argument("file", nargs="?", help="the file to write (default: stdout)")
+    p.add_argument("--all", action="store_true", help="lifted and expired entries too")
     _lists(p)
     p.set_defaults(func=cmd_suppress)

@@ -306,6 +306,7 @@ class DuplicateDrop:
     earlier: str  # the message it duplicates (or the last send counted by the cap)
     detail: str
     at: datetime
+    subject: str = ""  # the message's subject (reports name the most repeated template)
 
 
 # --- options -----------------------------------------------------------------------------

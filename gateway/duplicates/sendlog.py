@@ -141,6 +141,7 @@ class SendLog:
                 earlier=finding.data.get("earlier", ""),
                 detail=finding.detail,
                 at=now,
+                subject=finding.data.get("subject", ""),
             )
             for rcpt, finding in verdict.dropped.items()
             if finding.code in DUPLICATE_CODES

@@ -2,7 +2,24 @@
 
 This module owns the mapping from what a bounce says about a recipient (the RFC 3463
 enhanced status code, the RFC 5321 reply code, the diagnostic text) to a
-``BounceReason`` and the hard flag that suppression acts on. The rules, in order:
+``BounceReason`` and the hard flag that suppression acts on.
+
+Decision (issue 18): a filtering gateway relaying "unknown user" is read exactly like
+the same reply inside a Sendmail transcript. Hard when the report shows that the
+mailbox itself was looked up and refused: a specific X.1.1 status, or the refusal in
+reply to RCPT TO (">>> RCPT To:<x>" then "<<< 550 User unknown" in a transcript;
+"550 <x>: Recipient address rejected: User unknown" relayed by McAfee, MX Logic,
+ActiveHunter and the like). Soft when it shows neither: after DATA in a transcript
+(">>> DATA" then "<<< 550 User unknown"), or the gateway's own words without a code
+or stage ("(Unknown user x)", "[User unknown]", "Recipient Not Found"), since a
+gateway's content or recipient filter says the same after accepting the message, and
+the mailbox may exist. Why: a wrong hard flag stops a real customer's mail for good,
+while a missed one still counts as a soft bounce and repeated soft bounces suppress for
+a while; and one reply must not get two verdicts depending on which MTA carried it.
+This follows Sisimai ("filtered") except where the RCPT TO stage is shown, where we say
+hard and Sisimai still says filtered (lhost-activehunter-02).
+
+The rules, in order:
 
 1. A specific status code names the reason (RFC 3463 §3: X.1.1 bad mailbox, X.1.2 bad
    system, X.2.2 mailbox full, ...), except when the text says the mailbox is full,
@@ -144,7 +161,11 @@ _USER = re.compile(
     r"not exist|illegal (?:user|alias)|is not a valid|mailbox .{0,40}does not exist|"
     # Trend Micro InterScan Messaging Security Suite: "Unable to deliver message to <x>
     # ... Please check if address is correct.", its wording for a refused recipient.
-    r"check if (?:the )?address is correct",
+    r"check if (?:the )?address is correct|"
+    # Directory gateways (LLNL): "The address to which your message was addressed, x,
+    # did not exactly match an LLNL email address."
+    r"(?:did|does)\s+not\s+(?:exactly\s+)?match\s+(?:an?|any)\s+(?:\w{1,20}\s+)?(?:e-?mail\s+)?"
+    r"(?:address|user|account|mailbox)\b",
     _FLAGS,
 )
 _POLICY = re.compile(
@@ -249,6 +270,9 @@ class ProviderRule(NamedTuple):
     the failed address, ``wording`` in what the report says about that recipient. With
     ``without_code`` the rule applies only when no specific status code (X.0.0 or none)
     was given: a specific X.1.1 from the server behind a gateway still names the mailbox.
+    With ``without_rcpt_stage`` it applies only when the report does not show that the
+    refusal came in reply to RCPT TO: a gateway relaying the next server's RCPT TO
+    refusal is read like a Sendmail transcript showing the same reply at RCPT TO.
     """
 
     origin: re.Pattern[str] | None
@@ -256,6 +280,7 @@ class ProviderRule(NamedTuple):
     wording: re.Pattern[str]
     reason: BounceReason
     without_code: bool = False
+    without_rcpt_stage: bool = False
 
 
 # Any "no such user" wording _USER knows, as the filtering gateways below relay it.
@@ -285,8 +310,10 @@ PROVIDER_RULES: tuple[ProviderRule, ...] = (
     # (JavaMail Message-ID, "Message details:"), HP OpenMail and the gateways that print
     # "---The following addresses had delivery errors---" with "[User unknown]", and the
     # Exchange 4.0 Internet Mail Connector ("Recipient Not Found MSEXCH:IMC"). Without a
-    # specific status code the "unknown user" they relay may be their own content or
-    # recipient filter, seen after DATA: Sisimai reads it "filtered", soft.
+    # specific status code and without the RCPT TO stage, the "unknown user" they relay
+    # may be their own content or recipient filter, seen after DATA: soft, as Sisimai
+    # reads it ("filtered"). With the RCPT TO stage shown it is hard, like the same
+    # reply in a Sendmail transcript (see the decision at the top of this module).
     ProviderRule(
         re.compile(
             r"^x-nai-header:.*mcafee|mxlogic\.net|^x-ahmailid:|\(mailfoundry\)|"
@@ -300,6 +327,7 @@ PROVIDER_RULES: tuple[ProviderRule, ...] = (
         _ANY_UNKNOWN,
         BounceReason.POLICY,
         without_code=True,
+        without_rcpt_stage=True,
     ),
     # Amazon SES prefixes the remote reply with its own label ("5.1.0 - Unknown address
     # error 550-'<reply>'"). SES says "Unknown address error" for any RCPT TO refusal, so
@@ -330,13 +358,27 @@ PROVIDER_RULES: tuple[ProviderRule, ...] = (
 )
 
 
+# The refusal a gateway relays was the next server's reply to RCPT TO (Postfix "in
+# reply to RCPT TO command" and "Recipient address rejected", a transcript's ">>> RCPT
+# To:", qmail "does not like recipient", Yahoo "[RCPT_TO]"); an envelope summary
+# ("RCPT TO: x" among "MAIL FROM:", "Subject:") says nothing about the stage.
+_RELAYED_AT_RCPT = re.compile(
+    r"(?:in reply to|after|during) (?:the )?rcpt to|>>> ?rcpt to|rcpt to command|"
+    r"\[rcpt_to\]|does not like recipient|recipient address rejected",
+    re.IGNORECASE,
+)
+
+
 def provider_reason(
     address: str, text: str, origin: str = "", status: str | None = None
 ) -> BounceReason | None:
     """A reason that ``PROVIDER_RULES`` give for this recipient and wording, or ``None``."""
     specific = bool(status) and status_reason(status) is not None
+    at_rcpt = _RELAYED_AT_RCPT.search(text[:4096]) is not None
     for rule in PROVIDER_RULES:
         if rule.without_code and specific:
+            continue
+        if rule.without_rcpt_stage and at_rcpt:
             continue
         if rule.recipient is not None and not rule.recipient.search(address):
             continue

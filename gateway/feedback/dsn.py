@@ -46,6 +46,13 @@ _DAEMON_FROM = re.compile(
     r"mail system|mailerdaemon|notification@|bounces?@|microsoftexchange",
     re.IGNORECASE,
 )
+# "Could not be delivered / sent" and "delivery / sending / transmission failed" in
+# Chinese (simplified and traditional), as Sina, 163.com and others title and word their
+# notices ("邮件传输失败", "邮件无法发送到您指定的地址").
+_ZH_FAILED = (
+    r"(?:无法|無法|未能|不能)(?:送达|送達|投递|投遞|发送|發送|传送|傳送|递送|遞送)|"
+    r"(?:投递|投遞|发送|發送|传输|傳輸|传送|傳送|递送|遞送)(?:失败|失敗)"
+)
 _BOUNCE_SUBJECT = re.compile(
     r"undeliver|undelivered|returned mail|delivery (?:status )?notification|"
     r"delivery (?:has )?fail|failure notice|mail delivery fail|non[- ]?delivery|"
@@ -56,9 +63,11 @@ _BOUNCE_SUBJECT = re.compile(
     r"permanent error|mail could not|unable to deliver|failed delivery|returned|"
     r"message you sent|benachrichtig|non remis|no entregado|non recapitabile|"
     # The same titles in Chinese, Japanese, Russian, French, Spanish and Portuguese.
-    r"退信|未能送达|无法投递|投递失败|投遞失敗|退回|配送できません|送信できませんでした|"
+    r"退信|退回|配送できません|送信できませんでした|{_ZH_FAILED}|"
     r"不達|не доставлено|недоставлен|échec de (?:la )?remise|non distribu|"
-    r"no se pudo entregar|devuelto|não (?:foi )?entregue|falha na entrega",
+    r"no se pudo entregar|devuelto|não (?:foi )?entregue|falha na entrega|failed mail".replace(
+        "{_ZH_FAILED}", _ZH_FAILED
+    ),
     re.IGNORECASE,
 )
 _AUTO_REPLY_SUBJECT = re.compile(
@@ -92,7 +101,10 @@ _DELAY_TEXT = re.compile(
 _PERMANENT_TEXT = re.compile(
     r"permanent(?:ly)? (?:error|failure|fatal)|i've given up|retry timeout exceeded|"
     r"giving up|could not be delivered|failed permanently|has been rejected|"
-    r"undeliverable|delivery has failed|couldn't be delivered|was not delivered",
+    r"undeliverable|delivery has failed|couldn't be delivered|was not delivered|"
+    # "The following mail has been returned because it encountered an error" (USA.NET):
+    # the message comes back, so the attempt is over.
+    r"(?:mail|message) (?:has been|was|is being) returned|" + _ZH_FAILED,
     re.IGNORECASE,
 )
 # Of those, the ones that say the MTA stopped trying; the others ("could not be
@@ -125,6 +137,8 @@ _ORIGINAL_STARTS = re.compile(
     r"message headers? follow|undelivered message|copy of the original|forwarded message)"
     r".*$|^[ \t]*original message (?:follows|headers?)\b.*$|"
     r"^(?:the )?original message (?:was|is) (?:attached|below|included).*$|"
+    # "Original message as received is as follows:" (LLNL), "Returned message follows".
+    r"^[ \t]*(?:the )?(?:original|returned|undelivered) message\b[^\n]{0,40}\bfollows\b.*$|"
     r"^-+ ?(?:original|returned) (?:message|mail|headers?).*$",
     _FLAGS,
 )
@@ -141,6 +155,7 @@ class _Found:
     action: str | None = None  # RFC 3464 action, lower case; None when the format has none
     original: str | None = None  # RFC 3464 Original-Recipient, when it differs
     confirmed: bool = True  # False: not tied to a full address by the report itself
+    written: str | None = None  # how the report wrote it, when that is not ``address``
 
 
 # -- 1. RFC 3464 ---------------------------------------------------------------------------
@@ -181,18 +196,42 @@ def _field_groups(text: str) -> list[list[tuple[str, str]]]:
     return [group for group in groups if group]
 
 
+# An address as an MTA wrote it in a DSN field, whatever its domain looks like: RFC 3464
+# §2.3.2 gives the address the MTA was handed ("recipient@#example.net" with a typo in
+# the domain is still the address that failed).
+_LOOSE_ADDRESS = re.compile(r"[^\s<>\"'@;,()]{1,64}@[^\s<>\"'@;,()]{1,255}")
+
+
 def _address_of(value: str) -> str | None:
     # RFC 3464 §2.3.2: "address-type ; generic-address", address-type usually rfc822.
     _, semi, rest = value.partition(";")
     candidate = rest if semi else value
-    match = ADDRESS.search(candidate)
+    match = ADDRESS.search(candidate) or _LOOSE_ADDRESS.search(candidate)
     return clean_address(match.group(0)) or None if match else None
+
+
+def _local_part_of(value: str) -> str | None:
+    """A bare local part in a DSN field ("LOCAL; pat", "rfc822; pat"), or ``None``."""
+    _, semi, rest = value.partition(";")
+    return clean_local_part(rest if semi else value) or None
 
 
 # X.400 gateways and Exchange write an Internet address as "SMTP=user@host" or
 # "SMTP:user@host" (an O/R address attribute, RFC 2156 §4.2); some MTAs leave a quote or
 # an apostrophe stuck to it. Neither is part of the address.
 _ADDRESS_PREFIX = re.compile(r"^(?:(?:smtp|rfc822|internet|x400)[=:;][ \t]*)+", re.IGNORECASE)
+
+
+# A local part written alone (RFC 5322 §3.4.1 dot-atom text): what old gateways and
+# providers print for one of their own users, or a screen name (AOL).
+_LOCAL_PART = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._+=-]{0,62}[A-Za-z0-9_])?")
+
+
+def clean_local_part(value: str) -> str:
+    """``value`` as a bare local part (no ``@``), or an empty string when it is not one."""
+    text = _ADDRESS_PREFIX.sub("", value.strip().strip("<>\"'`()[]{}")).strip("<>\"'`()[]{}")
+    text = text.rstrip(".,;:")
+    return text if "@" not in text and _LOCAL_PART.fullmatch(text) else ""
 
 
 def clean_address(value: str) -> str:
@@ -251,8 +290,14 @@ def _from_dsn(mail: Mail) -> tuple[list[_Found], str | None, str] | None:
                     address = _address_of(fields[name])
                     if address:
                         break
+            confirmed = True
             if address is None:
-                continue
+                # "Final-Recipient: LOCAL; pat": the MTA named its own user without a
+                # domain. Only the sent log can say which address that was.
+                local = _local_part_of(fields.get("final-recipient", ""))
+                if local is None:
+                    continue
+                address, confirmed = local, False
             # RFC 3464 §2.3.1/2.3.2: Original-Recipient is the address we sent to; the
             # Final-Recipient is where forwarding or an alias led. Both are reported.
             original = _address_of(fields.get("original-recipient", ""))
@@ -272,6 +317,7 @@ def _from_dsn(mail: Mail) -> tuple[list[_Found], str | None, str] | None:
                     smtp_code=cls.find_smtp_code(diagnostic),
                     action=fields.get("action", "").strip().lower() or None,
                     original=original,
+                    confirmed=confirmed,
                 )
             )
     if not found:
@@ -708,7 +754,9 @@ def _generic(
         # notice says something about (a reply code or a reason on their own line or
         # paragraph) failed; the others are contacts, forwarding targets, examples. When
         # none has words of its own, all are kept but none is confirmed.
-        own = [m for m in chosen if _own_words(notice, m.group("addr"))]
+        tiers = {m.group("addr").lower(): _own_words(notice, m.group("addr")) for m in chosen}
+        best = max(tiers.values())
+        own = [m for m in chosen if best and tiers[m.group("addr").lower()] == best]
         if own:
             chosen = own
         else:
@@ -734,6 +782,92 @@ def _generic(
         (address,) = listed.values()
         return [_Found(address, _clean(notice), confirmed=False)]
     return [_unnamed(mail, inline, excluded, notice)]
+
+
+# A line introducing the list of failed recipients ("Your mail to the following
+# recipients could not be delivered because ...:", "Message not delivered to the
+# following:"); the entries follow it, one a line.
+_LIST_HEADER = re.compile(
+    r"^[^\n]*(?:\bfollowing\b[^\n]{0,60}?\b(?:recipients?|address(?:es|\(es\))?|users?|"
+    r"mailbox(?:es)?|persons?|destinations?)\b|\b(?:delivered|sent|deliverable) to the "
+    r"following\b)[^\n]{0,300}:[ \t]*$",
+    re.IGNORECASE | re.MULTILINE,
+)
+# One entry: the recipient alone on its line, or followed by its reason after a tab or two
+# spaces (a column); a line of prose (words one space apart) is no entry.
+_LIST_ENTRY = re.compile(
+    r"[ \t]*(?P<tok>[^\s:]+)(?P<colon>:?)(?:[ \t]*|(?:\t|  )[ \t]*(?P<diag>\S.*))"
+)
+
+
+def _from_recipient_list(notice: str, excluded: _Exclusions) -> list[_Found] | None:
+    """Failed recipients listed under a "following recipients:" line, by local part too.
+
+    AOL names its members by screen name, Yale and other directory gateways by the bare
+    local part (``userx    No matches to nameserver query``): no domain. Such an entry is
+    an unconfirmed recipient (only the sent log can say which address it was; see
+    ``gateway.feedback.ingest``); full addresses of the same list are confirmed. Lists
+    without a bare local part are left to the generic reading, which knows more about
+    full addresses.
+    """
+    for header in _LIST_HEADER.finditer(notice[:MAX_NOTICE_SCAN]):
+        lines = notice[header.end() :].split("\n")[1:]
+        while lines and not lines[0].strip() and len(lines) > 1:
+            lines = lines[1:]
+        found: list[_Found] = []
+        bare = False
+        for line in lines[:MAX_RECIPIENTS]:
+            entry = _LIST_ENTRY.fullmatch(line.rstrip())
+            if not line.strip() or entry is None or entry.group("tok")[0] in "-=*":
+                break
+            token, diag = entry.group("tok"), entry.group("diag") or header.group(0)
+            address = clean_address(token)
+            if address:
+                if address.lower() not in excluded.never and _usable(address, excluded):
+                    found.append(_Found(address, _clean(diag)))
+                continue
+            local = clean_local_part(token)
+            # "Remote-MTA:  dns; ..." is a field label, not a name.
+            if not local or entry.group("colon") or _is_daemon(f"{local}@x"):
+                break
+            found.append(_Found(local, _clean(diag), confirmed=False))
+            bare = True
+        if bare:
+            return _dedupe(found)
+    return None
+
+
+# Header fields of the returned original that name whom it was for.
+_FOR_FIELDS = ("to", "cc", "delivered-to", "x-original-to", "envelope-to")
+
+
+def _resolved(found: list[_Found], mail: Mail, inline: tuple[tuple[str, str], ...]) -> list[_Found]:
+    """Bare local parts completed from the returned original, still unconfirmed.
+
+    When the original's ``To:``/``Cc:`` (or delivery fields) hold exactly one address with
+    that local part, that is the candidate address; the report still did not say it, so
+    it stays unconfirmed (never hard) and ``written`` keeps what the report wrote.
+    """
+    if not any(not f.confirmed and f.address and "@" not in f.address for f in found):
+        return found
+    named: list[str] = []
+    for headers in [*mail.enclosed_headers(), inline]:
+        for key, value in headers:
+            if key.lower() in _FOR_FIELDS:
+                named.extend(clean_address(a) for a in ADDRESS.findall(value))
+    out: list[_Found] = []
+    for item in found:
+        if item.confirmed or not item.address or "@" in item.address:
+            out.append(item)
+            continue
+        local = item.address.lower()
+        matches = {a.lower(): a for a in named if a and a.rpartition("@")[0].lower() == local}
+        if len(matches) == 1:
+            (address,) = matches.values()
+            out.append(replace(item, address=address, written=item.address))
+        else:
+            out.append(item)
+    return out
 
 
 def _is_list_mail(headers: tuple[tuple[str, str], ...]) -> bool:
@@ -770,24 +904,40 @@ def _unnamed(
     return _Found(address, _clean(notice), confirmed=False)
 
 
-def _own_words(notice: str, address: str) -> bool:
-    """True when the line or paragraph of ``address`` gives a reply code or a reason."""
+def _own_words(notice: str, address: str) -> int:
+    """How closely the notice ties a reply code or a reason to ``address``.
+
+    2: its line or its sentence gives one; 1: only its paragraph does; 0: nothing. An
+    address the notice cites as an example or a contact ("The standard form of address is
+    lastname@host.") shares a paragraph with the one that failed, not its sentence.
+    """
     lowered = address.lower()
     at = notice.lower().find(lowered)
     if at < 0:
-        return False
+        return 0
     line_start = notice.rfind("\n", 0, at) + 1
     line_end = notice.find("\n", at)
     line = notice[line_start : line_end if line_end >= 0 else len(notice)]
     start = notice.rfind("\n\n", 0, at)
     end = notice.find("\n\n", at)
     paragraph = notice[start + 1 if start >= 0 else 0 : end if end >= 0 else len(notice)]
-    for text in (line, paragraph[:4096]):
-        if cls.find_smtp_code(text) or cls.find_status(text):
-            return True
-        if cls.text_reason(text) not in (None, BounceReason.TEMPORARY):
-            return True
-    return bool(_PERMANENT_TEXT.search(paragraph[:4096]) or _FAILED_TO.search(line))
+    flat = re.sub(r"\s+", " ", paragraph[:4096])
+    sentence = next((s for s in _SENTENCE_END.split(flat) if lowered in s.lower()), line)
+    for text in (line, sentence):
+        if _says_failure(text) or _FAILED_TO.search(text):
+            return 2
+    return 1 if _says_failure(paragraph[:4096]) or _PERMANENT_TEXT.search(paragraph[:4096]) else 0
+
+
+# A sentence ends at ".", "!" or "?" followed by a space (an address's dots are not).
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def _says_failure(text: str) -> bool:
+    """True when ``text`` gives a reply code, a status code or a reason."""
+    if cls.find_smtp_code(text) or cls.find_status(text):
+        return True
+    return cls.text_reason(text) not in (None, BounceReason.TEMPORARY)
 
 
 # A line that says delivery to the address on it failed ("unable to deliver your message
@@ -883,6 +1033,7 @@ def _recipient(item: _Found, kind: BounceKind, notice: str, origin: str = "") ->
         confirmed=item.confirmed,
         permanent=permanent,
         original_recipient=item.original,
+        written=item.written,
     )
 
 
@@ -891,6 +1042,8 @@ def _cleaned(found: list[_Found]) -> list[_Found]:
     out: list[_Found] = []
     for item in found:
         address = clean_address(item.address) if item.address else ""
+        if not address and not item.confirmed and item.address:
+            address = clean_local_part(item.address)
         if address or not item.confirmed:
             original = clean_address(item.original) if item.original else None
             out.append(replace(item, address=address, original=original or None))
@@ -954,8 +1107,11 @@ def bounce_from(mail: Mail, *, nested: bool = False) -> BounceReport | None:
             if not _looks_like_bounce(mail, notice) and not _strong_signature(notice):
                 return None
         text_found = _from_text_format(notice, mail, excluded)
+        listed = _from_recipient_list(notice, excluded) if text_found is None else None
         if text_found is not None:
             found, variant = text_found
+        elif listed is not None:
+            found, variant = listed, "recipient-list"
         else:
             found, variant = _generic(notice, mail, excluded, inline), "generic"
         if report_part:
@@ -968,7 +1124,7 @@ def bounce_from(mail: Mail, *, nested: bool = False) -> BounceReport | None:
         notice_status = cls.find_status(notice) if len(found) == 1 else None
         if notice_status is not None and not found[0].diagnostic:
             found = [replace(found[0], diagnostic=_clean(notice), status=notice_status)]
-    found = _cleaned(found)
+    found = _resolved(_cleaned(found), mail, inline)
     recipients: list[BounceRecipient] = []
     origin = _origin(mail, reporting_mta, notice)
     for item in found[:MAX_RECIPIENTS]:

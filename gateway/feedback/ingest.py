@@ -124,11 +124,14 @@ def _bounce_for(recipients: tuple[BounceRecipient, ...], rcpt: str) -> BounceRec
     recipient. What the report's text says may confirm it but never replaces it:
 
     1. a recipient whose Final-Recipient or Original-Recipient (RFC 3464 §2.3.1, the
-       address we sent to when forwarding or an alias led elsewhere) is ``rcpt``;
-    2. otherwise, when the report names no other full address, its one unconfirmed
-       recipient: nobody named, a bare local part or screen name equal to ``rcpt``'s
-       local part, or a candidate read from the returned original that is ``rcpt``;
-    3. otherwise a single recipient whose address the provider redacted.
+       address we sent to when forwarding or an alias led elsewhere) is ``rcpt``, or an
+       unconfirmed candidate read from the returned original that is ``rcpt``;
+    2. an unconfirmed recipient written as a bare local part or screen name (AOL's
+       ``screenname``, ``LOCAL; pat``) equal to ``rcpt``'s local part, when it is the only
+       one of the report that is: the report named our recipient without the domain;
+    3. otherwise, when the report names no full address at all, its one unconfirmed
+       recipient that names nobody;
+    4. otherwise a single recipient whose address the provider redacted.
 
     A report naming someone else is about someone else (E3): ``None``.
     """
@@ -137,17 +140,31 @@ def _bounce_for(recipients: tuple[BounceRecipient, ...], rcpt: str) -> BounceRec
             return recipient
     wanted = normalise(rcpt)
     local = wanted.rpartition("@")[0]
-    confirmed = [r for r in recipients if r.confirmed and not _redacted(r.address)]
+    by_local_part = [
+        r
+        for r in recipients
+        if not r.confirmed and normalise(r.local_part_only or "") == local and local
+    ]
+    if len(by_local_part) == 1:
+        return by_local_part[0]
+    confirmed = [r for r in recipients if r.confirmed and not _placeholder(r.address)]
     unconfirmed = [r for r in recipients if not r.confirmed]
-    if not confirmed and len(unconfirmed) == 1:
-        (recipient,) = unconfirmed
-        written = normalise(recipient.address.strip().strip("<>\"'"))
-        if not written or written in (wanted, local):
-            return recipient
-        return None
-    if len(recipients) == 1 and _redacted(recipients[0].address):
+    if not confirmed and len(unconfirmed) == 1 and not unconfirmed[0].address.strip("<> "):
+        return unconfirmed[0]
+    if len(recipients) == 1 and _placeholder(recipients[0].address):
         return recipients[0]
     return None
+
+
+def _placeholder(address: str) -> bool:
+    """True for an address a provider redacted (``xxxxx@domain``, ``redacted``).
+
+    Unlike ``_redacted``, a bare local part is not a placeholder: it names someone, who
+    is our recipient only if the local parts agree (rule 2 of ``_bounce_for``).
+    """
+    text = address.strip().strip("<>")
+    local = text.rpartition("@")[0] if "@" in text else text
+    return bool(local) and bool(_REDACTED.match(local))
 
 
 class FeedbackIngest:
@@ -298,7 +315,7 @@ class FeedbackIngest:
         hard = recipient.hard or recipient.permanent
         kind = EventKind.HARD_BOUNCE if hard else EventKind.SOFT_BOUNCE
         detail = f"{recipient.status or '-'} {recipient.reason.value}"
-        parsed = recipient.address.strip().strip("<>")
+        parsed = (recipient.written or recipient.address).strip().strip("<>")
         if normalise(parsed) != rcpt:
             detail += f" (reported as {parsed or 'nobody'})"
         return [event(kind, detail)]

@@ -115,6 +115,11 @@ class BounceRecipient:
     ``original_recipient`` is RFC 3464 §2.3.1's ``Original-Recipient`` when it differs
     from the ``Final-Recipient`` in ``address`` (forwarding, aliases): the address we
     sent to, the one suppression acts on.
+
+    A bare local part or screen name (AOL's ``screenname``, a DSN's ``LOCAL; pat``) is
+    kept as ``address`` itself, without a domain, and never confirmed. When the returned
+    original names exactly one address with that local part, ``address`` is that
+    candidate and ``written`` keeps the report's own form; still unconfirmed.
     """
 
     address: str
@@ -127,12 +132,21 @@ class BounceRecipient:
     confirmed: bool = True
     permanent: bool = False
     original_recipient: str | None = None
+    written: str | None = None
 
     def names(self, address: str) -> bool:
         """True when ``address`` is this recipient's final or original address."""
         wanted = normalise(address)
         mine = {self.address, self.original_recipient or ""}
-        return bool(wanted) and wanted in {normalise(a) for a in mine if a}
+        return bool(wanted) and wanted in {normalise(a) for a in mine if a and "@" in a}
+
+    @property
+    def local_part_only(self) -> str | None:
+        """The bare local part the report gave instead of an address, if it gave one."""
+        for text in (self.written, self.address):
+            if text and "@" not in text:
+                return text
+        return None
 
 
 @dataclass(frozen=True, slots=True)

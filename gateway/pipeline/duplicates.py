@@ -39,8 +39,10 @@ def _when(at: datetime) -> str:
 
 
 def _finding(code: str, rcpt: str, kind: str, earlier: PriorSend | None, detail: str,
-             **extra: str) -> Finding:  # fmt: skip
+             msg: ParsedMessage, **extra: str) -> Finding:  # fmt: skip
     data = {"kind": kind, "earlier": earlier.message_id if earlier else "", **extra}
+    # The subject names the repeated template in the drop record and the dealer's report.
+    data["subject"] = (msg.subject or "")[:200]
     if earlier is not None:
         data["at"] = earlier.sent_at.isoformat()
     return Finding(code, detail, recipient=rcpt, data=data)
@@ -107,6 +109,7 @@ def duplicate_message(
                 "exact",
                 None,
                 f"{rcpt} is the same recipient as {repeats[rcpt]} in this message",
+                msg,
             )
             continue
         history = state.recipients.get(rcpt)
@@ -118,6 +121,7 @@ def duplicate_message(
                 "exact",
                 send,
                 f"{rcpt} already got this message as {send.message_id} at {_when(send.sent_at)}",
+                msg,
             )
 
 
@@ -167,6 +171,7 @@ def near_duplicate_message(
                 send,
                 f"{rcpt} got a message {score:.0%} alike as {send.message_id} "
                 f"at {_when(send.sent_at)}",
+                msg,
                 similarity=f"{score:.2f}",
             )
 
@@ -202,6 +207,7 @@ def frequency_cap(msg: ParsedMessage, dealer: DealerPolicy, ctx: CheckContext) -
                     latest,
                     f"{rcpt} already got {len(counted)} commercial message(s) in the last "
                     f"{label} (limit {limit}), the latest {latest.message_id}",
+                    msg,
                     limit=f"{limit}/{label}",
                 )
                 break

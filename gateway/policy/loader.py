@@ -63,6 +63,7 @@ from gateway.policy.model import (
     DkimSettings,
     PolicySet,
     RateThresholds,
+    ReportPolicy,
     SuppressionPolicy,
     UnsubscribePolicy,
 )
@@ -260,6 +261,13 @@ class _Unsubscribe(_Closed):
     existing: Literal["keep", "replace", "add"] | None = None
 
 
+class _Report(_Closed):
+    """``[report]``: how often the contacts get the deliverability report, and when."""
+
+    every: Literal["day", "week", "off"] | None = None
+    hour: int | None = Field(default=None, ge=0, le=23)
+
+
 class _Suppression(_Closed):
     """``[suppression]``: how suppressed recipients are refused; soft-bounce limits."""
 
@@ -347,6 +355,7 @@ class _Layer(_Closed):
     suppression: _Suppression | None = None
     consent: _Consent | None = None
     unsubscribe: _Unsubscribe | None = None
+    report: _Report | None = None
 
 
 class _DealerFile(_Layer):
@@ -373,6 +382,7 @@ _KNOWN_KEYS = (
     | frozenset(_Rates.model_fields)
     | frozenset(_Suppression.model_fields)
     | frozenset(_Unsubscribe.model_fields)
+    | frozenset(_Report.model_fields)
     | frozenset(_Consent.model_fields)
     | {"action"}
 )
@@ -645,6 +655,7 @@ def _build_dealer(source: _DealerSource, defaults: _Layer, directory: Path) -> D
             )
             or "keep"
         ),
+        report=ReportPolicy(**_merged(layer.report for layer in layers)),
     )
 
 

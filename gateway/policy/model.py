@@ -108,6 +108,18 @@ class UnsubscribePolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class ReportPolicy:
+    """``[report]``: the deliverability report e-mailed to the contacts (gateway/reports/).
+
+    ``every``: ``day`` (about the previous UTC day), ``week`` (Monday to Sunday) or ``off``;
+    it goes out from ``hour`` o'clock UTC after the period ends, and only when there was mail.
+    """
+
+    every: Literal["day", "week", "off"] = "day"
+    hour: int = 6
+
+
+@dataclass(frozen=True, slots=True)
 class DealerPolicy:
     """Everything the gateway needs to know about one dealer (defaults merged in)."""
 
@@ -127,6 +139,7 @@ class DealerPolicy:
     suppression: SuppressionPolicy = SuppressionPolicy()
     consent: ConsentRules = NO_RULES  # [consent]: eligibility windows (gateway/consent/rules.py)
     unsubscribe: UnsubscribePolicy = UnsubscribePolicy()
+    report: ReportPolicy = ReportPolicy()
 
     def owns_domain(self, domain: str) -> bool:
         """Return True if ``domain`` (any case) is one of the dealer's sending domains."""

@@ -27,6 +27,13 @@ from gateway.consent.ledger import EMPTY_WRITES, ConsentRefusal, ConsentWrites, 
 from gateway.consent.rules import ConsentEvent, ConsentRecord, Preference
 from gateway.duplicates.fingerprints import DuplicateDrop, RecipientHistory, SendClaim
 from gateway.errors import ConfigError
+from gateway.reports.records import (
+    DeliveryTally,
+    DropTally,
+    EventTally,
+    FindingTally,
+    ReportClaim,
+)
 from gateway.reputation.records import (
     DailyCounts,
     DayCounts,
@@ -440,6 +447,70 @@ class Storage(Protocol):
         ...
 
     # -- end of consent ------------------------------------------------------------------
+
+    # -- deliverability reports and the status page's figures (gateway/reports/) -----------
+    #
+    # Contract (tests/contract/test_reports_store.py): the tallies count what is stored now
+    # (a message by the time it was received, an event or drop by its time), in UTC days,
+    # for one dealer, without system messages; a recipient's domain is what follows the
+    # first "@", lower-cased. ``claim_report`` is atomic across nodes: one claim per dealer
+    # and period wins, and only a claim left open past its lease may be taken over.
+
+    async def delivery_tallies(
+        self, dealer_id: DealerId, since: datetime, until: datetime
+    ) -> list[DeliveryTally]:
+        """The dealer's messages received in ``[since, until)``, by day, domain and state."""
+        ...
+
+    async def event_tallies(
+        self, dealer_id: DealerId, since: datetime, until: datetime
+    ) -> list[EventTally]:
+        """The dealer's feedback events in ``[since, until)``, by day, domain and kind."""
+        ...
+
+    async def drop_tallies(
+        self, dealer_id: DealerId, since: datetime, until: datetime
+    ) -> list[DropTally]:
+        """The dealer's duplicate and cap drops in ``[since, until)``, by kind and subject."""
+        ...
+
+    async def finding_tallies(
+        self, dealer_id: DealerId, since: datetime, until: datetime
+    ) -> list[FindingTally]:
+        """The dealer's messages with findings received in ``[since, until)``, by set and state."""
+        ...
+
+    async def claim_report(
+        self, dealer_id: DealerId, period: str, node: str, now: datetime, lease: timedelta
+    ) -> bool:
+        """Take on the dealer's report for ``period``; ``False`` when another node has it.
+
+        A period already finished is never claimed again; an open claim older than
+        ``lease`` (its node died while building it) is taken over.
+        """
+        ...
+
+    async def finish_report(
+        self, dealer_id: DealerId, period: str, node: str, outcome: str, now: datetime
+    ) -> bool:
+        """Close ``node``'s claim with ``outcome``; ``False`` when the claim was taken over."""
+        ...
+
+    async def get_report_claim(self, dealer_id: DealerId, period: str) -> ReportClaim | None:
+        """The claim of one dealer's period, or ``None``."""
+        ...
+
+    async def set_report_optout(
+        self, dealer_id: DealerId, address: str, opted_out: bool, now: datetime
+    ) -> bool:
+        """Stop (``opted_out``) or restart the reports to one contact; whether it changed."""
+        ...
+
+    async def report_optouts(self, dealer_id: DealerId) -> frozenset[str]:
+        """The dealer's contacts (lower-cased) who asked for no more reports."""
+        ...
+
+    # -- end of reports ------------------------------------------------------------------
 
 
 def sqlite_path(url: str) -> str | None:

@@ -2,8 +2,11 @@
 
 A dealer (who has no admin token) follows a link from an alert e-mail and sees its
 current state and why, its complaint and hard-bounce rates against its thresholds over
-the last weeks (inline SVG, no script), its recent complaints and bounces (recipients
-masked), its held messages with what each finding means, and what to do next.
+the last weeks (inline SVG, no script: a line for the rolling rate, a dot for each day's
+own rate), what the gateway stopped and fixed and how mail fared per mailbox provider
+over 30 days (``web/prevented.py``, with a link to the check page), its recent complaints
+and bounces (recipients masked), its held messages with what each finding means, and what
+to do next.
 
 The link's token is an HMAC-SHA256 of the dealer id under a key created once in the data
 directory (``status.key``, like the tracking key), so it is unguessable, stable across
@@ -28,10 +31,12 @@ from gateway.admin.ops import AdminError, AdminOps, DealerReport, RateReport
 from gateway.consent.rules import renewal_summary
 from gateway.errors import StorageError
 from gateway.findings import CATALOGUE
+from gateway.reports.providers import ProviderLookup
 from gateway.reputation.rates import RateWindow
 from gateway.reputation.records import Actor, DailyCounts, DayCounts, DealerState, EventKind
 from gateway.tokens import Signer, hex_decode
 from gateway.types import MessageState
+from gateway.web.prevented import prevented_sections
 
 log = logging.getLogger("gateway.admin")
 
@@ -69,8 +74,10 @@ class StatusLinks:
         return self._signer().verify(dealer_id.encode(), hex_decode(token))
 
 
-def status_routes(ops: AdminOps, links: StatusLinks) -> list[BaseRoute]:
-    """The status page route."""
+def status_routes(
+    ops: AdminOps, links: StatusLinks, providers: ProviderLookup | None = None
+) -> list[BaseRoute]:
+    """The status page route; ``providers`` tells mailbox providers apart (web/prevented.py)."""
 
     async def page(request: Request) -> Response:
         dealer = request.path_params["dealer"]
@@ -78,7 +85,7 @@ def status_routes(ops: AdminOps, links: StatusLinks) -> list[BaseRoute]:
         if not links.valid(dealer, token) or ops.policies.current.dealer(dealer) is None:
             return HTMLResponse(_NOT_FOUND, status_code=404, headers=_HEADERS)
         try:
-            body = await render_status(ops, dealer)
+            body = await render_status(ops, dealer, providers, links.path(dealer) + "/check")
         except StorageError as exc:
             log.warning("status page for %s: store error: %s", dealer, exc)
             return HTMLResponse(_UNAVAILABLE, status_code=503, headers=_HEADERS)
@@ -138,12 +145,31 @@ def rolling_rates(
     return out
 
 
+def daily_rates(
+    rows: list[DailyCounts], report: RateReport, first: date, last: date
+) -> list[tuple[date, float | None]]:
+    """Each day's own rate, that day's events over that day's volume (``None`` without)."""
+    by_day = {r.day: r.counts for r in rows}
+    out: list[tuple[date, float | None]] = []
+    day = first
+    while day <= last:
+        window = RateWindow(report.window.dealer_id, day, day, by_day.get(day, DayCounts()))
+        has_volume = window.volume(report.metric) > 0
+        out.append((day, window.rate(report.metric) if has_volume else None))
+        day += timedelta(days=1)
+    return out
+
+
 def chart_svg(chart_id: str, title: str, points: list[tuple[date, float | None]],
-              report: RateReport) -> str:  # fmt: skip
-    """An inline SVG line chart of ``points`` with the warn and suspend thresholds."""
+              report: RateReport,
+              daily: list[tuple[date, float | None]] | None = None) -> str:  # fmt: skip
+    """An inline SVG line chart of ``points`` with the warn and suspend thresholds.
+
+    ``daily``: each day's own rate, drawn as a dot per day with mail (``class="day-point"``).
+    """
     width, height, left, right, top, bottom = 720, 220, 86, 12, 24, 30
     warn, suspend = report.thresholds.warn_rate, report.thresholds.suspend_rate
-    values = [v for _, v in points if v is not None]
+    values = [v for _, v in [*points, *(daily or [])] if v is not None]
     top_value = max([suspend * 1.25, *(v * 1.1 for v in values)]) or 1.0
     plot_w, plot_h = width - left - right, height - top - bottom
 
@@ -198,6 +224,13 @@ def chart_svg(chart_id: str, title: str, points: list[tuple[date, float | None]]
             parts.append(
                 f'<polyline class="series" fill="none" stroke="{SERIES_COLOUR}" stroke-width="3" '
                 f'points="{" ".join(seg)}"/>'
+            )
+    for i, (day, day_rate) in enumerate(daily or []):
+        if day_rate is not None:
+            parts.append(
+                f'<circle class="day-point" cx="{x(i):.1f}" cy="{y(day_rate):.1f}" r="3.5" '
+                f'fill="#fff" stroke="{SERIES_COLOUR}" stroke-width="2">'
+                f"<title>{day:%d %b}: {day_rate:.2%}</title></circle>"
             )
     if not segments:
         parts.append(
@@ -320,7 +353,9 @@ def _subject(raw: bytes) -> str:
         return ""
 
 
-async def render_status(ops: AdminOps, dealer_id: str) -> str:
+async def render_status(
+    ops: AdminOps, dealer_id: str, providers: ProviderLookup | None = None, check_path: str = ""
+) -> str:
     """The whole page for one dealer."""
     report = await ops.dealer(dealer_id, history=10)
     today = ops.clock.now().date()
@@ -404,6 +439,7 @@ async def render_status(ops: AdminOps, dealer_id: str) -> str:
             "Complaint rate against thresholds",
             rolling_rates(rows, report.complaints, first, today),
             report.complaints,
+            daily_rates(rows, report.complaints, first, today),
         ),
         "<h3>Hard-bounce rate, last 30 days</h3>",
         chart_svg(
@@ -411,8 +447,11 @@ async def render_status(ops: AdminOps, dealer_id: str) -> str:
             "Hard-bounce rate against thresholds",
             rolling_rates(rows, report.bounces, first, today),
             report.bounces,
+            daily_rates(rows, report.bounces, first, today),
         ),
         "</section>",
+        # What the gateway stopped, fixed and delivered per provider (web/prevented.py).
+        await prevented_sections(ops.storage, report.policy, today, providers, check_path),
         "<section id='events'><h2>Recent complaints and bounces</h2>",
     ]
     if events:

@@ -235,7 +235,7 @@ async def test_suppressions_search_add_lift_import_export(api: tuple[Harness, st
     assert imported.body == {"added": 50, "skipped": 1, "invalid": 1}
     csv_body = b"address,reason\nc1@csv.example,bounced\nc2@csv.example,\nnope,\n"
     from_csv = await call(
-        h.gateway, "POST", f"/api/suppressions/import?list={DEALER}&reason=old+list",
+        h.gateway, "POST", f"/api/suppressions/import/csv?list={DEALER}&reason=old+list",
         token=token, raw=csv_body, content_type="text/csv",
     )  # fmt: skip
     assert from_csv.status == 200 and from_csv.body == {"added": 2, "skipped": 0, "invalid": 1}
@@ -370,8 +370,26 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int]] = [
     ("POST", "/api/suppressions",
      {"body": {"list": "*", "addresses": ["a@b.example"], "reason": "r",
                "expires_at": "2001-01-01T00:00:00Z"}}, 400),
-    ("POST", "/api/suppressions/import", {"raw": b"\xff\xfe", "content_type": "text/csv"}, 400),
+    ("POST", "/api/suppressions/import/csv?list=*",
+     {"raw": b"\xff\xfe", "content_type": "text/csv"}, 400),
+    ("POST", "/api/suppressions/import/csv",
+     {"raw": b"a@b.example\n", "content_type": "text/csv"}, 400),  # no ?list=
     ("POST", "/api/suppressions/import?list=*",
+     {"raw": b"a@b.example\n", "content_type": "text/csv"}, 415),  # CSV goes to /import/csv
+    ("GET", "/api/suppressions?after=9223372036854775808", {}, 400),  # past 64 bits: not a 500
+    ("GET", "/api/suppressions?after=1_000", {}, 400),
+    ("GET", "/api/suppressions?list=", {}, 400),
+    ("GET", "/api/suppressions/export?all=", {}, 400),  # a boolean is true or false
+    ("GET", "/api/suppressions/export?all=yes", {}, 400),
+    ("GET", "/api/dealers/example-motors/events?since=20240101T1000", {}, 400),
+    ("POST", "/api/dealers/example-motors/suspend", {"body": {"reason": " \t "}}, 400),
+    ("POST", "/api/dealers/example-motors/suspend", {"body": {"reason": "x", "for": "0s"}}, 400),
+    ("POST", "/api/dealers/example-motors/suspend", {"raw": b'{"reason": "\\ud800"}'}, 400),
+    ("POST", "/api/dealers/example-motors/consent",
+     {"body": {"address": "000", "event": "inquiry", "date": "2024-01-01"}}, 400),
+    ("POST", "/api/dealers/example-motors/consent",
+     {"body": {"address": "a@b.example", "event": "inquiry", "date": "2024-02-30"}}, 400),
+    ("POST", "/api/suppressions/import/csv?list=*",
      {"raw": b"address,resaon\na@b.example,x\n", "content_type": "text/csv"}, 400),
     ("POST", "/api/suppressions/import", {"body": {"list": "*", "entries": "x"}}, 400),
     ("DELETE", "/api/suppressions", {"body": {"list": "*", "address": "x", "reason": "r"}}, 400),
@@ -391,6 +409,24 @@ async def test_bad_input_gets_a_4xx_with_a_message(api: tuple[Harness, str]) -> 
         answer: Answer = await call(h.gateway, method, path, token=token, **kwargs)
         assert answer.status == expected, (method, path, answer.status, answer.raw[:300])
         assert isinstance(answer.body, dict) and answer.body["error"], (method, path)
+
+
+async def test_a_405_names_exactly_the_documented_methods(api: tuple[Harness, str]) -> None:
+    """Every method, documented or not, reaches the API's own 405 with the right ``Allow``."""
+    h, token = api
+    documented: dict[str, set[str]] = {}
+    for ep in ENDPOINTS:
+        documented.setdefault(ep.path, set()).add(ep.method)
+    for path, methods in documented.items():
+        target = path.replace("{dealer}", "example-motors").replace("{id}", "x")
+        target = target.replace("{address}", "a@b.example")
+        for method in ("OPTIONS", "TRACE", "PUT", "PATCH", "POST", "DELETE", "GET"):
+            if method in methods:
+                continue
+            answer = await call(h.gateway, method, target, token=token)
+            assert answer.status == 405, (method, path, answer.raw[:200])
+            assert answer.headers["allow"] == ", ".join(sorted(methods)), (method, path)
+            assert answer.body["status"] == 405
 
 
 JUNK = ["", "-1", "0", "1e9", "99999999999999999999", "x" * 300, "%00", "%C3%A9", "null",

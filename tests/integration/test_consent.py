@@ -186,6 +186,7 @@ def test_consent_commands_from_the_command_line(
     csv_file.write_text(
         "address,event,date,reference\njohn@customer.example,service-repair-order,2024-03-01,RO-7\n"
     )
+    assert main(["--config", str(config), "init"]) == 0
     assert main(["--config", str(config), "consent", "import", str(csv_file),
                  "--dealer", "example-motors"]) == 0  # fmt: skip
     assert main(["--config", str(config), "consent", "show", "john@customer.example",
@@ -447,6 +448,7 @@ def test_expiring_and_locked_lists_from_the_command_line(
         f"out@customer.example,service-repair-order,{fresh}\n"
         f"out@customer.example,consent-withdrawn,{fresh}\n"
     )
+    assert main(["--config", str(config), "init"]) == 0
     base = ["--config", str(config), "consent"]
     assert main([*base, "import", str(csv_file), "--dealer", "example-motors"]) == 0
     capsys.readouterr()

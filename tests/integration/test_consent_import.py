@@ -152,6 +152,7 @@ def configured(tmp_path: Path) -> Path:
         f'[server]\nhostname = "mailgate.test"\ndata_dir = "{tmp_path / "var"}"\n'
         f'policies_dir = "{policies}"\n'
     )
+    assert main(["--config", str(config), "init"]) == 0
     return config
 
 

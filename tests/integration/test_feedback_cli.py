@@ -25,7 +25,7 @@ DEALER = DealerId("example-motors")
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
     data = tmp_path / "var"
-    return write_config(
+    path = write_config(
         tmp_path / "mailgate.toml",
         {
             "server": {
@@ -35,6 +35,8 @@ def config(tmp_path: Path) -> Path:
             },
         },
     )
+    assert main(["--config", str(path), "init"]) == 0  # the CLI creates no store by itself
+    return path
 
 
 def run(config: Path, *args: str) -> int:

@@ -139,8 +139,8 @@ def _plain_get(port: int, path: str) -> int | None:
     ("public_url", "warning"),
     [
         ("", "http.public_url is not set: alert e-mails carry no link to the dealer's status "
-             "page; set it to the https address of the public listener (127.0.0.1:0), where "
-             "the unsubscribe links also point"),
+             "page and no deliverability reports are sent; set it to the https address of the "
+             "public listener (127.0.0.1:0), where the unsubscribe links also point"),
         ("http://status.mailgate.test", "http.public_url http://status.mailgate.test is not "
                                         "https"),
         ("https://status.mailgate.test", None),

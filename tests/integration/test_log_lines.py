@@ -24,6 +24,11 @@ def suspend(tmp_path: Path, log_format: str) -> list[str]:
         f'[server]\ndata_dir = "{tmp_path / "var"}"\npolicies_dir = "{tmp_path / "policies"}"\n'
         f'log_format = "{log_format}"\n'
     )
+    init = subprocess.run(
+        [sys.executable, "-m", "gateway", "--config", str(config), "init"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert init.returncode == 0, init.stdout + init.stderr
     done = subprocess.run(
         [sys.executable, "-m", "gateway", "--config", str(config), "dealers", "suspend",
          "example-motors", "--reason", f"spam run\n{FORGED}\x1b[2J"],

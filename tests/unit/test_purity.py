@@ -12,6 +12,7 @@ PURE = [
     "gateway.pipeline",
     "gateway.intake.prepare",
     "gateway.intake.repair",
+    "gateway.preflight.core",
     "gateway.mail.message",
     "gateway.mail.mimetree",
     "gateway.mail.rewrite",

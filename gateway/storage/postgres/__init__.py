@@ -8,7 +8,9 @@ the contract it honours). It is put together from one module per section of the 
 * ``sendlog.py``: the send history behind duplicate detection and frequency caps;
 * ``feedback.py``: feedback events, suppressions, daily counters, dealer state and history;
 * ``credentials.py``: SMTP AUTH credentials;
-* ``consent.py``: consent events and preferences.
+* ``consent.py``: consent events and preferences;
+* ``reports.py``: the tallies behind the deliverability report and the status page, report
+  claims and contacts' opt-outs.
 
 They share ``connection.py`` (the pool's startup parameters, the bounded waits and the
 translation of asyncpg errors into ``StorageError``/``StorageUnavailable``).

@@ -25,13 +25,14 @@ from gateway.storage.postgres.consent import ConsentSection
 from gateway.storage.postgres.credentials import CredentialSection
 from gateway.storage.postgres.feedback import FeedbackSection
 from gateway.storage.postgres.queue import QueueSection
+from gateway.storage.postgres.reports import ReportSection
 from gateway.storage.postgres.sendlog import SendLogSection
 
 log = logging.getLogger("gateway.storage")
 
 
 class PostgresStorage(
-    QueueSection, SendLogSection, FeedbackSection, CredentialSection, ConsentSection
+    QueueSection, SendLogSection, FeedbackSection, CredentialSection, ConsentSection, ReportSection
 ):
     """``Storage`` on a PostgreSQL database. Build it with ``await PostgresStorage.open(url)``."""
 

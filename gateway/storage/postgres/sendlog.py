@@ -136,11 +136,11 @@ class SendLogSection(Section):
                 if drops:
                     await conn.executemany(
                         "INSERT INTO dup_drops (dealer_id, recipient, submission_id, kind, code,"
-                        " action, earlier, detail, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8,"
-                        " $9)",
+                        " action, earlier, detail, at, subject) VALUES ($1, $2, $3, $4, $5, $6,"
+                        " $7, $8, $9, $10)",
                         [
                             (d.dealer_id, d.recipient, d.submission_id, d.kind, d.code,
-                             d.action, d.earlier, d.detail, aware(d.at))
+                             d.action, d.earlier, d.detail, aware(d.at), d.subject)
                             for d in drops
                         ],
                     )  # fmt: skip
@@ -157,7 +157,7 @@ class SendLogSection(Section):
         """List recorded duplicate drops and refusals, newest first."""
         sql = (
             "SELECT dealer_id, recipient, submission_id, kind, code, action, earlier, detail,"
-            " at FROM dup_drops"
+            " at, subject FROM dup_drops"
         )
         args: list[Any] = []
         if dealer_id is not None:
@@ -178,6 +178,7 @@ class SendLogSection(Section):
                 earlier=r["earlier"],
                 detail=r["detail"],
                 at=r["at"],
+                subject=r["subject"],
             )
             for r in rows
         ]

@@ -8,7 +8,9 @@ section of the protocol:
 * ``sendlog.py``: the send history behind duplicate detection and frequency caps;
 * ``feedback.py``: feedback events, suppressions, daily counters, dealer state and history;
 * ``credentials.py``: SMTP AUTH credentials;
-* ``consent.py``: consent events and preferences.
+* ``consent.py``: consent events and preferences;
+* ``reports.py``: the tallies behind the deliverability report and the status page, report
+  claims and contacts' opt-outs.
 
 They share ``connection.py`` (a connection per thread, transactions, error translation,
 times as integer microseconds) and ``commit.py`` (group commit of enqueues).

@@ -21,6 +21,7 @@ from gateway.storage.sqlite.consent import ConsentSection, insert_consent
 from gateway.storage.sqlite.credentials import CredentialSection
 from gateway.storage.sqlite.feedback import FeedbackSection
 from gateway.storage.sqlite.queue import INSERT, QueueSection, insert_params
+from gateway.storage.sqlite.reports import ReportSection
 from gateway.storage.sqlite.sendlog import SendLogSection, apply_claims, insert_drops
 
 log = logging.getLogger("gateway.storage")
@@ -55,7 +56,7 @@ def insert_batches(conn: sqlite3.Connection, groups: Sequence[Batch]) -> list[St
 
 
 class SqliteStorage(
-    QueueSection, SendLogSection, FeedbackSection, CredentialSection, ConsentSection
+    QueueSection, SendLogSection, FeedbackSection, CredentialSection, ConsentSection, ReportSection
 ):
     """``Storage`` on one SQLite file. Build it with ``await SqliteStorage.open(path)``."""
 

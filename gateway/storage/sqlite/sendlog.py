@@ -77,10 +77,10 @@ def insert_drops(conn: sqlite3.Connection, drops: Sequence[DuplicateDrop]) -> No
     """Record duplicate drops and refusals (inside the caller's transaction)."""
     conn.executemany(
         "INSERT INTO dup_drops (dealer_id, recipient, submission_id, kind, code, action,"
-        " earlier, detail, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " earlier, detail, at, subject) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             (d.dealer_id, d.recipient, d.submission_id, d.kind, d.code, d.action, d.earlier,
-             d.detail, to_us(d.at))
+             d.detail, to_us(d.at), d.subject)
             for d in drops
         ],
     )  # fmt: skip
@@ -97,6 +97,7 @@ def _drop(row: Sequence[Any]) -> DuplicateDrop:
         earlier=row[6],
         detail=row[7],
         at=from_us(row[8]),
+        subject=row[9],
     )
 
 
@@ -172,7 +173,7 @@ class SendLogSection(Section):
         self._check_open()
         sql = (
             "SELECT dealer_id, recipient, submission_id, kind, code, action, earlier, detail,"
-            " at FROM dup_drops"
+            " at, subject FROM dup_drops"
         )
         params: list[Any] = []
         if dealer_id is not None:

@@ -27,6 +27,7 @@ class Want(NamedTuple):
     reason: BounceReason
     confirmed: bool = True
     original: str | None = None
+    written: str | None = None
 
 
 CASES: list[tuple[str, list[Want]]] = [
@@ -61,6 +62,59 @@ CASES: list[tuple[str, list[Want]]] = [
     # Disabled accounts stay soft (see gateway.feedback.classify): providers re-enable
     # and recycle them, and X.2.1 says the mailbox exists.
     ("disabled-account.eml", [Want(PAT, False, BOUNCE, R.OTHER)]),
+    # Screen names (AOL) and bare local parts listed under "the following recipients:":
+    # reported as written, unconfirmed, never hard; only the sent log can complete them.
+    (
+        "screen-name-list.eml",
+        [
+            Want("patcustomer", False, BOUNCE, R.OTHER, confirmed=False),
+            Want("lee.member", False, BOUNCE, R.OTHER, confirmed=False),
+        ],
+    ),
+    (
+        "bare-local-part-directory.eml",
+        [Want("pat.customer", False, BOUNCE, R.OTHER, confirmed=False)],
+    ),
+    # The returned original's To: holds one address with that local part: the candidate
+    # address, still unconfirmed (the original's header never makes a hard flag).
+    (
+        "bare-local-part-original.eml",
+        [
+            Want(
+                "pat.customer@customers.example",
+                False,
+                BOUNCE,
+                R.UNKNOWN_USER,
+                confirmed=False,
+                written="pat.customer",
+            )
+        ],
+    ),
+    # "Final-Recipient: LOCAL; pat.customer" names a local user without the domain.
+    (
+        "dsn-local-recipient.eml",
+        [Want("pat.customer", False, BOUNCE, R.UNKNOWN_USER, confirmed=False)],
+    ),
+    # A directory gateway's notice: the failed address has the reason in its sentence;
+    # the format example and the contact in the same notice are not recipients, and the
+    # original quoted after "Original message as received is as follows:" is not read.
+    ("directory-example-address.eml", [Want(PAT, True, BOUNCE, R.UNKNOWN_USER)]),
+    # "The following mail has been returned because it encountered an error": final.
+    ("returned-processing-error.eml", [Want(PAT, False, BOUNCE, R.OTHER)]),
+    # Unencoded GB2312 subject and text, "mail transmission failed" / "could not be sent".
+    ("zh-raw-send-failed.eml", [Want(PAT, False, BOUNCE, R.OTHER)]),
+    # "Unknown user" relayed by a filtering gateway reads like the same reply in a
+    # Sendmail transcript: hard at RCPT TO, soft after DATA or in the gateway's own
+    # words (no code, no stage: its own filter may have said it).
+    ("gateway-unknown-own-words.eml", [Want(PAT, False, BOUNCE, R.POLICY)]),
+    ("gateway-relayed-rcpt.eml", [Want(PAT, True, BOUNCE, R.UNKNOWN_USER)]),
+    ("sendmail-transcript-rcpt.eml", [Want(PAT, True, BOUNCE, R.UNKNOWN_USER)]),
+    ("sendmail-transcript-data.eml", [Want(PAT, False, BOUNCE, R.POLICY)]),
+    # A Final-Recipient whose domain is malformed is still the address that failed.
+    (
+        "dsn-malformed-domain.eml",
+        [Want("pat@#customers.example", True, BOUNCE, R.DOMAIN_NOT_FOUND)],
+    ),
 ]
 
 
@@ -70,7 +124,7 @@ def test_bounce_class(name: str, want: list[Want]) -> None:
     assert result.kind is (FeedbackKind.BOUNCE if want[0].kind is BOUNCE else FeedbackKind.DELAY)
     assert result.bounce is not None
     got = [
-        Want(r.address, r.hard, r.kind, r.reason, r.confirmed, r.original_recipient)
+        Want(r.address, r.hard, r.kind, r.reason, r.confirmed, r.original_recipient, r.written)
         for r in result.bounce.recipients
     ]
     assert got == want
@@ -81,3 +135,21 @@ def test_unconfirmed_recipients_are_never_hard() -> None:
         report = classify_message(path.read_bytes()).bounce
         assert report is not None, path.name
         assert not any(r.hard and not r.confirmed for r in report.recipients), path.name
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        "  Remote-MTA:  dns; mx.customers.example\r\n",  # a field label, not a name
+        "  Please check the address and try again.\r\n",  # prose, words one space apart
+    ],
+)
+def test_lines_under_a_recipient_list_that_are_not_names(entries: str) -> None:
+    raw = (
+        "From: MAILER-DAEMON@mx.customers.example\r\nSubject: Undeliverable mail\r\n\r\n"
+        f"Your message could not be delivered to the following recipients:\r\n{entries}"
+    ).encode()
+    report = classify_message(raw).bounce
+    assert report is not None
+    assert [r.address for r in report.recipients] == [""]
+    assert not report.recipients[0].hard

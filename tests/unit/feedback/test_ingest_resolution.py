@@ -139,6 +139,14 @@ CASES = [
     Case("names-nobody-mailbox-full", "nobody-full", EventKind.SOFT_BOUNCE, "nobody"),
     # The report names someone else: our token never suppresses them, nor our recipient.
     Case("names-another-address", "other", None),
+    # "Final-Recipient: LOCAL; pat.customer": our recipient's local part, no domain; the
+    # sent log says which address it was.
+    Case("dsn-bare-local-part", "local", EventKind.HARD_BOUNCE, "pat.customer"),
+    # A screen-name list naming our recipient's local part among others: resolved, soft
+    # (a refusal of the sender, not of the address).
+    Case("screen-name-list", "screen-names", EventKind.SOFT_BOUNCE, "pat.customer"),
+    # Only another member's screen name: not about our recipient.
+    Case("screen-name-of-someone-else", "screen-name-other", None),
 ]
 
 
@@ -164,6 +172,19 @@ def _report(build: str, ref: str) -> bytes:
         return _notice(text, _original(ref, to, list_mail=build == "nobody-list"))
     if build == "nobody-full":
         text = "Your message could not be delivered: mailbox full (quota exceeded).\r\n"
+        return _notice(text, _original(ref, "owners@lists.example", list_mail=True))
+    if build == "local":
+        dsn = (
+            "Reporting-MTA: dns; mx.customers.example\r\n\r\n"
+            "Final-Recipient: LOCAL; pat.customer\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        )
+        return _notice("Delivery to a local mailbox failed.", _original(ref, RCPT), dsn=dsn)
+    if build in ("screen-names", "screen-name-other"):
+        names = "\tlee.member\r\n" + ("\tpat.customer\r\n" if build == "screen-names" else "")
+        text = (
+            "Your mail to the following recipients could not be delivered because they are "
+            f"not accepting mail from service@example-motors.example:\r\n{names}"
+        )
         return _notice(text, _original(ref, "owners@lists.example", list_mail=True))
     assert build == "other"
     other = "someone.else@customers.example"
