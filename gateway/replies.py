@@ -49,8 +49,13 @@ NULL_SENDER_REFUSED = Reply(
 )
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients; send the rest in another message")
 BAD_ADDRESS_SYNTAX = Reply(501, "5.1.3", "Bad address syntax")
+CONTROL_IN_COMMAND = Reply(
+    501, "5.5.2", "Command refused: it holds a CR, LF or NUL; end each command with CRLF only"
+)
+# RFC 5321 §4.1.1.3: a source route (<@relay:user@dom>) is accepted and ignored, so it is
+# not named here; the mailbox after the route is judged like any other address.
 ROUTING_NOT_ALLOWED = Reply(
-    550, "5.7.1", "Source routes, % and ! routing and quoted @ are not accepted"
+    550, "5.7.1", "% and ! routing and quoted @ in an address are not accepted"
 )
 INTERNAL_TARGET = Reply(550, "5.7.1", "Mail to IP literals or local hosts is not relayed")
 MESSAGE_TOO_BIG_MAIL = Reply(552, "5.3.4", "Message size exceeds the fixed maximum message size")
