@@ -18,8 +18,15 @@ function over frozen data, with no storage, clock, metrics, threads or settings:
 7. **Submission-server changes** (RFC 6409 §8): lines over 998 octets folded or
    re-encoded (RFC 5321 §4.5.3.1.6), ``Bcc:`` removed, ``Received:`` added, and
    ``Message-ID:``/``Date:`` when missing.
-8. **One copy per recipient** with its tracking reference, VERP return path, findings
-   tag and one-click unsubscribe fields.
+8. **One copy per recipient** with its tracking reference, VERP return path and
+   one-click unsubscribe fields.
+
+What recipients see: the findings are the dealer's and the operator's, never the
+recipient's. They are stored with each copy (``NewMessage.findings``: admin API, logs,
+metrics) and nothing naming them is added to the message; an ``X-Mailgate-Findings``
+field a client wrote is removed, as a border MTA removes an ``Authentication-Results:``
+claiming its own name (RFC 8601 §5), so no recipient is shown a verdict that looks like
+ours.
 
 The result (``Prepared``) says what the gateway does (``action``), the reply when it is not
 "250 queued" once stored, and the unsigned copies. Signing (keys) and storing (the store)
@@ -65,6 +72,10 @@ __all__ = [
     "prepare",
     "prepare_message",
 ]
+
+# Removed from every copy: Bcc: (RFC 6409 §8.1 leaves it to the submission server; its
+# recipients must not be shown) and a findings field that only we may write.
+_REMOVED = frozenset({"bcc", "x-mailgate-findings"})
 
 _REJECTIONS: Mapping[str, Reply] = {
     "header-too-large": replies.HEADER_TOO_BIG,
@@ -289,7 +300,7 @@ def _submission_copy(
         return replies.HEADER_LINE_UNFOLDABLE
     except MessageRejected as exc:  # only a repaired message is scanned here again
         return _REJECTIONS.get(exc.reply_kind, replies.MIME_TOO_DEEP)
-    data = rewrite.remove_headers(data, {"bcc"})
+    data = rewrite.remove_headers(data, _REMOVED)
     added: list[tuple[str, str]] = [("Received", _received(env, submission_id, stamp))]
     if message.message_id is None:
         added.append(("Message-ID", f"<{submission_id}@{stamp.hostname}>"))
@@ -333,8 +344,6 @@ def _copies(
                 message_id, dealer.dealer_id, rcpt, stamp.bounce_domain
             )
         per_rcpt = [("X-Mailgate-Ref", stamp.refs.header_value(message_id, dealer.dealer_id, rcpt))]
-        if verdict.tags:
-            per_rcpt.append(("X-Mailgate-Findings", ", ".join(verdict.tags)))
         copy = base
         if links is not None:
             ours = links.list_unsubscribe(links.token(dealer.dealer_id, rcpt, message_id))

@@ -17,7 +17,7 @@ from gateway.app import Gateway
 from gateway.cli.main import main as cli_main
 from gateway.clock import FakeClock
 from gateway.settings import Settings
-from gateway.types import DealerId, MessageState
+from gateway.types import DealerId, MessageId, MessageState
 from tests.integration.conftest import Harness, add_credentials, dot_stuff, message
 from tests.procs import write_config
 from tests.shipped import shipped_text
@@ -221,12 +221,17 @@ async def test_reject_policy_names_the_earlier_message(
     assert await gate.drops() == [(JOHN, "exact", first)]
 
 
-async def test_tag_policy_delivers_with_a_header(make_gate: Callable[..., Awaitable[Gate]]) -> None:
+async def test_tag_policy_delivers_and_records_without_telling_the_recipient(
+    make_gate: Callable[..., Awaitable[Gate]],
+) -> None:
     gate = await make_gate('[checks.near-duplicate-message]\naction = "tag"\n')
     await gate.send(sample("lead-cars-com"))
-    await gate.send(sample("lead-website"))
+    second = queued_id(await gate.send(sample("lead-website")))
     await gate.settle(2)
-    assert b"X-Mailgate-Findings: near-duplicate-message" in gate.sink.messages[1].data
+    # The finding is the dealer's: stored with the copy, never a header the customer sees.
+    assert all(b"X-Mailgate-Findings" not in m.data for m in gate.sink.messages)
+    stored = await gate.gateway.storage.get(MessageId(second))
+    assert stored is not None and "near-duplicate-message" in stored.findings
 
 
 async def test_same_message_on_three_connections_at_once(
