@@ -30,7 +30,7 @@ from gateway.clock import Clock, SystemClock
 from gateway.consent.ops import ConsentGauges
 from gateway.datadir import DataDirLock, load_or_create_key, load_or_create_node_id
 from gateway.delivery.client import make_upstream
-from gateway.delivery.held import expire_held
+from gateway.delivery.held import DsnSender, HeldNotices, expire_held
 from gateway.delivery.worker import DeliveryWorker
 from gateway.dkim.signing import DkimSigner, Signer
 from gateway.dns.domains import RecipientDomains
@@ -174,6 +174,7 @@ class Gateway:
     admin: AdminOps | None = None  # the operations behind the admin API
     status_links: StatusLinks | None = None  # the dealers' status-page links
     resolver: Resolver | None = None  # recipient domains and DNS self-checks
+    held_notices: HeldNotices | None = None  # the dealers' held-mail notices
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -445,6 +446,15 @@ class Gateway:
             admin=admin,
             status_links=status_links,
             resolver=resolver,
+            held_notices=HeldNotices(
+                storage,
+                policies,
+                alerts,
+                clock,
+                interval=settings.delivery.held_notice_interval,
+                held_expiry=settings.delivery.held_expiry,
+                status_link=status_links.url,
+            ),
         )
 
     async def start(self) -> None:
@@ -473,6 +483,8 @@ class Gateway:
             self._tasks.append(
                 asyncio.create_task(self.suspensions.run(REPUTATION_REFRESH), name="reputation")
             )
+        if self.held_notices is not None:
+            self._tasks.append(asyncio.create_task(self.held_notices.run(), name="held-notices"))
         # Consent: eligible and locked recipients per dealer (gateway/consent/ops.py).
         gauges = ConsentGauges(self.storage, self.policies, self.clock, self.metrics)
         self._tasks.append(asyncio.create_task(gauges.run(), name="consent-gauges"))
@@ -505,8 +517,10 @@ class Gateway:
                 if removed:
                     log.info("expired %d finished messages older than %s", removed, keep)
                 await expire_held(
-                    self.storage, self.clock.now(), self.settings.delivery.held_expiry, self.metrics
-                )
+                    self.storage, self.clock.now(), self.settings.delivery.held_expiry,
+                    self.metrics, dsn=DsnSender(self.settings.server.hostname,
+                                                self.settings.delivery.dsn_from),
+                )  # fmt: skip
             except StorageError as exc:
                 log.warning("housekeeping failed: %s", exc)
 

@@ -55,7 +55,7 @@ from gateway.mail import mimetree, rewrite
 from gateway.mail.message import MessageRejected, ParsedMessage, ParseLimits, parse
 from gateway.pipeline import CHECKS, check_name, run_check
 from gateway.pipeline.base import CheckContext, Finding
-from gateway.pipeline.decide import Verdict, decide
+from gateway.pipeline.decide import Verdict, action_for, decide
 from gateway.policy.model import DealerPolicy
 from gateway.tracking import RefCodec, message_id_for
 from gateway.types import Action, Envelope, MessageState, NewMessage, Reply
@@ -140,11 +140,12 @@ class Prepared:
 
     ``action`` is the outcome as ``mailgate check`` reports it: the verdict's action, hold
     when a repair could not be applied, reject or tempfail for a refusal. ``reply`` is the
-    answer when it is not "250 queued" after the copies are stored (a refusal, or 250 with
-    nothing to send); ``refused`` names a refusal outside policy (a broken limit, an
-    unfoldable line), for the metric and log line: nothing is stored then. ``verdict`` is
-    ``None`` only when the message was refused before the checks. ``messages`` are the
-    copies to sign and store, one per recipient left.
+    answer: a refusal, or the 250 to give once the copies (and drops) are stored, saying
+    what was queued, what was held and why, and who was left out and why. ``refused``
+    names a refusal outside policy (a broken limit, an unfoldable line), for the metric
+    and log line: nothing is stored then. ``verdict`` is ``None`` only when the message
+    was refused before the checks. ``messages`` are the copies to sign and store, one per
+    recipient left.
     """
 
     action: Action
@@ -249,14 +250,16 @@ def prepare_message(
     if verdict.reply is not None:
         return Prepared(verdict.action, verdict.reply, verdict, duplicates=duplicates)
     recipients = [r for r in envelope.rcpt_tos if r not in verdict.dropped]
+    dropped = _drop_reasons(verdict)
     if not recipients and verdict.action is Action.DROP:
-        reply = replies.nothing_to_send(submission_id)
+        reply = replies.accepted(submission_id, dropped=dropped)
         return Prepared(Action.DROP, reply, verdict, duplicates=duplicates)
     if not recipients:
         return Prepared(Action.REJECT, replies.NO_RECIPIENTS_LEFT, verdict, duplicates=duplicates)
 
     held = verdict.action is Action.HOLD
     note = "; ".join(f.detail for f in verdict.findings) if held else ""
+    why = _hold_reason(verdict, dealer) if held else ""
     raw: bytes = message.raw
     structure: mimetree.Structure | None = message.structure
     repair_failed = False
@@ -266,7 +269,7 @@ def prepare_message(
         if repaired is None:
             held, repair_failed = True, True
             details = "; ".join(f.detail for f in verdict.repairs)
-            note = f"the repair could not be applied: {details}"
+            note = why = f"the repair could not be applied: {details}"
         else:
             raw, structure = repaired, None  # new bytes: the spans parse found are stale
     base = _submission_copy(raw, structure, message, envelope, submission_id, stamp, limits)
@@ -275,7 +278,32 @@ def prepare_message(
     action = Action.HOLD if repair_failed and verdict.action < Action.HOLD else verdict.action
     copies = _copies(base, message, envelope, dealer, verdict, recipients, submission_id,
                      stamp, MessageState.HELD if held else MessageState.QUEUED, note)  # fmt: skip
-    return Prepared(action, None, verdict, "", copies, duplicates, repair_failed)
+    held_copies = [m for m in copies if m.state is MessageState.HELD]
+    if held_copies and not why:  # held per recipient (decide.py): its own finding says why
+        why = held_copies[0].note
+    reply = replies.accepted(
+        submission_id,
+        to_send=len(copies) - len(held_copies),
+        held=len(held_copies),
+        held_why=why,
+        dropped=dropped,
+    )
+    return Prepared(action, reply, verdict, "", copies, duplicates, repair_failed)
+
+
+def _drop_reasons(verdict: Verdict) -> list[tuple[str, str]]:
+    """Each recipient left out, with the reason its finding gives (``replies.drop_reason``)."""
+    return [
+        (rcpt, replies.drop_reason(f.code, f.detail, f.data)) for rcpt, f in verdict.dropped.items()
+    ]
+
+
+def _hold_reason(verdict: Verdict, dealer: DealerPolicy) -> str:
+    """What made the message held: its first finding whose action is hold, with its code."""
+    for finding in verdict.findings:
+        if finding.recipient is None and action_for(finding, dealer) is Action.HOLD:
+            return f"{finding.code}: {finding.detail}"
+    return "; ".join(f"{f.code}: {f.detail}" for f in verdict.held.values())
 
 
 def _submission_copy(
