@@ -16,7 +16,9 @@ function over frozen data, with no storage, clock, metrics, threads or settings:
 5. **Decide** (``pipeline.decide``): the only place an action is chosen.
 6. **Repair** what policy says to repair; a repair that does not fit holds the message.
 7. **Submission-server changes** (RFC 6409 §8): lines over 998 octets folded or
-   re-encoded (RFC 5321 §4.5.3.1.6), ``Bcc:`` removed, ``Received:`` added, and
+   re-encoded (RFC 5321 §4.5.3.1.6), 8-bit bodies re-encoded 7-bit (quoted-printable or
+   base64) with the charset declared where the message declared none (UTF-8 when the
+   bytes are, else Windows-1252), ``Bcc:`` removed, ``Received:`` added, and
    ``Message-ID:``/``Date:`` when missing.
 8. **One copy per recipient** with its tracking reference, VERP return path and
    one-click unsubscribe fields.
@@ -323,7 +325,9 @@ def _submission_copy(
     try:
         # RFC 5321 §4.5.3.1.6: lines over 998 octets are folded (headers) or their part
         # re-encoded as quoted-printable (bodies); meaning is kept, nothing truncated.
-        data, _ = rewrite.fold_long_lines(raw, limits=limits.parse, structure=structure)
+        # 8-bit bodies are made 7-bit here too, before signing: the one signed copy then
+        # needs no 8BITMIME at any hop, and no hop converts it and breaks the signature.
+        data, _ = rewrite.transport_safe(raw, limits=limits.parse, structure=structure)
     except rewrite.LineTooLong:
         return replies.HEADER_LINE_UNFOLDABLE
     except MessageRejected as exc:  # only a repaired message is scanned here again

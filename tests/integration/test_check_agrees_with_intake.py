@@ -154,7 +154,9 @@ async def test_check_and_intake_agree_on_every_corpus_file(
                 if expected.get("reply") != reply.line():
                     problems.append(f"reply {reply.line()!r} != {expected.get('reply')!r}")
             else:
-                submission_id = reply.text.split()[2]
+                named = re.search(r"\b(?:queued|held|accepted) as (\w+)", reply.text)
+                assert named is not None, reply
+                submission_id = named.group(1)
                 stored = await storage.get(MessageId(f"{submission_id}.1"))
                 assert stored is not None, reply
                 if stored.state is MessageState.HELD:
