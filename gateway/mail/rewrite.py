@@ -225,9 +225,9 @@ def _qp_encode(data: bytes, *, crlf_only: bool = False) -> bytes:
         # as the hard break (and in its soft breaks) when the data has no other line end.
         # A line with encoded trailing white space can come out over 76 characters: then
         # the loop is used.
-        encoded = binascii.b2a_qp(data, quotetabs=False, istext=True, header=False)
-        if not _long_line(encoded, QP_LINE):
-            return encoded
+        fast = binascii.b2a_qp(data, quotetabs=False, istext=True, header=False)
+        if not _long_line(fast, QP_LINE):
+            return fast
     out: list[bytes] = []
     lines = data.split(b"\r\n")
     for index, line in enumerate(lines):
