@@ -18,7 +18,8 @@ function over frozen data, with no storage, clock, metrics, threads or settings:
 7. **Submission-server changes** (RFC 6409 §8): lines over 998 octets folded or
    re-encoded (RFC 5321 §4.5.3.1.6), 8-bit bodies re-encoded 7-bit (quoted-printable or
    base64) with the charset declared where the message declared none (UTF-8 when the
-   bytes are, else Windows-1252), ``Bcc:`` removed, ``Received:`` added, and
+   bytes are, else Windows-1252) and an 8-bit ``Subject:`` as RFC 2047 encoded words,
+   ``Bcc:`` removed, ``Received:`` added, and
    ``Message-ID:``/``Date:`` when missing.
 8. **One copy per recipient** with its tracking reference, VERP return path and
    one-click unsubscribe fields.

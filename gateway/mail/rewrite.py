@@ -28,6 +28,7 @@ Long lines
 from __future__ import annotations
 
 import binascii
+import email.header
 import re
 from collections.abc import Sequence, Set
 
@@ -355,6 +356,35 @@ def _seven_bit(
     return _set_cte(block, b"base64", top), _base64(body)
 
 
+# RFC 5322 §3.6.5: fields whose whole value is unstructured text, so an RFC 2047 encoded
+# word can stand for all of it. Structured fields (addresses) are left to SMTPUTF8.
+_UNSTRUCTURED = frozenset({b"subject", b"comments"})
+
+
+def _encode_unstructured(block: bytes) -> bytes:
+    """Write 8-bit Subject:/Comments: values as RFC 2047 encoded words (7-bit).
+
+    UTF-8 stays UTF-8; other 8-bit bytes are read as Windows-1252 (Outlook and Excel
+    exports). The commonest 8-bit header then needs no SMTPUTF8 at the next hop.
+    """
+    fields = _fields(block)
+    out: list[bytes] = []
+    for field in fields:
+        raw_field = b"".join(field)
+        name = _field_name(field[0])
+        if name not in _UNSTRUCTURED or raw_field.isascii():
+            out.append(raw_field)
+            continue
+        label, _, value = raw_field.partition(b":")
+        unfolded = re.sub(rb"\r?\n(?=[ \t])", b"", value).strip(b" \t\r\n")
+        text = unfolded.decode("utf-8") if _utf8(unfolded) else unfolded.decode("cp1252", "replace")
+        words = email.header.Header(text, "utf-8", header_name=label.decode("ascii", "replace"))
+        out.append(
+            label + b": " + words.encode(linesep="\r\n", maxlinelen=FOLD_AT).encode() + b"\r\n"
+        )
+    return b"".join(out)
+
+
 def _convertible(entity: mimetree.Entity, body: bytes) -> bool:
     """Tell whether ``transport_safe`` re-encodes this entity's body: an 8-bit leaf."""
     return (
@@ -418,8 +448,9 @@ def transport_safe(
     own bytes are then all 7-bit is labelled 7bit. Decoded content never changes. Done
     before signing, so the one signed copy can be relayed to a next hop without 8BITMIME
     (RFC 6152) and no one down the line has to convert it and break the DKIM signature.
-    8-bit header fields (RFC 6532) are left as they are: they need SMTPUTF8 on the way
-    out (``delivery/client.py``).
+    An 8-bit ``Subject:`` or ``Comments:`` becomes RFC 2047 encoded words; other 8-bit
+    header fields (addresses, display names: RFC 6532) are left as they are and need
+    SMTPUTF8 on the way out (``delivery/client.py``).
     """
     return _rewrite(raw, limit, limits, structure, seven_bit=True)
 
@@ -453,6 +484,8 @@ def _rewrite(
         new_block = _fold_header_section(block, limit) if _long_line(block, limit) else block
         body = raw[entity.body_start : entity.body_end]
         new_body = body
+        if eight_bit and entity.depth == 0 and not new_block.isascii():
+            new_block = _encode_unstructured(new_block)
         if eight_bit and _convertible(entity, body):
             new_block, new_body = _seven_bit(entity, new_block, body, crlf_only)
         elif eight_bit and entity.is_container and entity.cte in ("8bit", "binary"):

@@ -81,10 +81,12 @@ async def submit(h: Harness, data: bytes) -> str:
         await client.close()
 
 
-def no_mime(body: bytes, subject: bytes = b"Votre rendez-vous") -> bytes:
+def no_mime(
+    body: bytes, subject: bytes = b"Votre rendez-vous", name: bytes = b"Example Motors"
+) -> bytes:
     """What an old CRM or an Excel mail merge sends: 8-bit text and no MIME headers at all."""
     return (
-        b"From: Example Motors <sales@example-motors.test>\r\nTo: <customer@example.org>\r\n"
+        b"From: " + name + b" <sales@example-motors.test>\r\nTo: <customer@example.org>\r\n"
         b"Subject: " + subject + b"\r\nDate: Mon, 05 Jan 2026 09:00:00 +0000\r\n"
         b"Message-ID: <rdv-1@crm.example-motors.test>\r\n\r\n" + body + b"\r\n"
     )
@@ -138,23 +140,39 @@ async def test_8bit_multipart_is_reencoded_before_signing(make_gate: MakeGate) -
     assert rich is not None and rich.get_content().rstrip("\r\n") == html
 
 
-async def test_utf8_header_negotiates_smtputf8(make_gate: MakeGate) -> None:
-    h = await make_gate(smtputf8=True)
-    subject = "Rendez-vous confirmé pour Zoë".encode()
-    assert (await submit(h, no_mime(b"Hello", subject=subject))).startswith("250 ")
+@pytest.mark.parametrize("charset", ["utf-8", "windows-1252"])
+async def test_8bit_subject_becomes_encoded_words_for_any_hop(
+    make_gate: MakeGate, charset: str
+) -> None:
+    h = await make_gate()  # no SMTPUTF8 at the next hop
+    subject = "Rendez-vous confirmé pour Zoë — merci"
+    assert (await submit(h, no_mime(b"Hello", subject=subject.encode(charset)))).startswith("250 ")
     await h.wait_delivered(1)
     got = h.sink.messages[0].data
-    assert b"\r\nSubject: " + subject + b"\r\n" in got  # RFC 6532: relayed as written
+    assert got.isascii() and b"Subject: =?utf-8?" in got  # RFC 2047, 7-bit
+    assert email.message_from_bytes(got, policy=email.policy.default)["Subject"] == subject
+    assert h.sink.handler.mail_options == [[]]
+    assert verifies(got)
+
+
+NAME = "Zoë Müller, Example Motors".encode()  # a UTF-8 display name (RFC 6532)
+
+
+async def test_utf8_address_header_negotiates_smtputf8(make_gate: MakeGate) -> None:
+    h = await make_gate(smtputf8=True)
+    assert (await submit(h, no_mime(b"Hello", name=b'"' + NAME + b'"'))).startswith("250 ")
+    await h.wait_delivered(1)
+    got = h.sink.messages[0].data
+    assert b'\r\nFrom: "' + NAME + b'" <sales@example-motors.test>\r\n' in got  # as written
     assert h.sink.handler.mail_options == [["SMTPUTF8", "BODY=8BITMIME"]]
     assert verifies(got)
 
 
-async def test_utf8_header_to_a_hop_without_smtputf8_fails_with_a_dsn(
+async def test_utf8_address_header_to_a_hop_without_smtputf8_fails_with_a_dsn(
     make_gate: MakeGate,
 ) -> None:
     h = await make_gate()  # aiosmtpd's default: 8BITMIME, no SMTPUTF8
-    subject = "Rendez-vous confirmé".encode()
-    reply = await submit(h, no_mime(b"Hello", subject=subject))
+    reply = await submit(h, no_mime(b"Hello", name=b'"' + NAME + b'"'))
     assert reply.startswith("250 2.0.0 queued as "), reply
     await h.wait_delivered(1)  # the DSN; the message itself is never handed over
     (dsn,) = h.sink.messages

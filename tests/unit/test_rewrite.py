@@ -382,3 +382,13 @@ def test_a_container_keeps_its_8bit_label_while_its_own_bytes_are_8bit() -> None
     out, _ = rewrite.transport_safe(raw)
     assert _parsed(out)["Content-Transfer-Encoding"] == "8bit"
     assert b"Zo=C3=AB" in out
+
+
+def test_8bit_subject_becomes_rfc2047_and_addresses_stay_as_written() -> None:
+    raw = "From: Zoë <zoe@b.example>\r\nSubject: Révision prête\r\n\r\nhi\r\n".encode()
+    out, _ = rewrite.transport_safe(raw)
+    head = out.split(b"\r\n\r\n", 1)[0]
+    assert head.startswith("From: Zoë <zoe@b.example>\r\n".encode())  # needs SMTPUTF8
+    assert b"Subject: =?utf-8?q?R=C3=A9vision_pr=C3=AAte?=" in head
+    latin = rewrite.transport_safe("Subject: Révision\r\n\r\nhi\r\n".encode("cp1252"))[0]
+    assert _parsed(latin)["Subject"] == "Révision"
