@@ -19,8 +19,10 @@ import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from gateway.admin.api import AdminApi
 from gateway.admin.ops import AdminOps
@@ -54,7 +56,7 @@ from gateway.storage.base import Storage, open_storage, sqlite_path
 from gateway.tracking import RefCodec
 from gateway.unsubscribe.links import UnsubscribeLinks
 from gateway.unsubscribe.service import Unsubscribes
-from gateway.web.http import build_app
+from gateway.web.http import build_app, build_public_app
 from gateway.web.status import StatusLinks, status_routes
 from gateway.web.unsubscribe import unsubscribe_routes
 
@@ -78,12 +80,53 @@ def _status_key_file(settings: Settings) -> Path:
     return settings.server.data_dir / "status.key"
 
 
-def _status_links(settings: Settings, key: bytes) -> StatusLinks:
-    """The dealers' status-page links, at ``http.public_url`` or the HTTP listener."""
-    link_host, link_port = parse_hostport(settings.http.listen)
+def _status_links(settings: Settings, key: bytes, port: int | None = None) -> StatusLinks:
+    """The dealers' status-page links, at ``http.public_url`` or the public listener.
+
+    ``port``: the public listener's bound port (``public.listen`` may say 0).
+    """
+    link_host, link_port = parse_hostport(settings.public.listen)
     if link_host in ("0.0.0.0", "::"):
         link_host = settings.server.hostname
-    return StatusLinks(key, settings.http.public_url or f"http://{link_host}:{link_port}")
+    if ":" in link_host:
+        link_host = f"[{link_host}]"
+    scheme = "https" if settings.public.tls else "http"
+    local = f"{scheme}://{link_host}:{port if port is not None else link_port}"
+    return StatusLinks(key, settings.http.public_url or local)
+
+
+def _listen_socket(key: str, listen: str) -> socket.socket:
+    """A bound, listening, non-blocking TCP socket for ``listen`` (the setting ``key``).
+
+    Raises ``OSError`` naming the setting and the address (a busy port, say).
+    """
+    host, port = parse_hostport(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"{key} {listen}: {exc.strerror}") from exc
+    return sock
+
+
+def _server(app: ASGIApp, **options: Any) -> _HttpServer:
+    return _HttpServer(
+        uvicorn.Config(
+            app,
+            log_level="warning",
+            # uvicorn's own logging config would give its loggers handlers of their own;
+            # without it they reach the root handler and its escaping formatter (logs.py).
+            log_config=None,
+            lifespan="off",
+            access_log=False,
+            **options,
+        )
+    )
 
 
 def _alerts(
@@ -102,10 +145,12 @@ def _alerts(
         from_addr=settings.alerts.from_address or f"mailgate-alerts@{settings.server.hostname}",
         hostname=settings.server.hostname,
         operators=settings.alerts.operators,
+        reply_to=settings.alerts.reply_to,
         webhook_url=settings.alerts.webhook_url,
         webhook_secret=_read_secret(settings.alerts.webhook_secret_file),
         on_enqueued=on_enqueued,
         status_link=status_link,
+        email_interval=settings.alerts.email_interval,
     )
 
 
@@ -129,7 +174,9 @@ async def offline_admin(settings: Settings, clock: Clock | None = None) -> Async
         key_file = _status_key_file(settings)
         links = _status_links(settings, load_or_create_key(key_file)) if key_file.exists() else None
         link = links.url if links is not None else None
-        alerts = _alerts(settings, storage, clock, metrics, status_link=link)
+        # Alert e-mails link the status page only at the public address (http.public_url).
+        mailed = link if settings.http.public_url else None
+        alerts = _alerts(settings, storage, clock, metrics, status_link=mailed)
         yield AdminOps(
             storage=storage,
             policies=policies,
@@ -163,8 +210,10 @@ class Gateway:
     submission: SubmissionServer
     worker: DeliveryWorker
     guard: SpoolGuard
-    http: _HttpServer
+    http: _HttpServer  # the operators' listener: admin API, metrics, health
     http_socket: socket.socket
+    public: _HttpServer  # the public listener: unsubscribe links, status pages
+    public_socket: socket.socket
     node: str
     lock: DataDirLock  # this process owns the data directory until stop()
     suspensions: Suspensions | None = None
@@ -190,8 +239,13 @@ class Gateway:
 
     @property
     def http_port(self) -> int:
-        """The bound HTTP port."""
+        """The bound port of the operators' HTTP listener."""
         return int(self.http_socket.getsockname()[1])
+
+    @property
+    def public_port(self) -> int:
+        """The bound port of the public HTTP listener."""
+        return int(self.public_socket.getsockname()[1])
 
     @classmethod
     async def build(
@@ -211,11 +265,18 @@ class Gateway:
         # Before anything reads the node id: two live processes must never share it.
         lock = DataDirLock(data_dir)
         lock.acquire()
+        sockets: list[socket.socket] = []
         try:
+            # Bound first: the status links need the public listener's real port (the
+            # setting may say 0), and a busy port fails here, before anything starts.
+            sockets.append(_listen_socket("http.listen", settings.http.listen))
+            sockets.append(_listen_socket("public.listen", settings.public.listen))
             return await cls._build(
-                settings, lock, clock or SystemClock(), metrics or Metrics(), signer
+                settings, lock, clock or SystemClock(), metrics or Metrics(), signer, *sockets
             )
         except BaseException:
+            for sock in sockets:
+                sock.close()
             lock.release()
             raise
 
@@ -227,12 +288,18 @@ class Gateway:
         clock: Clock,
         metrics: Metrics,
         signer: Signer | None,
+        http_socket: socket.socket,
+        public_socket: socket.socket,
     ) -> Gateway:
         data_dir = settings.server.data_dir
-        policies = PolicyStore(
-            settings.server.policies_dir,
-            on_reload=lambda result: metrics.policy_reloads.labels(result).inc(),
-        )
+
+        def reloaded(result: str) -> None:
+            metrics.policy_reloads.labels(result).inc()
+            if result == "ok":
+                metrics.set_dealers(policies.current.dealers)
+
+        policies = PolicyStore(settings.server.policies_dir, on_reload=reloaded)
+        metrics.set_dealers(policies.current.dealers)
         storage = await open_storage(settings.storage_url)
         node = settings.server.node_id or load_or_create_node_id(
             settings.node_id_file, socket.gethostname()
@@ -258,7 +325,11 @@ class Gateway:
             metrics,
             clock,
         )
-        status_links = _status_links(settings, load_or_create_key(_status_key_file(settings)))
+        status_links = _status_links(
+            settings,
+            load_or_create_key(_status_key_file(settings)),
+            int(public_socket.getsockname()[1]),
+        )
         sub = settings.submission
         alerts = _alerts(
             settings,
@@ -266,7 +337,9 @@ class Gateway:
             clock,
             metrics,
             on_enqueued=lambda _n: worker.notify(),
-            status_link=status_links.url,
+            # A dealer can follow only a link at the public address: without
+            # http.public_url, alert e-mails carry none (and start-up says so).
+            status_link=status_links.url if settings.http.public_url else None,
         )
         suspensions = Suspensions(storage, policies, clock, metrics, notifier=alerts)
         worker = DeliveryWorker(
@@ -348,6 +421,7 @@ class Gateway:
             sessions=Sessions(sub.max_connections, sub.max_connections_per_ip),
             metrics=metrics,
             data_budget=data_budget,
+            proxy_from=sub.proxy_protocol_from,
         )
         ingest = FeedbackIngest(storage, refs, policies, clock, metrics, suspensions)
         inbound: SubmissionServer | None = None
@@ -372,6 +446,7 @@ class Gateway:
                 data_budget=data_budget,
                 listener="inbound",
                 auth=False,
+                proxy_from=ins.proxy_protocol_from,
             )
 
         async def readiness() -> dict[str, str]:
@@ -384,7 +459,6 @@ class Gateway:
                 problems["spool"] = "queue above high-water mark or disk below floor"
             return problems
 
-        http_host, http_port = parse_hostport(settings.http.listen)
         admin = AdminOps(
             storage=storage,
             policies=policies,
@@ -403,28 +477,32 @@ class Gateway:
             allow_remote=settings.http.admin_allow_remote,
             metrics=metrics,
         )
-        family = socket.AF_INET6 if ":" in http_host else socket.AF_INET
-        http_socket = socket.socket(family, socket.SOCK_STREAM)
-        http_socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        http_socket.bind((http_host, http_port))
-        http_socket.listen(128)
-        http_socket.setblocking(False)
-        http = _HttpServer(
-            uvicorn.Config(
-                build_app(
-                    metrics,
-                    readiness,
-                    [
-                        *api.routes(),
-                        *status_routes(admin, status_links),
-                        *(unsubscribe_routes(unsubscribes) if unsubscribes else []),
-                    ],
-                    before_scrape=admin.refresh_gauges,
-                ),
-                log_level="warning",
-                lifespan="off",
-                access_log=False,
-            )
+
+        async def before_scrape() -> None:
+            await admin.refresh_gauges()
+            # A refresh that began before a reload may have set a removed dealer's gauges
+            # again; the scrape shows the dealers in force now.
+            metrics.set_dealers(policies.current.dealers)
+
+        http = _server(build_app(metrics, readiness, api.routes(), before_scrape=before_scrape))
+
+        def dealer_name(dealer_id: str) -> str:
+            dealer = policies.current.dealer(dealer_id)
+            return dealer.name if dealer is not None and dealer.name else dealer_id
+
+        pub = settings.public
+        public = _server(
+            build_public_app(
+                [
+                    *status_routes(admin, status_links),
+                    *(unsubscribe_routes(unsubscribes, dealer_name) if unsubscribes else []),
+                ],
+                https=pub.tls or settings.http.public_url.startswith("https://"),
+            ),
+            ssl_certfile=str(pub.tls_cert) if pub.tls_cert else None,
+            ssl_keyfile=str(pub.tls_key) if pub.tls_key else None,
+            proxy_headers=bool(pub.forwarded_from),
+            forwarded_allow_ips=list(pub.forwarded_from) or None,
         )
         return cls(
             settings=settings,
@@ -437,6 +515,8 @@ class Gateway:
             guard=guard,
             http=http,
             http_socket=http_socket,
+            public=public,
+            public_socket=public_socket,
             node=node,
             lock=lock,
             suspensions=suspensions,
@@ -477,12 +557,15 @@ class Gateway:
             asyncio.create_task(self.worker.run(), name="delivery"),
             asyncio.create_task(self.guard.run(), name="spool-guard"),
             asyncio.create_task(self.http.serve(sockets=[self.http_socket]), name="http"),
+            asyncio.create_task(self.public.serve(sockets=[self.public_socket]), name="public"),
             asyncio.create_task(self._housekeeping(), name="housekeeping"),
         ]
         if self.suspensions is not None:
             self._tasks.append(
                 asyncio.create_task(self.suspensions.run(REPUTATION_REFRESH), name="reputation")
             )
+        if self.alerts is not None:
+            self._tasks.append(asyncio.create_task(self.alerts.run(), name="alerts"))
         if self.held_notices is not None:
             self._tasks.append(asyncio.create_task(self.held_notices.run(), name="held-notices"))
         # Consent: eligible and locked recipients per dealer (gateway/consent/ops.py).
@@ -499,11 +582,16 @@ class Gateway:
                 hostname=self.settings.server.hostname,
             )
             self._tasks.append(asyncio.create_task(checks, name="dns-checks"))
+        for warning in self.settings.listener_warnings():
+            log.warning("%s", warning)
         log.info(
-            "mailgate ready: submission %s:%d, http %s, storage %s, delivery %s",
+            "mailgate ready: submission %s:%d, operators' http %s, public %s %s, storage %s, "
+            "delivery %s",
             self.submission.host,
             self.submission_port,
             self.settings.http.listen,
+            "https" if self.settings.public.tls else "http",
+            self.settings.public.listen,
             self.settings.storage_url.split("@")[-1],
             self.settings.upstream.host or f"maildir {self.settings.maildir}",
         )
@@ -542,11 +630,13 @@ class Gateway:
         if self.alerts is not None:
             await self.alerts.drain()
         self.http.should_exit = True
+        self.public.should_exit = True
         for task in self._tasks:
-            if task.get_name() != "http":
+            if task.get_name() not in ("http", "public"):
                 task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.http_socket.close()
+        self.public_socket.close()
         await self.storage.close()
         self.lock.release()
         log.info("mailgate stopped")

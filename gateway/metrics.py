@@ -4,12 +4,36 @@ The only per-entity label is ``dealer`` (bounded by the policy files): never a
 recipient, an address, a domain or a message id, so the number of series stays bounded.
 ``Metrics`` owns its own registry so tests and several gateways in one process do not
 collide; ``app.py`` builds one and passes it to whoever records.
+
+Series that alert rules take ``increase()`` of start at 0 (a counter that first appears
+at 1 hides its first increase from Prometheus): the reload results here, the per-dealer
+counters in ``set_dealers``. ``set_dealers`` also drops every series of a dealer that has
+left the policy set, so no rule keeps firing about a dealer that no longer exists. The
+process's own figures (CPU, memory, file descriptors, start time) are exported as
+``mailgate_process_*`` and the version as ``mailgate_build_info``.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import platform
+from collections.abc import Iterable
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics import MetricWrapperBase
+
+from gateway import __version__
+
+# Label values that are not a dealer: the global suppression list, the gateway's own DNS.
+NOT_A_DEALER = "*"
+POLICY_RELOAD_RESULTS = ("ok", "failed")
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -117,6 +141,24 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        for result in POLICY_RELOAD_RESULTS:
+            self.policy_reloads.labels(result)
+        self.dkim_signing_failures = Counter(
+            "mailgate_dkim_signing_failures_total",
+            "Messages refused (451 4.3.0) because the dealer's DKIM signature could not be "
+            "made (unreadable key, every identity retired, a message the signer cannot "
+            "parse), by dealer.",
+            ["dealer"],
+            registry=r,
+        )
+        self.build_info = Gauge(
+            "mailgate_build_info",
+            "Always 1; the labels say which Mailgate version and Python run this process.",
+            ["version", "python"],
+            registry=r,
+        )
+        self.build_info.labels(__version__, platform.python_version()).set(1)
+        ProcessCollector(namespace="mailgate", registry=r)
         self.duplicates_dropped = Counter(
             "mailgate_duplicates_dropped_total",
             "Recipients left out or messages refused as duplicates, by dealer and kind "
@@ -196,8 +238,9 @@ class Metrics:
         )
         self.alerts = Counter(
             "mailgate_alerts_total",
-            "Dealer alerts raised, by kind (warned, suspended, resumed) and channel "
-            "(email, webhook) and result (ok, failed).",
+            "Dealer alerts raised, by kind (warning, suspended, resumed), channel "
+            "(email, webhook) and result (ok, failed; held: an e-mail held back by flap "
+            "damping, to be gathered into a later one).",
             ["kind", "channel", "result"],
             registry=r,
         )
@@ -286,6 +329,30 @@ class Metrics:
             ["dealer", "state"],
             registry=r,
         )
+
+    def set_dealers(self, dealers: Iterable[str]) -> None:
+        """Make ``dealers`` the ones metrics are about (at start-up and after a reload).
+
+        Their per-dealer counters that rules alert on start at 0; every series of any other
+        dealer (one removed from the policy files) is dropped from every metric.
+        """
+        keep = set(dealers) | {NOT_A_DEALER}
+        for dealer in keep - {NOT_A_DEALER}:
+            self.dkim_signing_failures.labels(dealer)
+        for metric in vars(self).values():
+            if not isinstance(metric, MetricWrapperBase):
+                continue
+            names = tuple(metric._labelnames)
+            if "dealer" not in names:
+                continue
+            stale = {
+                tuple(sample.labels[name] for name in names)
+                for family in metric.collect()
+                for sample in family.samples
+                if sample.labels.get("dealer", NOT_A_DEALER) not in keep
+            }
+            for values in stale:
+                metric.remove(*values)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type, for ``/metrics``."""

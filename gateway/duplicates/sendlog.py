@@ -41,7 +41,6 @@ from gateway.metrics import Metrics
 from gateway.pipeline.decide import Verdict
 from gateway.policy.model import DealerPolicy
 from gateway.policy.store import PolicyStore
-from gateway.settings import parse_duration
 from gateway.storage.base import Storage
 from gateway.types import Envelope, NewMessage
 
@@ -75,7 +74,7 @@ class SendLog:
 
     async def fetch(self, env: Envelope, dealer: DealerPolicy) -> Recipients:
         """Normalise the envelope recipients and read their histories."""
-        options = options_for(dealer.checks, parse_duration)
+        options = options_for(dealer.checks)
         keys = {
             rcpt: normalise_recipient(
                 rcpt,
@@ -186,7 +185,7 @@ class SendLog:
     def _retention(self) -> timedelta:
         dealers = self._policies.current.dealers.values()
         return max(
-            (options_for(d.checks, parse_duration).history for d in dealers),
+            (options_for(d.checks).history for d in dealers),
             default=timedelta(days=7),
         )
 

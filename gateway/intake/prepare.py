@@ -53,6 +53,7 @@ from typing import Literal
 from gateway import replies
 from gateway.consent.rules import ConsentRecord
 from gateway.duplicates.fingerprints import DuplicateState, Recipients
+from gateway.errors import GatewayError
 from gateway.intake import repair
 from gateway.mail import mimetree, rewrite
 from gateway.mail.message import MessageRejected, ParsedMessage, ParseLimits, parse
@@ -87,7 +88,7 @@ _REJECTIONS: Mapping[str, Reply] = {
 }
 
 
-class CheckCrashed(Exception):
+class CheckCrashed(GatewayError):
     """A check raised; carries the check's name (the cause is ``__cause__``)."""
 
     def __init__(self, name: str) -> None:

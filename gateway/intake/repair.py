@@ -8,12 +8,20 @@ first repair works from it, and only a second repair, on bytes the first one cha
 scans again.
 
 ``html-attachment-as-body``
-    The HTML went out as a stray attachment (``unknown1.txt``, ``ATT00001.htm``) and the
-    message has no HTML body: the message is rebuilt as ``multipart/alternative`` with
-    a text part (the existing plain-text body, or one made from the HTML) and the HTML as
-    the body. Other real attachments are kept byte for byte in a ``multipart/mixed``
-    around it; inline images (those with a Content-ID) go into a ``multipart/related``
-    with the HTML so that ``cid:`` references still resolve.
+    The HTML went out as a stray attachment (``unknown1.txt``, ``unknown1.html``,
+    ``ATT00001.htm``, or unnamed) and the message has no HTML body: the message is rebuilt
+    as ``multipart/alternative`` with a text part and the HTML as the body. The text part
+    is the existing plain-text body when that is the same message; an empty or one-line
+    body ("Please see the attached.") is a placeholder, not an alternative, and the text
+    part is made from the HTML instead. Other real attachments are kept byte for byte in a
+    ``multipart/mixed`` around it; inline images (those with a Content-ID) go into a
+    ``multipart/related`` with the HTML so that ``cid:`` references still resolve.
+
+    Only that shape is repaired (``attachments.html_body_obstacle`` decides, and the
+    repair checks again on the bytes): a document a person named (``invoice.html``), a
+    text body of its own, or HTML with active content (script, event handler, form,
+    frame) gives ``None``, and the message is held instead. Active content is never
+    promoted into a body.
 
 ``drop-winmail-dat``
     ``winmail.dat`` (TNEF) is cut out of its multipart, together with its delimiter line;
@@ -39,8 +47,11 @@ from gateway.mail.message import Attachment
 from gateway.pipeline.attachments import (
     REPAIR_DROP_TNEF,
     REPAIR_HTML_BODY,
+    active_content,
     is_html_stray,
+    is_stray_named,
     is_tnef,
+    text_body_shape,
 )
 from gateway.pipeline.base import Finding
 from gateway.pipeline.html import to_text
@@ -151,8 +162,13 @@ def html_attachment_as_body(raw: bytes, structure: mimetree.Structure) -> bytes 
         return None
     stray = strays[0]
     html = stray.text()
+    if not is_stray_named(stray.attachment) or active_content(html) is not None:
+        return None
     texts = [leaf for leaf in leaves if leaf is not stray and leaf.is_body_text]
-    plain = "\n".join(leaf.text() for leaf in texts).strip()
+    shape = text_body_shape([leaf.text() for leaf in texts], html)
+    if shape is None:
+        return None  # a text body of its own: the HTML is not known to be the message
+    plain = "\n".join(leaf.text() for leaf in texts).strip() if shape == "same" else ""
     kept = [leaf for leaf in leaves if leaf is not stray and leaf not in texts]
     inline = [leaf for leaf in kept if leaf.part.get("Content-ID") is not None]
     others = [leaf for leaf in kept if leaf not in inline]

@@ -193,6 +193,7 @@ class Intake:
             return replies.INTERNAL_ERROR
         except SigningError as exc:
             self._metrics.errors.labels("signing").inc()
+            self._metrics.dkim_signing_failures.labels(dealer.dealer_id).inc()
             log.error("signing failed dealer=%s submission=%s: %s",
                       dealer.dealer_id, submission_id, exc)  # fmt: skip
             return replies.SIGNING_FAILED

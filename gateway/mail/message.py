@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from gateway.errors import GatewayError
 from gateway.mail import mimetree
 
 # Reply kinds a rejection maps to: (basic code, RFC 3463 enhanced code).
@@ -39,7 +40,7 @@ _BINARY = email.policy.compat32
 _T = TypeVar("_T")
 
 
-class MessageRejected(Exception):
+class MessageRejected(GatewayError):
     """The message breaks a structural limit and is refused whole.
 
     ``reply_kind`` is a key of ``REJECT_REPLIES``; ``detail`` is a sentence for the reply.

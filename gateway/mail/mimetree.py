@@ -23,6 +23,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from gateway.errors import GatewayError
+
 # RFC 2045 §5.1 token characters for type and subtype.
 _TYPE = re.compile(rb"\s*([!#$%&'*+\-.^_`|~0-9A-Za-z]+/[!#$%&'*+\-.^_`|~0-9A-Za-z]+)")
 _BOUNDARY = re.compile(rb"""(?:^|;)\s*boundary\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s;"]+))""", re.I)
@@ -30,7 +32,7 @@ _BOUNDARY = re.compile(rb"""(?:^|;)\s*boundary\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\
 _HEADER_LINE = re.compile(rb"From |[\x21-\x39\x3b-\x7e]*:|[ \t]")
 
 
-class StructureLimit(Exception):
+class StructureLimit(GatewayError):
     """The message exceeds a structural limit; ``kind`` names which one."""
 
     def __init__(self, kind: str, detail: str) -> None:

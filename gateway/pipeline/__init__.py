@@ -12,7 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gateway.mail.message import ParsedMessage
-from gateway.pipeline.attachments import dangerous_attachment, stray_attachment
+from gateway.pipeline.attachments import (
+    dangerous_attachment,
+    stray_attachment,
+    uninspectable_attachment,
+)
 from gateway.pipeline.base import Check, CheckContext, Finding
 from gateway.pipeline.consent import consent_window_expired, missing_postal_address, no_opt_in
 from gateway.pipeline.decide import Verdict, decide
@@ -54,6 +58,7 @@ CHECKS: tuple[Check, ...] = (
     # decisive), then the ones that read the whole body, HTML parsing last.
     header_defect,
     dangerous_attachment,
+    uninspectable_attachment,
     stray_attachment,
     html_without_text,
     gmail_clipping,

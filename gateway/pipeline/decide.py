@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from gateway.findings import CATALOGUE
+from gateway.mail.addresses import normalise
 from gateway.pipeline.base import Finding
 from gateway.policy.model import DealerPolicy
 from gateway.types import Action, Reply
@@ -91,7 +92,7 @@ def decide(findings: Sequence[Finding], dealer: DealerPolicy, recipients: Sequen
     message_action = Action.ACCEPT
     message_finding: Finding | None = None
     dropped: dict[str, tuple[Action, Finding]] = {}
-    by_folded = {rcpt.lower(): rcpt for rcpt in recipients}
+    by_folded = {normalise(rcpt): rcpt for rcpt in recipients}
     tags: dict[str, None] = {}
     repairs: list[Finding] = []
     held: dict[str, Finding] = {}
@@ -102,10 +103,10 @@ def decide(findings: Sequence[Finding], dealer: DealerPolicy, recipients: Sequen
         if action is Action.TAG:
             tags[finding.code] = None
         if finding.recipient is not None and action is Action.HOLD:
-            held.setdefault(by_folded.get(finding.recipient.lower(), finding.recipient), finding)
+            held.setdefault(by_folded.get(normalise(finding.recipient), finding.recipient), finding)
             continue
         if finding.recipient is not None and action in _DROPS:
-            rcpt = by_folded.get(finding.recipient.lower(), finding.recipient)
+            rcpt = by_folded.get(normalise(finding.recipient), finding.recipient)
             previous = dropped.get(rcpt)
             if previous is None or action > previous[0]:
                 dropped[rcpt] = (action, finding)

@@ -18,10 +18,6 @@ unsubscribe from year-old mail).
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import quote
@@ -29,6 +25,8 @@ from urllib.parse import quote
 from gateway.duplicates.fingerprints import CATEGORY_HEADER, Category, category_of
 from gateway.mail.message import ParsedMessage
 from gateway.policy.model import DealerPolicy
+from gateway.policy.options import FrequencyCapOptions
+from gateway.tokens import Signer, b32decode, b32encode, derive_key
 from gateway.types import DealerId, MessageId
 
 __all__ = [
@@ -57,46 +55,29 @@ class Unsubscribe:
     message_id: MessageId
 
 
-def _b32(data: bytes) -> str:
-    return base64.b32encode(data).decode("ascii").rstrip("=").lower()
-
-
-def _unb32(text: str) -> bytes | None:
-    text = text.upper()
-    try:
-        return base64.b32decode(text + "=" * (-len(text) % 8))
-    except (binascii.Error, ValueError):
-        return None
-
-
 class UnsubscribeLinks:
     """Makes and checks tokens; builds the header values (pure)."""
 
     def __init__(self, key: bytes, base_url: str, mailto: str = "") -> None:
         # Domain separation: the reference key also signs X-Mailgate-Ref and VERP.
-        self._key = hmac.new(key, b"mailgate one-click unsubscribe", hashlib.sha256).digest()
+        self._signer = Signer(derive_key(key, b"mailgate one-click unsubscribe"), size=_TAG_BYTES)
         self._base = base_url.rstrip("/")
         self._mailto = mailto
-
-    def _tag(self, payload: bytes) -> bytes:
-        return hmac.new(self._key, payload, hashlib.sha256).digest()[:_TAG_BYTES]
 
     def token(self, dealer_id: str, recipient: str, message_id: str) -> str:
         """The token for one recipient of one message."""
         payload = _VERSION + "\n".join((dealer_id, recipient.lower(), message_id)).encode()
-        return _b32(payload + self._tag(payload))
+        return b32encode(payload + self._signer.tag(payload))
 
     def verify(self, token: str) -> Unsubscribe | None:
         """What ``token`` asks for, or ``None`` when it is malformed or forged."""
-        raw = _unb32(token) if len(token) <= 1024 else None
+        # b32decode takes only the spelling the gateway wrote (the last character carries
+        # unused bits, so several spellings decode to the same bytes).
+        raw = b32decode(token) if len(token) <= 1024 else None
         if raw is None or len(raw) <= _TAG_BYTES + 1 or not raw.startswith(_VERSION):
             return None
-        if _b32(raw) != token.lower():
-            # The last base32 character carries unused bits: several spellings decode to
-            # the same bytes. Only the one the gateway wrote is a token.
-            return None
         payload, tag = raw[:-_TAG_BYTES], raw[-_TAG_BYTES:]
-        if not hmac.compare_digest(tag, self._tag(payload)):
+        if not self._signer.verify(payload, tag):
             return None
         try:
             dealer, recipient, message = payload[1:].decode().split("\n")
@@ -153,10 +134,5 @@ def is_commercial(message: ParsedMessage, dealer: DealerPolicy) -> bool:
     # ones; the duplicate checks only know those two categories, so look at it here first.
     if (message.header(CATEGORY_HEADER) or "").strip().lower() == "relationship":
         return False
-    rule = dealer.checks.get("frequency-cap")
-    default = str(rule.options.get("default_category", "commercial")) if rule else "commercial"
-    try:
-        fallback = Category(default)
-    except ValueError:
-        fallback = Category.COMMERCIAL
+    fallback = Category(dealer.options(FrequencyCapOptions).default_category)
     return category_of(message, fallback) is Category.COMMERCIAL

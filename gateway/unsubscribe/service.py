@@ -19,14 +19,13 @@ import email.policy
 import logging
 import re
 from email.parser import BytesHeaderParser
-from html import escape
 
 from gateway.clock import Clock
 from gateway.reputation.records import UNSUBSCRIBE_REASON, EventKind, FeedbackEvent, Suppression
 from gateway.storage.base import Storage
 from gateway.unsubscribe.links import Unsubscribe, UnsubscribeLinks
 
-__all__ = ["REASON", "Unsubscribes", "page", "token_in_message"]
+__all__ = ["REASON", "Unsubscribes", "token_in_message"]
 
 log = logging.getLogger("gateway.feedback")
 
@@ -84,22 +83,3 @@ class Unsubscribes:
         log.info("unsubscribe %s dealer=%s message=%s via %s", "recorded" if recorded else
                  "already recorded", request.dealer_id, request.message_id, source)  # fmt: skip
         return recorded
-
-
-def page(title: str, text: str, action: str = "") -> str:
-    """A plain HTML page; with ``action``, a button that POSTs the one-click form there."""
-    form = ""
-    if action:
-        form = (
-            f'<form method="post" action="{escape(action)}">'
-            f'<input type="hidden" name="List-Unsubscribe" value="One-Click">'
-            f'<button type="submit">Unsubscribe</button></form>'
-        )
-    return (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        '<meta name="robots" content="noindex">'
-        f"<title>{escape(title)}</title></head>"
-        f'<body style="font-family: sans-serif; max-width: 36em; margin: 3em auto">'
-        f"<h1>{escape(title)}</h1><p>{escape(text)}</p>{form}</body></html>"
-    )

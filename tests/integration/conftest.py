@@ -47,6 +47,7 @@ def make_settings(tmp_path: Path, sink_port: int | None, **sections: dict[str, A
         },
         "submission": {"listen": "127.0.0.1:0", "idle_timeout": "10s"},
         "http": {"listen": "127.0.0.1:0"},
+        "public": {"listen": "127.0.0.1:0"},
         "delivery": {
             "workers": 2,
             "poll_interval": "0.05s",

@@ -104,7 +104,7 @@ async def test_commercial_mail_respects_the_casl_windows(make_harness: MakeHarne
     # The dealer's status page shows the same counts.
     links = h.gateway.status_links
     assert links is not None
-    url = f"http://127.0.0.1:{h.gateway.http_port}{links.path(DEALER)}"
+    url = f"http://127.0.0.1:{h.gateway.public_port}{links.path(DEALER)}"
     page = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read())
     assert b"2 recipients may receive commercial mail; 0 are locked" in page
 

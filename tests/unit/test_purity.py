@@ -18,6 +18,16 @@ PURE = [
     "gateway.mail.addresses",
     "gateway.unsubscribe.links",
     "gateway.duplicates.fingerprints",
+    "gateway.tracking",
+    "gateway.tokens",
+    "gateway.clock",
+    "gateway.mail.addresslists",
+    "gateway.reputation.csvformat",
+    "gateway.consent.csvformat",
+    "gateway.policy.options",
+    "gateway.policy.model",
+    "gateway.delivery.backoff",
+    "gateway.dns.dmarc",
 ]
 FORBIDDEN = (
     "gateway.storage",
