@@ -673,3 +673,57 @@ class Alerts:
         await self.flush_due(everything=True)
         if self._posts:
             await asyncio.gather(*self._posts, return_exceptions=True)
+
+    async def queue_notice(
+        self, dealer: DealerPolicy, *, kind: str, key: str, subject: str, text: str, doc: str
+    ) -> bool:
+        """Queue a notice that is no state change (held mail) to the dealer's contacts.
+
+        The same path as an alert: one system message per recipient (the dealer's contacts
+        and the operators), null sender, ``Auto-Submitted``. ``key`` names the notice:
+        it is queued at most once per key, so callers batch by choosing it. Returns
+        whether it was queued now; failures are logged and counted, never raised.
+        """
+        recipients = list(dict.fromkeys([*dealer.contacts, *self._operators]))
+        if not recipients:
+            return False
+        now = self._clock.now()
+        msg = EmailMessage(policy=SMTP)
+        msg["From"] = f"Mailgate <{self._from}>"
+        msg["To"] = ", ".join(recipients)
+        msg["Subject"] = subject
+        msg["Date"] = format_datetime(now)
+        msg["Message-ID"] = make_msgid(idstring=f"notice.{key}", domain=self._hostname)
+        msg["Auto-Submitted"] = "auto-generated"  # RFC 3834 §5
+        if self._reply_to:
+            msg["Reply-To"] = self._reply_to  # someone who reads replies, as for alerts
+        msg["X-Mailgate-Alert"] = key
+        msg.set_content(text)
+        msg.add_alternative(doc, subtype="html")
+        data = msg.as_bytes()
+        messages = [
+            NewMessage(
+                id=MessageId(f"{key}.{n}"),
+                dealer_id=dealer.dealer_id,
+                mail_from="",
+                rcpt=rcpt,
+                data=data,
+                received_at=now,
+                system=True,
+                note=f"dealer notice: {kind}",
+            )
+            for n, rcpt in enumerate(recipients)
+        ]
+        try:
+            if await self._storage.get(messages[0].id) is not None:
+                return False  # this batch was announced already (another node, a restart)
+            await self._storage.enqueue(messages)
+        except StorageError as exc:
+            log.error("dealer %s: %s notice not queued: %s", dealer.dealer_id, kind, exc)
+            self._metrics.alerts.labels(kind, "email", "failed").inc()
+            return False
+        self._metrics.alerts.labels(kind, "email", "ok").inc()
+        self._on_enqueued(len(messages))
+        log.info("dealer %s: %s notice queued as %s to %s", dealer.dealer_id, kind, key,
+                 ", ".join(recipients), extra={"dealer_id": dealer.dealer_id})  # fmt: skip
+        return True

@@ -34,7 +34,7 @@ from gateway.consent.ops import ConsentGauges
 from gateway.consent.sync import CrmSync
 from gateway.datadir import DataDirLock, load_or_create_key, load_or_create_node_id
 from gateway.delivery.client import make_upstream
-from gateway.delivery.held import expire_held
+from gateway.delivery.held import DsnSender, HeldNotices, expire_held
 from gateway.delivery.worker import DeliveryWorker
 from gateway.dkim.signing import DkimSigner, Signer
 from gateway.dns.domains import RecipientDomains
@@ -232,6 +232,7 @@ class Gateway:
     status_links: StatusLinks | None = None  # the dealers' status-page links
     resolver: Resolver | None = None  # recipient domains and DNS self-checks
     reports: Reports | None = None  # the dealers' deliverability reports
+    held_notices: HeldNotices | None = None  # the dealers' held-mail notices
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -572,6 +573,15 @@ class Gateway:
             status_links=status_links,
             resolver=resolver,
             reports=dealer_reports,
+            held_notices=HeldNotices(
+                storage,
+                policies,
+                alerts,
+                clock,
+                interval=settings.delivery.held_notice_interval,
+                held_expiry=settings.delivery.held_expiry,
+                status_link=status_links.url,
+            ),
         )
 
     async def start(self) -> None:
@@ -607,6 +617,8 @@ class Gateway:
         # dealer reaches only at the public address (listener_warnings says so).
         if self.reports is not None and self.settings.http.public_url:
             self._tasks.append(asyncio.create_task(self.reports.run(), name="reports"))
+        if self.held_notices is not None:
+            self._tasks.append(asyncio.create_task(self.held_notices.run(), name="held-notices"))
         # Consent: eligible and locked recipients per dealer (gateway/consent/ops.py).
         gauges = ConsentGauges(self.storage, self.policies, self.clock, self.metrics)
         self._tasks.append(asyncio.create_task(gauges.run(), name="consent-gauges"))
@@ -647,8 +659,10 @@ class Gateway:
                 if removed:
                     log.info("expired %d finished messages older than %s", removed, keep)
                 await expire_held(
-                    self.storage, self.clock.now(), self.settings.delivery.held_expiry, self.metrics
-                )
+                    self.storage, self.clock.now(), self.settings.delivery.held_expiry,
+                    self.metrics, dsn=DsnSender(self.settings.server.hostname,
+                                                self.settings.delivery.dsn_from),
+                )  # fmt: skip
             except StorageError as exc:
                 log.warning("housekeeping failed: %s", exc)
 

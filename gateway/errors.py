@@ -43,6 +43,11 @@ Outside the tree, on purpose:
   ``_PermError``/``_TempError``, the PostgreSQL store's ``_ClaimLost``/``_StateMoved``,
   the CLI's ``_Refused``, the delivery client's ``_TlsUnavailable``, the admin API's
   ``_Unsupported`` and the archive walk's ``_Stop``/``_Truncated``.
+* ``smtp.lines.ControlInCommand``: the listener's command reader raises it inside
+  aiosmtpd's command loop, whose ``handle_exception`` (``smtp/server.py``) answers it
+  ``501 5.5.2``; it never leaves the SMTP session.
+* ``cli.store.NoStore``: an offline command found no store where the settings point;
+  ``mailgate`` turns it into one line and exit 2, and nothing else sees it.
 """
 
 from __future__ import annotations

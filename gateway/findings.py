@@ -51,6 +51,22 @@ CATALOGUE: dict[str, FindingKind] = {
             reject_enhanced="5.6.0",
             reject_code=554,
         ),
+        FindingKind(
+            "display-name-address",
+            "the From: display name shows an email address of a domain that is not this "
+            "dealer's, so readers see another sender than the real one",
+            'put a name in the From: display name ("Example Motors Sales"), not another '
+            "domain's address",
+            Action.HOLD,
+        ),
+        FindingKind(
+            "sender-domain-not-allowed",
+            "the Sender: header names a domain that does not belong to this dealer",
+            "remove the Sender: header from the CRM's mail, or use one of the dealer's own "
+            "domains in it",
+            Action.HOLD,
+            reject_code=553,
+        ),
         # -- duplicates and frequency caps (gateway/pipeline/duplicates.py) --
         FindingKind(
             "duplicate-message",
@@ -134,8 +150,8 @@ CATALOGUE: dict[str, FindingKind] = {
         ),
         FindingKind(
             "header-defect",
-            "a header of the message is missing, repeated or too long",
-            "make the CRM produce one Date: and one Subject: header and keep header lines short",
+            "a header that may appear once appears more than once",
+            "make the CRM produce one of each of Date:, Subject:, To:, Reply-To: and the like",
             Action.TAG,
             reject_enhanced="5.6.0",
             reject_code=554,

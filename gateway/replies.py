@@ -11,6 +11,9 @@ always gets an RFC 3463 code and a sentence it can act on.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+
 from gateway.types import Reply
 
 # -- connection ------------------------------------------------------------------------
@@ -52,8 +55,13 @@ NULL_SENDER_REFUSED = Reply(
 )
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients; send the rest in another message")
 BAD_ADDRESS_SYNTAX = Reply(501, "5.1.3", "Bad address syntax")
+CONTROL_IN_COMMAND = Reply(
+    501, "5.5.2", "Command refused: it holds a CR, LF or NUL; end each command with CRLF only"
+)
+# RFC 5321 §4.1.1.3: a source route (<@relay:user@dom>) is accepted and ignored, so it is
+# not named here; the mailbox after the route is judged like any other address.
 ROUTING_NOT_ALLOWED = Reply(
-    550, "5.7.1", "Source routes, % and ! routing and quoted @ are not accepted"
+    550, "5.7.1", "% and ! routing and quoted @ in an address are not accepted"
 )
 INTERNAL_TARGET = Reply(550, "5.7.1", "Mail to IP literals or local hosts is not relayed")
 MESSAGE_TOO_BIG_MAIL = Reply(552, "5.3.4", "Message size exceeds the fixed maximum message size")
@@ -70,15 +78,6 @@ def sender_not_owned(domain: str, dealer_id: str) -> Reply:
     )
 
 
-def nothing_to_send(submission_id: str) -> Reply:
-    """Every recipient already has this message: accepted, nothing queued (no retry)."""
-    return Reply(
-        250,
-        "2.0.0",
-        f"accepted as {submission_id}; not sent: every recipient already has this message",
-    )
-
-
 def too_many_recipients(limit: int) -> Reply:
     """RFC 5321 §4.5.3.1.8: 452 for recipients past the limit; the CRM sends the rest later."""
     return TOO_MANY_RECIPIENTS.with_text(
@@ -91,6 +90,75 @@ def queued(submission_id: str, count: int) -> Reply:
     """The message is on stable storage (RFC 5321 §6.1)."""
     extra = "" if count == 1 else f" for {count} recipients"
     return Reply(250, "2.0.0", f"queued as {submission_id}{extra}")
+
+
+def _recipients(count: int) -> str:
+    return "1 recipient" if count == 1 else f"{count} recipients"
+
+
+def accepted(
+    submission_id: str,
+    *,
+    to_send: int = 0,
+    held: int = 0,
+    held_why: str = "",
+    dropped: Sequence[tuple[str, str]] = (),
+) -> Reply:
+    """The 250 after storing a submission, saying what became of every recipient.
+
+    ``to_send`` copies are queued to go out, ``held`` copies are kept for an operator
+    (``held_why`` says why), ``dropped`` lists ``(recipient, reason)`` for those left out
+    (``drop_reason``).
+    250 in every case (RFC 5321 §6.1: the gateway has taken responsibility; a retry
+    would change nothing), so the text is where the CRM learns of a hold or a drop.
+    """
+    if to_send and not held and not dropped:
+        return queued(submission_id, to_send)
+    parts: list[str] = []
+    if to_send:
+        parts.append(f"queued as {submission_id} for {_recipients(to_send)}")
+    if held:
+        lead = f"held as {submission_id}" if not to_send else "held"
+        who = f" for {_recipients(held)}" if to_send or held > 1 or dropped else ""
+        parts.append(f"{lead}{who}, not sent until an operator releases it: {held_why}")
+    if dropped:
+        lead = "" if to_send or held else f"accepted as {submission_id}; "
+        if len(dropped) == 1 and not to_send and not held:
+            parts.append(f"{lead}not sent: {dropped[0][1]}")
+        else:
+            reasons = "; ".join(f"{rcpt}: {why}" for rcpt, why in dropped)
+            parts.append(f"{lead}not sent to {_recipients(len(dropped))}: {reasons}")
+    return Reply(250, "2.0.0", _printable("; ".join(parts), 400))
+
+
+def _when(iso: str) -> str:
+    try:
+        return f"{datetime.fromisoformat(iso).astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+    except ValueError:
+        return iso
+
+
+def drop_reason(code: str, detail: str, data: Mapping[str, str]) -> str:
+    """Why a recipient was left out, as a 250 reply names it (``accepted``).
+
+    The duplicate and cap findings name the rule and the earlier message
+    (``duplicate of <id> sent <when>``, ``frequency cap: 1 commercial message per day to
+    this recipient``); any other finding its code and detail.
+    """
+    earlier, at = data.get("earlier", ""), data.get("at", "")
+    sent = f"{earlier} sent {_when(at)}" if earlier and at else ""
+    if code == "duplicate-message" and sent:
+        return f"duplicate of {sent}"
+    if code == "near-duplicate-message" and sent:
+        alike = data.get("similarity", "")
+        share = f" ({float(alike):.0%} alike)" if alike else ""
+        return f"near-duplicate{share} of {sent}"
+    if code == "frequency-cap" and "/" in data.get("limit", ""):
+        count, _, span = data["limit"].partition("/")
+        noun = "message" if count == "1" else "messages"
+        latest = f" (the latest, {sent})" if sent else ""
+        return f"frequency cap: {count} commercial {noun} per {span} to this recipient{latest}"
+    return f"{code}: {detail}"
 
 
 NO_RECIPIENTS_LEFT = Reply(

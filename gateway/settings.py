@@ -186,7 +186,8 @@ class DeliverySettings(_Section):
     backoff_factor: float = Field(default=2.0, ge=1.0)
     max_age: Duration = timedelta(days=5)
     keep_finished: Duration = timedelta(days=30)  # sent log kept for feedback matching
-    held_expiry: Duration = timedelta(days=14)  # held and never released: deleted after this
+    held_expiry: Duration = timedelta(days=14)  # held and never released: deleted (and a DSN)
+    held_notice_interval: Duration = timedelta(minutes=15)  # one held-mail notice per dealer
     dsn_from: str = ""  # empty: MAILER-DAEMON@server.hostname
 
 

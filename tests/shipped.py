@@ -25,6 +25,7 @@ SHIPPED = (
     "presets/can-spam.toml",
     "presets/casl.toml",
     "presets/crm-windows.toml",
+    "presets/frequency-cap.toml",
     "presets/gdpr.toml",
 )
 

@@ -8,7 +8,10 @@ records what arrived and answers as told:
 * ``rcpt_always[rcpt]``: a reply used for every attempt;
 * ``data_replies``: replies for the end of DATA, consumed in order, then 250;
 * ``drop_data``: how many times to drop the connection at the end of DATA, without a reply;
-* ``delay``: seconds to wait before answering the end of DATA.
+* ``delay``: seconds to wait before answering the end of DATA;
+* ``ehlo_without``: EHLO keywords not to advertise (``{"8BITMIME"}``: a 7-bit-only hop);
+  ``Sink(smtputf8=True)`` advertises SMTPUTF8. ``mail_options`` records every MAIL's
+  parameters.
 """
 
 from __future__ import annotations
@@ -44,11 +47,20 @@ class SinkHandler:
     messages: list[Received] = field(default_factory=list)
     mail_commands: int = 0
     rcpt_attempts: Counter[str] = field(default_factory=Counter)
+    ehlo_without: set[str] = field(default_factory=set)
+    mail_options: list[list[str]] = field(default_factory=list)
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: Any
+    ) -> list[str]:
+        session.host_name = hostname
+        return [r for r in responses if r[4:].split(" ")[0].upper() not in self.ehlo_without]
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
     ) -> str:
         self.mail_commands += 1
+        self.mail_options.append(list(options))
         envelope.mail_from = address
         return "250 OK"
 
@@ -96,8 +108,10 @@ class Sink:
         *,
         tls_context: ssl.SSLContext | None = None,
         credentials: tuple[str, str] | None = None,
+        smtputf8: bool = False,
     ) -> None:
         self.handler = handler or SinkHandler()
+        self.smtputf8 = smtputf8
         self.tls_context = tls_context
         self.credentials = credentials
         self.logins: list[str] = []
@@ -112,6 +126,7 @@ class Sink:
             self.handler,
             hostname="sink.test",
             decode_data=False,
+            enable_SMTPUTF8=self.smtputf8,
             tls_context=self.tls_context,
             require_starttls=False,
             auth_require_tls=False,

@@ -216,7 +216,7 @@ def render_json(report: Report, name: str) -> str:
 def _verdict_words(action: Action) -> str:
     return {
         Action.ACCEPT: "accept it as it is",
-        Action.TAG: "deliver it with an X-Mailgate-Findings header",
+        Action.TAG: "deliver it and record the findings",
         Action.REPAIR: "repair it and deliver it",
         Action.HOLD: "hold it for an operator",
         Action.DROP: "accept it and send nothing",

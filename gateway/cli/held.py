@@ -25,7 +25,7 @@ from gateway.admin.ops import AdminOps, check_reason
 from gateway.cli import offline, render
 from gateway.cli.common import EXIT_OK, EXIT_USAGE, add_json, emit, operator_name, settings_for
 from gateway.clock import parse_duration
-from gateway.delivery.held import expire_held
+from gateway.delivery.held import DsnSender, expire_held
 from gateway.types import MessageState
 
 
@@ -91,8 +91,10 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 def cmd_expire(args: argparse.Namespace) -> int:
     """Delete held messages older than the expiry (or --older-than)."""
+    settings = settings_for(args)
+    dsn = DsnSender(settings.server.hostname, settings.delivery.dsn_from)
     if args.older_than is None:
-        expiry = settings_for(args).delivery.held_expiry
+        expiry = settings.delivery.held_expiry
     else:
         try:
             expiry = parse_duration(args.older_than)
@@ -101,7 +103,7 @@ def cmd_expire(args: argparse.Namespace) -> int:
             return EXIT_USAGE
 
     async def work(ops: AdminOps) -> int:
-        count = await expire_held(ops.storage, ops.clock.now(), expiry)
+        count = await expire_held(ops.storage, ops.clock.now(), expiry, dsn=dsn)
         data = {"expired": count, "older_than_seconds": expiry.total_seconds()}
         text = f"expired {count} held message(s) held longer than {_span(expiry)}"
         emit(args, data, lambda _d: text)

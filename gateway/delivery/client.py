@@ -9,8 +9,9 @@ every result, including every failure, leaves here as a ``RcptOutcome``:
 * 4xx at any stage, a refused, dropped or stalled connection, a TLS problem, a garbled
   reply, or a 5xx before the transaction (greeting, EHLO, STARTTLS, AUTH: our side or the
   relay is misconfigured, not the message) → ``DEFERRED``;
-* 5xx to MAIL, RCPT or DATA, or an envelope address that cannot be put on a command line
-  → ``FAILED``.
+* 5xx to MAIL, RCPT or DATA, an envelope address that cannot be put on a command line,
+  or a message that needs an extension the next hop lacks (8BITMIME, SMTPUTF8:
+  ``mail_options``) → ``FAILED``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import re
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from itertools import count
 from pathlib import Path
@@ -143,6 +145,46 @@ def check_address(address: str) -> RcptOutcome | None:
     return None
 
 
+def mail_options(data: bytes, offers: Callable[[str], bool]) -> list[str] | RcptOutcome:
+    """The MAIL parameters ``data`` needs at a next hop that ``offers`` these extensions.
+
+    Intake makes every body 7-bit before signing (``rewrite.transport_safe``), so most
+    messages need none. 8-bit octets after the header section (a part header intake
+    cannot re-encode, a copy queued before that) are declared ``BODY=8BITMIME``
+    (RFC 6152 §3); UTF-8 in the header section (RFC 6532) needs ``SMTPUTF8`` (RFC 6531
+    §3.4), declared with ``BODY=8BITMIME``. A next hop that lacks what the message needs
+    fails the recipient (a DSN tells the sender why) rather than receive mislabelled
+    data or a converted copy whose DKIM signature no longer verifies.
+    """
+    end = data.find(b"\r\n\r\n")
+    header, body = (data, b"") if end < 0 else (data[:end], data[end:])
+    utf8_header = not header.isascii()
+    eight_bit = not body.isascii()
+    options: list[str] = []
+    if utf8_header:
+        if not offers("smtputf8"):
+            return RcptOutcome(
+                OutcomeKind.FAILED,
+                554,
+                "5.6.9",
+                "the message has UTF-8 in its header fields (RFC 6532) and the next hop "
+                "does not offer SMTPUTF8 (RFC 6531); it cannot be relayed as written",
+            )
+        options.append("SMTPUTF8")
+    if utf8_header or eight_bit:
+        if offers("8bitmime"):
+            options.append("BODY=8BITMIME")
+        elif eight_bit:
+            return RcptOutcome(
+                OutcomeKind.FAILED,
+                554,
+                "5.6.3",
+                "the message body has 8-bit data and the next hop does not offer 8BITMIME "
+                "(RFC 6152); converting it would break its DKIM signature",
+            )
+    return options
+
+
 def _session_failure(exc: BaseException) -> RcptOutcome:
     """Map a failure to open or set up the session (no usable reply) to a deferral."""
     cause: BaseException | None = exc
@@ -245,9 +287,12 @@ class SmtpUpstream:
         better: this one was found dead at MAIL, or its session's recipient limit is used up.
         """
         command = self._delivery.command_timeout.total_seconds()
+        options = mail_options(data, smtp.supports_extension)
+        if isinstance(options, RcptOutcome):
+            return options, False
         stage = "MAIL"
         try:
-            await smtp.mail(mail_from, timeout=command)
+            await smtp.mail(mail_from, options=options, timeout=command)
             stage = "RCPT"
             await smtp.rcpt(rcpt, timeout=command)
             stage = "DATA"

@@ -58,14 +58,32 @@ def _headers_part(data: bytes) -> tuple[str, str]:
     return "quoted-printable", CRLF.join(encoded.split("\n"))
 
 
-def _human_text(original: QueuedMessage, outcome: RcptOutcome, reporting_mta: str) -> str:
+def _human_text(
+    original: QueuedMessage, outcome: RcptOutcome, reporting_mta: str, held_since: datetime | None
+) -> str:
     rcpt = _ascii(original.rcpt, 300)
     diagnostic = _ascii(outcome.summary(), 600)
-    subject_hint = (
-        "The recipient's mail server said the address does not exist or cannot receive mail."
-        if outcome.enhanced.startswith("5.1.")
-        else "The message was refused permanently, so it will not be retried."
-    )
+    if held_since is not None:
+        hint = (
+            f"The gateway held it for review on {held_since:%Y-%m-%d %H:%M} UTC and nobody "
+            "released it before the hold period ended, so it was deleted without being sent."
+        )
+        steps = [
+            "  - Fix what the reason below names (your gateway's status page explains each).",
+            "  - Then send the message again from your CRM.",
+            "  - If the message was fine, ask your gateway administrator to review holds sooner.",
+        ]
+    else:
+        hint = (
+            "The recipient's mail server said the address does not exist or cannot receive mail."
+            if outcome.enhanced.startswith("5.1.")
+            else "The message was refused permanently, so it will not be retried."
+        )
+        steps = [
+            "  - Check the address for typing mistakes and update it in your CRM.",
+            "  - If the address is right, contact the recipient another way (phone, text).",
+            "  - If many messages bounce like this, contact your gateway administrator.",
+        ]
     return CRLF.join(
         [
             f"This is the mail gateway at {_ascii(reporting_mta, 200)}.",
@@ -74,16 +92,14 @@ def _human_text(original: QueuedMessage, outcome: RcptOutcome, reporting_mta: st
             "",
             f"    {rcpt}",
             "",
-            subject_hint,
+            hint,
             "",
             "The reason given was:",
             "",
             f"    {diagnostic}",
             "",
             "What you can do:",
-            "  - Check the address for typing mistakes and update it in your CRM.",
-            "  - If the address is right, contact the recipient another way (phone, text).",
-            "  - If many messages bounce like this, contact your gateway administrator.",
+            *steps,
             "",
             "The headers of your original message are attached below; the body is not.",
             "",
@@ -136,6 +152,8 @@ def build_dsn(
     now: datetime,
     message_id: str,
     remote_mta: str = "",
+    to: str = "",
+    held_since: datetime | None = None,
 ) -> bytes:
     """Return the complete DSN message (headers and body) for one failed recipient.
 
@@ -143,16 +161,18 @@ def build_dsn(
     ``outcome`` is the permanent failure; ``reporting_mta`` is this gateway's host name;
     ``from_addr`` is the DSN's ``From`` (usually ``MAILER-DAEMON@host``); ``message_id``
     is used for ``Message-ID`` with or without angle brackets; ``remote_mta``, when not
-    empty, names the relay that gave the failure.
+    empty, names the relay that gave the failure. ``to`` replaces the DSN's ``To`` when the
+    envelope sender is not the person to tell (a VERP return path of this gateway);
+    ``held_since`` says the message was held by the gateway and expired unreleased.
     """
-    human = _human_text(original, outcome, reporting_mta)
+    human = _human_text(original, outcome, reporting_mta, held_since)
     status = _status_part(original, outcome, reporting_mta, remote_mta, now)
     cte, headers = _headers_part(original.data)
     boundary = _boundary(message_id, [human, status, headers])
     mid = message_id.strip().strip("<>")
     lines = [
         f"From: Mail Delivery System <{_ascii(from_addr, 300)}>",
-        f"To: <{_ascii(original.mail_from, 300)}>",
+        f"To: <{_ascii(to or original.mail_from, 300)}>",
         f"Subject: Undelivered mail: {_ascii(original.rcpt, 200)}",
         f"Date: {format_datetime(now)}",
         f"Message-ID: <{_ascii(mid, 300)}>",

@@ -16,10 +16,20 @@ function over frozen data, with no storage, clock, metrics, threads or settings:
 5. **Decide** (``pipeline.decide``): the only place an action is chosen.
 6. **Repair** what policy says to repair; a repair that does not fit holds the message.
 7. **Submission-server changes** (RFC 6409 §8): lines over 998 octets folded or
-   re-encoded (RFC 5321 §4.5.3.1.6), ``Bcc:`` removed, ``Received:`` added, and
+   re-encoded (RFC 5321 §4.5.3.1.6), 8-bit bodies re-encoded 7-bit (quoted-printable or
+   base64) with the charset declared where the message declared none (UTF-8 when the
+   bytes are, else Windows-1252) and an 8-bit ``Subject:`` as RFC 2047 encoded words,
+   ``Bcc:`` removed, ``Received:`` added, and
    ``Message-ID:``/``Date:`` when missing.
-8. **One copy per recipient** with its tracking reference, VERP return path, findings
-   tag and one-click unsubscribe fields.
+8. **One copy per recipient** with its tracking reference, VERP return path and
+   one-click unsubscribe fields.
+
+What recipients see: the findings are the dealer's and the operator's, never the
+recipient's. They are stored with each copy (``NewMessage.findings``: admin API, logs,
+metrics) and nothing naming them is added to the message; an ``X-Mailgate-Findings``
+field a client wrote is removed, as a border MTA removes an ``Authentication-Results:``
+claiming its own name (RFC 8601 §5), so no recipient is shown a verdict that looks like
+ours.
 
 The result (``Prepared``) says what the gateway does (``action``), the reply when it is not
 "250 queued" once stored, and the unsigned copies. Signing (keys) and storing (the store)
@@ -49,7 +59,7 @@ from gateway.mail import mimetree, rewrite
 from gateway.mail.message import MessageRejected, ParsedMessage, ParseLimits, parse
 from gateway.pipeline import CHECKS, check_name, run_check
 from gateway.pipeline.base import CheckContext, Finding
-from gateway.pipeline.decide import Verdict, decide
+from gateway.pipeline.decide import Verdict, action_for, decide
 from gateway.pipeline.purpose import purpose_of
 from gateway.policy.model import DealerPolicy
 from gateway.tracking import RefCodec, message_id_for
@@ -67,6 +77,10 @@ __all__ = [
     "prepare",
     "prepare_message",
 ]
+
+# Removed from every copy: Bcc: (RFC 6409 §8.1 leaves it to the submission server; its
+# recipients must not be shown) and a findings field that only we may write.
+_REMOVED = frozenset({"bcc", "x-mailgate-findings"})
 
 _REJECTIONS: Mapping[str, Reply] = {
     "header-too-large": replies.HEADER_TOO_BIG,
@@ -131,11 +145,12 @@ class Prepared:
 
     ``action`` is the outcome as ``mailgate check`` reports it: the verdict's action, hold
     when a repair could not be applied, reject or tempfail for a refusal. ``reply`` is the
-    answer when it is not "250 queued" after the copies are stored (a refusal, or 250 with
-    nothing to send); ``refused`` names a refusal outside policy (a broken limit, an
-    unfoldable line), for the metric and log line: nothing is stored then. ``verdict`` is
-    ``None`` only when the message was refused before the checks. ``messages`` are the
-    copies to sign and store, one per recipient left.
+    answer: a refusal, or the 250 to give once the copies (and drops) are stored, saying
+    what was queued, what was held and why, and who was left out and why. ``refused``
+    names a refusal outside policy (a broken limit, an unfoldable line), for the metric
+    and log line: nothing is stored then. ``verdict`` is ``None`` only when the message
+    was refused before the checks. ``messages`` are the copies to sign and store, one per
+    recipient left.
     """
 
     action: Action
@@ -247,14 +262,16 @@ def prepare_message(
     if verdict.reply is not None:
         return Prepared(verdict.action, verdict.reply, verdict, duplicates=duplicates)
     recipients = [r for r in envelope.rcpt_tos if r not in verdict.dropped]
+    dropped = _drop_reasons(verdict)
     if not recipients and verdict.action is Action.DROP:
-        reply = replies.nothing_to_send(submission_id)
+        reply = replies.accepted(submission_id, dropped=dropped)
         return Prepared(Action.DROP, reply, verdict, duplicates=duplicates)
     if not recipients:
         return Prepared(Action.REJECT, replies.NO_RECIPIENTS_LEFT, verdict, duplicates=duplicates)
 
     held = verdict.action is Action.HOLD
     note = "; ".join(f.detail for f in verdict.findings) if held else ""
+    why = _hold_reason(verdict, dealer) if held else ""
     raw: bytes = message.raw
     structure: mimetree.Structure | None = message.structure
     repair_failed = False
@@ -264,7 +281,7 @@ def prepare_message(
         if repaired is None:
             held, repair_failed = True, True
             details = "; ".join(f.detail for f in verdict.repairs)
-            note = f"the repair could not be applied: {details}"
+            note = why = f"the repair could not be applied: {details}"
         else:
             raw, structure = repaired, None  # new bytes: the spans parse found are stale
     base = _submission_copy(raw, structure, message, envelope, submission_id, stamp, limits)
@@ -273,7 +290,32 @@ def prepare_message(
     action = Action.HOLD if repair_failed and verdict.action < Action.HOLD else verdict.action
     copies = _copies(base, message, envelope, dealer, verdict, recipients, submission_id,
                      stamp, MessageState.HELD if held else MessageState.QUEUED, note)  # fmt: skip
-    return Prepared(action, None, verdict, "", copies, duplicates, repair_failed)
+    held_copies = [m for m in copies if m.state is MessageState.HELD]
+    if held_copies and not why:  # held per recipient (decide.py): its own finding says why
+        why = held_copies[0].note
+    reply = replies.accepted(
+        submission_id,
+        to_send=len(copies) - len(held_copies),
+        held=len(held_copies),
+        held_why=why,
+        dropped=dropped,
+    )
+    return Prepared(action, reply, verdict, "", copies, duplicates, repair_failed)
+
+
+def _drop_reasons(verdict: Verdict) -> list[tuple[str, str]]:
+    """Each recipient left out, with the reason its finding gives (``replies.drop_reason``)."""
+    return [
+        (rcpt, replies.drop_reason(f.code, f.detail, f.data)) for rcpt, f in verdict.dropped.items()
+    ]
+
+
+def _hold_reason(verdict: Verdict, dealer: DealerPolicy) -> str:
+    """What made the message held: its first finding whose action is hold, with its code."""
+    for finding in verdict.findings:
+        if finding.recipient is None and action_for(finding, dealer) is Action.HOLD:
+            return f"{finding.code}: {finding.detail}"
+    return "; ".join(f"{f.code}: {f.detail}" for f in verdict.held.values())
 
 
 def _submission_copy(
@@ -293,12 +335,14 @@ def _submission_copy(
     try:
         # RFC 5321 §4.5.3.1.6: lines over 998 octets are folded (headers) or their part
         # re-encoded as quoted-printable (bodies); meaning is kept, nothing truncated.
-        data, _ = rewrite.fold_long_lines(raw, limits=limits.parse, structure=structure)
+        # 8-bit bodies are made 7-bit here too, before signing: the one signed copy then
+        # needs no 8BITMIME at any hop, and no hop converts it and breaks the signature.
+        data, _ = rewrite.transport_safe(raw, limits=limits.parse, structure=structure)
     except rewrite.LineTooLong:
         return replies.HEADER_LINE_UNFOLDABLE
     except MessageRejected as exc:  # only a repaired message is scanned here again
         return _REJECTIONS.get(exc.reply_kind, replies.MIME_TOO_DEEP)
-    data = rewrite.remove_headers(data, {"bcc"})
+    data = rewrite.remove_headers(data, _REMOVED)
     added: list[tuple[str, str]] = [("Received", _received(env, submission_id, stamp))]
     if message.message_id is None:
         added.append(("Message-ID", f"<{submission_id}@{stamp.hostname}>"))
@@ -342,8 +386,6 @@ def _copies(
                 message_id, dealer.dealer_id, rcpt, stamp.bounce_domain
             )
         per_rcpt = [("X-Mailgate-Ref", stamp.refs.header_value(message_id, dealer.dealer_id, rcpt))]
-        if verdict.tags:
-            per_rcpt.append(("X-Mailgate-Findings", ", ".join(verdict.tags)))
         copy = base
         if links is not None:
             ours = links.list_unsubscribe(links.token(dealer.dealer_id, rcpt, message_id))

@@ -239,8 +239,8 @@ class Intake:
             log.info("consent refused submission=%s dealer=%s rcpt=<%s> code=%s dsn=%s",
                      submission_id, dealer.dealer_id, refusal.recipient, refusal.code,
                      refusal.dsn or "-")  # fmt: skip
-        if prepared.reply is not None:
-            return prepared.reply
+        if not prepared.messages:
+            return prepared.reply or replies.INTERNAL_ERROR
         self._on_enqueued(len(prepared.messages))
         for message in prepared.messages:
             log.info(
@@ -248,7 +248,7 @@ class Intake:
                 message.id, dealer.dealer_id, env.mail_from, message.state.value,
                 len(message.data), ",".join(message.findings) or "-",
             )  # fmt: skip
-        return replies.queued(submission_id, len(prepared.messages))
+        return prepared.reply or replies.queued(submission_id, len(prepared.messages))
 
     def _record(self, dealer: DealerPolicy, verdict: Verdict) -> None:
         self._metrics.received.labels(dealer.dealer_id, verdict.action.label).inc()

@@ -106,6 +106,8 @@ class ParsedMessage:
     defects: tuple[str, ...]
     received_count: int
     structure: mimetree.Structure  # the MIME spans of ``raw``, as ``parse`` scanned them
+    from_names: tuple[str, ...] = ()  # display names of the From: mailboxes, decoded
+    sender_addrs: tuple[str, ...] = ()  # addr-specs of the Sender: headers, domain lower-cased
 
     def header(self, name: str) -> str | None:
         """Return the first top-level header called ``name`` (any case), or ``None``."""
@@ -139,8 +141,13 @@ def parse(raw: bytes, limits: ParseLimits) -> ParsedMessage:
 
     from_values = [value for name, value in raw_fields if name.lower() == "from"]
     from_addrs: list[str] = []
+    from_names: list[str] = []
     for value in from_values:
-        from_addrs.extend(_addresses(value, defects))
+        from_addrs.extend(_addresses(value, defects, from_names))
+    sender_addrs: list[str] = []
+    for name, value in raw_fields:
+        if name.lower() == "sender":
+            sender_addrs.extend(_addresses(value, defects, header="sender"))
 
     def first(name: str) -> str | None:
         for key, value in headers:
@@ -174,6 +181,8 @@ def parse(raw: bytes, limits: ParseLimits) -> ParsedMessage:
         defects=tuple(dict.fromkeys(defects)),
         received_count=sum(1 for name, _ in headers if name.lower() == "received"),
         structure=structure,
+        from_names=tuple(from_names),
+        sender_addrs=tuple(sender_addrs),
     )
 
 
@@ -209,23 +218,29 @@ def _decode_header(value: str, defects: list[str]) -> str:
         return value
 
 
-def _addresses(value: str, defects: list[str]) -> list[str]:
-    """Return the addr-specs of one From: value, read by ``email.headerregistry``.
+def _addresses(
+    value: str, defects: list[str], names: list[str] | None = None, header: str = "from"
+) -> list[str]:
+    """Return the addr-specs of one From: (or Sender:) value, read by ``email.headerregistry``.
 
     ``email.utils.parseaddr`` is not used: it mis-splits crafted values and can report an
-    address that is not the real one (CVE-2023-27043).
+    address that is not the real one (CVE-2023-27043). The decoded display names of the
+    mailboxes are added to ``names`` when given.
     """
+    label = header.capitalize()
     try:
-        header = email.policy.default.header_factory("from", value)
-        found = header.addresses
-        header_defects = header.defects
+        parsed = email.policy.default.header_factory(header, value)
+        found = parsed.addresses
+        header_defects = parsed.defects
     except Exception:  # the stdlib header parser has crashed on junk input before
-        defects.append("UnparseableFromDefect")
+        defects.append(f"Unparseable{label}Defect")
         return []
     for defect in header_defects:
-        defects.append(f"From:{type(defect).__name__}")
+        defects.append(f"{label}:{type(defect).__name__}")
     result: list[str] = []
     for address in found:
+        if names is not None and address.display_name:
+            names.append(address.display_name)
         username, domain = address.username, address.domain
         if not username or not domain:
             continue

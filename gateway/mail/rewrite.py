@@ -27,6 +27,8 @@ Long lines
 
 from __future__ import annotations
 
+import binascii
+import email.header
 import re
 from collections.abc import Sequence, Set
 
@@ -197,7 +199,7 @@ def _long_line(data: bytes, limit: int) -> bool:
     # splitlines() runs in C; the equivalent regex restarts at every byte (~2 ms per 10 KB).
     if len(data) <= limit:
         return False
-    return any(len(line) > limit for line in data.splitlines())
+    return max(map(len, data.splitlines())) > limit  # map(len) iterates in C too
 
 
 def _fold_header_section(block: bytes, limit: int) -> bytes:
@@ -212,12 +214,21 @@ def _fold_header_section(block: bytes, limit: int) -> bytes:
     return b"".join(out)
 
 
-def _qp_encode(data: bytes) -> bytes:
+def _qp_encode(data: bytes, *, crlf_only: bool = False) -> bytes:
     """Quoted-printable per RFC 2045 §6.7, CRLF as the only hard line break.
 
     Any other CR or LF byte is encoded (=0D, =0A), so decoding gives back ``data``
-    exactly. Lines are at most 76 characters, soft breaks included.
+    exactly. Lines are at most 76 characters, soft breaks included. ``crlf_only``: the
+    caller knows ``data`` has no bare CR or LF.
     """
+    if b"\r\n" in data and (crlf_only or not has_bare_line_endings(data)):
+        # binascii's C encoder, about 50 times faster than the loop below; it keeps CRLF
+        # as the hard break (and in its soft breaks) when the data has no other line end.
+        # A line with encoded trailing white space can come out over 76 characters: then
+        # the loop is used.
+        fast = binascii.b2a_qp(data, quotetabs=False, istext=True, header=False)
+        if not _long_line(fast, QP_LINE):
+            return fast
     out: list[bytes] = []
     lines = data.split(b"\r\n")
     for index, line in enumerate(lines):
@@ -285,6 +296,124 @@ def _set_cte(block: bytes, value: bytes, top_level: bool) -> bytes:
     return b"".join(fields) + added
 
 
+# -- 8-bit bodies ---------------------------------------------------------------------------
+
+_CHARSET = re.compile(rb"""(;\s*charset\s*=\s*)("[^"]*"|[^\s;]*)""", re.IGNORECASE)
+_ASCII_NAMES = frozenset({b"us-ascii", b"ascii", b"ansi_x3.4-1968", b"iso646-us"})
+
+
+def _base64_length(size: int) -> int:
+    # 4 characters per 3 octets, in lines of 76 characters with CRLF between them.
+    encoded = -(-size // 3) * 4
+    return encoded + 2 * max(0, -(-encoded // QP_LINE) - 1)
+
+
+def _base64(data: bytes) -> bytes:
+    return _wrap_base64(binascii.b2a_base64(data, newline=False))
+
+
+def _utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _with_charset(block: bytes, body: bytes) -> bytes:
+    """Declare the charset of an 8-bit text part that declares none (or US-ASCII).
+
+    Valid UTF-8 is declared UTF-8; anything else is Windows-1252, what Outlook and Excel
+    exports write (and a superset of ISO-8859-1 in every printable position).
+    """
+    charset = b"utf-8" if _utf8(body) else b"windows-1252"
+    fields = [b"".join(field) for field in _fields(block)]
+    for index, field in enumerate(fields):
+        if _field_name(field) != b"content-type":
+            continue
+        match = _CHARSET.search(field)
+        if match is None:
+            content = field.rstrip(b"\r\n")
+            fields[index] = content + b"; charset=" + charset + field[len(content) :]
+        elif match.group(2).strip(b'"').lower() in _ASCII_NAMES | {b""}:
+            fields[index] = field[: match.start(2)] + charset + field[match.end(2) :]
+        return b"".join(fields)  # only the first Content-Type counts (mimetree)
+    if fields and not fields[-1].endswith(b"\n"):
+        fields[-1] += b"\r\n"
+    return b"".join(fields) + b"Content-Type: text/plain; charset=" + charset + b"\r\n"
+
+
+def _seven_bit(
+    entity: mimetree.Entity, block: bytes, body: bytes, crlf_only: bool
+) -> tuple[bytes, bytes]:
+    """Re-encode one 8-bit leaf as quoted-printable or base64 (the shorter for text)."""
+    top = entity.depth == 0
+    if entity.content_type.startswith("text/"):
+        block = _with_charset(block, body)
+        encoded = _qp_encode(body, crlf_only=crlf_only)
+        if len(encoded) <= _base64_length(len(body)):
+            return _set_cte(block, b"quoted-printable", top), encoded
+    return _set_cte(block, b"base64", top), _base64(body)
+
+
+# RFC 5322 §3.6.5: fields whose whole value is unstructured text, so an RFC 2047 encoded
+# word can stand for all of it. Structured fields (addresses) are left to SMTPUTF8.
+_UNSTRUCTURED = frozenset({b"subject", b"comments"})
+
+
+def _encode_unstructured(block: bytes) -> bytes:
+    """Write 8-bit Subject:/Comments: values as RFC 2047 encoded words (7-bit).
+
+    UTF-8 stays UTF-8; other 8-bit bytes are read as Windows-1252 (Outlook and Excel
+    exports). The commonest 8-bit header then needs no SMTPUTF8 at the next hop.
+    """
+    fields = _fields(block)
+    out: list[bytes] = []
+    for field in fields:
+        raw_field = b"".join(field)
+        name = _field_name(field[0])
+        if name not in _UNSTRUCTURED or raw_field.isascii():
+            out.append(raw_field)
+            continue
+        label, _, value = raw_field.partition(b":")
+        unfolded = re.sub(rb"\r?\n(?=[ \t])", b"", value).strip(b" \t\r\n")
+        text = unfolded.decode("utf-8") if _utf8(unfolded) else unfolded.decode("cp1252", "replace")
+        words = email.header.Header(text, "utf-8", header_name=label.decode("ascii", "replace"))
+        out.append(
+            label + b": " + words.encode(linesep="\r\n", maxlinelen=FOLD_AT).encode() + b"\r\n"
+        )
+    return b"".join(out)
+
+
+def _convertible(entity: mimetree.Entity, body: bytes) -> bool:
+    """Tell whether ``transport_safe`` re-encodes this entity's body: an 8-bit leaf."""
+    return (
+        not entity.is_container
+        and entity.cte in ("", "7bit", "8bit", "binary")
+        # A multipart without a usable boundary, or a message/* report, is not re-encoded.
+        and not entity.content_type.startswith(("multipart/", "message/"))
+        and not body.isascii()
+    )
+
+
+def _seven_bit_once_converted(raw: bytes, structure: mimetree.Structure, index: int) -> bool:
+    """Tell whether a container is all 7-bit once its 8-bit leaves are re-encoded.
+
+    Its own bytes (preamble, delimiters, epilogue, the headers of its parts) must be
+    7-bit for a 7bit label to be true.
+    """
+    parent = structure.entities[index]
+    own = bytearray(raw[parent.body_start : parent.body_end])
+    for entity in structure.entities[index + 1 :]:
+        if entity.start >= parent.body_end:
+            break
+        body = raw[entity.body_start : entity.body_end]
+        if _convertible(entity, body):
+            start = entity.body_start - parent.body_start
+            own[start : start + len(body)] = bytes(len(body))
+    return own.isascii()
+
+
 def fold_long_lines(
     raw: bytes,
     limit: int = MAX_LINE,
@@ -300,7 +429,42 @@ def fold_long_lines(
     ``MessageRejected`` when the structure exceeds ``limits`` (the same limits ``parse``
     applied, so this only happens when it is called on an unparsed message).
     """
-    if not _long_line(raw, limit):
+    return _rewrite(raw, limit, limits, structure, seven_bit=False)
+
+
+def transport_safe(
+    raw: bytes,
+    limit: int = MAX_LINE,
+    *,
+    limits: ParseLimits = DEFAULT_LIMITS,
+    structure: mimetree.Structure | None = None,
+) -> tuple[bytes, bool]:
+    """``fold_long_lines``, and every 8-bit body made 7-bit; return (bytes, changed).
+
+    A leaf part whose body has octets over 127 and whose transfer encoding is none,
+    7bit, 8bit or binary becomes quoted-printable (text, when that is shorter) or base64
+    (RFC 2045 §6.7, §6.8); a text part that declares no charset (or US-ASCII) gets the
+    one its bytes are in (``_with_charset``); a container labelled 8bit or binary whose
+    own bytes are then all 7-bit is labelled 7bit. Decoded content never changes. Done
+    before signing, so the one signed copy can be relayed to a next hop without 8BITMIME
+    (RFC 6152) and no one down the line has to convert it and break the DKIM signature.
+    An 8-bit ``Subject:`` or ``Comments:`` becomes RFC 2047 encoded words; other 8-bit
+    header fields (addresses, display names: RFC 6532) are left as they are and need
+    SMTPUTF8 on the way out (``delivery/client.py``).
+    """
+    return _rewrite(raw, limit, limits, structure, seven_bit=True)
+
+
+def _rewrite(
+    raw: bytes,
+    limit: int,
+    limits: ParseLimits,
+    structure: mimetree.Structure | None,
+    *,
+    seven_bit: bool,
+) -> tuple[bytes, bool]:
+    eight_bit = seven_bit and not raw.isascii()  # C speed: the common case stops here
+    if not eight_bit and not _long_line(raw, limit):
         return raw, False
     if structure is None:
         try:
@@ -314,12 +478,20 @@ def fold_long_lines(
             raise MessageRejected(exc.kind, exc.detail) from None
 
     edits: list[tuple[int, int, bytes]] = []  # (start, end, replacement), non-overlapping
+    crlf_only = eight_bit and not has_bare_line_endings(raw)  # once, not once per part
     for number, entity in enumerate(structure.entities):
         block = raw[entity.start : entity.header_end]
         new_block = _fold_header_section(block, limit) if _long_line(block, limit) else block
         body = raw[entity.body_start : entity.body_end]
         new_body = body
-        if not entity.is_container and _long_line(body, limit):
+        if eight_bit and entity.depth == 0 and not new_block.isascii():
+            new_block = _encode_unstructured(new_block)
+        if eight_bit and _convertible(entity, body):
+            new_block, new_body = _seven_bit(entity, new_block, body, crlf_only)
+        elif eight_bit and entity.is_container and entity.cte in ("8bit", "binary"):
+            if _seven_bit_once_converted(raw, structure, number):
+                new_block = _set_cte(new_block, b"7bit", entity.depth == 0)
+        elif not entity.is_container and _long_line(body, limit):
             where = f"part {number} ({entity.content_type})"
             if entity.cte in ("", "7bit", "8bit", "binary"):
                 new_body = _qp_encode(body)

@@ -28,7 +28,13 @@ from gateway.pipeline.decide import Verdict, decide
 from gateway.pipeline.duplicates import duplicate_message, frequency_cap, near_duplicate_message
 from gateway.pipeline.encoding import encoding
 from gateway.pipeline.header_defects import header_defect
-from gateway.pipeline.headers import from_domain_not_allowed, missing_from, multiple_from
+from gateway.pipeline.headers import (
+    display_name_address,
+    from_domain_not_allowed,
+    missing_from,
+    multiple_from,
+    sender_domain_not_allowed,
+)
 from gateway.pipeline.html import broken_html, gmail_clipping, html_without_text
 from gateway.pipeline.links import link_defect
 from gateway.pipeline.merge_fields import unfilled_merge_field
@@ -52,6 +58,8 @@ CHECKS: tuple[Check, ...] = (
     missing_from,
     multiple_from,
     from_domain_not_allowed,
+    sender_domain_not_allowed,
+    display_name_address,
     # Inspection: cheap header and attachment tests first (dangerous content is the most
     # decisive), then the ones that read the whole body, HTML parsing last.
     header_defect,

@@ -2,8 +2,11 @@
 
 What is looked for, each reported once per message:
 
-* undeclared 8-bit: bytes above 127 in a part without an 8bit/binary transfer encoding
-  (RFC 2045 §2.7, §6.2), or header bytes that are not UTF-8 (RFC 6532 allows UTF-8 only);
+* header bytes that are not UTF-8 (RFC 6532 allows UTF-8 only). An 8-bit body without an
+  8bit/binary transfer encoding (RFC 2045 §2.7, §6.2) is not reported: intake re-encodes
+  every 8-bit body as quoted-printable or base64 and declares the charset its bytes are in
+  before signing (``mail.rewrite.transport_safe``), and a defect the gateway fixes is no
+  finding;
 * an unknown charset: the parser read the part as UTF-8 instead (``UnknownCharsetDefect``);
 * text that does not decode in its declared charset (replacement characters appear);
 * broken base64 (RFC 2045 §6.8) or quoted-printable (``=`` not followed by two hex digits
@@ -45,8 +48,31 @@ def _is_utf8(data: bytes) -> bool:
     return True
 
 
+_CHARSET_PARAM = re.compile(rb"charset\s*=", re.IGNORECASE)
+_RE_ENCODED = ("", "7bit", "8bit", "binary")  # what transport_safe re-encodes and declares
+
+
+def _charsets_supplied_by_intake(msg: ParsedMessage) -> bool:
+    """True when every text part names no charset and is one intake re-encodes.
+
+    Such a part decodes with replacement characters only because nothing says what its
+    bytes are; intake declares the charset they are in (UTF-8, else Windows-1252) before
+    signing, so the text reaches the recipient whole and there is nothing to report.
+    """
+    raw = msg.raw
+    texts = [
+        e
+        for e in msg.structure.entities
+        if not e.is_container and e.content_type.startswith("text/")
+    ]
+    return bool(texts) and all(
+        e.cte in _RE_ENCODED and not _CHARSET_PARAM.search(raw[e.start : e.header_end])
+        for e in texts
+    )
+
+
 def _byte_problems(msg: ParsedMessage) -> Iterator[tuple[str, str]]:
-    """Undeclared 8-bit bodies and broken quoted-printable, from the MIME spans."""
+    """8-bit headers that are not UTF-8, and broken quoted-printable, from the MIME spans."""
     raw = msg.raw
     end = _END_OF_HEADER.search(raw)
     header = raw[: end.start()] if end is not None else raw
@@ -58,15 +84,6 @@ def _byte_problems(msg: ParsedMessage) -> Iterator[tuple[str, str]]:
         if entity.is_container:
             continue
         body = raw[entity.body_start : entity.body_end]
-        if "8bit" not in seen and entity.cte in ("", "7bit") and _EIGHT_BIT.search(body):
-            seen.add("8bit")
-            yield (
-                "8bit",
-                (
-                    f"a {entity.content_type} part has 8-bit characters but declares no 8bit "
-                    "transfer encoding"
-                ),
-            )
         if "qp" not in seen and entity.cte == "quoted-printable" and _BAD_QP.search(body):
             seen.add("qp")
             yield (
@@ -88,7 +105,9 @@ def encoding(msg: ParsedMessage, dealer: DealerPolicy, ctx: CheckContext) -> Ite
     if _EIGHT_BIT.search(raw) or _QP_DECLARED.search(raw):
         for kind, detail in _byte_problems(msg):
             yield _finding(kind, detail)
-    if "UnknownCharsetDefect" not in defects and any(
-        "\ufffd" in part for part in (*msg.text_parts, *msg.html_parts)
+    if (
+        "UnknownCharsetDefect" not in defects
+        and any("\ufffd" in part for part in (*msg.text_parts, *msg.html_parts))
+        and not _charsets_supplied_by_intake(msg)
     ):
         yield _finding("undecodable", "some text does not decode in its declared character set")

@@ -4,7 +4,9 @@ aiosmtpd 1.4.6 has no connection cap, no per-IP cap, a timeout that only recogni
 commands reset (so DATA must finish within it) and replies without enhanced codes. The
 subclass here adds: global and per-IP connection caps answered with ``421 4.7.0`` at the
 banner, a separate DATA deadline, enhanced codes on every built-in reply, and a registry
-of live sessions so SIGTERM can let DATA finish and tell the others ``421 4.3.2``.
+of live sessions so SIGTERM can let DATA finish and tell the others ``421 4.3.2``. Lines
+are cut as ``lines.py`` says: commands at CRLF only (a CR, LF or NUL inside one is refused
+``501 5.5.2``), DATA lines counted on LF for the line-length limit.
 
 PROXY protocol (haproxy's proxy-protocol.txt, v1 and v2): behind a TCP load balancer every
 client would otherwise share the balancer's address, and the per-IP caps and the AUTH
@@ -32,13 +34,14 @@ from collections.abc import Callable, Sequence
 from typing import Any, AnyStr, Protocol
 
 from aiosmtpd.proxy_protocol import AF, V2_CMD, V2_SIGNATURE, get_proxy
-from aiosmtpd.smtp import SMTP, Session
+from aiosmtpd.smtp import MISSING, SMTP, Session
 
 from gateway import replies
 from gateway.metrics import Metrics
 from gateway.smtp import budget
 from gateway.smtp.budget import DataBudget
 from gateway.smtp.handler import peer_ip
+from gateway.smtp.lines import CommandReader, ControlInCommand, DataReceiver
 from gateway.types import Reply
 
 log = logging.getLogger("gateway.smtp")
@@ -121,6 +124,14 @@ class GatewaySMTP(SMTP):
         # accepted (and folded on output), longer ones fail the message with 500 5.5.2.
         self.line_length_limit = line_length_limit
         super().__init__(handler, **kwargs)
+        # Commands are read to CRLF, not to the first LF (lines.py); the reader aiosmtpd made
+        # is replaced before any connection exists, with the same limit.
+        asyncio.StreamReaderProtocol.__init__(
+            self,
+            CommandReader(limit=line_length_limit, loop=self.loop),
+            client_connected_cb=self._cb_client_connected,
+            loop=self.loop,
+        )
         self._gw_handler = handler
         self._sessions = sessions
         self._metrics = metrics
@@ -284,11 +295,58 @@ class GatewaySMTP(SMTP):
         self._reset_timeout(self._data_timeout)
         self.in_data = True
         try:
-            await super().smtp_DATA(arg)
+            await self._receive_data(arg)
         finally:
             self.in_data = False
             self._reset_timeout()
             await self._budget.release(reserved)
+
+    async def _receive_data(self, arg: str) -> None:
+        """The DATA of aiosmtpd 1.4.6, with lines counted on LF (``lines.DataReceiver``)."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        receiver = DataReceiver(max_line=self.line_length_limit, max_bytes=self.data_size_limit)
+        while True:
+            if self.transport is None:
+                return
+            try:
+                chunk = await self._reader.readuntil(b"\n")
+            except asyncio.CancelledError:
+                log.info("connection from %s lost during DATA", self._ip)
+                self._writer.close()
+                raise
+            except asyncio.LimitOverrunError as exc:
+                receiver.fragment(await self._reader.read(exc.consumed))
+                continue
+            if receiver.line(chunk):
+                break
+        if receiver.problem:
+            too_long = receiver.problem == "too-long"
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            await self.push((replies.LINE_TOO_LONG if too_long else replies.MESSAGE_TOO_BIG).line())
+            return
+        content = receiver.content()
+        self.envelope.content = content
+        self.envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push("250 OK" if status is MISSING else status)
+
+    async def handle_exception(self, error: Exception) -> str:
+        """A command line with a CR, LF or NUL inside is refused; the session goes on."""
+        if isinstance(error, ControlInCommand):
+            self._metrics.refused.labels("control-in-command").inc()
+            return replies.CONTROL_IN_COMMAND.line()
+        status: str = await super().handle_exception(error)
+        return status
 
     async def smtp_PROXY(self, arg: str) -> None:
         """A PROXY line as a command: a header anywhere but first, or from a direct client."""

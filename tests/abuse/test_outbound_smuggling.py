@@ -164,8 +164,10 @@ async def test_a2_dot_lines_are_stuffed_toward_the_upstream(
     # Undoing the stuffing gives back exactly the lines the dealer sent.
     assert body_of(txn.content).startswith(DOT_LINES.encode()), txn.content
 
-    # The same lines behind bare LFs: normalised first, then stuffed, never an early end.
-    bare = DOT_LINES.replace("\r\n", "\n").encode()
+    # The same lines behind bare LFs, dot-stuffed as the clients that send bare LF do it
+    # (Python's smtplib quotes every "^." of the text): unstuffed on LF like a line end,
+    # normalised, then stuffed again, never an early end.
+    bare = re.sub(rb"(?m)^\.", b"..", DOT_LINES.replace("\r\n", "\n").encode())
     payload = message(to="dots2@example.org", body="intro\r\n") + bare + b"\r\n.\r\n"
     reply = await send_one(client, to="dots2@example.org", body=payload)
     assert reply.code == 250, reply

@@ -17,7 +17,7 @@ from gateway.app import Gateway
 from gateway.cli.main import main as cli_main
 from gateway.clock import FakeClock
 from gateway.settings import Settings
-from gateway.types import DealerId, MessageState
+from gateway.types import DealerId, MessageId, MessageState
 from tests.integration.conftest import Harness, add_credentials, dot_stuff, message
 from tests.procs import write_config
 from tests.shipped import shipped_text
@@ -150,12 +150,58 @@ async def test_service_reminder_and_sales_follow_up_both_go(
 ) -> None:
     gate = await make_gate()
     assert (await gate.send(sample("service-reminder"))).startswith("250 2.0.0 queued")
-    # A day later: past the shipped cap of one commercial message a day, well inside the
-    # 72-hour window in which a near copy would be dropped.
+    # A day later: well inside the 72-hour window in which a near copy would be dropped.
     await gate.advance(timedelta(hours=25))
     assert (await gate.send(sample("lead-cars-com"))).startswith("250 2.0.0 queued")
     await gate.settle(2)
     assert await gate.drops() == []
+
+
+ONE_DAY = ("service-reminder", "lead-cars-com", "receipt")  # none labelled
+
+
+async def test_one_customer_one_day_three_different_messages_all_go(
+    make_gate: Callable[..., Awaitable[Gate]],
+) -> None:
+    # A service reminder, a sales follow-up and a receipt on one day, from three systems
+    # of the dealer: the shipped policy has no frequency cap, so all three are delivered.
+    gate = await make_gate()
+    for name in ONE_DAY:
+        assert (await gate.send(sample(name))).startswith("250 2.0.0 queued as "), name
+        await gate.advance(timedelta(hours=2))
+    await gate.settle(3)
+    assert await gate.drops() == []
+
+
+async def test_strict_cap_preset_names_the_cap_in_each_drop_reply(
+    make_gate: Callable[..., Awaitable[Gate]],
+) -> None:
+    gate = await make_gate('preset = "frequency-cap"\n')
+    first = queued_id(await gate.send(sample(ONE_DAY[0])))
+    await gate.advance(timedelta(hours=2))
+    replies = [await gate.send(sample(name)) for name in ONE_DAY[1:]]
+    for reply in replies:
+        # 250 (the CRM must not retry), with the real reason: never "already has this".
+        assert reply.startswith("250 2.0.0 accepted as "), reply
+        assert "not sent: frequency cap: 1 commercial message per day to this recipient" in reply
+        assert f"(the latest, {first} sent 2026-" in reply, reply
+        assert "already has" not in reply
+    await gate.settle(1)
+    assert [kind for _, kind, _ in await gate.drops()] == ["cap", "cap"]
+
+
+async def test_duplicate_drop_reply_names_the_earlier_message(
+    make_gate: Callable[..., Awaitable[Gate]],
+) -> None:
+    gate = await make_gate()
+    first = queued_id(await gate.send(sample("lead-cars-com")))
+    sent_at = gate.clock.now()
+    await gate.advance(timedelta(hours=1))
+    reply = await gate.send(sample("lead-cars-com-resent"))
+    assert reply == (
+        f"250 2.0.0 accepted as {reply.split()[4].rstrip(';')}; not sent: duplicate of "
+        f"{first} sent {sent_at:%Y-%m-%d %H:%M} UTC"
+    )
 
 
 async def test_exact_resend_is_dropped_for_that_recipient_only(
@@ -221,12 +267,17 @@ async def test_reject_policy_names_the_earlier_message(
     assert await gate.drops() == [(JOHN, "exact", first)]
 
 
-async def test_tag_policy_delivers_with_a_header(make_gate: Callable[..., Awaitable[Gate]]) -> None:
+async def test_tag_policy_delivers_and_records_without_telling_the_recipient(
+    make_gate: Callable[..., Awaitable[Gate]],
+) -> None:
     gate = await make_gate('[checks.near-duplicate-message]\naction = "tag"\n')
     await gate.send(sample("lead-cars-com"))
-    await gate.send(sample("lead-website"))
+    second = queued_id(await gate.send(sample("lead-website")))
     await gate.settle(2)
-    assert b"X-Mailgate-Findings: near-duplicate-message" in gate.sink.messages[1].data
+    # The finding is the dealer's: stored with the copy, never a header the customer sees.
+    assert all(b"X-Mailgate-Findings" not in m.data for m in gate.sink.messages)
+    stored = await gate.gateway.storage.get(MessageId(second))
+    assert stored is not None and "near-duplicate-message" in stored.findings
 
 
 async def test_same_message_on_three_connections_at_once(

@@ -110,7 +110,8 @@ async def test_authenticated_routing_tricks_are_refused_or_delivered_to_the_lite
     resp = await client.cmd(f"RCPT TO:{rcpt}")
     await client.close()
     if rcpt == "<@example.org:relay@victim.test>":
-        # RFC 5321 §4.1.1.3: source routes are ignored; the mailbox itself is the target.
+        # RFC 5321 §4.1.1.3: source routes are accepted and ignored; the mailbox after the
+        # route is judged (and, here, accepted) like any other address.
         assert resp.code == 250
     else:
         assert resp.code in (501, 550, 553), resp
@@ -123,3 +124,22 @@ async def test_null_sender_is_refused_by_default(harness: Harness) -> None:
     resp = await client.cmd("MAIL FROM:<>")
     await client.close()
     assert (resp.code, resp.enhanced) == (553, "5.7.1")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [b"RCPT TO:<a@b.example\rDATA>", b"RCPT TO:<a@b.example>\nRCPT TO:<c@d.example>"],
+    ids=["cr-inside", "bare-lf-inside"],
+)
+async def test_cr_or_lf_inside_a_command_is_refused_whole(harness: Harness, command: bytes) -> None:
+    client = await harness.client()
+    assert (await client.cmd("MAIL FROM:<sales@example-motors.test>")).code == 250
+    refused = await client.cmd(command)
+    # The session goes on in order: one reply for that line, then the next command's.
+    assert (await client.cmd("RCPT TO:<customer@example.org>")).code == 250
+    resp = await client.data(message() + b"\r\n.\r\n")
+    await client.close()
+    assert (refused.code, refused.enhanced) == (501, "5.5.2"), refused
+    assert resp.code == 250, resp
+    await harness.wait_delivered(1)
+    assert [m.rcpt_tos for m in harness.sink.messages] == [["customer@example.org"]]

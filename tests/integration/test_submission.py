@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import re
+import smtplib
+from email.message import EmailMessage
 
 import pytest
 
-from tests.integration.conftest import Harness, dot_stuff, message
-from tests.smtpclient import RawSmtp
+from tests.integration.conftest import PASSWORD, Harness, dot_stuff, message
+from tests.smtpclient import RawSmtp, insecure_context
 
 BARE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 
@@ -44,7 +47,7 @@ MULTIPART = (
 )
 
 
-@pytest.mark.parametrize("data", [PLAIN, EIGHT_BIT, MULTIPART], ids=["plain", "8bit", "multipart"])
+@pytest.mark.parametrize("data", [PLAIN, MULTIPART], ids=["plain", "multipart"])
 async def test_accepted_message_arrives_byte_identical(harness: Harness, data: bytes) -> None:
     reply = await submit(harness, data)
     assert reply.startswith("250 2.0.0 queued as "), reply
@@ -57,6 +60,21 @@ async def test_accepted_message_arrives_byte_identical(harness: Harness, data: b
     head, _ = header_and_body(got.data)
     assert head.startswith(b"X-Mailgate-Ref: v1.") or b"\r\nX-Mailgate-Ref: v1." in head
     assert b"Received: from crm.test" in head
+
+
+async def test_8bit_body_arrives_7bit_with_the_same_text(harness: Harness) -> None:
+    # Made 7-bit before signing (any hop can take it unconverted); the text is unchanged.
+    reply = await submit(harness, EIGHT_BIT)
+    assert reply.startswith("250 2.0.0 queued as "), reply
+    await harness.wait_delivered(1)
+    got = harness.sink.messages[0].data
+    assert got.isascii()
+    head, body = header_and_body(EIGHT_BIT)
+    got_head = header_and_body(got)[0].split(b"\r\n")
+    assert all(field in got_head for field in head.split(b"\r\n"))  # every field as sent
+    assert b"Content-Transfer-Encoding: quoted-printable" in got_head
+    parsed = email.message_from_bytes(got, policy=email.policy.default)
+    assert parsed.get_content() == body.decode()
 
 
 async def test_lf_only_message_is_normalised_to_crlf(harness: Harness) -> None:
@@ -72,6 +90,60 @@ async def test_lf_only_message_is_normalised_to_crlf(harness: Harness) -> None:
     data = harness.sink.messages[0].data
     assert not BARE.search(data)
     assert data.endswith(PLAIN + b"\r\n")
+
+
+def smtplib_send(port: int, data: bytes, to: str = "customer@example.org") -> tuple[int, bytes]:
+    """Submit ``data`` exactly as a Python CRM does: smtplib, STARTTLS, AUTH, sendmail(bytes).
+
+    ``sendmail`` sends bytes as given (bare LF included) and dot-stuffs every "^." line;
+    returns the reply to the end of data.
+    """
+    with smtplib.SMTP("127.0.0.1", port, local_hostname="crm.test", timeout=30) as client:
+        client.starttls(context=insecure_context())
+        client.login("example-crm", PASSWORD)
+        replies: list[tuple[int, bytes]] = []
+        original = client.data
+
+        def recording_data(msg: bytes | str) -> tuple[int, bytes]:
+            replies.append(original(msg))
+            return replies[-1]
+
+        client.data = recording_data  # type: ignore[method-assign]
+        client.sendmail("sales@example-motors.test", [to], data)
+        return replies[0]
+
+
+def service_reminder(lines: int) -> EmailMessage:
+    """A CRM's plain-text service reminder, long enough to need ``lines`` lines."""
+    msg = EmailMessage()
+    msg["From"] = "Example Motors Service <service@example-motors.test>"
+    msg["To"] = "customer@example.org"
+    msg["Subject"] = "Your vehicle is due for service"
+    msg["Date"] = "Mon, 05 Jan 2026 09:00:00 +0000"
+    msg["Message-ID"] = "<reminder-1@example-motors.test>"
+    body = [
+        f"Line {n:05d}: oil change, tyre rotation and brake check are due." for n in range(lines)
+    ]
+    body[10] = ".NET portal users can book online."  # a line that smtplib dot-stuffs
+    body[11] = "."
+    msg.set_content("\n".join(body) + "\n")
+    return msg
+
+
+async def test_lf_only_message_over_the_line_limit_is_accepted_intact(harness: Harness) -> None:
+    # 300 KB with LF line ends: every line is short, but no CRLF until the end of data.
+    # msg.as_bytes() ends lines with LF, and smtplib sends bytes as they are.
+    msg = service_reminder(5000)
+    raw = msg.as_bytes()
+    assert len(raw) > 300_000 and b"\r\n" not in raw
+    assert len(raw) > harness.gateway.settings.submission.max_line_length
+    code, text = await asyncio.to_thread(smtplib_send, harness.port, raw)
+    assert code == 250 and text.startswith(b"2.0.0 queued as "), (code, text)
+    await harness.wait_delivered(1)
+    got = harness.sink.messages[0].data
+    assert not BARE.search(got)
+    # Intact, dots included; smtplib added the final CRLF itself, the data not ending in one.
+    assert got.endswith(raw.replace(b"\n", b"\r\n") + b"\r\n")
 
 
 async def test_bcc_is_stripped_and_missing_ids_added(harness: Harness) -> None:

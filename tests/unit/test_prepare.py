@@ -73,16 +73,18 @@ def run(
 
 def test_a_plain_message_becomes_one_copy_per_recipient() -> None:
     prepared = run(PLAIN, envelope("buyer@customer.test", "spouse@customer.test"))
-    # No Date: (header-defect, tag by default): the gateway adds one and says so.
-    assert prepared.action is Action.TAG and prepared.reply is None and not prepared.refused
+    # No Date: the gateway adds one, and a defect it fixed itself is no finding.
+    assert prepared.action is Action.ACCEPT and not prepared.refused
+    assert prepared.reply == replies.queued(SUBMISSION, 2)
+    assert prepared.findings == ()
     assert [m.rcpt for m in prepared.messages] == ["buyer@customer.test", "spouse@customer.test"]
     assert [m.id for m in prepared.messages] == [f"{SUBMISSION}.1", f"{SUBMISSION}.2"]
     refs = set()
     for message in prepared.messages:
         head = message.data.split(b"\r\n\r\n", 1)[0]
         assert message.state is MessageState.QUEUED
-        assert message.findings == ("header-defect",)
-        assert b"\r\nX-Mailgate-Findings: header-defect\r\n" in head
+        assert message.findings == ()
+        assert b"X-Mailgate-Findings" not in head
         assert b"Bcc:" not in head  # RFC 6409 §8.1
         assert head.startswith(b"X-Mailgate-Ref: ")  # per copy, above the shared fields
         assert b"\r\nReceived: from crm.example-motors.test ([192.0.2.10]) by mailgate.test" in head
@@ -185,7 +187,13 @@ def test_the_recipient_history_passed_in_drops_a_duplicate() -> None:
     assert prepared.verdict is not None and list(prepared.verdict.dropped) == [buyer]
     alone = run(PLAIN, envelope(buyer), state=State(recipients=recipients))
     assert alone.action is Action.DROP and alone.messages == ()
-    assert alone.reply == replies.nothing_to_send(SUBMISSION)
+    assert alone.reply == replies.accepted(
+        SUBMISSION,
+        dropped=[
+            (buyer, f"duplicate of 01HZ.1 sent {NOW - timedelta(hours=1):%Y-%m-%d %H:%M} UTC")
+        ],
+    )
+    assert alone.reply is not None and "not sent: duplicate of 01HZ.1 sent " in alone.reply.text
 
 
 def test_the_message_is_scanned_once(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import binascii
 import email
+import email.message
 import email.policy
 import re
 
@@ -9,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.mail import rewrite
 from gateway.mail.message import ParseLimits, parse
 from gateway.mail.rewrite import (
     LineTooLong,
@@ -313,3 +315,80 @@ def test_a_line_of_nuls_around_one_dot_becomes_a_plain_dot() -> None:
 def test_nuls_elsewhere_are_kept() -> None:
     raw = b"Subject: x\r\n\r\na\x00b\r\n.\r\n\x00x.\r\n"
     assert neutralize_nul_dot_lines(raw) == (raw, 0)
+
+
+# -- 8-bit bodies made 7-bit before signing (rewrite.transport_safe) ---------------------
+
+
+def _parsed(raw: bytes) -> email.message.EmailMessage:
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(msg, email.message.EmailMessage)
+    return msg
+
+
+def test_transport_safe_leaves_7bit_mail_alone() -> None:
+    raw = b"From: a@b.example\r\nSubject: hi\r\n\r\nplain ascii\r\n"
+    out, changed = rewrite.transport_safe(raw)
+    assert out is raw and not changed
+
+
+@pytest.mark.parametrize(
+    ("body", "charset"),
+    [("Zoë paie 30 €".encode(), "utf-8"), ("Zoë paie 30 €".encode("cp1252"), "windows-1252")],
+    ids=["utf-8", "windows-1252"],
+)
+def test_undeclared_8bit_text_gets_its_charset_and_a_7bit_encoding(
+    body: bytes, charset: str
+) -> None:
+    raw = b"From: a@b.example\r\nSubject: hi\r\n\r\n" + body + b"\r\n"
+    out, changed = rewrite.transport_safe(raw)
+    assert changed and out.isascii()
+    msg = _parsed(out)
+    assert msg["MIME-Version"] == "1.0" and msg.get_content_charset() == charset
+    assert msg.get_content() == "Zoë paie 30 €\r\n"
+
+
+def test_a_declared_charset_is_kept_and_us_ascii_is_corrected() -> None:
+    head = b"From: a@b.example\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset="
+    latin = rewrite.transport_safe(head + b"iso-8859-1\r\n\r\nZo\xeb\r\n")[0]
+    assert _parsed(latin).get_content_charset() == "iso-8859-1"
+    wrong = rewrite.transport_safe(head + b'"us-ascii"\r\n\r\nZo\xc3\xab\r\n')[0]
+    assert _parsed(wrong).get_content_charset() == "utf-8"
+    assert _parsed(wrong).get_content() == "Zoë\r\n"
+
+
+def test_8bit_binary_attachment_becomes_base64_and_the_container_7bit() -> None:
+    raw = (
+        b'From: a@b.example\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"'
+        b"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n"
+        b"--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: binary\r\n"
+        b"\r\n\x89PNG\xff\xfe\r\n--b--\r\n"
+    )
+    out, _ = rewrite.transport_safe(raw)
+    assert out.isascii()
+    msg = _parsed(out)
+    assert msg["Content-Transfer-Encoding"] == "7bit"
+    (attachment,) = msg.iter_attachments()
+    assert attachment["Content-Transfer-Encoding"] == "base64"
+    assert attachment.get_content() == b"\x89PNG\xff\xfe"
+
+
+def test_a_container_keeps_its_8bit_label_while_its_own_bytes_are_8bit() -> None:
+    raw = (
+        b'From: a@b.example\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"'
+        b"\r\nContent-Transfer-Encoding: 8bit\r\n\r\npr\xc3\xa9amble\r\n--b\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n\r\nZo\xc3\xab\r\n--b--\r\n"
+    )
+    out, _ = rewrite.transport_safe(raw)
+    assert _parsed(out)["Content-Transfer-Encoding"] == "8bit"
+    assert b"Zo=C3=AB" in out
+
+
+def test_8bit_subject_becomes_rfc2047_and_addresses_stay_as_written() -> None:
+    raw = "From: Zoë <zoe@b.example>\r\nSubject: Révision prête\r\n\r\nhi\r\n".encode()
+    out, _ = rewrite.transport_safe(raw)
+    head = out.split(b"\r\n\r\n", 1)[0]
+    assert head.startswith("From: Zoë <zoe@b.example>\r\n".encode())  # needs SMTPUTF8
+    assert b"Subject: =?utf-8?q?R=C3=A9vision_pr=C3=AAte?=" in head
+    latin = rewrite.transport_safe("Subject: Révision\r\n\r\nhi\r\n".encode("cp1252"))[0]
+    assert _parsed(latin)["Subject"] == "Révision"

@@ -8,9 +8,11 @@ from tests.unit.pipeline.samples import Row, check_row, ids
 
 DEFECT = "header-defect"
 ROWS: list[Row] = [
-    ("no-date.eml", {DEFECT}, {"missing-from"}),
+    # The gateway adds a missing Date: and folds long header lines itself: what it fixes
+    # is no defect of the message that leaves, so it is not reported.
+    ("no-date.eml", set(), {DEFECT, "missing-from"}),
+    ("long-header.eml", set(), {DEFECT}),
     ("two-subjects.eml", {DEFECT}, set()),
-    ("long-header.eml", {DEFECT}, set()),
     ("good-html.eml", set(), {DEFECT}),
 ]
 
@@ -23,5 +25,3 @@ def test_header_samples(row: Row, dealer: DealerPolicy, ctx: CheckContext) -> No
 def test_details_name_the_header(dealer: DealerPolicy, ctx: CheckContext) -> None:
     (two,) = [f for f in check_row(("two-subjects.eml", {DEFECT}, set()), dealer, ctx)]
     assert two.detail == "the message has 2 Subject: headers"
-    (long,) = check_row(("long-header.eml", {DEFECT}, set()), dealer, ctx)
-    assert "X-Campaign:" in long.detail

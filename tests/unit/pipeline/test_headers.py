@@ -26,11 +26,22 @@ EXPECTED: dict[str, list[str]] = {
     "unreadable-from.eml": ["from-domain-not-allowed"],
     "missing-from.eml": ["missing-from"],
     "two-from.eml": ["multiple-from"],
+    "display-name-other-address.eml": ["display-name-address"],
+    "display-name-encoded-address.eml": ["display-name-address"],
+    "display-name-own-address.eml": [],
+    "sender-other-domain.eml": ["sender-domain-not-allowed"],
+    "sender-own-domain.eml": [],
 }
 
 
 # The From: checks of headers.py; the other checks have their own tables.
-HEADER_CODES = {"missing-from", "multiple-from", "from-domain-not-allowed"}
+HEADER_CODES = {
+    "missing-from",
+    "multiple-from",
+    "from-domain-not-allowed",
+    "sender-domain-not-allowed",
+    "display-name-address",
+}
 
 
 def header_findings(raw: bytes, dealer: DealerPolicy, ctx: CheckContext) -> list[Finding]:
@@ -58,7 +69,21 @@ def test_detail_names_domain_and_dealer(dealer: DealerPolicy, ctx: CheckContext)
 def test_same_foreign_domain_reported_once(dealer: DealerPolicy, ctx: CheckContext) -> None:
     raw = b"From: a@evil.test, b@EVIL.test\r\nSender: a@evil.test\r\n\r\nx\r\n"
     findings = header_findings(raw, dealer, ctx)
-    assert [f.data["domain"] for f in findings] == ["evil.test"]
+    assert [(f.code, f.data["domain"]) for f in findings] == [
+        ("from-domain-not-allowed", "evil.test"),
+        ("sender-domain-not-allowed", "evil.test"),
+    ]
+
+
+def test_display_name_detail_names_the_shown_address(
+    dealer: DealerPolicy, ctx: CheckContext
+) -> None:
+    raw = (MESSAGES / "display-name-encoded-address.eml").read_bytes()
+    (finding,) = header_findings(raw, dealer, ctx)
+    assert finding.detail == (
+        "the From: display name shows sales@other-dealer.example, an address of "
+        "other-dealer.example, which is not a domain of example-motors"
+    )
 
 
 # -- registry conformance: every entry is a named, well-behaved check ---------------------

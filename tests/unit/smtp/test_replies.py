@@ -14,6 +14,13 @@ MADE = {
     "too_many_recipients": replies.too_many_recipients(100),
     "queued_one": replies.queued("06h0j8rx817hcbyj", 1),
     "queued_many": replies.queued("06h0j8rx817hcbyj", 3),
+    "queued_held_dropped": replies.accepted(
+        "06h0j8rx817hcbyj",
+        to_send=1,
+        held=1,
+        held_why="dangerous-attachment: inv\u00f6ice.pdf.exe " + "x" * 600,
+        dropped=[("a@example.org", "duplicate of 06h0j8rx817hcbyj.1 sent 2026-01-05 09:00 UTC")],
+    ),
     "dealer_suspended": replies.dealer_suspended(
         "example-motors", "Paused: list bought\r\nfrom a broker – " + "x" * 400, "", False
     ),
@@ -72,4 +79,34 @@ def test_every_builtin_reply_gets_an_enhanced_code() -> None:
 def test_syntax_hints_keep_their_form() -> None:
     assert replies.rewrite_builtin("501 Syntax: MAIL FROM: <address>") == (
         "501 5.5.4 Syntax: MAIL FROM: <address>"
+    )
+
+
+def test_accepted_says_what_became_of_every_recipient() -> None:
+    sid = "06h0j8rx817hcbyj"
+    assert replies.accepted(sid, to_send=2) == replies.queued(sid, 2)
+    held = replies.accepted(sid, held=1, held_why="dangerous-attachment: setup.exe")
+    assert held.line() == (
+        f"250 2.0.0 held as {sid}, not sent until an operator releases it: "
+        "dangerous-attachment: setup.exe"
+    )
+    cap = replies.drop_reason(
+        "frequency-cap",
+        "...",
+        {"limit": "1/day", "earlier": f"{sid}.1", "at": "2026-01-05T09:00:00+00:00"},
+    )
+    assert cap == (
+        "frequency cap: 1 commercial message per day to this recipient "
+        f"(the latest, {sid}.1 sent 2026-01-05 09:00 UTC)"
+    )
+    mixed = replies.accepted(sid, to_send=1, dropped=[("b@example.org", cap)])
+    assert (
+        mixed.text
+        == f"queued as {sid} for 1 recipient; not sent to 1 recipient: b@example.org: {cap}"
+    )
+    dup = replies.drop_reason(
+        "duplicate-message", "...", {"earlier": f"{sid}.1", "at": "2026-01-05T09:00:00+00:00"}
+    )
+    assert replies.accepted(sid, dropped=[("a@x.example", dup)]).text == (
+        f"accepted as {sid}; not sent: duplicate of {sid}.1 sent 2026-01-05 09:00 UTC"
     )
