@@ -17,7 +17,7 @@ from pydantic.config import JsonDict
 
 from gateway.admin.ops import BLANK, MAX_IMPORT, MAX_LIMIT
 from gateway.consent.csvformat import PREFERENCE_EVENTS
-from gateway.consent.rules import Interaction, Topic
+from gateway.consent.rules import CHANNEL_SPELLINGS, Interaction, Topic
 
 # What each pattern below allows is what the handlers then accept: a schema-valid request is
 # never refused for its form, and what the schema refuses is refused (400) by these models
@@ -41,11 +41,23 @@ _SPACES = (
 CONSENT_ADDRESS = f"^[^{_SPACES}]+@[^{_SPACES}@.][^{_SPACES}@]*\\.[^{_SPACES}@]*[^{_SPACES}@.]$"
 # Canonical base64 (RFC 4648 §4, padded, no line breaks): what b64decode(validate=True) takes.
 BASE64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+# A channel as ``consent.rules.channel_of`` reads it: one of its spellings, in any case, with
+# anything but letters and digits anywhere ("E-Mail", "e_mail"), or empty (email).
+_SEP = "[^0-9A-Za-z]*"
+CHANNEL = (
+    f"^(|{_SEP}("
+    + "|".join(
+        _SEP.join(f"[{c}{c.upper()}]" if c.isalpha() else c for c in spelling)
+        for spelling in sorted(CHANNEL_SPELLINGS)
+    )
+    + f"){_SEP})$"
+)
 # What a pattern means, for the 400 answer (pydantic would quote the pattern).
 PATTERN_WORDS = {
     SOMETHING: "must not be blank",
     DURATION: "not a duration: give a positive number and a unit, e.g. 30m, 72h or 5d",
     CONSENT_ADDRESS: "not an e-mail address",
+    CHANNEL: "not a channel: email, sms, phone or post (E-mail, E-Mail and mail are email)",
     BASE64: "not base64 (RFC 4648, padded, without line breaks)",
 }
 EVENTS = (*(i.value for i in Interaction), *PREFERENCE_EVENTS)
@@ -164,7 +176,7 @@ class ConsentEventBody(Body):
     source: str = Field(default="", max_length=200)
     proof: str = Field(default="", max_length=500)
     topic: Literal[TOPICS] = Field(default="", description="opt-in / opt-out: the topic")  # type: ignore[valid-type]
-    channel: str = Field(default="email", max_length=20)
+    channel: str = Field(default="email", max_length=20, pattern=CHANNEL)
 
     @field_validator("date")
     @classmethod

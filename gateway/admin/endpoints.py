@@ -59,6 +59,11 @@ than 503.
 """
 
 
+# What ``handlers._within`` takes: a duration from 0 to 10 years, in units the schema can
+# bound without arithmetic (9999h, 999d and 99w all fit).
+WITHIN = r"^ *([0-9]{1,4}(ms|s|m|h)?|[0-9]{1,3}d|[0-9]{1,2}w) *$"
+
+
 @dataclass(frozen=True, slots=True)
 class Param:
     """One query parameter."""
@@ -72,6 +77,7 @@ class Param:
     enum: tuple[str, ...] = ()
     required: bool = False
     min_length: int = 0
+    pattern: str = ""  # a string must match it whole (JSON schema "pattern", enforced here)
 
     def schema(self) -> dict[str, Any]:
         """The parameter's JSON schema."""
@@ -94,6 +100,8 @@ class Param:
             out["enum"] = list(self.enum)
         if self.min_length:
             out["minLength"] = self.min_length
+        if self.pattern:
+            out["pattern"] = self.pattern
         return out
 
     @property
@@ -107,6 +115,8 @@ class Param:
             if self.required:
                 raise InvalidRequest(f"the query parameter {self.name!r} is required")
             return self.default
+        if self.pattern and not re.fullmatch(self.pattern, raw):
+            raise InvalidRequest(f"{self.name}: {raw!r} is not {self.description}")
         if self.kind == "integer":
             # Digits only: int() would also take " 7", "+7" and "1_000".
             if not _INTEGER.fullmatch(raw):
@@ -519,7 +529,15 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             "consent",
             handler,
             schema,
-            query=(Param("within", "string", "a duration: 30d, 8w, 90d", "30d"),),
+            query=(
+                Param(
+                    "within",
+                    "string",
+                    "a duration up to 10 years: 30d, 8w, 90d",
+                    "30d",
+                    pattern=WITHIN,
+                ),
+            ),
             errors=(400, 404),
             media_type=media,
         )

@@ -146,7 +146,7 @@ class Channel(enum.StrEnum):
 # How CRMs and DMSs spell the channels, compared without case, spaces, hyphens or
 # underscores ("E-Mail", "e_mail" and "EMAIL" are one). "mail" is email: that is what a
 # CRM's "Mail opt-out" flag means next to its SMS and phone flags; paper is "post".
-_CHANNEL_SPELLINGS: Mapping[str, Channel] = MappingProxyType(
+CHANNEL_SPELLINGS: Mapping[str, Channel] = MappingProxyType(
     {
         "email": Channel.EMAIL,
         "mail": Channel.EMAIL,
@@ -172,7 +172,7 @@ _NOT_ALNUM = re.compile(r"[^0-9a-z]+")
 
 def channel_of(text: str) -> Channel | None:
     """The channel ``text`` names (``"E-Mail"`` is email), or ``None`` for an unknown one."""
-    return _CHANNEL_SPELLINGS.get(_NOT_ALNUM.sub("", text.lower()))
+    return CHANNEL_SPELLINGS.get(_NOT_ALNUM.sub("", text.lower()))
 
 
 _TOPIC_WORDS = {

@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from gateway.policy.options import FrequencyCapOptions
 from gateway.reports.periods import Period
 from gateway.reputation.records import EventKind
 from gateway.types import DealerId, MessageState
@@ -184,6 +185,15 @@ async def test_a_day_of_mail_and_the_report_it_gives(
                            dns={"nameservers": [f"127.0.0.1:{dns_server.port}"]})  # fmt: skip
     gw = h.gateway
     assert gw.reports is not None and gw.status_links is not None
+    # The cap ships off; this dealer takes the strict one (policies/presets/frequency-cap.toml).
+    dealer_file = tmp_path / "policies" / "dealers" / "example-motors.toml"
+    dealer_file.write_text(
+        dealer_file.read_text().replace(
+            'dealer_id = "example-motors"', 'dealer_id = "example-motors"\npreset = "frequency-cap"'
+        )
+    )
+    gw.reload_policies()
+    assert gw.policies.current.dealers[DEALER].options(FrequencyCapOptions).per_day == 1
     h.sink.handler.rcpt_replies["ivy@outlook.com"] = ["451 4.7.1 Try again later"]
     h.sink.handler.rcpt_always["jo@corp-ms.test"] = "550 5.1.1 No such user here"
 
