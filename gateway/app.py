@@ -77,7 +77,7 @@ def _read_secret(path: Path | None) -> bytes:
 
 
 def _status_key_file(settings: Settings) -> Path:
-    return settings.server.data_dir / "status.key"
+    return settings.status_key_file
 
 
 def _status_links(settings: Settings, key: bytes, port: int | None = None) -> StatusLinks:
