@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from gateway.admin.endpoints import ENDPOINTS
+from tests.shipped import CHECKOUT_POLICIES, SHIPPED, shipped_text
 
 REPO = Path(__file__).resolve().parents[1]
 SUFFIXES = (".py", ".toml", ".md", ".yaml", ".yml", ".example", ".cfg", ".service")
@@ -33,12 +34,14 @@ NOT_MENTIONS = {"/api/{rest:path}"}
 OUTSIDE_API = ("/metrics", "/healthz", "/readyz", "/u/{token}", "/status/{dealer}/{token}")
 
 
-def texts() -> list[tuple[Path, str]]:
-    roots = [REPO / "gateway", REPO / "policies", REPO / "docs", REPO / "deploy"]
+def texts() -> list[tuple[str, str]]:
+    """(file name in the checkout, text) of every file the scan reads."""
     files = [REPO / "README.md"]
-    for root in roots:
+    for root in (REPO / "gateway", REPO / "docs", REPO / "deploy"):
         files += [p for p in root.rglob("*") if p.is_file() and p.suffix in SUFFIXES]
-    return [(p, p.read_text(encoding="utf-8")) for p in sorted(files)]
+    found = [(str(p.relative_to(REPO)), p.read_text(encoding="utf-8")) for p in sorted(files)]
+    # The policy files as shipped, whatever else a checkout's policy directory holds.
+    return found + [(f"{CHECKOUT_POLICIES.name}/{n}", shipped_text(n)) for n in SHIPPED]
 
 
 def segments(path: str) -> list[str]:
@@ -53,7 +56,7 @@ def matches(mentioned: str, served: str) -> bool:
 
 
 TEXTS = texts()
-IDS = [str(p.relative_to(REPO)) for p, _text in TEXTS]
+IDS = [name for name, _text in TEXTS]
 
 
 def test_the_scan_finds_the_mentions() -> None:
@@ -99,10 +102,10 @@ def test_the_checks_tell_a_served_path_from_one_that_is_not() -> None:
 
 
 @pytest.mark.parametrize(("path", "text"), TEXTS, ids=IDS)
-def test_every_api_path_mentioned_is_served(path: Path, text: str) -> None:
+def test_every_api_path_mentioned_is_served(path: str, text: str) -> None:
     assert wrong_api_paths(text) == [], path
 
 
 @pytest.mark.parametrize(("path", "text"), TEXTS, ids=IDS)
-def test_every_request_line_outside_the_api_names_a_served_path(path: Path, text: str) -> None:
+def test_every_request_line_outside_the_api_names_a_served_path(path: str, text: str) -> None:
     assert wrong_request_lines(text) == [], path
