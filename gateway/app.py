@@ -2,9 +2,10 @@
 
 Nothing else in the package constructs storage, listeners or workers; everything is
 passed in explicitly, so tests can build a gateway with the same code and their own
-settings. ``Gateway.run()`` runs until SIGTERM/SIGINT, reloads policies on SIGHUP, and
-shuts down in order: stop taking mail (sessions in DATA may finish), stop delivery
-(in-flight sends finish, unstarted leases are released), then close the store.
+settings. ``Gateway.run()`` runs until SIGTERM/SIGINT, reloads the policies and the
+submission certificate on SIGHUP, and shuts down in order: stop taking mail (sessions in
+DATA may finish), stop delivery (in-flight sends finish, unstarted leases are released),
+then close the store.
 ``offline_admin()`` builds the operator layer alone (``AdminOps`` over the store, with the
 same reputation and alerts) for the commands that run while no gateway does.
 """
@@ -57,7 +58,7 @@ from gateway.smtp.budget import DataBudget
 from gateway.smtp.handler import SessionLimits, SubmissionHandler
 from gateway.smtp.inbound import InboundHandler
 from gateway.smtp.server import Sessions, SubmissionServer
-from gateway.smtp.tls import ensure_self_signed, server_context
+from gateway.smtp.tls import ServerCertificate, ensure_self_signed
 from gateway.storage.base import Storage, open_storage, sqlite_path
 from gateway.tracking import RefCodec
 from gateway.unsubscribe.links import UnsubscribeLinks
@@ -85,7 +86,7 @@ def _read_secret(path: Path | None) -> bytes:
 
 
 def _status_key_file(settings: Settings) -> Path:
-    return settings.server.data_dir / "status.key"
+    return settings.status_key_file
 
 
 def _status_links(settings: Settings, key: bytes, port: int | None = None) -> StatusLinks:
@@ -445,7 +446,7 @@ class Gateway:
             host=host,
             port=port,
             hostname=settings.server.hostname,
-            tls_context=server_context(cert, key),
+            tls=ServerCertificate(cert, key, metrics),
             require_tls=sub.require_tls,
             max_message_size=sub.max_message_size,
             line_length_limit=sub.max_line_length,
@@ -468,7 +469,7 @@ class Gateway:
                 host=in_host,
                 port=in_port,
                 hostname=settings.server.hostname,
-                tls_context=None,
+                tls=None,
                 require_tls=False,
                 max_message_size=ins.max_message_size,
                 line_length_limit=sub.max_line_length,
@@ -670,6 +671,12 @@ class Gateway:
         """Apply a new policy set if it validates; otherwise keep the current one."""
         self.policies.reload()
 
+    def reload(self) -> None:
+        """SIGHUP: the policies, then the submission certificate; each kept if its new one fails."""
+        self.reload_policies()
+        if self.submission.tls is not None:
+            self.submission.tls.reload()
+
     def request_stop(self) -> None:
         """Ask ``run()`` to shut down (signal-safe)."""
         self._stopping.set()
@@ -696,12 +703,12 @@ class Gateway:
         log.info("mailgate stopped")
 
     async def run(self) -> None:
-        """Start, serve until SIGTERM/SIGINT, then stop. SIGHUP reloads policies."""
+        """Start, serve until SIGTERM/SIGINT, then stop. SIGHUP reloads (``reload``)."""
         loop = asyncio.get_running_loop()
         await self.start()
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
-        loop.add_signal_handler(signal.SIGHUP, self.reload_policies)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         try:
             await self._stopping.wait()
         finally:

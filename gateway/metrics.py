@@ -6,11 +6,12 @@ recipient, an address, a domain or a message id, so the number of series stays b
 collide; ``app.py`` builds one and passes it to whoever records.
 
 Series that alert rules take ``increase()`` of start at 0 (a counter that first appears
-at 1 hides its first increase from Prometheus): the reload results here, the per-dealer
-counters in ``set_dealers``. ``set_dealers`` also drops every series of a dealer that has
-left the policy set, so no rule keeps firing about a dealer that no longer exists. The
-process's own figures (CPU, memory, file descriptors, start time) are exported as
-``mailgate_process_*`` and the version as ``mailgate_build_info``.
+at 1 hides its first increase from Prometheus): the reload results here (policies, the
+TLS certificate), the per-dealer counters in ``set_dealers``. ``set_dealers`` also drops
+every series of a dealer that has left the policy set, so no rule keeps firing about a
+dealer that no longer exists. The process's own figures (CPU, memory, file descriptors,
+start time) are exported as ``mailgate_process_*`` and the version as
+``mailgate_build_info``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from gateway import __version__
 # Label values that are not a dealer: the global suppression list, the gateway's own DNS.
 NOT_A_DEALER = "*"
 POLICY_RELOAD_RESULTS = ("ok", "failed")
+TLS_RELOAD_RESULTS = ("ok", "failed")
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -143,6 +145,20 @@ class Metrics:
         )
         for result in POLICY_RELOAD_RESULTS:
             self.policy_reloads.labels(result)
+        self.tls_certificate_reloads = Counter(
+            "mailgate_tls_certificate_reloads_total",
+            "Re-reads of the submission certificate (SIGHUP) by result (ok, failed: the "
+            "certificate in force stays).",
+            ["result"],
+            registry=r,
+        )
+        for result in TLS_RELOAD_RESULTS:
+            self.tls_certificate_reloads.labels(result)
+        self.tls_certificate_expiry = Gauge(
+            "mailgate_tls_certificate_expiry_timestamp_seconds",
+            "When the submission certificate in force expires (Unix time).",
+            registry=r,
+        )
         self.dkim_signing_failures = Counter(
             "mailgate_dkim_signing_failures_total",
             "Messages refused (451 4.3.0) because the dealer's DKIM signature could not be "

@@ -270,11 +270,22 @@ def dealer_suspended(dealer_id: str, reason: str, until: str, tempfail: bool) ->
     return Reply(554, "5.7.1", text + "; contact your gateway operator")
 
 
-def recipient_suppressed(address: str, dealer_id: str, reason: str, day: str) -> Reply:
-    """RCPT TO of a suppressed address (policy ``[suppression] on_rcpt = "reject"``)."""
-    return Reply(
-        550, "5.7.1", f"<{_printable(address)}> is suppressed for {dealer_id}: {reason} on {day}"
+def recipient_suppressed(address: str, dealer_id: str | None, reason: str, day: str) -> Reply:
+    """RCPT TO of a suppressed address (policy ``[suppression] on_rcpt = "reject"``).
+
+    ``dealer_id`` is the list the entry is on: the dealer's own, or ``None`` for the gateway
+    operator's global list, which holds for every dealer and which only the operator can
+    lift (a dealer told "suppressed for <itself>" would look for it on its own list).
+    """
+    where = (
+        f"suppressed for {dealer_id}"
+        if dealer_id is not None
+        else "on the gateway operator's global suppression list"
     )
+    text = f"<{_printable(address)}> is {where}: {_printable(reason, 120)} on {day}"
+    if dealer_id is None:
+        text += "; only the gateway operator can lift it"
+    return Reply(550, "5.7.1", text)
 
 
 def nothing_to_send_suppressed(count: int) -> Reply:

@@ -122,6 +122,9 @@ class ServerSettings(_Section):
     # text: "<time> <LEVEL> <logger>: <message>"; json: one object per line (gateway/logs.py)
     log_format: Literal["text", "json"] = "text"
     ref_key_file: Path | None = None  # HMAC key for X-Mailgate-Ref; default data_dir/ref.key
+    # HMAC key of the dealers' status-page links; default data_dir/status.key. Nodes of one
+    # gateway share it (and ref_key_file) while each keeps its own data_dir.
+    status_key_file: Path | None = None
 
 
 class SubmissionSettings(_Section):
@@ -354,6 +357,11 @@ class Settings(_Section):
     def ref_key_file(self) -> Path:
         """The HMAC key file for tracking references."""
         return self.server.ref_key_file or self.server.data_dir / "ref.key"
+
+    @property
+    def status_key_file(self) -> Path:
+        """The HMAC key file for the dealers' status-page links."""
+        return self.server.status_key_file or self.server.data_dir / "status.key"
 
     @property
     def admin_token_file(self) -> Path:

@@ -528,9 +528,18 @@ class AdminOps:
         address = addresses.parse(item)
         if address is None:
             raise InvalidRequest(f"{item!r} is not an e-mail address")
-        lifted = await self.storage.lift_suppression(scope, address, by, text, self.clock.now())
+        now = self.clock.now()
+        lifted = await self.storage.lift_suppression(scope, address, by, text, now)
         if not lifted:
-            raise NotFound(f"{address} is not suppressed on list {scope or GLOBAL}")
+            # A dealer's mail to an address on the global list is refused too: say where it is.
+            found = await self.storage.find_suppression(scope, address, now) if scope else None
+            if found is not None and found.dealer_id is None:
+                raise NotFound(
+                    f"{address} is not suppressed on {scope}'s list but on the operator's "
+                    "global list, which holds for every dealer (list '*')"
+                )
+            where = f"{scope}'s list" if scope else "the global list"
+            raise NotFound(f"{address} is not suppressed on {where}")
         log.info("suppression of %s on %s lifted by %s: %s", address, scope or GLOBAL, by, text)
         return address
 

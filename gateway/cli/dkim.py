@@ -6,7 +6,7 @@ to publish (and, with ``--add``, adds the ``[[dkim]]`` entry to the dealer's fil
 that the old and the new key both sign until ``retire_at``; ``rotate --finish`` removes
 the entries whose time has passed. Every edit is validated by loading the whole policy
 directory; a failing edit is undone. The running gateway applies an edit on its next
-policy reload (``mailgate admin reload``, ``POST /api/policies/reload`` or SIGHUP). These
+policy reload (SIGHUP, ``mailgate admin reload`` or ``POST /api/policies/reload``). These
 commands work on files only.
 """
 
@@ -53,7 +53,10 @@ __all__ = ["register"]
 DEFAULT_SELECTOR = "mg1"
 # The loader's rule for selectors: also safe in a file name and a DNS label.
 _SELECTOR = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-RELOAD_HINT = "reload the policies (`mailgate admin reload`, or SIGHUP to `mailgate serve`)"
+RELOAD_HINT = (
+    "reload the policies (`mailgate admin reload`, POST /api/policies/reload, "
+    "or SIGHUP to `mailgate serve`)"
+)
 
 
 def _quiet(*_args: object, **_kwargs: object) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from gateway.reputation.records import GLOBAL
+
 
 def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
     """Left-aligned columns as wide as their widest cell; the last one is not padded."""
@@ -131,10 +133,11 @@ def outcomes(items: list[dict[str, Any]]) -> str:
 
 
 def imported(d: dict[str, Any], list_name: str) -> str:
-    """The counts of an import (``import_json``) into ``list_name``."""
+    """The counts of an import (``import_json``) into ``list_name`` (``*``: the global list)."""
+    where = "the global list" if list_name == GLOBAL else f"{list_name}'s list"
     return (
         f"{d['added']} added, {d['skipped']} already suppressed, "
-        f"{d['invalid']} not addresses ({list_name})"
+        f"{d['invalid']} not addresses ({where})"
     )
 
 

@@ -291,7 +291,7 @@ class SubmissionHandler:
                     self._suppressed.setdefault(id(session), set()).add(normalized)
                 else:
                     return replies.recipient_suppressed(
-                        normalized, dealer.dealer_id, entry.reason, f"{entry.created_at:%Y-%m-%d}"
+                        normalized, entry.dealer_id, entry.reason, f"{entry.created_at:%Y-%m-%d}"
                     ).line()
         if self._domains is not None:
             verdict = await self._domains.check(domain)

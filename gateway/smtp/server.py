@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import ssl
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, AnyStr, Protocol
@@ -42,6 +41,7 @@ from gateway.smtp import budget
 from gateway.smtp.budget import DataBudget
 from gateway.smtp.handler import peer_ip
 from gateway.smtp.lines import CommandReader, ControlInCommand, DataReceiver
+from gateway.smtp.tls import ServerCertificate
 from gateway.types import Reply
 
 log = logging.getLogger("gateway.smtp")
@@ -369,7 +369,8 @@ class SubmissionServer:
     """One listening socket serving ``GatewaySMTP`` sessions.
 
     ``auth=False`` serves the inbound report listener: no AUTH is offered or accepted
-    (it is refused for want of TLS, ``538``), and nothing requires it.
+    (it is refused for want of TLS, ``538``), and nothing requires it. ``tls``: the
+    certificate offered with STARTTLS (``None``: no STARTTLS).
     """
 
     def __init__(
@@ -379,7 +380,7 @@ class SubmissionServer:
         host: str,
         port: int,
         hostname: str,
-        tls_context: ssl.SSLContext | None,
+        tls: ServerCertificate | None,
         require_tls: bool,
         max_message_size: int,
         line_length_limit: int,
@@ -394,6 +395,7 @@ class SubmissionServer:
     ) -> None:
         self.host = host
         self.listener = listener
+        self.tls = tls
         self.port = port
         self._sessions = sessions
         self._server: asyncio.Server | None = None
@@ -414,8 +416,10 @@ class SubmissionServer:
                 data_size_limit=max_message_size,
                 decode_data=False,
                 enable_SMTPUTF8=False,
-                tls_context=tls_context,
-                require_starttls=require_tls and tls_context is not None,
+                # The context in force when the client connects: a certificate reloaded
+                # (SIGHUP) serves the sessions that connect afterwards (smtp/tls.py).
+                tls_context=tls.context if tls is not None else None,
+                require_starttls=require_tls and tls is not None,
                 auth_required=auth,
                 auth_require_tls=require_tls or not auth,
                 auth_exclude_mechanism=["CRAM-MD5"],

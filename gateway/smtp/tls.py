@@ -3,6 +3,14 @@
 A first run on a fresh machine has no certificate; rather than offer no STARTTLS (and so
 no AUTH), the gateway generates a self-signed certificate in the data directory and says
 so loudly. Production deployments configure a real one.
+
+Certificates are renewed while the gateway runs (Let's Encrypt every 60 to 90 days,
+cert-manager rewriting a mounted Secret), so ``ServerCertificate`` re-reads the pair on
+request (SIGHUP): each new SMTP session takes the context in force when it connects, so
+sessions that connect after a reload present the new certificate and sessions already
+open keep the one they started with. A new pair that does not load (a missing file, a key
+that does not match the certificate, a half-written file) is refused whole: the old
+context stays in force, and the refusal is logged and counted.
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from gateway.metrics import Metrics
 
 log = logging.getLogger("gateway.smtp")
 
@@ -74,3 +84,62 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert, key)
     return context
+
+
+def _not_after(cert: Path) -> dt.datetime:
+    """The expiry of the first (the leaf) certificate in the PEM file ``cert``."""
+    return x509.load_pem_x509_certificate(cert.read_bytes()).not_valid_after_utc
+
+
+class ServerCertificate:
+    """The submission certificate in force: ``context`` for each new session.
+
+    Built from ``cert`` and ``key`` (raising ``OSError`` or ``ssl.SSLError`` when they do
+    not load: a gateway does not start without its certificate); ``reload()`` re-reads
+    them and swaps the context only when the new pair loads.
+    """
+
+    def __init__(self, cert: Path, key: Path, metrics: Metrics | None = None) -> None:
+        self.cert = cert
+        self.key = key
+        self._metrics = metrics
+        self.context = server_context(cert, key)
+        self.not_after = _not_after(cert)
+        if metrics is not None:
+            metrics.tls_certificate_expiry.set(self.not_after.timestamp())
+
+    def reload(self) -> bool:
+        """Re-read the pair; ``False`` (the old one stays in force) when it does not load.
+
+        A new context, never the old one changed in place: ``load_cert_chain`` on a live
+        context that then fails on the key would leave it with the new certificate and
+        the old key, and every handshake after that would fail.
+        """
+        try:
+            context = server_context(self.cert, self.key)
+            not_after = _not_after(self.cert)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            log.error(
+                "TLS certificate not reloaded, the one in force (expires %s) stays: %s, %s: %s",
+                self.not_after.date().isoformat(),
+                self.cert,
+                self.key,
+                exc,
+            )
+            self._count("failed")
+            return False
+        self.context = context
+        self.not_after = not_after
+        if self._metrics is not None:
+            self._metrics.tls_certificate_expiry.set(not_after.timestamp())
+        log.info(
+            "TLS certificate reloaded from %s (expires %s); new sessions use it",
+            self.cert,
+            not_after.date().isoformat(),
+        )
+        self._count("ok")
+        return True
+
+    def _count(self, result: str) -> None:
+        if self._metrics is not None:
+            self._metrics.tls_certificate_reloads.labels(result).inc()

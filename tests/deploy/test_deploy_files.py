@@ -1,11 +1,14 @@
 """The deployment files parse and agree with the code (Docker itself is not run here).
 
 Checked: every YAML and JSON file parses; the compose file has the stack and the cluster
-profile and mounts files that exist; the settings files load with the real settings loader;
+profile and mounts files that exist; it publishes the public HTTP listener and keeps the
+operators' one on the host's loopback; its cluster nodes each have a data directory of
+their own and share their keys; the settings files load with the real settings loader and
+each configures both HTTP listeners, with https placeholders for the public addresses;
 every metric the dashboard and the alert rules query is one the gateway exports; the image
-runs as a non-root user with a health check; the systemd unit carries its hardening; the
-Kubernetes manifests are the set the kustomization lists; prometheus.yml passes
-``promtool check config``.
+runs as a non-root user, exposes every listener and health-checks the operators' one; the
+systemd unit carries its hardening; the Kubernetes manifests are the set the kustomization
+lists; prometheus.yml passes ``promtool check config``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,32 @@ from tests.smtpclient import RawSmtp
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 METRIC = re.compile(r"\bmailgate_[a-z_]+\b")
+COMPOSE_TOML = DEPLOY / "compose" / "mailgate.toml"
+SYSTEMD_TOML = DEPLOY / "systemd" / "mailgate.toml"
+LOOPBACK = ("127.0.0.1", "::1", "[::1]", "localhost")
+NODES = ("mailgate", "mailgate-a", "mailgate-b")
+
+
+def settings_texts() -> dict[str, str]:
+    """Every settings file shipped in deploy/, by name."""
+    return {
+        "example": (DEPLOY / "mailgate.toml.example").read_text(),
+        "compose": COMPOSE_TOML.read_text(),
+        "systemd": SYSTEMD_TOML.read_text(),
+        "kubernetes": yaml.safe_load((DEPLOY / "k8s" / "configmap.yaml").read_text())["data"][
+            "mailgate.toml"
+        ],
+    }
+
+
+def published(service: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """A compose service's published ports as (host address, host port, container port)."""
+    out = []
+    for entry in service.get("ports", []):
+        parts = str(entry).split("#")[0].strip().split(":")
+        address = parts[0] if len(parts) == 3 else ""  # none: every address of the host
+        out.append((address, int(parts[-2]), int(parts[-1].split("/")[0])))
+    return out
 
 
 def exported_families() -> dict[str, set[str]]:
@@ -166,12 +195,90 @@ async def test_feedback_listener_starts_with_the_compose_settings(tmp_path: Path
 
 
 def test_settings_files_load() -> None:
-    for text in (
-        (DEPLOY / "mailgate.toml.example").read_text(),
-        (DEPLOY / "compose" / "mailgate.toml").read_text(),
-        yaml.safe_load((DEPLOY / "k8s" / "configmap.yaml").read_text())["data"]["mailgate.toml"],
-    ):
+    for text in settings_texts().values():
         Settings.model_validate(tomllib.loads(text))
+
+
+def test_every_settings_file_configures_both_http_listeners() -> None:
+    for name, text in settings_texts().items():
+        sections = dict(re.findall(r"^\[(\w+)\](.*?)(?=^\[|\Z)", text, re.M | re.S))
+        assert re.search(r"^listen\s*=", sections.get("http", ""), re.M), name
+        assert re.search(r"^listen\s*=", sections.get("public", ""), re.M), name
+        # The public addresses, set or shown, are https placeholders (RFC 8058 §3.1 for
+        # unsubscribe links; status links travel in mail too).
+        for section, key in (("http", "public_url"), ("unsubscribe", "base_url")):
+            (value,) = re.findall(rf'^#?\s*{key}\s*=\s*"([^"]*)"', sections[section], re.M)
+            assert value.startswith("https://"), (name, key, value)
+        settings = Settings.model_validate(tomllib.loads(text))
+        assert parse_hostport(settings.http.listen) != parse_hostport(settings.public.listen)
+
+
+def test_the_production_configs_set_the_public_addresses() -> None:
+    # systemd and Kubernetes are deployments, not try-it stacks: links in mail must work.
+    for name in ("systemd", "kubernetes"):
+        settings = Settings.model_validate(tomllib.loads(settings_texts()[name]))
+        assert settings.http.public_url.startswith("https://"), name
+        assert settings.unsubscribe.base_url.startswith("https://"), name
+        assert settings.public.forwarded_from, name  # behind the TLS proxy or Ingress
+        assert settings.submission.tls_cert is not None, name
+
+
+def test_the_systemd_config_keeps_both_http_listeners_on_loopback() -> None:
+    settings = load_settings(SYSTEMD_TOML, {})
+    assert settings.listener_warnings() == []
+    # The operators' port is never on the internet; the public one behind the local proxy.
+    assert parse_hostport(settings.http.listen)[0] in LOOPBACK
+    assert parse_hostport(settings.public.listen)[0] in LOOPBACK
+    assert set(settings.public.forwarded_from) <= set(LOOPBACK)
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.read_string((DEPLOY / "mailgate.service").read_text())
+    assert f"/var/lib/{unit['Service']['StateDirectory']}" == str(settings.server.data_dir)
+    assert "--config /etc/mailgate/mailgate.toml" in unit["Service"]["ExecStart"]
+    assert "deploy/systemd/mailgate.toml /etc/mailgate/mailgate.toml" in SYSTEMD_TOML.read_text()
+
+
+def test_compose_publishes_the_public_listener_and_not_the_operators() -> None:
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    services = compose["services"]
+    for name in NODES:
+        settings = load_settings(COMPOSE_TOML, services[name]["environment"])
+        ops = parse_hostport(settings.http.listen)[1]
+        public = parse_hostport(settings.public.listen)[1]
+        for address, _host, container in published(services[name]):
+            if container == ops:
+                assert address in LOOPBACK, (name, address)  # this host's operators only
+        if name == "mailgate":
+            assert ("", public, public) in published(services[name])
+        else:
+            assert published(services[name]) == [], name  # reached through the balancer
+    # The balancer publishes the cluster's public HTTP and never an operators' port.
+    balancer = published(services["loadbalancer"])
+    assert 8080 in [container for _a, _h, container in balancer]
+    assert 8025 not in [container for _a, _h, container in balancer]
+    haproxy = (DEPLOY / "haproxy" / "haproxy.cfg").read_text()
+    binds = re.findall(r"^\s*bind\s+\S*:(\d+)", haproxy, re.M)
+    assert sorted(binds) == ["2525", "2526", "8080"]
+    assert "server a mailgate-a:8080" in haproxy and "server b mailgate-b:8080" in haproxy
+
+
+def test_compose_cluster_nodes_have_their_own_data_directories_and_share_keys() -> None:
+    services = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
+    nodes = [load_settings(COMPOSE_TOML, services[n]["environment"]) for n in NODES[1:]]
+    a, b = nodes
+    # One live process per data directory: a shared one would refuse the second node.
+    assert a.server.data_dir != b.server.data_dir
+    assert a.server.node_id != b.server.node_id
+    for shared in ("ref_key_file", "status_key_file", "admin_token_file"):
+        assert getattr(a, shared) == getattr(b, shared), shared
+        assert not getattr(a, shared).is_relative_to(a.server.data_dir), shared
+        assert not getattr(a, shared).is_relative_to(b.server.data_dir), shared
+    # Both on the one volume holding the shared files (the image makes it the user's).
+    volumes = {n: [v for v in services[n]["volumes"] if not v.startswith(".")] for n in NODES[1:]}
+    assert volumes["mailgate-a"] == volumes["mailgate-b"] == ["cluster-data:/var/lib/mailgate"]
+    assert a.ref_key_file.parent == Path("/var/lib/mailgate")
+    assert a.public.forwarded_from == [
+        services["loadbalancer"]["networks"]["default"]["ipv4_address"]
+    ]
 
 
 def test_the_example_settings_show_every_key() -> None:
@@ -248,7 +355,19 @@ def test_image_is_slim_non_root_with_a_health_check() -> None:
     assert re.search(r"^FROM python:3\.11-slim\s*$", dockerfile, re.M)
     user = re.search(r"^USER (\S+)", dockerfile, re.M)
     assert user is not None and not user.group(1).startswith(("root", "0"))
-    assert "HEALTHCHECK" in dockerfile and "/healthz" in dockerfile
+    # The image's settings (deploy/compose/mailgate.toml): every listener is exposed, and
+    # the health check asks the operators' listener (the public one has no /healthz).
+    settings = load_settings(COMPOSE_TOML, {})
+    listeners = (settings.submission, settings.inbound, settings.http, settings.public)
+    (exposed,) = re.findall(r"^EXPOSE (.+)$", dockerfile, re.M)
+    assert sorted(int(p) for p in exposed.split()) == sorted(
+        parse_hostport(s.listen)[1] for s in listeners
+    )
+    check = re.search(r"^HEALTHCHECK .*?urlopen\('http://127\.0\.0\.1:(\d+)(/\w+)'",
+                      dockerfile.replace("\\\n", " "), re.M | re.S)  # fmt: skip
+    assert check is not None
+    assert (int(check.group(1)), check.group(2)) == (parse_hostport(settings.http.listen)[1],
+                                                     "/healthz")  # fmt: skip
 
 
 def test_systemd_unit_is_hardened() -> None:
@@ -274,14 +393,15 @@ def test_kubernetes_manifests() -> None:
         for doc in yaml.safe_load_all((k8s / name).read_text()):
             kinds.setdefault(doc["kind"], []).append(doc)
     assert set(kinds) == {
-        "ConfigMap", "Secret", "PersistentVolumeClaim", "Deployment", "Service", "PodMonitor",
+        "ConfigMap", "Secret", "StatefulSet", "Service", "Ingress", "NetworkPolicy", "PodMonitor",
     }  # fmt: skip
-    (deployment,) = kinds["Deployment"]
-    pod = deployment["spec"]["template"]["spec"]
-    claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]
-              if "persistentVolumeClaim" in v]  # fmt: skip
-    assert claims == [kinds["PersistentVolumeClaim"][0]["metadata"]["name"]]
+    (statefulset,) = kinds["StatefulSet"]
+    pod = statefulset["spec"]["template"]["spec"]
+    # Each pod its own data volume (tests/deploy/test_kubernetes.py checks the rest).
+    assert not [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    (claim,) = statefulset["spec"]["volumeClaimTemplates"]
     (container,) = pod["containers"]
+    assert claim["metadata"]["name"] in [m["name"] for m in container["volumeMounts"]]
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert pod["securityContext"]["runAsNonRoot"] is True

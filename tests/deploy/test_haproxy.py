@@ -2,16 +2,20 @@
 
 deploy/haproxy/haproxy.cfg is run as shipped, with only its addresses rewritten to
 loopback ports: both its servers point at one in-process gateway that trusts PROXY headers
-from 127.0.0.1, the address haproxy connects from. CRMs reach haproxy from addresses of
-their own (Linux routes all of 127.0.0.0/8 to the loopback interface), so the test sees
-whether the gateway's per-IP limits apply to each CRM or to haproxy. A second haproxy,
-the same config but connecting from 127.0.0.3, is a balancer the gateway does not trust.
+(and X-Forwarded-For) from 127.0.0.1, the address haproxy connects from. CRMs reach
+haproxy from addresses of their own (Linux routes all of 127.0.0.0/8 to the loopback
+interface), so the test sees whether the gateway's per-IP limits apply to each CRM or to
+haproxy. A second haproxy, the same config but connecting from 127.0.0.3, is a balancer
+the gateway does not trust. The public HTTP frontend serves the public listener's pages,
+names the client to it, and leads to nothing of the operators' listener.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
+import logging
 import socket
 import subprocess
 import time
@@ -22,6 +26,9 @@ from typing import Any
 import pytest
 
 from gateway.app import Gateway
+from gateway.datadir import load_or_create_key
+from gateway.types import DealerId
+from gateway.unsubscribe.links import UnsubscribeLinks
 from tests.deploy.tools import need
 from tests.integration.conftest import PASSWORD, add_credentials, dot_stuff, make_settings, message
 from tests.sinks import Sink
@@ -38,20 +45,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def shipped_config(gateway: Gateway, submission: int, reports: int, source: str = "") -> str:
+def shipped_config(
+    gateway: Gateway, submission: int, reports: int, source: str = "", public: int = 0
+) -> str:
     """deploy/haproxy/haproxy.cfg with loopback addresses for the compose names."""
     text = (DEPLOY / "haproxy" / "haproxy.cfg").read_text()
     for old, new in {
         "bind :2525": f"bind 127.0.0.1:{submission}",
         "bind :2526": f"bind 127.0.0.1:{reports}",
+        "bind :8080": f"bind 127.0.0.1:{public or free_port()}",
         "mailgate-a:2525": f"127.0.0.1:{gateway.submission_port}",
         "mailgate-b:2525": f"127.0.0.1:{gateway.submission_port}",
         "mailgate-a:2526": f"127.0.0.1:{gateway.inbound_port}",
         "mailgate-b:2526": f"127.0.0.1:{gateway.inbound_port}",
+        "mailgate-a:8080": f"127.0.0.1:{gateway.public_port}",
+        "mailgate-b:8080": f"127.0.0.1:{gateway.public_port}",
         "check port 8025": f"check port {gateway.http_port}",
     }.items():
         assert old in text, old
         text = text.replace(old, new)
+    # Every node address is one of these: nothing is left pointing at the compose names.
+    assert "mailgate-a" not in text and "mailgate-b" not in text
     if source:
         text = text.replace("defaults\n", f"defaults\n  source {source}\n", 1)
     return text
@@ -104,6 +118,8 @@ async def gateway(tmp_path: Path, sink: Sink) -> AsyncIterator[Gateway]:
             "proxy_protocol_from": ["127.0.0.1"],
             "max_connections_per_ip": 1,
         },
+        "public": {"listen": "127.0.0.1:0", "forwarded_from": ["127.0.0.1"]},
+        "unsubscribe": {"base_url": "https://mailgate.test"},
     }
     gw = await Gateway.build(make_settings(tmp_path, sink.port, **sections))
     await add_credentials(gw)
@@ -201,3 +217,46 @@ async def test_a_crm_sending_its_own_header_past_haproxy_is_refused(
         reply = await client.cmd("PROXY TCP4 203.0.113.9 127.0.0.1 40000 25")
         assert (reply.code, reply.enhanced) == (554, "5.7.1")
         await client.close()
+
+
+def get(port: int, method: str, path: str, source: str) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection(
+        "127.0.0.1", port, timeout=10, source_address=(source, 0)
+    )
+    try:
+        connection.request(method, path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+async def test_the_public_frontend_serves_the_public_listener_only(
+    gateway: Gateway, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway")
+    submission, reports, public = free_port(), free_port(), free_port()
+    config = shipped_config(gateway, submission, reports, public=public)
+    # The operators' port is health-checked, never a frontend's destination.
+    assert f"127.0.0.1:{gateway.http_port}" not in config
+    assert gateway.status_links is not None
+    status = gateway.status_links.path("example-motors")
+    key = load_or_create_key(gateway.settings.ref_key_file)
+    token = UnsubscribeLinks(key, "https://mailgate.test", "").token(
+        "example-motors", "ann@example.org", "m1.1"
+    )
+    with haproxy(config, tmp_path, submission):
+        deadline = time.monotonic() + 10
+        while (await asyncio.to_thread(get, public, "GET", status, CRM_A))[0] == 503:
+            assert time.monotonic() < deadline, "haproxy never found the node ready"
+            await asyncio.sleep(0.1)
+        code, body = await asyncio.to_thread(get, public, "GET", status, CRM_A)
+        assert code == 200 and b"Example Motors" in body
+        for path in ("/metrics", "/healthz", "/readyz", "/api/health"):
+            assert (await asyncio.to_thread(get, public, "GET", path, CRM_A))[0] == 404, path
+        # The one-click unsubscribe is logged with the client's address, not haproxy's.
+        code, _body = await asyncio.to_thread(get, public, "POST", f"/u/{token}", CRM_B)
+        assert code == 200
+    (entry,) = await gateway.storage.list_suppressions(DealerId("example-motors"))
+    assert entry.address == "ann@example.org"
+    assert f"via one-click:{CRM_B}" in caplog.text

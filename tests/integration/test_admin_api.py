@@ -223,6 +223,17 @@ async def test_suppressions_search_add_lift_import_export(api: tuple[Harness, st
         body={"list": DEALER, "address": "a@x.example", "reason": "again"},
     )  # fmt: skip
     assert gone.status == 404
+    assert gone.body["error"] == f"a@x.example is not suppressed on {DEALER}'s list"
+    # An address on the global list is not the dealer's to lift: the answer says where it is.
+    global_entry = await call(
+        h.gateway, "DELETE", "/api/suppressions", token=token,
+        body={"list": DEALER, "address": "g@y.example", "reason": "opted in again"},
+    )  # fmt: skip
+    assert global_entry.status == 404
+    assert global_entry.body["error"] == (
+        f"g@y.example is not suppressed on {DEALER}'s list but on the operator's global "
+        "list, which holds for every dealer (list '*')"
+    )
     with_lifted = await call(h.gateway, "GET", "/api/suppressions?all=true&q=a@x", token=token)
     assert with_lifted.body["entries"][0]["lift_reason"] == "opted in again"
 

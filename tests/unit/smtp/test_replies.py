@@ -27,6 +27,12 @@ MADE = {
     "dealer_suspended_tempfail": replies.dealer_suspended(
         "example-motors", "Paused for a check.", "2026-05-07 09:30 UTC", True
     ),
+    "recipient_suppressed": replies.recipient_suppressed(
+        "ann@example.org", "example-motors", "spam complaint", "2026-05-07"
+    ),
+    "recipient_suppressed_globally": replies.recipient_suppressed(
+        "ann@example.org", None, "hard bounce", "2026-05-07"
+    ),
 }
 ALL = {**CONSTANTS, **MADE}
 
@@ -41,6 +47,17 @@ def test_a_suspended_dealer_is_told_the_reason_and_what_to_do() -> None:
     assert later == (
         "451 4.7.1 Dealer example-motors is suspended: Paused for a check (until "
         "2026-05-07 09:30 UTC); try again later"
+    )
+
+
+def test_a_suppressed_recipient_is_told_which_list_it_is_on() -> None:
+    assert MADE["recipient_suppressed"].line() == (
+        "550 5.7.1 <ann@example.org> is suppressed for example-motors: spam complaint on 2026-05-07"
+    )
+    # A global entry is the operator's, not the dealer's: it says so and who can lift it.
+    assert MADE["recipient_suppressed_globally"].line() == (
+        "550 5.7.1 <ann@example.org> is on the gateway operator's global suppression list: "
+        "hard bounce on 2026-05-07; only the gateway operator can lift it"
     )
 
 
