@@ -346,6 +346,7 @@ class Gateway:
             sessions=Sessions(sub.max_connections, sub.max_connections_per_ip),
             metrics=metrics,
             data_budget=data_budget,
+            bind_network=handler.bind_network,
         )
         ingest = FeedbackIngest(storage, refs, policies, clock, metrics, suspensions)
         inbound: SubmissionServer | None = None

@@ -73,6 +73,7 @@ class GatewaySMTP(SMTP):
         line_length_limit: int,
         data_timeout: float,
         data_budget: DataBudget,
+        bind_network: Callable[[Session], bool] | None = None,
         **kwargs: Any,
     ) -> None:
         # Read by SMTP.__init__ to size the stream reader: DATA lines up to this length are
@@ -88,6 +89,8 @@ class GatewaySMTP(SMTP):
         self._ip = ""
         self._refused_before_tls = 0
         self.in_data = False
+        self._bind_network = bind_network
+        self._network_bound = False  # a dealer's relay network: no STARTTLS or AUTH needed
 
     async def push(self, status: AnyStr) -> None:
         """Send a reply, giving aiosmtpd's own fixed replies enhanced codes."""
@@ -128,6 +131,10 @@ class GatewaySMTP(SMTP):
             if self.transport is not None:
                 self.transport.close()
             return
+        if self._bind_network is not None and self._bind_network(self.session):
+            # policy relay_networks: the dealer's system speaks neither STARTTLS nor AUTH.
+            self._network_bound = True
+            self.require_starttls = False
         self._sessions.live.add(self)
         self._sessions.per_ip[self._ip] += 1
         self._metrics.connections.labels(self._listener).inc()
@@ -140,6 +147,12 @@ class GatewaySMTP(SMTP):
                 del self._sessions.per_ip[self._ip]
             self._metrics.connections.labels(self._listener).dec()
             self._gw_handler.forget(self.session)
+
+    async def check_auth_needed(self, caller_method: str) -> bool:
+        """AUTH is not needed in a session a dealer's relay network bound at connect."""
+        if self._network_bound:
+            return False
+        return await super().check_auth_needed(caller_method)
 
     async def smtp_DATA(self, arg: str) -> None:
         """DATA within the memory budget and its own deadline.
@@ -182,7 +195,9 @@ class SubmissionServer:
     """One listening socket serving ``GatewaySMTP`` sessions.
 
     ``auth=False`` serves the inbound report listener: no AUTH is offered or accepted
-    (it is refused for want of TLS, ``538``), and nothing requires it.
+    (it is refused for want of TLS, ``538``), and nothing requires it. ``bind_network``
+    (the submission handler's) is asked at each connect whether the peer is in a dealer's
+    relay network; such a session needs neither STARTTLS nor AUTH.
     """
 
     def __init__(
@@ -203,6 +218,7 @@ class SubmissionServer:
         data_budget: DataBudget,
         listener: str = "submission",
         auth: bool = True,
+        bind_network: Callable[[Session], bool] | None = None,
     ) -> None:
         self.host = host
         self.listener = listener
@@ -219,6 +235,7 @@ class SubmissionServer:
                 line_length_limit=line_length_limit,
                 data_timeout=data_timeout,
                 data_budget=data_budget,
+                bind_network=bind_network,
                 hostname=hostname,
                 ident="Mailgate ESMTP",
                 data_size_limit=max_message_size,
