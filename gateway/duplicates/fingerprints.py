@@ -245,8 +245,18 @@ class SendClaim:
 
     ``expected_version`` is the ``RecipientHistory.version`` the checks saw; ``None``
     skips that guard (transactional mail, which neither reads nor changes the history the
-    guard protects). ``claim_exact`` is False only for a duplicate that policy lets
-    through (tag), whose fingerprint the earlier message keeps.
+    guard protects, and an exact duplicate that policy lets through, which records
+    nothing). ``claim_exact`` is False only for such a duplicate, whose fingerprint the
+    earlier message keeps.
+
+    The guards exist for decisions that rest on the *absence* of sends (first copy, under
+    the cap, nothing alike). A decision that rests only on sends already seen (a near
+    duplicate or capped copy that policy delivers anyway) cannot be undone by sends
+    committed since, so its claim sets ``compare_version=False``: the version is bumped
+    without comparing, and the claim cannot be lost over it. ``exact_yields`` makes an
+    exact fingerprint that another message holds that message's, instead of losing the
+    claim: only for a policy that delivers every duplicate anyway, when contention has
+    outlasted the retries (intake's last attempt).
     """
 
     recipient: bytes
@@ -258,6 +268,8 @@ class SendClaim:
     exact_since: datetime  # an equal fingerprint older than this is expired: take it over
     expected_version: int | None
     claim_exact: bool = True
+    compare_version: bool = True
+    exact_yields: bool = False
 
 
 @dataclass(frozen=True, slots=True)
