@@ -7,6 +7,12 @@ shuts down in order: stop taking mail (sessions in DATA may finish), stop delive
 (in-flight sends finish, unstarted leases are released), then close the store.
 ``offline_admin()`` builds the operator layer alone (``AdminOps`` over the store, with the
 same reputation and alerts) for the commands that run while no gateway does.
+
+A gateway is one process, or one ``Worker`` of several under ``gateway/supervisor.py``: a
+worker serves on the listening sockets the supervisor bound (``bind_listeners``), leaves
+the data-directory lock to it, runs the once-per-gateway housekeeping only in slot 0, and
+tells the supervisor when the admin API has reloaded the policies, so that every worker
+does.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from gateway.feedback.ingest import FeedbackIngest
 from gateway.intake.backpressure import SpoolGuard
 from gateway.intake.service import Intake
 from gateway.metrics import Metrics
-from gateway.policy.store import PolicyStore
+from gateway.policy.store import PolicyStore, ReloadResult
 from gateway.reputation.suspensions import Suspensions
 from gateway.settings import Settings, parse_hostport
 from gateway.smtp.auth import Authenticator, FailureLimiter
@@ -142,6 +148,98 @@ async def offline_admin(settings: Settings, clock: Clock | None = None) -> Async
         await storage.close()
 
 
+def _listen(host: str, port: int, backlog: int = 128) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+@dataclass(frozen=True)
+class Listeners:
+    """Listening sockets bound once by a supervisor and served by every worker process."""
+
+    submission: socket.socket
+    http: socket.socket
+    inbound: socket.socket | None = None
+
+    def close(self) -> None:
+        """Close this process's copies (the workers' own copies stay open)."""
+        for sock in (self.submission, self.http, self.inbound):
+            if sock is not None:
+                sock.close()
+
+
+def bind_listeners(settings: Settings) -> Listeners:
+    """Bind the submission, HTTP and (when enabled) report listeners, for ``Worker``s.
+
+    One socket per listener, shared by all workers: the kernel gives each connection to
+    whichever worker accepts first, so a busy or dead worker does not keep connections
+    waiting while another one is idle.
+    """
+    backlog = 1024  # several processes accept from it; a burst of CRMs must not be dropped
+    submission = _listen(*parse_hostport(settings.submission.listen), backlog)
+    try:
+        http = _listen(*parse_hostport(settings.http.listen))
+        inbound = None
+        if settings.inbound.enabled:
+            inbound = _listen(*parse_hostport(settings.inbound.listen), backlog)
+    except BaseException:
+        submission.close()
+        raise
+    return Listeners(submission, http, inbound)
+
+
+def prepare_shared_files(settings: Settings) -> None:
+    """Create the data directory's keys and self-signed certificate, if missing.
+
+    A supervisor does this before its workers start, so that they read one set of files
+    instead of racing to create them.
+    """
+    load_or_create_key(settings.ref_key_file)
+    load_or_create_key(_status_key_file(settings))
+    sub = settings.submission
+    if sub.tls_cert is None or sub.tls_key is None:
+        ensure_self_signed(settings.server.data_dir, settings.server.hostname)
+
+
+@dataclass(frozen=True)
+class Worker:
+    """One worker process of several (gateway/supervisor.py) and what it shares."""
+
+    slot: int  # 0 .. processes-1; slot 0 runs the once-per-gateway housekeeping
+    listeners: Listeners
+    announce_reload: Callable[[], None]  # an admin-API reload was applied: tell the others
+
+
+class _AnnouncedPolicies(PolicyStore):
+    """A worker's policy store: a reload applied through the admin API reaches every worker.
+
+    ``Gateway.reload_policies`` (SIGHUP, which the supervisor sends to every worker) uses
+    ``PolicyStore.reload`` itself, so an announced reload is not announced again.
+    """
+
+    def __init__(
+        self, directory: Path, announce: Callable[[], None], on_reload: Callable[[str], None]
+    ) -> None:
+        super().__init__(directory, on_reload=on_reload)
+        self._announce = announce
+
+    def reload(self) -> ReloadResult:
+        """Reload here, and when it applied, have the supervisor reload every worker."""
+        result = super().reload()
+        if result.ok:
+            self._announce()
+        return result
+
+
 class _HttpServer(uvicorn.Server):
     """uvicorn without its own signal handling: the gateway owns the signals."""
 
@@ -165,7 +263,7 @@ class Gateway:
     http: _HttpServer
     http_socket: socket.socket
     node: str
-    lock: DataDirLock  # this process owns the data directory until stop()
+    lock: DataDirLock | None  # this process owns the data directory until stop(); None: a worker
     suspensions: Suspensions | None = None
     ingest: FeedbackIngest | None = None
     alerts: Alerts | None = None
@@ -173,6 +271,7 @@ class Gateway:
     admin: AdminOps | None = None  # the operations behind the admin API
     status_links: StatusLinks | None = None  # the dealers' status-page links
     resolver: Resolver | None = None  # recipient domains and DNS self-checks
+    leader: bool = True  # runs housekeeping, consent tallies, DNS self-checks (one per gateway)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -199,13 +298,19 @@ class Gateway:
         clock: Clock | None = None,
         metrics: Metrics | None = None,
         signer: Signer | None = None,
+        role: Worker | None = None,
     ) -> Gateway:
-        """Build every component; binds nothing yet.
+        """Build every component; binds nothing yet (a worker ``role`` serves bound sockets).
 
-        Raises ``DataDirInUse`` when another live process owns ``server.data_dir``.
+        Raises ``DataDirInUse`` when another live process owns ``server.data_dir``. A
+        worker takes no lock: its supervisor holds it for all of them.
         """
         data_dir = settings.server.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
+        if role is not None:
+            return await cls._build(
+                settings, None, clock or SystemClock(), metrics or Metrics(), signer, role
+            )
         # Before anything reads the node id: two live processes must never share it.
         lock = DataDirLock(data_dir)
         lock.acquire()
@@ -221,15 +326,23 @@ class Gateway:
     async def _build(
         cls,
         settings: Settings,
-        lock: DataDirLock,
+        lock: DataDirLock | None,
         clock: Clock,
         metrics: Metrics,
         signer: Signer | None,
+        role: Worker | None = None,
     ) -> Gateway:
         data_dir = settings.server.data_dir
-        policies = PolicyStore(
-            settings.server.policies_dir,
-            on_reload=lambda result: metrics.policy_reloads.labels(result).inc(),
+
+        def count_reload(result: str) -> None:
+            metrics.policy_reloads.labels(result).inc()
+
+        policies = (
+            PolicyStore(settings.server.policies_dir, on_reload=count_reload)
+            if role is None
+            else _AnnouncedPolicies(
+                settings.server.policies_dir, role.announce_reload, count_reload
+            )
         )
         storage = await open_storage(settings.storage_url)
         node = settings.server.node_id or load_or_create_node_id(
@@ -347,6 +460,7 @@ class Gateway:
             metrics=metrics,
             data_budget=data_budget,
             bind_network=handler.bind_network,
+            sock=role.listeners.submission if role else None,
         )
         ingest = FeedbackIngest(storage, refs, policies, clock, metrics, suspensions)
         inbound: SubmissionServer | None = None
@@ -371,6 +485,7 @@ class Gateway:
                 data_budget=data_budget,
                 listener="inbound",
                 auth=False,
+                sock=role.listeners.inbound if role else None,
             )
 
         async def readiness() -> dict[str, str]:
@@ -402,12 +517,7 @@ class Gateway:
             allow_remote=settings.http.admin_allow_remote,
             metrics=metrics,
         )
-        family = socket.AF_INET6 if ":" in http_host else socket.AF_INET
-        http_socket = socket.socket(family, socket.SOCK_STREAM)
-        http_socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        http_socket.bind((http_host, http_port))
-        http_socket.listen(128)
-        http_socket.setblocking(False)
+        http_socket = role.listeners.http if role else _listen(http_host, http_port)
         http = _HttpServer(
             uvicorn.Config(
                 build_app(
@@ -445,6 +555,7 @@ class Gateway:
             admin=admin,
             status_links=status_links,
             resolver=resolver,
+            leader=role is None or role.slot == 0,
         )
 
     async def start(self) -> None:
@@ -467,17 +578,21 @@ class Gateway:
             asyncio.create_task(self.worker.run(), name="delivery"),
             asyncio.create_task(self.guard.run(), name="spool-guard"),
             asyncio.create_task(self.http.serve(sockets=[self.http_socket]), name="http"),
-            asyncio.create_task(self._housekeeping(), name="housekeeping"),
         ]
+        if self.leader:
+            self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
         if self.suspensions is not None:
             self._tasks.append(
                 asyncio.create_task(self.suspensions.run(REPUTATION_REFRESH), name="reputation")
             )
         # Consent: eligible and locked recipients per dealer (gateway/consent/ops.py).
-        gauges = ConsentGauges(self.storage, self.policies, self.clock, self.metrics)
-        self._tasks.append(asyncio.create_task(gauges.run(), name="consent-gauges"))
+        if self.leader:
+            gauges = ConsentGauges(self.storage, self.policies, self.clock, self.metrics)
+            self._tasks.append(asyncio.create_task(gauges.run(), name="consent-gauges"))
         interval = self.settings.dns.check_interval.total_seconds()
-        if self.resolver is not None and self.settings.dns.egress_ips and interval > 0:
+        dns_checks = self.resolver is not None and self.settings.dns.egress_ips
+        if self.leader and dns_checks and interval > 0:
+            assert self.resolver is not None
             checks = monitor(
                 self.resolver,
                 self.policies,
@@ -511,8 +626,8 @@ class Gateway:
                 log.warning("housekeeping failed: %s", exc)
 
     def reload_policies(self) -> None:
-        """Apply a new policy set if it validates; otherwise keep the current one."""
-        self.policies.reload()
+        """Apply a new policy set if it validates; otherwise keep the current one (SIGHUP)."""
+        PolicyStore.reload(self.policies)  # not announced: every worker gets the signal
 
     def request_stop(self) -> None:
         """Ask ``run()`` to shut down (signal-safe)."""
@@ -534,13 +649,19 @@ class Gateway:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.http_socket.close()
         await self.storage.close()
-        self.lock.release()
+        if self.lock is not None:
+            self.lock.release()
         log.info("mailgate stopped")
 
-    async def run(self) -> None:
-        """Start, serve until SIGTERM/SIGINT, then stop. SIGHUP reloads policies."""
+    async def run(self, on_ready: Callable[[], None] | None = None) -> None:
+        """Start, serve until SIGTERM/SIGINT, then stop. SIGHUP reloads policies.
+
+        ``on_ready`` is called once the listeners serve (a worker tells its supervisor).
+        """
         loop = asyncio.get_running_loop()
         await self.start()
+        if on_ready is not None:
+            on_ready()
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.reload_policies)

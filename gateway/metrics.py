@@ -4,12 +4,64 @@ The only per-entity label is ``dealer`` (bounded by the policy files): never a
 recipient, an address, a domain or a message id, so the number of series stays bounded.
 ``Metrics`` owns its own registry so tests and several gateways in one process do not
 collide; ``app.py`` builds one and passes it to whoever records.
+
+Several processes (``mailgate serve`` with ``server.processes`` > 1, gateway/supervisor.py)
+keep one endpoint with prometheus-client's multiprocess mode: ``enable_multiprocess(dir)``
+in each worker, before its ``Metrics`` is built, makes every value live in a file of that
+process under ``dir``, and ``render`` then adds up the files of every process, dead ones
+included, so a counter keeps what a worker counted before it was restarted. Each gauge says
+how its processes' values combine (``multiprocess_mode``): the ones about this process's own
+sessions and memory add up over the live processes (``livesum``); the ones read from the
+shared store or the policy files take the most recent value any process set
+(``mostrecent``). The supervisor drops a dead worker's live gauges (``process_died``).
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import os
+from pathlib import Path
+from typing import Final, Literal
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+# Gauges in multiprocess mode (see the module docstring); ignored in a single process.
+# This process's own state (sessions, memory): summed over the live processes.
+_LIVE: Final[Literal["livesum"]] = "livesum"
+# The same store-wide value in every process: the most recent one any process set.
+_STORE: Final[Literal["mostrecent"]] = "mostrecent"
+_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def enable_multiprocess(directory: Path) -> None:
+    """Record every metric built from now on in ``directory`` (one worker process of several).
+
+    prometheus-client picks its value class when it is imported; a worker forked from the
+    supervisor has imported it already, so the class is set here as well as the variable.
+    """
+    os.environ[_ENV] = str(directory)
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+
+
+def process_died(directory: Path, pid: int) -> None:
+    """Forget a dead worker's ``livesum`` gauges (its counters and histograms stay)."""
+    multiprocess.mark_process_dead(pid, str(directory))  # type: ignore[no-untyped-call]
+
+
+def reset_directory(directory: Path) -> None:
+    """Empty (or create) the multiprocess directory before any worker starts."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -21,7 +73,11 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.connections = Gauge(
-            "mailgate_smtp_connections", "Open SMTP connections.", ["listener"], registry=r
+            "mailgate_smtp_connections",
+            "Open SMTP connections.",
+            ["listener"],
+            registry=r,
+            multiprocess_mode=_LIVE,
         )
         self.connections_refused = Counter(
             "mailgate_smtp_connections_refused_total",
@@ -33,6 +89,7 @@ class Metrics:
             "mailgate_smtp_data_budget_bytes",
             "Bytes of message data in flight reserved against submission.data_memory.",
             registry=r,
+            multiprocess_mode=_LIVE,
         )
         self.data_budget_refusals = Counter(
             "mailgate_smtp_data_budget_refusals_total",
@@ -96,15 +153,23 @@ class Metrics:
             registry=r,
         )
         self.queue_messages = Gauge(
-            "mailgate_queue_messages", "Messages in the store by state.", ["state"], registry=r
+            "mailgate_queue_messages",
+            "Messages in the store by state.",
+            ["state"],
+            registry=r,
+            multiprocess_mode=_STORE,
         )
         self.queue_oldest_seconds = Gauge(
             "mailgate_queue_oldest_seconds",
             "Age of the oldest message waiting for delivery.",
             registry=r,
+            multiprocess_mode=_STORE,
         )
         self.spool_bytes = Gauge(
-            "mailgate_spool_bytes", "Bytes of queued and held messages.", registry=r
+            "mailgate_spool_bytes",
+            "Bytes of queued and held messages.",
+            registry=r,
+            multiprocess_mode=_STORE,
         )
         self.dsn_sent = Counter(
             "mailgate_dsn_generated_total",
@@ -169,30 +234,35 @@ class Metrics:
             "Complaints per delivered message over the dealer's window, at the last evaluation.",
             ["dealer"],
             registry=r,
+            multiprocess_mode=_STORE,
         )
         self.bounce_rate = Gauge(
             "mailgate_bounce_rate",
             "Hard bounces per sent message over the dealer's window, at the last evaluation.",
             ["dealer"],
             registry=r,
+            multiprocess_mode=_STORE,
         )
         self.dealer_state = Gauge(
             "mailgate_dealer_state",
             "1 for the dealer's current state (active, warned, suspended, resumed), else 0.",
             ["dealer", "state"],
             registry=r,
+            multiprocess_mode=_STORE,
         )
         self.dealer_suspended = Gauge(
             "mailgate_dealer_suspended",
             "1 while the dealer is suspended.",
             ["dealer"],
             registry=r,
+            multiprocess_mode=_STORE,
         )
         self.suppressions = Gauge(
             "mailgate_suppressed_addresses",
             "Active suppression entries per list (a dealer id, or * for the global list).",
             ["dealer"],
             registry=r,
+            multiprocess_mode=_STORE,
         )
         self.alerts = Counter(
             "mailgate_alerts_total",
@@ -210,12 +280,14 @@ class Metrics:
             "(dealer * for the gateway's own: bounce-mx, ptr-helo, dnsbl).",
             ["dealer", "check"],
             registry=r,
+            multiprocess_mode=_STORE,
         )
         self.dnsbl_listed = Gauge(
             "mailgate_dnsbl_listed",
             "Egress addresses listed on the blocklist at the last check.",
             ["list"],
             registry=r,
+            multiprocess_mode=_STORE,
         )
         self.recipient_domains = Counter(
             "mailgate_recipient_domain_checks_total",
@@ -239,12 +311,14 @@ class Metrics:
             "The dealer's complaint-rate thresholds from its policy, by level (warn, suspend).",
             ["dealer", "level"],
             registry=r,
+            multiprocess_mode=_STORE,
         )
         self.bounce_rate_threshold = Gauge(
             "mailgate_bounce_rate_threshold",
             "The dealer's hard-bounce-rate thresholds from its policy, by level (warn, suspend).",
             ["dealer", "level"],
             registry=r,
+            multiprocess_mode=_STORE,
         )
         self.rate_volume = Gauge(
             "mailgate_rate_volume",
@@ -252,23 +326,27 @@ class Metrics:
             "counts sent); below the policy's min_volume no decision is made.",
             ["dealer", "rate"],
             registry=r,
+            multiprocess_mode=_STORE,
         )
         self.rate_min_volume = Gauge(
             "mailgate_rate_min_volume",
             "The policy's minimum volume before a rate decides anything, by rate.",
             ["dealer", "rate"],
             registry=r,
+            multiprocess_mode=_STORE,
         )
         self.queue_high_water = Gauge(
             "mailgate_queue_high_water_messages",
             "storage.queue_high_water: above this many queued messages MAIL is refused.",
             registry=r,
+            multiprocess_mode=_STORE,
         )
         self.held_messages = Gauge(
             "mailgate_held_messages",
             "Messages waiting in the hold queue for an operator, by dealer.",
             ["dealer"],
             registry=r,
+            multiprocess_mode=_STORE,
         )
         self.admin_requests = Counter(
             "mailgate_admin_requests_total",
@@ -285,8 +363,17 @@ class Metrics:
             "dealer's own marketing (eligible, locked), at the last tally.",
             ["dealer", "state"],
             registry=r,
+            multiprocess_mode=_STORE,
         )
 
     def render(self) -> tuple[bytes, str]:
-        """The exposition text and its content type, for ``/metrics``."""
+        """The exposition text and its content type, for ``/metrics``.
+
+        In multiprocess mode: every process's values, combined (see the module docstring).
+        """
+        directory = os.environ.get(_ENV)
+        if directory and getattr(values.ValueClass, "_multiprocess", False):
+            combined = CollectorRegistry()
+            multiprocess.MultiProcessCollector(combined, directory)  # type: ignore[no-untyped-call]
+            return generate_latest(combined), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

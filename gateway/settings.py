@@ -84,6 +84,8 @@ class ServerSettings(_Section):
     node_id: str = ""  # empty: generated once into data_dir/node-id (stable across restarts)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     ref_key_file: Path | None = None  # HMAC key for X-Mailgate-Ref; default data_dir/ref.key
+    # Worker processes of `mailgate serve` (gateway/supervisor.py); 0: one per CPU core.
+    processes: int = Field(default=0, ge=0, le=256)
 
 
 class SubmissionSettings(_Section):

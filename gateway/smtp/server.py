@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 from collections import Counter
 from collections.abc import Callable
@@ -197,7 +198,8 @@ class SubmissionServer:
     ``auth=False`` serves the inbound report listener: no AUTH is offered or accepted
     (it is refused for want of TLS, ``538``), and nothing requires it. ``bind_network``
     (the submission handler's) is asked at each connect whether the peer is in a dealer's
-    relay network; such a session needs neither STARTTLS nor AUTH.
+    relay network; such a session needs neither STARTTLS nor AUTH. ``sock``: a listening
+    socket bound elsewhere (a supervisor's, shared by its workers) instead of binding one.
     """
 
     def __init__(
@@ -219,8 +221,10 @@ class SubmissionServer:
         listener: str = "submission",
         auth: bool = True,
         bind_network: Callable[[Session], bool] | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
         self.host = host
+        self._sock = sock  # bound by a supervisor and shared with other workers; else bind
         self.listener = listener
         self.port = port
         self._sessions = sessions
@@ -267,9 +271,12 @@ class SubmissionServer:
     async def start(self) -> None:
         """Bind and start accepting connections."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self._factory, host=self.host, port=self.port, reuse_address=True
-        )
+        if self._sock is not None:
+            self._server = await loop.create_server(self._factory, sock=self._sock)
+        else:
+            self._server = await loop.create_server(
+                self._factory, host=self.host, port=self.port, reuse_address=True
+            )
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
         log.info("%s listener on %s:%d", self.listener, self.host, self.port)
