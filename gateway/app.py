@@ -25,8 +25,10 @@ import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from gateway.admin.api import AdminApi
 from gateway.admin.ops import AdminOps
@@ -58,8 +60,9 @@ from gateway.smtp.server import Sessions, SubmissionServer
 from gateway.smtp.tls import ensure_self_signed, server_context
 from gateway.storage.base import Storage, open_storage, sqlite_path
 from gateway.tracking import RefCodec
-from gateway.unsubscribe.service import UnsubscribeLinks, Unsubscribes
-from gateway.web.http import build_app
+from gateway.unsubscribe.links import UnsubscribeLinks
+from gateway.unsubscribe.service import Unsubscribes
+from gateway.web.http import build_app, build_public_app
 from gateway.web.status import StatusLinks, status_routes
 from gateway.web.unsubscribe import unsubscribe_routes
 
@@ -83,12 +86,53 @@ def _status_key_file(settings: Settings) -> Path:
     return settings.server.data_dir / "status.key"
 
 
-def _status_links(settings: Settings, key: bytes) -> StatusLinks:
-    """The dealers' status-page links, at ``http.public_url`` or the HTTP listener."""
-    link_host, link_port = parse_hostport(settings.http.listen)
+def _status_links(settings: Settings, key: bytes, port: int | None = None) -> StatusLinks:
+    """The dealers' status-page links, at ``http.public_url`` or the public listener.
+
+    ``port``: the public listener's bound port (``public.listen`` may say 0).
+    """
+    link_host, link_port = parse_hostport(settings.public.listen)
     if link_host in ("0.0.0.0", "::"):
         link_host = settings.server.hostname
-    return StatusLinks(key, settings.http.public_url or f"http://{link_host}:{link_port}")
+    if ":" in link_host:
+        link_host = f"[{link_host}]"
+    scheme = "https" if settings.public.tls else "http"
+    local = f"{scheme}://{link_host}:{port if port is not None else link_port}"
+    return StatusLinks(key, settings.http.public_url or local)
+
+
+def _listen_socket(key: str, listen: str, backlog: int = 128) -> socket.socket:
+    """A bound, listening, non-blocking TCP socket for ``listen`` (the setting ``key``).
+
+    Raises ``OSError`` naming the setting and the address (a busy port, say).
+    """
+    host, port = parse_hostport(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"{key} {listen}: {exc.strerror}") from exc
+    return sock
+
+
+def _server(app: ASGIApp, **options: Any) -> _HttpServer:
+    return _HttpServer(
+        uvicorn.Config(
+            app,
+            log_level="warning",
+            # uvicorn's own logging config would give its loggers handlers of their own;
+            # without it they reach the root handler and its escaping formatter (logs.py).
+            log_config=None,
+            lifespan="off",
+            access_log=False,
+            **options,
+        )
+    )
 
 
 def _alerts(
@@ -107,10 +151,12 @@ def _alerts(
         from_addr=settings.alerts.from_address or f"mailgate-alerts@{settings.server.hostname}",
         hostname=settings.server.hostname,
         operators=settings.alerts.operators,
+        reply_to=settings.alerts.reply_to,
         webhook_url=settings.alerts.webhook_url,
         webhook_secret=_read_secret(settings.alerts.webhook_secret_file),
         on_enqueued=on_enqueued,
         status_link=status_link,
+        email_interval=settings.alerts.email_interval,
     )
 
 
@@ -134,7 +180,9 @@ async def offline_admin(settings: Settings, clock: Clock | None = None) -> Async
         key_file = _status_key_file(settings)
         links = _status_links(settings, load_or_create_key(key_file)) if key_file.exists() else None
         link = links.url if links is not None else None
-        alerts = _alerts(settings, storage, clock, metrics, status_link=link)
+        # Alert e-mails link the status page only at the public address (http.public_url).
+        mailed = link if settings.http.public_url else None
+        alerts = _alerts(settings, storage, clock, metrics, status_link=mailed)
         yield AdminOps(
             storage=storage,
             policies=policies,
@@ -148,53 +196,46 @@ async def offline_admin(settings: Settings, clock: Clock | None = None) -> Async
         await storage.close()
 
 
-def _listen(host: str, port: int, backlog: int = 128) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(backlog)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
 @dataclass(frozen=True)
 class Listeners:
     """Listening sockets bound once by a supervisor and served by every worker process."""
 
     submission: socket.socket
     http: socket.socket
+    public: socket.socket
     inbound: socket.socket | None = None
 
     def close(self) -> None:
         """Close this process's copies (the workers' own copies stay open)."""
-        for sock in (self.submission, self.http, self.inbound):
+        for sock in (self.submission, self.http, self.public, self.inbound):
             if sock is not None:
                 sock.close()
 
 
 def bind_listeners(settings: Settings) -> Listeners:
-    """Bind the submission, HTTP and (when enabled) report listeners, for ``Worker``s.
+    """Bind the submission, both HTTP and (when enabled) report listeners, for ``Worker``s.
 
     One socket per listener, shared by all workers: the kernel gives each connection to
     whichever worker accepts first, so a busy or dead worker does not keep connections
     waiting while another one is idle.
     """
     backlog = 1024  # several processes accept from it; a burst of CRMs must not be dropped
-    submission = _listen(*parse_hostport(settings.submission.listen), backlog)
+    bound: list[socket.socket] = []
     try:
-        http = _listen(*parse_hostport(settings.http.listen))
+        for key, listen in (
+            ("submission.listen", settings.submission.listen),
+            ("http.listen", settings.http.listen),
+            ("public.listen", settings.public.listen),
+        ):
+            bound.append(_listen_socket(key, listen, backlog))
         inbound = None
         if settings.inbound.enabled:
-            inbound = _listen(*parse_hostport(settings.inbound.listen), backlog)
+            inbound = _listen_socket("inbound.listen", settings.inbound.listen, backlog)
     except BaseException:
-        submission.close()
+        for sock in bound:
+            sock.close()
         raise
-    return Listeners(submission, http, inbound)
+    return Listeners(bound[0], bound[1], bound[2], inbound)
 
 
 def prepare_shared_files(settings: Settings) -> None:
@@ -260,8 +301,10 @@ class Gateway:
     submission: SubmissionServer
     worker: DeliveryWorker
     guard: SpoolGuard
-    http: _HttpServer
+    http: _HttpServer  # the operators' listener: admin API, metrics, health
     http_socket: socket.socket
+    public: _HttpServer  # the public listener: unsubscribe links, status pages
+    public_socket: socket.socket
     node: str
     lock: DataDirLock | None  # this process owns the data directory until stop(); None: a worker
     suspensions: Suspensions | None = None
@@ -287,8 +330,13 @@ class Gateway:
 
     @property
     def http_port(self) -> int:
-        """The bound HTTP port."""
+        """The bound port of the operators' HTTP listener."""
         return int(self.http_socket.getsockname()[1])
+
+    @property
+    def public_port(self) -> int:
+        """The bound port of the public HTTP listener."""
+        return int(self.public_socket.getsockname()[1])
 
     @classmethod
     async def build(
@@ -308,17 +356,27 @@ class Gateway:
         data_dir = settings.server.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         if role is not None:
+            shared = role.listeners
             return await cls._build(
-                settings, None, clock or SystemClock(), metrics or Metrics(), signer, role
-            )
+                settings, None, clock or SystemClock(), metrics or Metrics(), signer,
+                shared.http, shared.public, role,
+            )  # fmt: skip
         # Before anything reads the node id: two live processes must never share it.
         lock = DataDirLock(data_dir)
         lock.acquire()
+        sockets: list[socket.socket] = []
         try:
+            # Bound first: the status links need the public listener's real port (the
+            # setting may say 0), and a busy port fails here, before anything starts.
+            sockets.append(_listen_socket("http.listen", settings.http.listen))
+            sockets.append(_listen_socket("public.listen", settings.public.listen))
             return await cls._build(
-                settings, lock, clock or SystemClock(), metrics or Metrics(), signer
-            )
+                settings, lock, clock or SystemClock(), metrics or Metrics(), signer,
+                sockets[0], sockets[1],
+            )  # fmt: skip
         except BaseException:
+            for sock in sockets:
+                sock.close()
             lock.release()
             raise
 
@@ -330,20 +388,23 @@ class Gateway:
         clock: Clock,
         metrics: Metrics,
         signer: Signer | None,
+        http_socket: socket.socket,
+        public_socket: socket.socket,
         role: Worker | None = None,
     ) -> Gateway:
         data_dir = settings.server.data_dir
 
-        def count_reload(result: str) -> None:
+        def reloaded(result: str) -> None:
             metrics.policy_reloads.labels(result).inc()
+            if result == "ok":
+                metrics.set_dealers(policies.current.dealers)
 
         policies = (
-            PolicyStore(settings.server.policies_dir, on_reload=count_reload)
+            PolicyStore(settings.server.policies_dir, on_reload=reloaded)
             if role is None
-            else _AnnouncedPolicies(
-                settings.server.policies_dir, role.announce_reload, count_reload
-            )
+            else _AnnouncedPolicies(settings.server.policies_dir, role.announce_reload, reloaded)
         )
+        metrics.set_dealers(policies.current.dealers)
         storage = await open_storage(settings.storage_url)
         node = settings.server.node_id or load_or_create_node_id(
             settings.node_id_file, socket.gethostname()
@@ -369,7 +430,11 @@ class Gateway:
             metrics,
             clock,
         )
-        status_links = _status_links(settings, load_or_create_key(_status_key_file(settings)))
+        status_links = _status_links(
+            settings,
+            load_or_create_key(_status_key_file(settings)),
+            int(public_socket.getsockname()[1]),
+        )
         sub = settings.submission
         alerts = _alerts(
             settings,
@@ -377,7 +442,9 @@ class Gateway:
             clock,
             metrics,
             on_enqueued=lambda _n: worker.notify(),
-            status_link=status_links.url,
+            # A dealer can follow only a link at the public address: without
+            # http.public_url, alert e-mails carry none (and start-up says so).
+            status_link=status_links.url if settings.http.public_url else None,
         )
         suspensions = Suspensions(storage, policies, clock, metrics, notifier=alerts)
         worker = DeliveryWorker(
@@ -459,6 +526,7 @@ class Gateway:
             sessions=Sessions(sub.max_connections, sub.max_connections_per_ip),
             metrics=metrics,
             data_budget=data_budget,
+            proxy_from=sub.proxy_protocol_from,
             bind_network=handler.bind_network,
             sock=role.listeners.submission if role else None,
         )
@@ -485,6 +553,7 @@ class Gateway:
                 data_budget=data_budget,
                 listener="inbound",
                 auth=False,
+                proxy_from=ins.proxy_protocol_from,
                 sock=role.listeners.inbound if role else None,
             )
 
@@ -498,7 +567,6 @@ class Gateway:
                 problems["spool"] = "queue above high-water mark or disk below floor"
             return problems
 
-        http_host, http_port = parse_hostport(settings.http.listen)
         admin = AdminOps(
             storage=storage,
             policies=policies,
@@ -517,23 +585,32 @@ class Gateway:
             allow_remote=settings.http.admin_allow_remote,
             metrics=metrics,
         )
-        http_socket = role.listeners.http if role else _listen(http_host, http_port)
-        http = _HttpServer(
-            uvicorn.Config(
-                build_app(
-                    metrics,
-                    readiness,
-                    [
-                        *api.routes(),
-                        *status_routes(admin, status_links),
-                        *(unsubscribe_routes(unsubscribes) if unsubscribes else []),
-                    ],
-                    before_scrape=admin.refresh_gauges,
-                ),
-                log_level="warning",
-                lifespan="off",
-                access_log=False,
-            )
+
+        async def before_scrape() -> None:
+            await admin.refresh_gauges()
+            # A refresh that began before a reload may have set a removed dealer's gauges
+            # again; the scrape shows the dealers in force now.
+            metrics.set_dealers(policies.current.dealers)
+
+        http = _server(build_app(metrics, readiness, api.routes(), before_scrape=before_scrape))
+
+        def dealer_name(dealer_id: str) -> str:
+            dealer = policies.current.dealer(dealer_id)
+            return dealer.name if dealer is not None and dealer.name else dealer_id
+
+        pub = settings.public
+        public = _server(
+            build_public_app(
+                [
+                    *status_routes(admin, status_links),
+                    *(unsubscribe_routes(unsubscribes, dealer_name) if unsubscribes else []),
+                ],
+                https=pub.tls or settings.http.public_url.startswith("https://"),
+            ),
+            ssl_certfile=str(pub.tls_cert) if pub.tls_cert else None,
+            ssl_keyfile=str(pub.tls_key) if pub.tls_key else None,
+            proxy_headers=bool(pub.forwarded_from),
+            forwarded_allow_ips=list(pub.forwarded_from) or None,
         )
         return cls(
             settings=settings,
@@ -546,6 +623,8 @@ class Gateway:
             guard=guard,
             http=http,
             http_socket=http_socket,
+            public=public,
+            public_socket=public_socket,
             node=node,
             lock=lock,
             suspensions=suspensions,
@@ -578,6 +657,7 @@ class Gateway:
             asyncio.create_task(self.worker.run(), name="delivery"),
             asyncio.create_task(self.guard.run(), name="spool-guard"),
             asyncio.create_task(self.http.serve(sockets=[self.http_socket]), name="http"),
+            asyncio.create_task(self.public.serve(sockets=[self.public_socket]), name="public"),
         ]
         if self.leader:
             self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
@@ -585,6 +665,8 @@ class Gateway:
             self._tasks.append(
                 asyncio.create_task(self.suspensions.run(REPUTATION_REFRESH), name="reputation")
             )
+        if self.alerts is not None:
+            self._tasks.append(asyncio.create_task(self.alerts.run(), name="alerts"))
         # Consent: eligible and locked recipients per dealer (gateway/consent/ops.py).
         if self.leader:
             gauges = ConsentGauges(self.storage, self.policies, self.clock, self.metrics)
@@ -602,11 +684,16 @@ class Gateway:
                 hostname=self.settings.server.hostname,
             )
             self._tasks.append(asyncio.create_task(checks, name="dns-checks"))
+        for warning in self.settings.listener_warnings():
+            log.warning("%s", warning)
         log.info(
-            "mailgate ready: submission %s:%d, http %s, storage %s, delivery %s",
+            "mailgate ready: submission %s:%d, operators' http %s, public %s %s, storage %s, "
+            "delivery %s",
             self.submission.host,
             self.submission_port,
             self.settings.http.listen,
+            "https" if self.settings.public.tls else "http",
+            self.settings.public.listen,
             self.settings.storage_url.split("@")[-1],
             self.settings.upstream.host or f"maildir {self.settings.maildir}",
         )
@@ -643,11 +730,13 @@ class Gateway:
         if self.alerts is not None:
             await self.alerts.drain()
         self.http.should_exit = True
+        self.public.should_exit = True
         for task in self._tasks:
-            if task.get_name() != "http":
+            if task.get_name() not in ("http", "public"):
                 task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.http_socket.close()
+        self.public_socket.close()
         await self.storage.close()
         if self.lock is not None:
             self.lock.release()

@@ -89,6 +89,14 @@ CATALOGUE: dict[str, FindingKind] = {
             Action.HOLD,
         ),
         FindingKind(
+            "uninspectable-attachment",
+            "the message carries an attachment that could not be checked (an encrypted, "
+            "damaged or oversized archive, or a format such as RAR or 7-Zip that cannot be "
+            "opened)",
+            "send documents as PDF, or in a zip archive without a password",
+            Action.HOLD,
+        ),
+        FindingKind(
             "broken-html",
             "the HTML of the message is broken and may show garbled or cut off",
             "repair the template (close every tag and quote) and preview it before sending",

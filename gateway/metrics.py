@@ -5,6 +5,13 @@ recipient, an address, a domain or a message id, so the number of series stays b
 ``Metrics`` owns its own registry so tests and several gateways in one process do not
 collide; ``app.py`` builds one and passes it to whoever records.
 
+Series that alert rules take ``increase()`` of start at 0 (a counter that first appears
+at 1 hides its first increase from Prometheus): the reload results here, the per-dealer
+counters in ``set_dealers``. ``set_dealers`` also drops every series of a dealer that has
+left the policy set, so no rule keeps firing about a dealer that no longer exists. The
+process's own figures (CPU, memory, file descriptors, start time) are exported as
+``mailgate_process_*`` and the version as ``mailgate_build_info``.
+
 Several processes (``mailgate serve`` with ``server.processes`` > 1, gateway/supervisor.py)
 keep one endpoint with prometheus-client's multiprocess mode: ``enable_multiprocess(dir)``
 in each worker, before its ``Metrics`` is built, makes every value live in a file of that
@@ -14,11 +21,18 @@ how its processes' values combine (``multiprocess_mode``): the ones about this p
 sessions and memory add up over the live processes (``livesum``); the ones read from the
 shared store or the policy files take the most recent value any process set
 (``mostrecent``). The supervisor drops a dead worker's live gauges (``process_died``).
+``mailgate_process_*`` are then the whole gateway's: the supervisor and its live workers
+added up, CPU including the workers that have exited (``GatewayProcesses``). A series
+``set_dealers`` drops stays in the files of the processes that recorded it until the
+next start.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import platform
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Final, Literal
 
@@ -27,11 +41,20 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
     multiprocess,
-    values,
 )
+from prometheus_client import values as prometheus_values
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.metrics_core import Metric
+
+from gateway import __version__
+
+# Label values that are not a dealer: the global suppression list, the gateway's own DNS.
+NOT_A_DEALER = "*"
+POLICY_RELOAD_RESULTS = ("ok", "failed")
 
 # Gauges in multiprocess mode (see the module docstring); ignored in a single process.
 # This process's own state (sessions, memory): summed over the live processes.
@@ -48,7 +71,7 @@ def enable_multiprocess(directory: Path) -> None:
     supervisor has imported it already, so the class is set here as well as the variable.
     """
     os.environ[_ENV] = str(directory)
-    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+    prometheus_values.ValueClass = prometheus_values.MultiProcessValue()  # type: ignore[no-untyped-call]
 
 
 def process_died(directory: Path, pid: int) -> None:
@@ -182,6 +205,25 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        for result in POLICY_RELOAD_RESULTS:
+            self.policy_reloads.labels(result)
+        self.dkim_signing_failures = Counter(
+            "mailgate_dkim_signing_failures_total",
+            "Messages refused (451 4.3.0) because the dealer's DKIM signature could not be "
+            "made (unreadable key, every identity retired, a message the signer cannot "
+            "parse), by dealer.",
+            ["dealer"],
+            registry=r,
+        )
+        self.build_info = Gauge(
+            "mailgate_build_info",
+            "Always 1; the labels say which Mailgate version and Python run this process.",
+            ["version", "python"],
+            registry=r,
+            multiprocess_mode=_STORE,
+        )
+        self.build_info.labels(__version__, platform.python_version()).set(1)
+        ProcessCollector(namespace="mailgate", registry=r)
         self.duplicates_dropped = Counter(
             "mailgate_duplicates_dropped_total",
             "Recipients left out or messages refused as duplicates, by dealer and kind "
@@ -266,8 +308,9 @@ class Metrics:
         )
         self.alerts = Counter(
             "mailgate_alerts_total",
-            "Dealer alerts raised, by kind (warned, suspended, resumed) and channel "
-            "(email, webhook) and result (ok, failed).",
+            "Dealer alerts raised, by kind (warning, suspended, resumed), channel "
+            "(email, webhook) and result (ok, failed; held: an e-mail held back by flap "
+            "damping, to be gathered into a later one).",
             ["kind", "channel", "result"],
             registry=r,
         )
@@ -366,14 +409,101 @@ class Metrics:
             multiprocess_mode=_STORE,
         )
 
+    def set_dealers(self, dealers: Iterable[str]) -> None:
+        """Make ``dealers`` the ones metrics are about (at start-up and after a reload).
+
+        Their per-dealer counters that rules alert on start at 0; every series of any other
+        dealer (one removed from the policy files) is dropped from every metric.
+        """
+        keep = set(dealers) | {NOT_A_DEALER}
+        for dealer in keep - {NOT_A_DEALER}:
+            self.dkim_signing_failures.labels(dealer)
+        for metric in vars(self).values():
+            if not isinstance(metric, MetricWrapperBase):
+                continue
+            names = tuple(metric._labelnames)
+            if "dealer" not in names:
+                continue
+            stale = {
+                tuple(sample.labels[name] for name in names)
+                for family in metric.collect()
+                for sample in family.samples
+                if sample.labels.get("dealer", NOT_A_DEALER) not in keep
+            }
+            for values in stale:
+                metric.remove(*values)
+
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type, for ``/metrics``.
 
         In multiprocess mode: every process's values, combined (see the module docstring).
         """
         directory = os.environ.get(_ENV)
-        if directory and getattr(values.ValueClass, "_multiprocess", False):
+        if directory and getattr(prometheus_values.ValueClass, "_multiprocess", False):
             combined = CollectorRegistry()
             multiprocess.MultiProcessCollector(combined, directory)  # type: ignore[no-untyped-call]
+            combined.register(GatewayProcesses(os.getppid()))
             return generate_latest(combined), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class GatewayProcesses:
+    """``mailgate_process_*`` for a supervisor and its workers, added up (multiprocess mode).
+
+    CPU is the supervisor's own, its live workers' and, through the supervisor's reaped
+    children, the workers that have exited: a counter that survives restarts. Memory and
+    descriptors are the live processes' sum; the start time is the supervisor's.
+    """
+
+    def __init__(self, supervisor: int) -> None:
+        self._supervisor = supervisor
+        self._tick = os.sysconf("SC_CLK_TCK")
+        self._page = os.sysconf("SC_PAGESIZE")
+        with open("/proc/stat", encoding="ascii") as stat:
+            boot = next(line for line in stat if line.startswith("btime"))
+        self._boot = float(boot.split()[1])
+
+    def _stat(self, pid: int) -> list[str] | None:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+                return f.read().rpartition(")")[2].split()
+        except OSError:
+            return None
+
+    def _pids(self) -> list[int]:
+        try:
+            with open(f"/proc/{self._supervisor}/task/{self._supervisor}/children") as f:
+                children = [int(pid) for pid in f.read().split()]
+        except OSError:
+            children = []
+        return [self._supervisor, *children]
+
+    def collect(self) -> Iterator[Metric]:
+        """The summed figures (an empty set where /proc cannot be read)."""
+        cpu = rss = fds = 0.0
+        start = 0.0
+        for pid in self._pids():
+            fields = self._stat(pid)
+            if fields is None:
+                continue
+            # After "(comm)": state is index 0, utime index 11, stime 12, cutime 13,
+            # cstime 14, starttime 19, rss 21 (proc(5)).
+            ticks = int(fields[11]) + int(fields[12])
+            if pid == self._supervisor:
+                ticks += int(fields[13]) + int(fields[14])
+                start = self._boot + int(fields[19]) / self._tick
+            cpu += ticks / self._tick
+            rss += int(fields[21]) * self._page
+            with contextlib.suppress(OSError):
+                fds += len(os.listdir(f"/proc/{pid}/fd"))
+        if not start:
+            return
+        for name, kind, text, value in (
+            ("cpu_seconds_total", "counter", "User and system CPU time of every process.", cpu),
+            ("resident_memory_bytes", "gauge", "Resident memory of the live processes.", rss),
+            ("open_fds", "gauge", "Open file descriptors of the live processes.", fds),
+            ("start_time_seconds", "gauge", "When the supervisor started (Unix time).", start),
+        ):
+            family = Metric(f"mailgate_process_{name.removesuffix('_total')}", text, kind)
+            family.add_sample(f"mailgate_process_{name}", {}, value)
+            yield family

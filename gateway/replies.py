@@ -21,6 +21,9 @@ TOO_MANY_MESSAGES = Reply(421, "4.7.0", "Too many messages on one connection; pl
 TOO_MANY_AUTH_FAILURES = Reply(
     421, "4.7.0", "Too many failed logins from your address; try again later"
 )
+PROXY_HEADER_REFUSED = Reply(
+    554, "5.7.1", "A PROXY protocol header is accepted only from this gateway's load balancers"
+)
 
 # -- authentication (RFC 4954) ---------------------------------------------------------
 AUTH_OK = Reply(235, "2.7.0", "Authentication successful")
@@ -186,13 +189,17 @@ def _printable(text: str, limit: int = 240) -> str:
 
 
 def dealer_suspended(dealer_id: str, reason: str, until: str, tempfail: bool) -> Reply:
-    """MAIL FROM of a suspended dealer: 554 5.7.1 (or 451 4.7.1, policy ``on_suspended``)."""
-    text = f"Dealer {dealer_id} is suspended: {_printable(reason)}"
+    """MAIL FROM of a suspended dealer: 554 5.7.1 (or 451 4.7.1, policy ``on_suspended``).
+
+    ``reason`` is the one written for the dealer (``StateChange.reason``); the operator's
+    internal note is never passed here.
+    """
+    text = f"Dealer {dealer_id} is suspended: {_printable(reason).rstrip('.')}"
     if until:
         text += f" (until {until})"
     if tempfail:
         return Reply(451, "4.7.1", text + "; try again later")
-    return Reply(554, "5.7.1", text)
+    return Reply(554, "5.7.1", text + "; contact your gateway operator")
 
 
 def recipient_suppressed(address: str, dealer_id: str, reason: str, day: str) -> Reply:

@@ -13,6 +13,7 @@ taken as strings.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -22,29 +23,22 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
 
+from gateway.clock import parse_duration
 from gateway.errors import ConfigError
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {
     "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3, "gib": 1024**3,
 }  # fmt: skip
-
-
-def parse_duration(value: object) -> timedelta:
-    """Parse ``"90s"``, ``"5m"``, ``"72h"``, ``"5d"`` or a number of seconds."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return timedelta(seconds=value)
-    if isinstance(value, str):
-        m = _DURATION.match(value)
-        if m:
-            return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2) or "s"])
-    raise ValueError(f"not a duration: {value!r} (use e.g. '30s', '5m', '72h', '5d')")
 
 
 def parse_size(value: object) -> int:
@@ -60,6 +54,18 @@ def parse_size(value: object) -> int:
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
+
+
+def _network(value: str) -> str:
+    try:
+        ipaddress.ip_network(value)
+    except ValueError as exc:
+        raise ValueError(f"not an address or network (e.g. '10.0.4.0/24'): {exc}") from None
+    return value
+
+
+# Addresses and CIDR networks, e.g. ["10.0.4.7", "fd00:4::/64"]; host bits must be zero.
+Networks = list[Annotated[str, AfterValidator(_network)]]
 
 
 def parse_hostport(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
@@ -83,6 +89,8 @@ class ServerSettings(_Section):
     policies_dir: Path = Path("policies")
     node_id: str = ""  # empty: generated once into data_dir/node-id (stable across restarts)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # text: "<time> <LEVEL> <logger>: <message>"; json: one object per line (gateway/logs.py)
+    log_format: Literal["text", "json"] = "text"
     ref_key_file: Path | None = None  # HMAC key for X-Mailgate-Ref; default data_dir/ref.key
     # Worker processes of `mailgate serve` (gateway/supervisor.py); 0: one per CPU core.
     processes: int = Field(default=0, ge=0, le=256)
@@ -114,6 +122,10 @@ class SubmissionSettings(_Section):
     max_hops: int = Field(default=50, ge=1)
     check_time_budget: Duration = timedelta(seconds=5)
     shutdown_grace: Duration = timedelta(seconds=30)
+    # Load balancers whose connections open with a PROXY protocol v1/v2 header naming the
+    # real client (haproxy send-proxy-v2): required from these sources and accepted from
+    # no other; the per-IP limits, logs and Received: then use the client's address.
+    proxy_protocol_from: Networks = []
 
 
 class UpstreamSettings(_Section):
@@ -160,14 +172,43 @@ class StorageSettings(_Section):
 
 
 class HttpSettings(_Section):
-    """The HTTP listener: metrics, health, admin API."""
+    """The operators' HTTP listener: admin API, ``/metrics``, ``/healthz``, ``/readyz``.
+
+    Nothing here is for the public: keep it on loopback or an operations network. What
+    recipients and dealers reach (unsubscribe links, status pages) is served by the public
+    listener (``[public]``), on its own address.
+    """
 
     listen: str = "127.0.0.1:8025"
     admin_token_file: Path | None = None  # hashed API tokens; default data_dir/admin-tokens
     # The admin API answers loopback clients only unless this is true (the listener may be
-    # on 0.0.0.0 for Prometheus; /metrics, /healthz, /readyz and /status stay open).
+    # on an operations network for Prometheus; /metrics, /healthz and /readyz stay open).
     admin_allow_remote: bool = False
-    public_url: str = ""  # base of dealers' status-page links; empty: http://<listen>
+    # The https address at which the public listener is reached from the internet (through
+    # a TLS-terminating proxy, or public.tls_cert): the base of the dealers' status-page
+    # links in alert e-mails. Empty: the e-mails carry no link (a warning at start-up).
+    public_url: str = ""
+
+
+class PublicSettings(_Section):
+    """The public HTTP listener: one-click unsubscribe (``/u/``) and status pages (``/status/``).
+
+    Recipients' mailbox providers and dealers reach it, so it serves those two paths only,
+    with security headers. It speaks https itself with ``tls_cert``/``tls_key``; without
+    them it speaks plain HTTP for a TLS-terminating proxy in front of it.
+    """
+
+    listen: str = "127.0.0.1:8080"
+    tls_cert: Path | None = None  # PEM chain; with tls_key the listener serves https
+    tls_key: Path | None = None
+    # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (addresses or CIDR
+    # networks); the unsubscribe log then names the real client.
+    forwarded_from: list[str] = []
+
+    @property
+    def tls(self) -> bool:
+        """True when the listener serves https itself."""
+        return self.tls_cert is not None and self.tls_key is not None
 
 
 class InboundSettings(_Section):
@@ -189,6 +230,7 @@ class InboundSettings(_Section):
     report_burst: int = Field(default=200, ge=1)
     idle_timeout: Duration = timedelta(seconds=60)
     data_timeout: Duration = timedelta(minutes=2)
+    proxy_protocol_from: Networks = []  # as submission.proxy_protocol_from
 
     @property
     def enabled(self) -> bool:
@@ -201,8 +243,14 @@ class AlertSettings(_Section):
 
     operators: list[str] = []  # always copied on every alert
     from_address: str = ""  # empty: mailgate-alerts@server.hostname
+    # Where replies to an alert go (Reply-To): an address someone reads. Empty: the first
+    # operator; with neither, alerts invite no reply and say to contact the operator.
+    reply_to: str = ""
     webhook_url: str = ""  # optional; JSON POST signed with HMAC-SHA256
     webhook_secret_file: Path | None = None  # the HMAC key (required with webhook_url)
+    # Flap damping: at most one e-mail per dealer and kind (warning, suspended, resumed) in
+    # this interval; changes within it are gathered into one e-mail when it ends.
+    email_interval: Duration = timedelta(hours=1)
 
 
 class DnsSettings(_Section):
@@ -236,7 +284,7 @@ class UnsubscribeSettings(_Section):
     """One-click unsubscribe (RFC 8058) links added to commercial mail.
 
     Links are added only when ``base_url`` is set: it must be the https address at which
-    the HTTP listener's ``/u/`` path is reachable from the internet (through a proxy).
+    the public listener's ``/u/`` path is reachable from the internet (through a proxy).
     """
 
     base_url: str = ""  # e.g. "https://mailgate.example.com"
@@ -252,6 +300,7 @@ class Settings(_Section):
     delivery: DeliverySettings = DeliverySettings()
     storage: StorageSettings = StorageSettings()
     http: HttpSettings = HttpSettings()
+    public: PublicSettings = PublicSettings()
     inbound: InboundSettings = InboundSettings()
     alerts: AlertSettings = AlertSettings()
     dns: DnsSettings = DnsSettings()
@@ -286,6 +335,36 @@ class Settings(_Section):
     def node_id_file(self) -> Path:
         """Where the node id is kept when ``server.node_id`` is not set."""
         return self.server.data_dir / "node-id"
+
+    def listener_warnings(self) -> list[str]:
+        """What an operator must hear at start-up about the HTTP listeners (may be empty).
+
+        Links in mail must be https and reach the public listener: an unsubscribe link
+        is https by validation, and a status-page link is made only from ``http.public_url``.
+        """
+        out: list[str] = []
+        url = self.http.public_url
+        unsubscribe = bool(self.unsubscribe.base_url)
+        if not url:
+            out.append(
+                "http.public_url is not set: alert e-mails carry no link to the dealer's "
+                "status page; set it to the https address of the public listener "
+                f"({self.public.listen})"
+                + (", where the unsubscribe links also point" if unsubscribe else "")
+            )
+        elif not url.startswith("https://"):
+            out.append(
+                f"http.public_url {url} is not https: dealers' status-page links would travel "
+                "in clear; use the https address of the TLS-terminating proxy"
+            )
+        host = parse_hostport(self.public.listen)[0]
+        if not self.public.tls and host not in ("127.0.0.1", "::1", "localhost"):
+            out.append(
+                f"public listener {self.public.listen} serves plain HTTP on a non-loopback "
+                "address: only a TLS-terminating proxy may reach it (or set public.tls_cert "
+                "and public.tls_key)"
+            )
+        return out
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
@@ -344,6 +423,7 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
     for listen_key, value in (
         ("submission.listen", settings.submission.listen),
         ("http.listen", settings.http.listen),
+        ("public.listen", settings.public.listen),
         ("inbound.listen", settings.inbound.listen),
     ):
         try:
@@ -352,6 +432,18 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
             raise ConfigError(f"{source}: {listen_key}: {exc}") from exc
     if (settings.submission.tls_cert is None) != (settings.submission.tls_key is None):
         raise ConfigError(f"{source}: submission.tls_cert and tls_key go together")
+    if (settings.public.tls_cert is None) != (settings.public.tls_key is None):
+        raise ConfigError(f"{source}: public.tls_cert and tls_key go together")
+    if parse_hostport(settings.http.listen) == parse_hostport(settings.public.listen):
+        port = parse_hostport(settings.http.listen)[1]
+        if port != 0:
+            raise ConfigError(
+                f"{source}: http.listen and public.listen must differ: the public listener "
+                "must not serve the admin API and /metrics"
+            )
+    url = settings.http.public_url
+    if url and not url.startswith(("https://", "http://")):
+        raise ConfigError(f"{source}: http.public_url must be an https:// URL (or http://)")
     if settings.alerts.webhook_url:
         if not settings.alerts.webhook_url.startswith(("https://", "http://")):
             raise ConfigError(f"{source}: alerts.webhook_url must be an http(s) URL")

@@ -372,9 +372,24 @@ class Supervisor:
         _die_with_parent()
         if os.getppid() != supervisor:  # it died before the prctl took effect
             os._exit(1)
-        fmt = f"%(asctime)s %(levelname)s [w{index}] %(name)s: %(message)s"
+        tag = _WorkerTag(index)
         for handler in logging.getLogger().handlers:
-            handler.setFormatter(logging.Formatter(fmt))
+            handler.addFilter(tag)
+
+
+class _WorkerTag(logging.Filter):
+    """Names the worker in each record: ``[w1] gateway.smtp`` as the logger, ``worker`` = 1."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self._index = index
+        self._prefix = f"[w{index}] "
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self._prefix):
+            record.name = self._prefix + record.name
+            record.worker = self._index
+        return True
 
 
 def _worker_main(settings: Settings, role: Worker, metrics_dir: Path, ready_fd: int) -> int:

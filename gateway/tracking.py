@@ -4,7 +4,8 @@ This module owns the identifiers that let a complaint or a bounce be traced back
 queued message, and the HMAC that makes such a reference unforgeable. A reference names
 the queue message id; the MAC binds it to the dealer and the recipient, so feedback that
 names a message id with a wrong or guessed MAC is ignored, and a valid reference cannot
-be replayed for another dealer or recipient.
+be replayed for another dealer or recipient. The MAC is made and checked by
+``gateway.tokens`` (the signer every signed token of the gateway uses).
 
 Formats::
 
@@ -13,20 +14,20 @@ Formats::
     message id      "<submission id>.<n>"                      (one per recipient)
     header value    "v1.<message id>.<mac>"
     VERP address    "b-<message id>-<mac>@<bounce domain>"     (local part <= 64 octets)
-    mac             HMAC-SHA256, first 80 bits, RFC 4648 base32, lower case, no padding
+    mac             HMAC-SHA256 over "mailgate-ref-v1" then the length-prefixed message
+                    id, dealer id and lower-cased recipient (``tokens.encode_fields``);
+                    first 80 bits, RFC 4648 base32, lower case, no padding
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from gateway.tokens import Signer, b32decode, b32encode, encode_fields
 from gateway.types import MessageId
 
 MAC_BYTES = 10  # 80 bits: forging one needs about 2**80 tries online
@@ -49,31 +50,26 @@ class RefToken:
     mac: str
 
 
-def _encode(*fields: str) -> bytes:
-    # Length-prefixed, so ("ab", "c") and ("a", "bc") can never produce the same input.
-    out = bytearray(_DOMAIN_TAG)
-    for text in fields:
-        data = text.encode("utf-8")
-        out += len(data).to_bytes(4, "big") + data
-    return bytes(out)
-
-
 class RefCodec:
     """Creates and checks tracking references with one secret key."""
 
-    __slots__ = ("_key",)
+    __slots__ = ("_signer",)
 
     def __init__(self, key: bytes) -> None:
         if len(key) < 16:
             raise ValueError("the tracking key must be at least 16 bytes")
-        self._key = key
+        self._signer = Signer(key, size=MAC_BYTES, context=_DOMAIN_TAG)
+
+    @staticmethod
+    def _signed(message_id: str, dealer_id: str, rcpt: str) -> bytes:
+        # str.lower, not addresses.normalise: the signed bytes are frozen (references in
+        # sent mail must keep verifying), and for a recipient the listener accepted the
+        # two agree anyway (no spaces, brackets or root dot are left by then).
+        return encode_fields(message_id, dealer_id, rcpt.lower())
 
     def mac(self, message_id: str, dealer_id: str, rcpt: str) -> str:
         """Return the MAC binding ``message_id`` to the dealer and the (lower-cased) recipient."""
-        digest = hmac.new(
-            self._key, _encode(message_id, dealer_id, rcpt.lower()), hashlib.sha256
-        ).digest()
-        return base64.b32encode(digest[:MAC_BYTES]).decode("ascii").lower()
+        return b32encode(self._signer.tag(self._signed(message_id, dealer_id, rcpt)))
 
     def header_value(self, message_id: str, dealer_id: str, rcpt: str) -> str:
         """Return the ``X-Mailgate-Ref`` value for one queued message."""
@@ -82,8 +78,8 @@ class RefCodec:
 
     def verify(self, token: RefToken, dealer_id: str, rcpt: str) -> bool:
         """Tell whether ``token`` was made by this key for this dealer and recipient."""
-        expected = self.mac(token.message_id, dealer_id, rcpt)
-        return hmac.compare_digest(expected.encode("ascii"), token.mac.encode("ascii"))
+        signed = self._signed(token.message_id, dealer_id, rcpt)
+        return self._signer.verify(signed, b32decode(token.mac))
 
     def verp_address(self, message_id: str, dealer_id: str, rcpt: str, domain: str) -> str:
         """Return the return path for one queued message, e.g. ``b-<id>-<mac>@bounces.example``."""

@@ -131,6 +131,7 @@ def node_config(
         },
         "submission": {"listen": f"127.0.0.1:{port}", "shutdown_grace": "5s"},
         "http": {"listen": f"127.0.0.1:{free_port()}"},
+        "public": {"listen": f"127.0.0.1:{free_port()}"},
         "upstream": {"host": "127.0.0.1", "port": sink_port, "tls": "none"},
         "delivery": {
             "workers": 2,

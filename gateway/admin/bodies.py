@@ -28,7 +28,18 @@ class ReasonBody(Body):
     by: str = Field(default="", max_length=100)
 
 
-class SuspendBody(ReasonBody):
+class DealerChangeBody(ReasonBody):
+    """Suspend or resume a dealer.
+
+    ``reason`` is what the dealer is shown (the SMTP reply to its CRM, its status page, the
+    alert e-mail): write it for the dealer. ``note`` is internal: it stays in the history
+    and the logs and is shown to operators only.
+    """
+
+    note: str = Field(default="", max_length=1000)
+
+
+class SuspendBody(DealerChangeBody):
     """Suspend a dealer, optionally for a time (``for``: e.g. ``72h``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

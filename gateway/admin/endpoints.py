@@ -20,6 +20,7 @@ from gateway import __version__
 from gateway.admin import handlers
 from gateway.admin.bodies import (
     ConsentEventBody,
+    DealerChangeBody,
     ImportBody,
     LiftBody,
     ReasonBody,
@@ -198,7 +199,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "dealers",
         handlers.resume_dealer,
         ref("StateChange"),
-        body=ReasonBody,
+        body=DealerChangeBody,
         errors=(400, 404, 409),
     ),
     Endpoint(

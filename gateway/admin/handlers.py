@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, timedelta
 from typing import Any, TypeVar
 
@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, StreamingResponse
 from gateway.admin import views
 from gateway.admin.bodies import (
     ConsentEventBody,
+    DealerChangeBody,
     ImportBody,
     LiftBody,
     ReasonBody,
@@ -30,12 +31,13 @@ from gateway.admin.bodies import (
     SuspendBody,
 )
 from gateway.admin.ops import MAX_IMPORT, AdminOps, InvalidRequest
+from gateway.clock import parse_duration
 from gateway.consent.csvformat import RowError, parse_row
 from gateway.consent.ops import ConsentOps, explanation_json
 from gateway.consent.rules import Preference
+from gateway.mail.addresslists import CsvFormatError, RowProblem
 from gateway.reputation.csvformat import CSV_FIELDS, import_rows, suppression_row
 from gateway.reputation.records import EventKind
-from gateway.settings import parse_duration
 from gateway.types import MessageState
 
 
@@ -103,14 +105,15 @@ async def suspend_dealer(ops: AdminOps, call: Call) -> Any:
             duration = parse_duration(body.duration)
         except ValueError as exc:
             raise InvalidRequest(f"for: {exc}") from None
-    change = await ops.suspend(call.path["dealer"], body.reason, call.by(), duration)
+    change = await ops.suspend(call.path["dealer"], body.reason, call.by(), duration, body.note)
     return views.change_json(change)
 
 
 async def resume_dealer(ops: AdminOps, call: Call) -> Any:
     """``POST /api/dealers/{dealer}/resume``."""
-    body = _body(call, ReasonBody)
-    return views.change_json(await ops.resume(call.path["dealer"], body.reason, call.by()))
+    body = _body(call, DealerChangeBody)
+    change = await ops.resume(call.path["dealer"], body.reason, call.by(), body.note)
+    return views.change_json(change)
 
 
 async def dealer_events(ops: AdminOps, call: Call) -> Any:
@@ -181,16 +184,23 @@ async def import_suppressions(ops: AdminOps, call: Call) -> Any:
             text = call.raw_body.decode("utf-8-sig")
         except UnicodeDecodeError:
             raise InvalidRequest("the CSV body must be UTF-8") from None
-        rows = import_rows(text)
-        if len(rows) > MAX_IMPORT:
+        try:
+            entries = list(import_rows(text))
+        except CsvFormatError as exc:
+            raise InvalidRequest(f"CSV header: {exc}") from None
+        if len(entries) > MAX_IMPORT:
             raise InvalidRequest(f"at most {MAX_IMPORT} rows per request; send batches")
+        rows = [e for e in entries if not isinstance(e, RowProblem)]
+        unreadable = len(entries) - len(rows)  # counted as invalid, like bad addresses
         source = f"import:api:{call.actor}"
     else:
         body = _body(call, ImportBody)
         list_name, reason = body.list, body.reason
         rows = [(e.address, e.reason) for e in body.entries]
+        unreadable = 0
         source = f"import:{body.source or 'api'}"
-    return views.import_json(await ops.import_entries(list_name, rows, reason, source))
+    result = await ops.import_entries(list_name, rows, reason, source)
+    return views.import_json(replace(result, invalid=result.invalid + unreadable))
 
 
 async def export_suppressions(ops: AdminOps, call: Call) -> Any:

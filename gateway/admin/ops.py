@@ -168,10 +168,12 @@ class ImportResult:
     invalid: int
 
 
-def normalize_address(text: str) -> str | None:
-    """The lower-case address in ``text`` (angle brackets allowed), or ``None``."""
-    candidate = text.strip().strip("<>").strip()
-    return candidate.lower() if candidate and addresses.check(candidate) is None else None
+def check_note(note: str | None) -> str:
+    """An operator's internal note, stripped (may be empty); ``InvalidRequest`` when too long."""
+    text = (note or "").strip()
+    if len(text) > 1000:
+        raise InvalidRequest("note: at most 1000 characters")
+    return text
 
 
 def check_reason(reason: str | None, what: str) -> str:
@@ -347,24 +349,42 @@ class AdminOps:
         return self._status_link(policy.dealer_id)
 
     async def suspend(
-        self, dealer_id: str, reason: str | None, by: str, duration: timedelta | None = None
+        self,
+        dealer_id: str,
+        reason: str | None,
+        by: str,
+        duration: timedelta | None = None,
+        note: str | None = None,
     ) -> StateChange:
-        """Suspend a dealer by hand; ``Conflict`` when it is suspended already."""
+        """Suspend a dealer by hand; ``Conflict`` when it is suspended already.
+
+        ``reason`` is shown to the dealer (the 554 reply to its CRM, its status page, the
+        alert e-mail); ``note`` and ``by`` stay with the operators (history, logs, webhook).
+        """
         policy = self.dealer_policy(dealer_id)
         text = check_reason(reason, "a suspension")
+        internal = check_note(note)
         if duration is not None and duration <= timedelta(0):
             raise InvalidRequest("'for' must be a positive duration such as 72h")
         expires = self.clock.now() + duration if duration is not None else None
-        change = await self.suspensions.suspend(policy.dealer_id, text, by=by, expires_at=expires)
+        change = await self.suspensions.suspend(
+            policy.dealer_id, text, by=by, expires_at=expires, note=internal
+        )
         if change is None:
             raise Conflict(f"{dealer_id} is already suspended; resume it first to change it")
         return change
 
-    async def resume(self, dealer_id: str, reason: str | None, by: str) -> StateChange:
-        """End a dealer's suspension; ``Conflict`` when it is not suspended."""
+    async def resume(
+        self, dealer_id: str, reason: str | None, by: str, note: str | None = None
+    ) -> StateChange:
+        """End a dealer's suspension; ``Conflict`` when it is not suspended.
+
+        ``reason`` is shown to the dealer, ``note`` to operators only (as for ``suspend``).
+        """
         policy = self.dealer_policy(dealer_id)
         text = check_reason(reason, "a resume")
-        change = await self.suspensions.resume(policy.dealer_id, text, by=by)
+        internal = check_note(note)
+        change = await self.suspensions.resume(policy.dealer_id, text, by=by, note=internal)
         if change is None:
             raise Conflict(f"{dealer_id} is not suspended")
         if self._wake is not None:
@@ -480,7 +500,7 @@ class AdminOps:
             raise InvalidRequest("expires_at is in the past")
         outcomes = []
         for item in items:
-            address = normalize_address(item)
+            address = addresses.parse(item)
             if address is None:
                 outcomes.append(SuppressOutcome(item, "invalid"))
                 continue
@@ -497,7 +517,7 @@ class AdminOps:
         """Lift the active entry of one address (recorded with who and why)."""
         scope = self.suppression_list(list_name)
         text = check_reason(reason, "lifting a suppression")
-        address = normalize_address(item)
+        address = addresses.parse(item)
         if address is None:
             raise InvalidRequest(f"{item!r} is not an e-mail address")
         lifted = await self.storage.lift_suppression(scope, address, by, text, self.clock.now())
@@ -521,7 +541,7 @@ class AdminOps:
         now = self.clock.now()
         added = skipped = invalid = 0
         for raw, row_reason in rows:
-            address = normalize_address(raw)
+            address = addresses.parse(raw)
             if address is None:
                 invalid += 1
                 continue

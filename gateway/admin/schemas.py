@@ -74,6 +74,7 @@ RESPONSE_SCHEMAS: dict[str, Any] = {
             "reason": STR,
             "actor": {"type": "string", "enum": ["auto", "admin"]},
             "by": STR,
+            "note": STR,
             "at": TIME,
             "expires_at": TIME,
             "evidence": {"type": "object"},

@@ -58,6 +58,7 @@ def change_json(change: StateChange) -> dict[str, Any]:
         "reason": change.reason,
         "actor": change.actor.value,
         "by": change.by,
+        "note": change.note,
         "at": time_json(change.at),
         "expires_at": time_json(change.expires_at),
         "evidence": change.evidence.as_dict(),

@@ -29,7 +29,9 @@ from gateway.admin.tokens import create_token
 from gateway.cli import render
 from gateway.cli.client import ApiClient, ApiError, base_url, read_token
 from gateway.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, Progress, settings_for
+from gateway.cli.dealers import NOTE_HELP, REASON_HELP
 from gateway.cli.suppress import BATCH, read_rows
+from gateway.mail.addresslists import CsvFormatError
 
 
 def _client(args: argparse.Namespace) -> ApiClient:
@@ -103,7 +105,7 @@ def _dealer(args: argparse.Namespace, api: ApiClient) -> int:
 
 def _suspend(args: argparse.Namespace, api: ApiClient) -> int:
     """Suspend a dealer."""
-    body: dict[str, Any] = {"reason": args.reason, "by": args.by or ""}
+    body: dict[str, Any] = {"reason": args.reason, "by": args.by or "", "note": args.note}
     if args.duration:
         body["for"] = args.duration
     data = api.call("POST", f"/api/dealers/{_seg(args.dealer)}/suspend", body=body)
@@ -113,7 +115,7 @@ def _suspend(args: argparse.Namespace, api: ApiClient) -> int:
 
 def _resume(args: argparse.Namespace, api: ApiClient) -> int:
     """Resume a dealer."""
-    body = {"reason": args.reason, "by": args.by or ""}
+    body = {"reason": args.reason, "by": args.by or "", "note": args.note}
     data = api.call("POST", f"/api/dealers/{_seg(args.dealer)}/resume", body=body)
     _out(args, data, render.change)
     return EXIT_OK
@@ -169,13 +171,16 @@ def _import(args: argparse.Namespace, api: ApiClient) -> int:
     """Import a CSV file into one list, in batches, with a progress bar."""
     path = Path(args.file)
     try:
-        rows = read_rows(path)
+        rows, unreadable = read_rows(path)
     except (OSError, UnicodeDecodeError) as exc:
         print(f"mailgate: cannot read {path}: {getattr(exc, 'strerror', None) or exc}",
               file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
+    except CsvFormatError as exc:
+        print(f"mailgate: {path}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     progress = Progress(f"importing {path.name}", len(rows))
-    totals = {"added": 0, "skipped": 0, "invalid": 0}
+    totals = {"added": 0, "skipped": 0, "invalid": unreadable}
     for start in range(0, len(rows), BATCH):
         chunk = rows[start : start + BATCH]
         body = {
@@ -332,13 +337,15 @@ def register(subparsers: Any) -> None:
         "suspend", help="suspend a dealer (refuse mail, hold its queue)", parents=[common]
     )
     p.add_argument("dealer")
-    p.add_argument("--reason", required=True)
+    p.add_argument("--reason", required=True, help=REASON_HELP)
+    p.add_argument("--note", default="", help=NOTE_HELP)
     p.add_argument("--for", dest="duration", help="ends by itself after e.g. 72h")
     p.add_argument("--by", help="who (default: the token's name)")
     p.set_defaults(func=_run(_suspend))
     p = sub.add_parser("resume", help="end a dealer's suspension", parents=[common])
     p.add_argument("dealer")
-    p.add_argument("--reason", required=True)
+    p.add_argument("--reason", required=True, help=REASON_HELP)
+    p.add_argument("--note", default="", help=NOTE_HELP)
     p.add_argument("--by", help="who (default: the token's name)")
     p.set_defaults(func=_run(_resume))
     p = sub.add_parser(

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cli.common import EXIT_AUTH, EXIT_FAIL, EXIT_UNAVAILABLE, EXIT_USAGE, exit_code
+from gateway.errors import GatewayError
 from gateway.settings import Settings, parse_hostport
 
 
-class ApiError(Exception):
+class ApiError(GatewayError):
     """A request failed; ``exit_code`` is what the CLI returns."""
 
     def __init__(self, message: str, status: int = 0, exit_code: int = EXIT_FAIL) -> None:

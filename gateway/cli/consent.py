@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import json
 import sys
 from collections.abc import Iterator
@@ -31,9 +30,10 @@ from typing import Any
 
 from gateway.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, Progress, settings_for
 from gateway.clock import SystemClock
-from gateway.consent.csvformat import REQUIRED_COLUMNS, RowError, parse_row
+from gateway.consent.csvformat import COLUMNS, RowError, parse_row
 from gateway.consent.ops import ConsentOps, explanation_json
 from gateway.consent.rules import ConsentEvent, Interaction, Preference
+from gateway.mail.addresslists import CsvFormatError, Row, read_rows
 from gateway.policy.loader import load_policy_set
 from gateway.storage.base import open_storage
 
@@ -55,13 +55,12 @@ def _count_lines(path: Path) -> int:
 
 def _rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
     with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        fields = {(name or "").strip().lower() for name in reader.fieldnames or ()}
-        if not REQUIRED_COLUMNS.issubset(fields):
-            raise RowError("the first row must name the columns: address, event, date, ...")
-        reader.fieldnames = [(name or "").strip().lower() for name in reader.fieldnames or ()]
-        for row in reader:
-            yield reader.line_num, row
+        try:
+            for row in read_rows(handle, COLUMNS):
+                assert isinstance(row, Row)  # an "ignore" format has no row problems
+                yield row.line, dict(row.values)
+        except CsvFormatError as exc:
+            raise RowError(str(exc)) from None
 
 
 async def import_file(

@@ -20,7 +20,10 @@ from gateway.admin import views
 from gateway.admin.ops import AdminOps, InvalidRequest
 from gateway.cli import offline, render
 from gateway.cli.common import EXIT_OK, operator_name
-from gateway.settings import parse_duration
+from gateway.clock import parse_duration
+
+REASON_HELP = "what the dealer is told (SMTP reply to its CRM, status page, alert e-mail)"
+NOTE_HELP = "internal note for operators only (history, logs); never shown to the dealer"
 
 
 def cmd_dealers(args: argparse.Namespace) -> int:
@@ -42,9 +45,9 @@ def cmd_dealers(args: argparse.Namespace) -> int:
                     duration = parse_duration(args.duration)
                 except ValueError as exc:
                     raise InvalidRequest(f"--for: {exc}") from None
-            change = await ops.suspend(args.dealer, args.reason, by, duration)
+            change = await ops.suspend(args.dealer, args.reason, by, duration, args.note)
         else:
-            change = await ops.resume(args.dealer, args.reason, by)
+            change = await ops.resume(args.dealer, args.reason, by, args.note)
         print(render.change(views.change_json(change)))
         return EXIT_OK
 
@@ -58,13 +61,15 @@ def register(subparsers: Any) -> None:
     )
     p = dealers.add_parser("suspend", help="refuse a dealer's mail and hold its queue")
     p.add_argument("dealer")
-    p.add_argument("--reason", required=True)
+    p.add_argument("--reason", required=True, help=REASON_HELP)
+    p.add_argument("--note", default="", help=NOTE_HELP)
     p.add_argument("--for", dest="duration", help="ends by itself after e.g. 72h")
     p.add_argument("--by", help="who (default: the login name)")
     p.set_defaults(func=cmd_dealers)
     p = dealers.add_parser("resume", help="end a suspension; held mail goes out")
     p.add_argument("dealer")
-    p.add_argument("--reason", required=True)
+    p.add_argument("--reason", required=True, help=REASON_HELP)
+    p.add_argument("--note", default="", help=NOTE_HELP)
     p.add_argument("--by", help="who (default: the login name)")
     p.set_defaults(func=cmd_dealers)
     p = dealers.add_parser("status", help="every dealer's state, or one dealer's history")

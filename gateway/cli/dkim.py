@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, settings_for
+from gateway.clock import parse_duration
 from gateway.dkim.keys import (
     KEYS_DIR,
     KeyType,
@@ -44,7 +45,7 @@ from gateway.dkim.keys import (
 from gateway.errors import PolicyError
 from gateway.policy.loader import DEALERS_DIR, load_policy_set
 from gateway.policy.model import DealerPolicy, DkimSettings, PolicySet
-from gateway.settings import Settings, parse_duration
+from gateway.settings import Settings
 
 __all__ = ["register"]
 DEFAULT_SELECTOR = "mg1"

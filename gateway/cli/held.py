@@ -23,8 +23,8 @@ from gateway.admin import views
 from gateway.admin.ops import AdminOps, check_reason
 from gateway.cli import offline, render
 from gateway.cli.common import EXIT_OK, EXIT_USAGE, operator_name, settings_for
+from gateway.clock import parse_duration
 from gateway.delivery.held import expire_held
-from gateway.settings import parse_duration
 from gateway.types import MessageState
 
 

@@ -34,8 +34,9 @@ from gateway.cli import (
     serve,
     suppress,
 )
-from gateway.cli.common import EXIT_FAIL, EXIT_USAGE
+from gateway.cli.common import EXIT_FAIL, EXIT_USAGE, settings_for
 from gateway.errors import ConfigError, DataDirInUse, GatewayError
+from gateway.logs import LogFormat, configure_logging
 
 # One module per command group, in the order ``mailgate --help`` lists them.
 GROUPS = (
@@ -67,9 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _log_format(args: argparse.Namespace) -> LogFormat:
+    try:
+        return settings_for(args).server.log_format
+    except ConfigError:
+        return "text"  # the command itself reports the configuration error
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mailgate`` command."""
     args = build_parser().parse_args(argv)
+    # Every command logs warnings through the same escaping formatter as `serve`.
+    configure_logging("warning", _log_format(args))
     try:
         return int(args.func(args))
     except DataDirInUse as exc:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -29,6 +28,7 @@ from gateway.cli.common import (
     settings_for,
 )
 from gateway.errors import StorageError
+from gateway.logs import configure_logging
 
 
 def run(args: argparse.Namespace, work: Callable[[AdminOps], Awaitable[int]]) -> int:
@@ -43,9 +43,8 @@ def run(args: argparse.Namespace, work: Callable[[AdminOps], Awaitable[int]]) ->
     from gateway.app import offline_admin
 
     settings = settings_for(args)
-    if not logging.getLogger().handlers:
-        # Deletions are logged at WARNING by the operations: show them, as the gateway would.
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Deletions are logged at WARNING by the operations: show them, as the gateway would.
+    configure_logging("warning", settings.server.log_format)
 
     async def main() -> int:
         try:

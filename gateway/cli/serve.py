@@ -4,23 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 from typing import Any
 
 from gateway.cli.common import EXIT_OK, settings_for
-
-
-def configure_logging(level: str) -> None:
-    """Log lines as ``time level logger: message`` at ``level``."""
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # aiosmtpd logs every command at INFO (including peers' junk); keep ours readable.
-    mail_log = logging.getLogger("mail.log")
-    mail_log.setLevel(logging.WARNING)
-    # aiosmtpd 1.4.6 itself touches its deprecated Session.login_data on every AUTH.
-    mail_log.addFilter(lambda record: "login_data is deprecated" not in record.getMessage())
+from gateway.logs import configure_logging
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -29,7 +16,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.app import Gateway
 
     settings = settings_for(args)
-    configure_logging(settings.server.log_level)
+    configure_logging(settings.server.log_level, settings.server.log_format)
     processes = args.processes or settings.server.processes
     if processes != 1:
         from gateway import supervisor  # several worker processes (gateway/supervisor.py)

@@ -23,6 +23,7 @@ from gateway.admin import views
 from gateway.admin.ops import MAX_LIMIT, AdminOps
 from gateway.cli import offline, render
 from gateway.cli.common import EXIT_OK, EXIT_USAGE, Progress, operator_name
+from gateway.mail.addresslists import CsvFormatError, RowProblem
 from gateway.reputation.csvformat import CSV_FIELDS, import_rows, suppression_row
 from gateway.reputation.records import GLOBAL
 
@@ -37,10 +38,19 @@ def _list_name(args: argparse.Namespace) -> str | None:
     return dealer or None
 
 
-def read_rows(path: Path) -> list[tuple[str, str]]:
-    """The ``(address, reason)`` rows of a CSV file (``reputation.csvformat.import_rows``)."""
+def read_rows(path: Path) -> tuple[list[tuple[str, str]], int]:
+    """The ``(address, reason)`` rows of a CSV file, and how many rows could not be read.
+
+    ``reputation.csvformat.import_rows`` reads it; each unreadable row is shown on stderr
+    with its line number (and counted as not an address), and a header that cannot be
+    used raises ``CsvFormatError``.
+    """
     with path.open(newline="", encoding="utf-8-sig") as handle:
-        return import_rows(handle.read())
+        entries = list(import_rows(handle))
+    rows = [e for e in entries if not isinstance(e, RowProblem)]
+    for problem in (e for e in entries if isinstance(e, RowProblem)):
+        print(f"{path}:{problem.line}: {problem.problem}", file=sys.stderr)
+    return rows, len(entries) - len(rows)
 
 
 def cmd_suppress(args: argparse.Namespace) -> int:
@@ -51,12 +61,16 @@ def cmd_suppress(args: argparse.Namespace) -> int:
         print("say which list: --dealer ID or --global", file=sys.stderr)
         return EXIT_USAGE
     rows: list[tuple[str, str]] = []
+    unreadable = 0
     if action == "import":
         try:
-            rows = read_rows(Path(args.file))
+            rows, unreadable = read_rows(Path(args.file))
         except (OSError, UnicodeDecodeError) as exc:
             print(f"{args.file}: cannot read: {getattr(exc, 'strerror', None) or exc}",
                   file=sys.stderr)  # fmt: skip
+            return EXIT_USAGE
+        except CsvFormatError as exc:
+            print(f"{args.file}: {exc}", file=sys.stderr)
             return EXIT_USAGE
 
     async def work(ops: AdminOps) -> int:
@@ -78,7 +92,7 @@ def cmd_suppress(args: argparse.Namespace) -> int:
             address = await ops.lift(list_name, args.address, args.reason, operator_name(args))
             print(f"lifted {address} ({list_name})")
             return EXIT_OK
-        return await _import(ops, list_name, rows, args.reason, Path(args.file).name)
+        return await _import(ops, list_name, rows, unreadable, args.reason, Path(args.file).name)
 
     return offline.run(args, work)
 
@@ -93,10 +107,15 @@ async def _add(ops: AdminOps, list_name: str | None, items: list[str], reason: s
 
 
 async def _import(
-    ops: AdminOps, list_name: str | None, rows: list[tuple[str, str]], reason: str, name: str
+    ops: AdminOps,
+    list_name: str | None,
+    rows: list[tuple[str, str]],
+    unreadable: int,
+    reason: str,
+    name: str,
 ) -> int:
     progress = Progress(f"importing {name}", len(rows))
-    totals = {"added": 0, "skipped": 0, "invalid": 0}
+    totals = {"added": 0, "skipped": 0, "invalid": unreadable}
     for start in range(0, len(rows), BATCH):
         chunk = rows[start : start + BATCH]
         result = views.import_json(

@@ -25,12 +25,31 @@ from gateway.consent.rules import (
     Topic,
     normalise_address,
 )
+from gateway.mail.addresslists import Columns
 from gateway.types import DealerId
 
-__all__ = ["PREFERENCE_EVENTS", "REQUIRED_COLUMNS", "RowError", "parse_row"]
+__all__ = ["COLUMNS", "PREFERENCE_EVENTS", "REQUIRED_COLUMNS", "RowError", "parse_row"]
 
 PREFERENCE_EVENTS = {"opt-in": True, "opt-out": False}
 REQUIRED_COLUMNS = frozenset({"address", "event", "date"})
+# The file format for ``gateway.mail.addresslists.read_rows``: a header is required, and
+# unknown columns are ignored (a CRM export carries many the import does not read).
+COLUMNS = Columns(
+    names=(
+        "dealer",
+        "address",
+        "event",
+        "date",
+        "last_payment",
+        "reference",
+        "source",
+        "proof",
+        "topic",
+        "channel",
+    ),
+    required=REQUIRED_COLUMNS,
+    unknown="ignore",
+)
 
 
 class RowError(ValueError):

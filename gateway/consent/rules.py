@@ -47,6 +47,9 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from types import MappingProxyType
 
+# Consent records are keyed by the gateway's one normal form of an address; the name
+# stays for the stores and the import that read and write those keys.
+from gateway.mail.addresses import normalise as normalise_address
 from gateway.types import DealerId
 
 __all__ = [
@@ -127,11 +130,6 @@ _KIND_WORDS = {
     Interaction.EXPRESS_CONSENT: "express consent",
     Interaction.WITHDRAWN: "a withdrawal of consent",
 }
-
-
-def normalise_address(address: str) -> str:
-    """The form addresses are stored and looked up in: trimmed, lower case."""
-    return address.strip().lower()
 
 
 _WINDOW = re.compile(r"^\s*(\d{1,4})\s*(days?|d|months?|mo|years?|y)\s*$", re.IGNORECASE)

@@ -1,7 +1,9 @@
 """The retry schedule for deferred deliveries (pure: no clock, no randomness of its own).
 
 Owns one decision: after a temporary failure, when is the next attempt, or is the message
-too old to try again? The caller passes ``now`` and the jitter so tests can pin both.
+too old to try again? The caller passes ``now`` and the jitter so tests can pin both, and
+the schedule as a frozen ``RetryPolicy`` (``delivery.worker.retry_policy`` builds it from
+the ``[delivery]`` settings), so this module knows nothing about configuration files.
 """
 
 from __future__ import annotations
@@ -9,8 +11,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-
-from gateway.settings import DeliverySettings
 
 # Spread retries by up to ±10% so that messages deferred together (an upstream outage)
 # do not all come back in the same second when it recovers.
@@ -31,16 +31,6 @@ class RetryPolicy:
             raise ValueError("retry intervals must be positive")
         if self.factor < 1.0:
             raise ValueError("backoff factor must be at least 1")
-
-    @classmethod
-    def from_settings(cls, settings: DeliverySettings) -> RetryPolicy:
-        """Build the policy from the ``[delivery]`` settings."""
-        return cls(
-            first_retry=settings.first_retry,
-            max_interval=settings.max_retry_interval,
-            factor=settings.backoff_factor,
-            max_age=settings.max_age,
-        )
 
 
 def retry_interval(attempts: int, policy: RetryPolicy, jitter: float) -> timedelta:

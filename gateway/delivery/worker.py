@@ -50,6 +50,16 @@ _CLOCK_STEP = timedelta(minutes=1)
 _RESCUE_BATCH = 10_000
 
 
+def retry_policy(settings: DeliverySettings) -> RetryPolicy:
+    """The retry schedule of the ``[delivery]`` settings, for ``backoff.next_attempt``."""
+    return RetryPolicy(
+        first_retry=settings.first_retry,
+        max_interval=settings.max_retry_interval,
+        factor=settings.backoff_factor,
+        max_age=settings.max_age,
+    )
+
+
 def expired_outcome(message: QueuedMessage, last: RcptOutcome) -> RcptOutcome:
     """Turn the last temporary failure of a message past ``max_age`` into a final one.
 
@@ -97,7 +107,7 @@ class DeliveryWorker:
         self._suspended = suspended
         self._rng = rng
         self._remote_mta = remote_mta
-        self._policy = RetryPolicy.from_settings(settings)
+        self._policy = retry_policy(settings)
         self._dsn_from = settings.dsn_from or f"MAILER-DAEMON@{hostname}"
         self._deadline = (attempt_budget(settings) + _DEADLINE_SLACK).total_seconds()
         self._queue: asyncio.Queue[QueuedMessage | None] = asyncio.Queue()
@@ -325,7 +335,10 @@ class DeliveryWorker:
         now = self._clock.now()
         if outcome.kind is OutcomeKind.DELIVERED:
             kept = await self._storage.complete(message.id, self._node, outcome, now)
-            self._metrics.relayed.labels(dealer=message.dealer_id).inc()
+            if not message.system:
+                # Alerts and DSNs are the gateway's mail, not the dealer's: they count in
+                # neither the dealer's relayed total nor its rates (the store skips them too).
+                self._metrics.relayed.labels(dealer=message.dealer_id).inc()
             self._metrics.delivery_latency.observe(
                 max((now - message.received_at).total_seconds(), 0.0)
             )

@@ -28,6 +28,8 @@ from typing import Literal
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+from gateway.errors import GatewayError
+
 __all__ = [
     "KEYS_DIR",
     "KeyType",
@@ -59,7 +61,7 @@ _DKIM_HEADER = re.compile(r"^\s*\[\[?\s*dkim\s*\]\]?\s*(#.*)?$")
 _SELECTOR_DIGITS = re.compile(r"^(.*?)(\d+)$")
 
 
-class PolicyEditError(Exception):
+class PolicyEditError(GatewayError):
     """A policy file cannot be edited safely; the message says what to do by hand."""
 
 

@@ -29,6 +29,7 @@ import dns.rdatatype
 import dns.resolver
 import dns.rrset
 
+from gateway.errors import GatewayError
 from gateway.settings import DnsSettings
 
 __all__ = [
@@ -45,7 +46,7 @@ DEFAULT_NEGATIVE_TTL = 300  # seconds, when a negative answer carries no SOA
 MAX_TTL = 86400  # never keep an answer longer than a day, whatever its TTL says
 
 
-class DnsError(Exception):
+class DnsError(GatewayError):
     """No usable answer (the name's existence is unknown)."""
 
 

@@ -65,9 +65,10 @@ index over signatures at all and MinHash's size is the only price.
 
 Recipient identity
 ------------------
-``normalise_recipient`` lower-cases the domain (RFC 5321 §2.4: domains are
-case-insensitive), and, by policy, the local part (RFC 5321 says it is case-sensitive,
-every large mailbox provider treats it as not) and a ``+tag`` sub-address (RFC 5233).
+``normalise_recipient`` is the shared normal form (``mail.addresses.normalise``: the
+domain's case always, the local part's by policy; RFC 5321 says it is case-sensitive,
+every large mailbox provider treats it as not) minus, by policy, a ``+tag`` sub-address
+(RFC 5233).
 The store never sees an address: ``recipient_key`` is a BLAKE2b-128 of dealer and
 normalised address.
 """
@@ -86,8 +87,14 @@ from functools import lru_cache
 from types import MappingProxyType
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from gateway.mail import addresses
 from gateway.mail.message import ParsedMessage
-from gateway.settings import parse_duration
+from gateway.policy.model import CheckRule, options_of
+from gateway.policy.options import (
+    DuplicateMessageOptions,
+    FrequencyCapOptions,
+    NearDuplicateOptions,
+)
 from gateway.types import DealerId, MessageId
 
 __all__ = [
@@ -100,6 +107,7 @@ __all__ = [
     "MessagePrint",
     "PriorSend",
     "RecipientHistory",
+    "Recipients",
     "SendClaim",
     "canonical_text",
     "category_of",
@@ -166,18 +174,25 @@ class Category(enum.StrEnum):
     TRANSACTIONAL = "transactional"  # confirmations, receipts: only exact duplicates apply
 
 
+_EXACT, _NEAR, _CAP = DuplicateMessageOptions(), NearDuplicateOptions(), FrequencyCapOptions()
+_CATEGORY = Category(_CAP.default_category)
+
+
 @dataclass(frozen=True, slots=True)
 class DuplicateOptions:
-    """The duplicate-related policy of one dealer, read from its check rules."""
+    """The duplicate-related policy of one dealer: the options of its three checks.
 
-    window: timedelta = timedelta(hours=72)
-    ignore_pattern: str = ""
-    fold_local_part: bool = True
-    strip_plus_tag: bool = True
-    threshold: float = 0.6
-    per_day: int = 0  # 0: no daily cap
-    per_week: int = 0  # 0: no weekly cap
-    default_category: Category = Category.COMMERCIAL
+    The defaults are those of the option records (``gateway/policy/options.py``).
+    """
+
+    window: timedelta = _EXACT.window
+    ignore_pattern: str = _EXACT.ignore_pattern
+    fold_local_part: bool = _EXACT.fold_local_part
+    strip_plus_tag: bool = _EXACT.strip_plus_tag
+    threshold: float = _NEAR.threshold
+    per_day: int = _CAP.per_day  # 0: no daily cap
+    per_week: int = _CAP.per_week  # 0: no weekly cap
+    default_category: Category = _CATEGORY
 
     @property
     def history(self) -> timedelta:
@@ -240,6 +255,24 @@ class DuplicateState:
 
 
 @dataclass(frozen=True, slots=True)
+class Recipients:
+    """The envelope recipients' identities and histories, read from the store before the checks.
+
+    Intake reads them (``duplicates.sendlog.SendLog.fetch``) and hands them to the pure
+    core as data, which combines them with the message's print (``state``).
+    """
+
+    options: DuplicateOptions
+    keys: Mapping[str, str]  # recipient as submitted -> normalised address
+    histories: Mapping[str, RecipientHistory]  # recipient as submitted -> history
+
+    def state(self, msg: ParsedMessage) -> DuplicateState:
+        """The context the duplicate checks read for ``msg`` (pure, CPU-bound)."""
+        return DuplicateState(print_message(msg, self.options), self.options,
+                              self.histories, self.keys)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
 class SendClaim:
     """One recipient's send, to record atomically with the enqueue of its message.
 
@@ -290,45 +323,24 @@ class DuplicateDrop:
 # --- options -----------------------------------------------------------------------------
 
 
-def _option(rules: Mapping[str, object], code: str, name: str) -> object:
-    rule = rules.get(code)
-    options = getattr(rule, "options", None)
-    return None if options is None else options.get(name)
+def options_for(checks: Mapping[str, CheckRule]) -> DuplicateOptions:
+    """The duplicate options of a dealer's ``checks`` rules (a missing rule: its defaults).
 
-
-def options_for(checks: Mapping[str, object]) -> DuplicateOptions:
-    """Read the duplicate options from a dealer's ``checks`` rules (missing: defaults).
-
-    The loader has already checked every value's type and that the window parses.
+    The loader has built each rule's typed options already (durations parsed, numbers
+    checked), so this only gathers the three checks' records into one.
     """
-    base = DuplicateOptions()
-    window = _option(checks, "duplicate-message", "window")
-    parsed = parse_duration(window) if isinstance(window, str) else base.window
-
-    def number(code: str, name: str, default: int) -> int:
-        value = _option(checks, code, name)
-        return value if isinstance(value, int) and not isinstance(value, bool) else default
-
-    def flag(code: str, name: str, default: bool) -> bool:
-        value = _option(checks, code, name)
-        return value if isinstance(value, bool) else default
-
-    threshold = _option(checks, "near-duplicate-message", "threshold")
-    pattern = _option(checks, "duplicate-message", "ignore_pattern")
-    category = _option(checks, "frequency-cap", "default_category")
+    exact = options_of(checks, DuplicateMessageOptions)
+    near = options_of(checks, NearDuplicateOptions)
+    cap = options_of(checks, FrequencyCapOptions)
     return DuplicateOptions(
-        window=parsed,
-        ignore_pattern=pattern if isinstance(pattern, str) else "",
-        fold_local_part=flag("duplicate-message", "fold_local_part", base.fold_local_part),
-        strip_plus_tag=flag("duplicate-message", "strip_plus_tag", base.strip_plus_tag),
-        threshold=float(threshold)
-        if isinstance(threshold, int | float) and not isinstance(threshold, bool)
-        else base.threshold,
-        per_day=number("frequency-cap", "per_day", base.per_day),
-        per_week=number("frequency-cap", "per_week", base.per_week),
-        default_category=Category(category)
-        if category in {c.value for c in Category}
-        else base.default_category,
+        window=exact.window,
+        ignore_pattern=exact.ignore_pattern,
+        fold_local_part=exact.fold_local_part,
+        strip_plus_tag=exact.strip_plus_tag,
+        threshold=near.threshold,
+        per_day=cap.per_day,
+        per_week=cap.per_week,
+        default_category=Category(cap.default_category),
     )
 
 
@@ -518,14 +530,11 @@ def print_message(msg: ParsedMessage, options: DuplicateOptions) -> MessagePrint
 
 def normalise_recipient(address: str, *, fold_local_part: bool, strip_plus_tag: bool) -> str:
     """The identity of ``address`` for duplicate purposes (see the module docstring)."""
-    local, at, domain = address.strip().rpartition("@")
-    if not at:
-        return address.strip().lower()
-    if strip_plus_tag and "+" in local[1:]:
-        local = local[: local.index("+", 1)]
-    if fold_local_part:
-        local = local.casefold()
-    return f"{local}@{domain.lower().rstrip('.')}"
+    normal = addresses.normalise(address, fold_local_part=fold_local_part)
+    local, at, domain = normal.rpartition("@")
+    if at and strip_plus_tag and "+" in local[1:]:
+        return f"{local[: local.index('+', 1)]}@{domain}"
+    return normal
 
 
 def recipient_key(dealer_id: str, normalised: str) -> bytes:

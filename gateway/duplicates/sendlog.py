@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import MappingProxyType
 
@@ -38,16 +37,13 @@ from gateway.clock import Clock
 from gateway.duplicates.fingerprints import (
     Category,
     DuplicateDrop,
-    DuplicateOptions,
     DuplicateState,
-    RecipientHistory,
+    Recipients,
     SendClaim,
     normalise_recipient,
     options_for,
-    print_message,
     recipient_key,
 )
-from gateway.mail.message import ParsedMessage
 from gateway.metrics import Metrics
 from gateway.pipeline.decide import Verdict
 from gateway.policy.model import DealerPolicy
@@ -81,20 +77,6 @@ def delivers_every_duplicate(dealer: DealerPolicy) -> bool:
     Then contention over a claim can change a copy's tags but never whether it goes.
     """
     return all(_delivers(dealer, code) for code in DUPLICATE_CODES)
-
-
-@dataclass(frozen=True, slots=True)
-class Recipients:
-    """The envelope recipients' identities and histories, read before the checks."""
-
-    options: DuplicateOptions
-    keys: Mapping[str, str]  # recipient as submitted -> normalised address
-    histories: Mapping[str, RecipientHistory]  # recipient as submitted -> history
-
-    def state(self, msg: ParsedMessage) -> DuplicateState:
-        """The context the duplicate checks read for ``msg`` (pure, CPU-bound)."""
-        return DuplicateState(print_message(msg, self.options), self.options,
-                              self.histories, self.keys)  # fmt: skip
 
 
 class SendLog:
@@ -241,7 +223,10 @@ class SendLog:
 
     def _retention(self) -> timedelta:
         dealers = self._policies.current.dealers.values()
-        return max((options_for(d.checks).history for d in dealers), default=timedelta(days=7))
+        return max(
+            (options_for(d.checks).history for d in dealers),
+            default=timedelta(days=7),
+        )
 
     def _maybe_expire(self, now: datetime) -> None:
         if now - self._last_expiry < EXPIRY_EVERY:

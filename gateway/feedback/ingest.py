@@ -38,6 +38,7 @@ from gateway.feedback.reports import (
     FeedbackKind,
     FeedbackResult,
 )
+from gateway.mail.addresses import normalise
 from gateway.metrics import Metrics
 from gateway.policy.model import SuppressionPolicy
 from gateway.policy.store import PolicyStore
@@ -112,8 +113,8 @@ def _about_recipient(report: ComplaintReport, rcpt: str) -> bool:
     named = [a for a in report.reported_recipients if not _redacted(a)]
     if not named:
         return True
-    wanted = rcpt.lower()
-    return any(a.strip().strip("<>").lower() == wanted for a in named)
+    wanted = normalise(rcpt)
+    return any(normalise(a) == wanted for a in named)
 
 
 def _bounce_for(recipients: tuple[BounceRecipient, ...], rcpt: str) -> BounceRecipient | None:
@@ -134,13 +135,13 @@ def _bounce_for(recipients: tuple[BounceRecipient, ...], rcpt: str) -> BounceRec
     for recipient in recipients:
         if recipient.names(rcpt):
             return recipient
-    wanted = rcpt.lower()
+    wanted = normalise(rcpt)
     local = wanted.rpartition("@")[0]
     confirmed = [r for r in recipients if r.confirmed and not _redacted(r.address)]
     unconfirmed = [r for r in recipients if not r.confirmed]
     if not confirmed and len(unconfirmed) == 1:
         (recipient,) = unconfirmed
-        written = recipient.address.strip().strip("<>\"'").lower()
+        written = normalise(recipient.address.strip().strip("<>\"'"))
         if not written or written in (wanted, local):
             return recipient
         return None
@@ -260,7 +261,7 @@ class FeedbackIngest:
         self, result: FeedbackResult, sent: QueuedMessage, via: Via
     ) -> list[FeedbackEvent]:
         now = self._clock.now()
-        rcpt = sent.rcpt.lower()
+        rcpt = normalise(sent.rcpt)
 
         def event(kind: EventKind, detail: str, subject: str = "") -> FeedbackEvent:
             return FeedbackEvent(
@@ -298,7 +299,7 @@ class FeedbackIngest:
         kind = EventKind.HARD_BOUNCE if hard else EventKind.SOFT_BOUNCE
         detail = f"{recipient.status or '-'} {recipient.reason.value}"
         parsed = recipient.address.strip().strip("<>")
-        if parsed.lower() != rcpt:
+        if normalise(parsed) != rcpt:
             detail += f" (reported as {parsed or 'nobody'})"
         return [event(kind, detail)]
 

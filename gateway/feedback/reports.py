@@ -15,6 +15,7 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 
+from gateway.mail.addresses import normalise
 from gateway.tracking import RefToken
 
 
@@ -129,9 +130,9 @@ class BounceRecipient:
 
     def names(self, address: str) -> bool:
         """True when ``address`` is this recipient's final or original address."""
-        wanted = address.strip().strip("<>").lower()
+        wanted = normalise(address)
         mine = {self.address, self.original_recipient or ""}
-        return bool(wanted) and wanted in {a.strip().strip("<>").lower() for a in mine if a}
+        return bool(wanted) and wanted in {normalise(a) for a in mine if a}
 
 
 @dataclass(frozen=True, slots=True)

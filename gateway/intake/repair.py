@@ -1,16 +1,27 @@
 """The safe repairs: changes that restore what the sender meant (pure).
 
-``apply(raw, findings)`` runs the repair each finding names (``Finding.repair``, set by
-the check that saw it applies) and returns the new bytes, or ``None`` when the message
-turns out not to have the shape the repair needs; intake then holds it instead.
+``apply(raw, findings, structure)`` runs the repair each finding names (``Finding.repair``,
+set by the check that saw it applies) and returns the new bytes, or ``None`` when the
+message turns out not to have the shape the repair needs; intake then holds it instead.
+``structure`` is the MIME scan parse made of ``raw`` (``ParsedMessage.structure``); the
+first repair works from it, and only a second repair, on bytes the first one changed,
+scans again.
 
 ``html-attachment-as-body``
-    The HTML went out as a stray attachment (``unknown1.txt``, ``ATT00001.htm``) and the
-    message has no HTML body: the message is rebuilt as ``multipart/alternative`` with
-    a text part (the existing plain-text body, or one made from the HTML) and the HTML as
-    the body. Other real attachments are kept byte for byte in a ``multipart/mixed``
-    around it; inline images (those with a Content-ID) go into a ``multipart/related``
-    with the HTML so that ``cid:`` references still resolve.
+    The HTML went out as a stray attachment (``unknown1.txt``, ``unknown1.html``,
+    ``ATT00001.htm``, or unnamed) and the message has no HTML body: the message is rebuilt
+    as ``multipart/alternative`` with a text part and the HTML as the body. The text part
+    is the existing plain-text body when that is the same message; an empty or one-line
+    body ("Please see the attached.") is a placeholder, not an alternative, and the text
+    part is made from the HTML instead. Other real attachments are kept byte for byte in a
+    ``multipart/mixed`` around it; inline images (those with a Content-ID) go into a
+    ``multipart/related`` with the HTML so that ``cid:`` references still resolve.
+
+    Only that shape is repaired (``attachments.html_body_obstacle`` decides, and the
+    repair checks again on the bytes): a document a person named (``invoice.html``), a
+    text body of its own, or HTML with active content (script, event handler, form,
+    frame) gives ``None``, and the message is held instead. Active content is never
+    promoted into a body.
 
 ``drop-winmail-dat``
     ``winmail.dat`` (TNEF) is cut out of its multipart, together with its delimiter line;
@@ -27,7 +38,7 @@ import email.parser
 import email.policy
 import quopri
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from email.mime.multipart import MIMEMultipart
 from email.mime.nonmultipart import MIMENonMultipart
 
@@ -36,8 +47,11 @@ from gateway.mail.message import Attachment
 from gateway.pipeline.attachments import (
     REPAIR_DROP_TNEF,
     REPAIR_HTML_BODY,
+    active_content,
     is_html_stray,
+    is_stray_named,
     is_tnef,
+    text_body_shape,
 )
 from gateway.pipeline.base import Finding
 from gateway.pipeline.html import to_text
@@ -84,24 +98,29 @@ class _Leaf:
         )
 
 
-def apply(raw: bytes, findings: Sequence[Finding]) -> bytes | None:
-    """Run every repair the findings name, in order; ``None`` if one cannot be applied."""
+def apply(
+    raw: bytes, findings: Sequence[Finding], structure: mimetree.Structure | None = None
+) -> bytes | None:
+    """Run every repair the findings name, in order; ``None`` if one cannot be applied.
+
+    ``structure`` must be the scan of exactly ``raw`` (or ``None``: scanned here).
+    """
     names = list(dict.fromkeys(f.repair for f in findings if f.repair is not None))
     for name in names:
         try:
-            repaired = _REPAIRS[name](raw)
+            if structure is None:
+                structure = mimetree.scan(raw, **_LIMITS)
+            repaired = _REPAIRS[name](raw, structure)
         except (mimetree.StructureLimit, ValueError, LookupError, UnicodeError):
             return None
         if repaired is None:
             return None
-        raw = repaired
+        raw, structure = repaired, None  # new bytes: the old spans no longer apply
     return raw
 
 
-def _leaves(raw: bytes) -> tuple[mimetree.Structure, list[_Leaf]]:
-    structure = mimetree.scan(raw, **_LIMITS)
-    leaves = [_Leaf(raw, e) for e in structure.entities if not e.is_container]
-    return structure, leaves
+def _leaves(raw: bytes, structure: mimetree.Structure) -> list[_Leaf]:
+    return [_Leaf(raw, e) for e in structure.entities if not e.is_container]
 
 
 def _top_headers(raw: bytes, structure: mimetree.Structure) -> bytes:
@@ -131,9 +150,9 @@ def _boundary(data: bytes) -> str:
             return candidate
 
 
-def html_attachment_as_body(raw: bytes) -> bytes | None:
+def html_attachment_as_body(raw: bytes, structure: mimetree.Structure) -> bytes | None:
     """Rebuild a message whose only HTML is a stray attachment as multipart/alternative."""
-    structure, leaves = _leaves(raw)
+    leaves = _leaves(raw, structure)
     strays = [leaf for leaf in leaves if is_html_stray(leaf.attachment)]
     if len(strays) != 1 or any(
         leaf.entity.content_type == "text/html" and leaf.attachment.disposition != "attachment"
@@ -143,8 +162,13 @@ def html_attachment_as_body(raw: bytes) -> bytes | None:
         return None
     stray = strays[0]
     html = stray.text()
+    if not is_stray_named(stray.attachment) or active_content(html) is not None:
+        return None
     texts = [leaf for leaf in leaves if leaf is not stray and leaf.is_body_text]
-    plain = "\n".join(leaf.text() for leaf in texts).strip()
+    shape = text_body_shape([leaf.text() for leaf in texts], html)
+    if shape is None:
+        return None  # a text body of its own: the HTML is not known to be the message
+    plain = "\n".join(leaf.text() for leaf in texts).strip() if shape == "same" else ""
     kept = [leaf for leaf in leaves if leaf is not stray and leaf not in texts]
     inline = [leaf for leaf in kept if leaf.part.get("Content-ID") is not None]
     others = [leaf for leaf in kept if leaf not in inline]
@@ -174,9 +198,8 @@ def html_attachment_as_body(raw: bytes) -> bytes | None:
     return _top_headers(raw, structure) + generated
 
 
-def drop_winmail_dat(raw: bytes) -> bytes | None:
+def drop_winmail_dat(raw: bytes, structure: mimetree.Structure) -> bytes | None:
     """Cut every TNEF part out of its multipart; ``None`` if one is the whole message."""
-    structure = mimetree.scan(raw, **_LIMITS)
     entities = structure.entities
     cuts: list[tuple[int, int]] = []
     for index, entity in enumerate(entities):
@@ -218,7 +241,7 @@ def drop_winmail_dat(raw: bytes) -> bytes | None:
     return b"".join(out)
 
 
-_REPAIRS = {
+_REPAIRS: dict[str, Callable[[bytes, mimetree.Structure], bytes | None]] = {
     REPAIR_HTML_BODY: html_attachment_as_body,
     REPAIR_DROP_TNEF: drop_winmail_dat,
 }

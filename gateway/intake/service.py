@@ -1,16 +1,17 @@
 """Intake: the one orchestration on the hot path, from raw DATA bytes to a reply.
 
-``Intake.accept(envelope, raw)`` normalises line endings, enforces the content limits,
-parses the message once, runs the checks, lets policy decide, rewrites the headers a
-submission server owns (RFC 6409 §8: Received, Message-ID, Date; Bcc removed), splits
-the submission into one message per recipient with its own tracking reference, signs
-each copy last, and stores them all in one durable transaction. Only then does it answer
-``250 2.0.0``. Anything unexpected answers ``451 4.3.0`` and is logged with the dealer:
-never a 5xx for our own fault, never a traceback to the client.
+``Intake.accept(envelope, raw)`` reads what the checks need from the store (the
+recipients' history, their consent records), runs the pure core
+(``gateway.intake.prepare``: line endings, limits, one parse, the checks, decide, repair,
+the submission-server header changes and one copy per recipient), signs each copy last,
+and stores them all in one durable transaction. Only then does it answer ``250 2.0.0``.
+Anything unexpected answers ``451 4.3.0`` and is logged with the dealer: never a 5xx for
+our own fault, never a traceback to the client. The metrics and log lines about a
+message are written here, from what ``prepare`` returned.
 
-The CPU-bound part (parse, checks, rewrite, sign) of a large message runs in a worker
-thread under a time budget, so it does not stall every other session on the event loop;
-small messages, the common case, are processed inline.
+The CPU-bound part (prepare, sign) of a large message runs in a worker thread under a
+time budget, so it does not stall every other session on the event loop; small messages,
+the common case, are processed inline.
 """
 
 from __future__ import annotations
@@ -20,41 +21,30 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import datetime
-from email.utils import format_datetime
+from dataclasses import replace
 
 from gateway import replies
 from gateway.clock import Clock
 from gateway.consent.rules import ConsentRecord
 from gateway.dkim.signing import Signer
-from gateway.duplicates.fingerprints import DuplicateState
-from gateway.duplicates.sendlog import Recipients, SendLog, delivers_every_duplicate
+from gateway.duplicates.fingerprints import Recipients
+from gateway.duplicates.sendlog import SendLog, delivers_every_duplicate
 from gateway.errors import SigningError, StorageError
-from gateway.intake import repair
-from gateway.mail import rewrite
-from gateway.mail.message import MessageRejected, ParsedMessage, ParseLimits, parse
+from gateway.intake.prepare import CheckCrashed, Limits, Prepared, Stamp, State, prepare
+from gateway.mail.message import ParseLimits
 from gateway.metrics import Metrics
-from gateway.pipeline import CHECKS, check_name
-from gateway.pipeline.base import CheckContext, Finding
-from gateway.pipeline.decide import Verdict, decide
+from gateway.pipeline.decide import Verdict
 from gateway.policy.model import DealerPolicy
 from gateway.policy.store import PolicyStore
 from gateway.settings import SubmissionSettings
 from gateway.storage.base import Storage
-from gateway.tracking import RefCodec, message_id_for, new_submission_id
-from gateway.types import Action, Envelope, MessageState, NewMessage, Reply
-from gateway.unsubscribe.service import UnsubscribeLinks, header_plan, is_commercial
+from gateway.tracking import RefCodec, new_submission_id
+from gateway.types import Envelope, Reply
+from gateway.unsubscribe.links import UnsubscribeLinks
 
 log = logging.getLogger("gateway.smtp")
 
 INLINE_BYTES = 64 * 1024  # messages up to this size are processed on the event loop
-
-_REJECTIONS: dict[str, Reply] = {
-    "header-too-large": replies.HEADER_TOO_BIG,
-    "mime-too-deep": replies.MIME_TOO_DEEP,
-    "too-many-parts": replies.TOO_MANY_PARTS,
-}
 
 # Duplicate claims (sendlog.py): how often a submission is decided again after another
 # connection or node sent to one of its recipients first; the marker reply says "again".
@@ -62,23 +52,16 @@ CLAIM_ATTEMPTS = 3
 _CLAIM_LOST = Reply(451, "4.3.0", "duplicate claim lost")
 
 
-class CheckCrashed(Exception):
-    """A check raised; carries the check's name for the log line."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.name = name
-
-
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """The outcome of the CPU-bound part of intake."""
-
-    reply: Reply | None  # a refusal, or None when messages are ready to store
-    verdict: Verdict | None
-    messages: tuple[NewMessage, ...]
-    submission_id: str
-    duplicates: DuplicateState | None = None
+def submission_limits(settings: SubmissionSettings) -> Limits:
+    """The content limits ``prepare`` applies, from the ``[submission]`` settings."""
+    return Limits(
+        parse=ParseLimits(
+            max_header_bytes=settings.max_header_bytes,
+            max_mime_depth=settings.max_mime_depth,
+        ),
+        max_hops=settings.max_hops,
+        bare_line_endings=settings.bare_line_endings,
+    )
 
 
 class Intake:
@@ -99,28 +82,22 @@ class Intake:
         bounce_domain: str = "",
         unsubscribe: UnsubscribeLinks | None = None,
     ) -> None:
-        # With links configured, commercial copies get one-click unsubscribe fields.
-        self._unsubscribe = unsubscribe
         # With a bounce domain each copy's envelope sender is its VERP address, so a
         # bounce names the exact message and recipient (tracking.py; feedback/ingest.py).
-        self._bounce_domain = bounce_domain
+        # With links configured, commercial copies get one-click unsubscribe fields.
+        self._stamp = Stamp(hostname, refs, bounce_domain, unsubscribe)
         self._storage = storage
         self._policies = policies
-        self._refs = refs
         self._signer = signer
         self._clock = clock
         self._metrics = metrics
         self._settings = settings
-        self._hostname = hostname
         self._on_enqueued = on_enqueued
         self._sendlog = SendLog(storage, metrics, clock, policies)
         # Large messages are prepared in threads; the work is pure Python under the GIL,
         # so more threads than cores only stretch every one of them past its time budget.
         self._threads = asyncio.Semaphore(os.cpu_count() or 2)
-        self._limits = ParseLimits(
-            max_header_bytes=settings.max_header_bytes,
-            max_mime_depth=settings.max_mime_depth,
-        )
+        self._limits = submission_limits(settings)
 
     async def accept(self, env: Envelope, raw: bytes) -> Reply:
         """Decide on one submission and, unless refused, store it durably."""
@@ -225,13 +202,18 @@ class Intake:
             return replies.INTERNAL_ERROR
         except SigningError as exc:
             self._metrics.errors.labels("signing").inc()
+            self._metrics.dkim_signing_failures.labels(dealer.dealer_id).inc()
             log.error("signing failed dealer=%s submission=%s: %s",
                       dealer.dealer_id, submission_id, exc)  # fmt: skip
             return replies.SIGNING_FAILED
+        if prepared.refused:
+            # Refused outside policy (a broken limit, an unfoldable line): nothing stored.
+            self._metrics.refused.labels(prepared.refused).inc()
+            log.info("refused dealer=%s submission=%s: %s", dealer.dealer_id, submission_id,
+                     prepared.reply.line() if prepared.reply else "-")  # fmt: skip
+            return prepared.reply or replies.INTERNAL_ERROR
         if prepared.verdict is not None:
             self._record(dealer, prepared.verdict)
-        if prepared.reply is not None and prepared.verdict is None:
-            return prepared.reply
         try:
             # The messages, their duplicate claims and the duplicate drops, in one commit.
             stored = await self._sendlog.store(
@@ -266,7 +248,7 @@ class Intake:
             action = dealer.rule(finding.code).action
             self._metrics.findings.labels(dealer.dealer_id, finding.code, action.label).inc()
 
-    # -- the CPU-bound part, run in a thread ---------------------------------------------
+    # -- the CPU-bound part, run in a thread -------------------------------------------
 
     def _prepare(
         self,
@@ -277,142 +259,21 @@ class Intake:
         history: Recipients,
         consent: Mapping[str, ConsentRecord] | None = None,
     ) -> Prepared:
-        def refuse(reply: Reply, reason: str) -> Prepared:
-            self._metrics.refused.labels(reason).inc()
-            log.info("refused dealer=%s submission=%s: %s", dealer.dealer_id, submission_id,
-                     reply.line())  # fmt: skip
-            return Prepared(reply, None, (), submission_id)
-
-        # RFC 5321 §2.3.8: only CRLF ends a line. Bare CR/LF must not reach the next hop
-        # (SMTP smuggling, CVE-2023-51764) and must be fixed before signing.
-        if rewrite.has_bare_line_endings(raw):
-            if self._settings.bare_line_endings == "reject":
-                return refuse(replies.BARE_LINE_ENDING, "bare-line-ending")
-            raw, _ = rewrite.normalize_line_endings(raw)
-        # The NUL variant of the same attack (<CRLF> NUL "." <CRLF>) has no bare line end
-        # but still ends DATA at a receiver that ignores NUL; fixed before signing too.
-        raw, _ = rewrite.neutralize_nul_dot_lines(raw)
-        try:
-            message = parse(raw, self._limits)
-        except MessageRejected as exc:
-            return refuse(_REJECTIONS.get(exc.reply_kind, replies.MIME_TOO_DEEP), exc.reply_kind)
-        if message.received_count >= self._settings.max_hops:
-            return refuse(replies.TOO_MANY_HOPS, "too-many-hops")
-
-        duplicates = history.state(message)
-        findings = self._run_checks(message, dealer, env, duplicates, consent)
-        verdict = decide(findings, dealer, env.rcpt_tos)
-        if verdict.reply is not None:
-            return Prepared(verdict.reply, verdict, (), submission_id)
-        recipients = [r for r in env.rcpt_tos if r not in verdict.dropped]
-        if not recipients and verdict.action is Action.DROP:
-            return Prepared(replies.nothing_to_send(submission_id), verdict, (), submission_id)
-        if not recipients:
-            return Prepared(replies.NO_RECIPIENTS_LEFT, verdict, (), submission_id)
-
-        state = MessageState.HELD if verdict.action is Action.HOLD else MessageState.QUEUED
-        note = "; ".join(f.detail for f in verdict.findings) if state is MessageState.HELD else ""
-        if verdict.repairs:
-            # Repaired even when held, so that a release delivers the repaired message.
-            repaired = repair.apply(raw, verdict.repairs)
-            if repaired is None:
-                state = MessageState.HELD
-                details = "; ".join(f.detail for f in verdict.repairs)
-                note = f"the repair could not be applied: {details}"
-            else:
-                raw = repaired
-        base = self._rewrite(raw, message, env, submission_id)
-        if base is None:
-            return refuse(replies.HEADER_LINE_UNFOLDABLE, "header-unfoldable")
-        codes = tuple(dict.fromkeys(f.code for f in verdict.findings))
-        links = self._unsubscribe if self._unsubscribe and is_commercial(message, dealer) else None
-        built: list[NewMessage] = []
-        for n, rcpt in enumerate(recipients, start=1):
-            message_id = message_id_for(submission_id, n)
-            mail_from = env.mail_from
-            if self._bounce_domain and env.mail_from:
-                mail_from = self._refs.verp_address(
-                    message_id, dealer.dealer_id, rcpt, self._bounce_domain
-                )
-            per_rcpt = [
-                ("X-Mailgate-Ref", self._refs.header_value(message_id, dealer.dealer_id, rcpt))
-            ]
-            if verdict.tags:
-                per_rcpt.append(("X-Mailgate-Findings", ", ".join(verdict.tags)))
-            copy = base
-            if links is not None:
-                ours = links.list_unsubscribe(links.token(dealer.dealer_id, rcpt, message_id))
-                plan = header_plan(
-                    message.header("List-Unsubscribe"), ours, dealer.unsubscribe.existing
-                )
-                if plan.remove and (
-                    message.header("List-Unsubscribe") is not None
-                    or message.header("List-Unsubscribe-Post") is not None
-                ):
-                    copy = rewrite.remove_headers(copy, plan.remove)
-                per_rcpt.extend(plan.add)
-            data = self._signer.sign(rewrite.prepend_headers(copy, per_rcpt), dealer)
-            # A per-recipient hold (decide.py) keeps just this copy for an operator.
-            held = verdict.held.get(rcpt) if state is MessageState.QUEUED else None
-            built.append(
-                NewMessage(
-                    id=message_id,
-                    dealer_id=dealer.dealer_id,
-                    mail_from=mail_from,
-                    rcpt=rcpt,
-                    data=data,
-                    received_at=env.received_at,
-                    state=MessageState.HELD if held else state,
-                    findings=codes,
-                    note=held.detail if held else note,
-                )
-            )
-        return Prepared(None, verdict, tuple(built), submission_id, duplicates)
-
-    def _run_checks(
-        self,
-        message: ParsedMessage,
-        dealer: DealerPolicy,
-        env: Envelope,
-        duplicates: DuplicateState | None = None,
-        consent: Mapping[str, ConsentRecord] | None = None,
-    ) -> tuple[Finding, ...]:
-        context = CheckContext(
-            envelope=env, now=self._clock.now(), duplicates=duplicates, consent=consent
+        """The pure core, then each copy signed (the last change to its bytes)."""
+        prepared = prepare(
+            raw,
+            env,
+            dealer,
+            limits=self._limits,
+            stamp=self._stamp,
+            now=self._clock.now(),
+            submission_id=submission_id,
+            state=State(history, consent),
         )
-        findings: list[Finding] = []
-        for check in CHECKS:
-            try:
-                findings.extend(check(message, dealer, context))
-            except Exception as exc:  # a check must never take the session down
-                raise CheckCrashed(check_name(check)) from exc
-        return tuple(findings)
-
-    def _rewrite(
-        self, raw: bytes, message: ParsedMessage, env: Envelope, submission_id: str
-    ) -> bytes | None:
-        """Apply the submission-server header changes (RFC 6409 §8) to the shared copy."""
-        data = rewrite.remove_headers(raw, {"bcc"})
-        added: list[tuple[str, str]] = [("Received", self._received(env, submission_id))]
-        if message.message_id is None:
-            added.append(("Message-ID", f"<{submission_id}@{self._hostname}>"))
-        if not message.has_date:
-            added.append(("Date", format_datetime(env.received_at)))
-        data = rewrite.prepend_headers(data, added)
-        try:
-            # RFC 5321 §4.5.3.1.6: lines over 998 octets are folded (headers) or their part
-            # re-encoded as quoted-printable (bodies); meaning is kept, nothing truncated.
-            data, _changed = rewrite.fold_long_lines(data, limits=self._limits)
-        except rewrite.LineTooLong:
-            return None
-        return data
-
-    def _received(self, env: Envelope, submission_id: str) -> str:
-        # RFC 5321 §4.4 trace field; "ESMTPSA" = ESMTP + STARTTLS + AUTH (RFC 3848).
-        protocol = "ESMTPSA" if env.tls else "ESMTPA"
-        helo = "".join(ch for ch in env.helo if ch.isprintable() and ch not in "()")[:255]
-        when: datetime = env.received_at
-        return (
-            f"from {helo or 'unknown'} ([{env.peer}]) by {self._hostname} (Mailgate) "
-            f"with {protocol} id {submission_id}; {format_datetime(when)}"
+        if not prepared.messages:
+            return prepared
+        signed = tuple(
+            replace(message, data=self._signer.sign(message.data, dealer))
+            for message in prepared.messages
         )
+        return replace(prepared, messages=signed)

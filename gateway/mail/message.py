@@ -4,7 +4,9 @@ This module owns the read-only view of a message that every check works from. ``
 is called exactly once per message. It first runs the byte-level scanner
 (``gateway.mail.mimetree``) to enforce the structural limits cheaply and without recursion,
 then hands the bytes to the stdlib parser with the lenient ``compat32`` policy and reads
-what the checks need, catching every decoding problem as a recorded defect.
+what the checks need, catching every decoding problem as a recorded defect. The scan is
+kept on the result (``ParsedMessage.structure``), so that the checks, the repairs and the
+long-line rewrite work from the same spans instead of scanning the bytes again.
 
 The only exception ``parse`` raises is ``MessageRejected``; junk input of any other kind
 (undeclared 8-bit, unknown charsets, broken base64 or quoted-printable, malformed
@@ -23,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from gateway.errors import GatewayError
 from gateway.mail import mimetree
 
 # Reply kinds a rejection maps to: (basic code, RFC 3463 enhanced code).
@@ -37,7 +40,7 @@ _BINARY = email.policy.compat32
 _T = TypeVar("_T")
 
 
-class MessageRejected(Exception):
+class MessageRejected(GatewayError):
     """The message breaks a structural limit and is refused whole.
 
     ``reply_kind`` is a key of ``REJECT_REPLIES``; ``detail`` is a sentence for the reply.
@@ -102,6 +105,7 @@ class ParsedMessage:
     mime_depth: int
     defects: tuple[str, ...]
     received_count: int
+    structure: mimetree.Structure  # the MIME spans of ``raw``, as ``parse`` scanned them
 
     def header(self, name: str) -> str | None:
         """Return the first top-level header called ``name`` (any case), or ``None``."""
@@ -169,6 +173,7 @@ def parse(raw: bytes, limits: ParseLimits) -> ParsedMessage:
         mime_depth=structure.max_depth,
         defects=tuple(dict.fromkeys(defects)),
         received_count=sum(1 for name, _ in headers if name.lower() == "received"),
+        structure=structure,
     )
 
 

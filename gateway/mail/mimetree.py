@@ -4,8 +4,10 @@ This module owns one job: find where every MIME entity of a raw message starts a
 without recursion and without decoding anything, while enforcing the structural limits.
 ``message.parse`` runs it before the stdlib parser (CPython 3.11's ``email`` parser
 recurses once per nesting level and raises ``RecursionError`` near 2,000 nested
-multiparts), and ``rewrite.fold_long_lines`` uses the spans to re-encode one leaf part
-while leaving every other byte untouched.
+multiparts) and keeps the result on the ``ParsedMessage``; from there the encoding check
+reads the leaf bodies, the repairs cut and rebuild parts, and ``rewrite.fold_long_lines``
+re-encodes one leaf part while leaving every other byte untouched, all without scanning
+the same bytes again.
 
 The scanner follows RFC 2045/2046 closely enough to agree with the stdlib parser on
 well-formed mail: header fields end at the first empty line or at the first line that is
@@ -21,6 +23,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from gateway.errors import GatewayError
+
 # RFC 2045 §5.1 token characters for type and subtype.
 _TYPE = re.compile(rb"\s*([!#$%&'*+\-.^_`|~0-9A-Za-z]+/[!#$%&'*+\-.^_`|~0-9A-Za-z]+)")
 _BOUNDARY = re.compile(rb"""(?:^|;)\s*boundary\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s;"]+))""", re.I)
@@ -28,7 +32,7 @@ _BOUNDARY = re.compile(rb"""(?:^|;)\s*boundary\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\
 _HEADER_LINE = re.compile(rb"From |[\x21-\x39\x3b-\x7e]*:|[ \t]")
 
 
-class StructureLimit(Exception):
+class StructureLimit(GatewayError):
     """The message exceeds a structural limit; ``kind`` names which one."""
 
     def __init__(self, kind: str, detail: str) -> None:

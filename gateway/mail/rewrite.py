@@ -39,7 +39,6 @@ QP_LINE = 76  # RFC 2045 §6.7 rule 5: encoded lines no more than 76 characters
 
 DEFAULT_LIMITS = ParseLimits(max_header_bytes=102_400, max_mime_depth=100)
 
-_BARE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 # A whole line (CRLF-delimited) of a single "." with at least one NUL around it, e.g.
 # b"\x00." or b".\x00" (a plain "." line is left to dot-stuffing).
 _NUL_DOT_LINE = re.compile(rb"(?:^|(?<=\r\n))(?:\x00+\.\x00*|\.\x00+)(?=\r\n|\Z)")
@@ -63,7 +62,14 @@ class LineTooLong(ValueError):
 
 def normalize_line_endings(raw: bytes) -> tuple[bytes, int]:
     """Make every line end CRLF; return the new bytes and how many line ends were fixed."""
-    return _BARE.subn(b"\r\n", raw)
+    pairs = raw.count(b"\r\n")
+    fixed = raw.count(b"\r") + raw.count(b"\n") - 2 * pairs
+    if not fixed:
+        return raw, 0
+    # Each CRLF pair, then each bare CR, becomes one LF, and every LF then one CRLF: the
+    # same result as replacing each bare CR or LF by CRLF, in three C-speed passes where
+    # the look-around regex took ~0.5 ms per 20 KB.
+    return raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n"), fixed
 
 
 def neutralize_nul_dot_lines(raw: bytes) -> tuple[bytes, int]:
@@ -280,25 +286,32 @@ def _set_cte(block: bytes, value: bytes, top_level: bool) -> bytes:
 
 
 def fold_long_lines(
-    raw: bytes, limit: int = MAX_LINE, *, limits: ParseLimits = DEFAULT_LIMITS
+    raw: bytes,
+    limit: int = MAX_LINE,
+    *,
+    limits: ParseLimits = DEFAULT_LIMITS,
+    structure: mimetree.Structure | None = None,
 ) -> tuple[bytes, bool]:
     """Make every line at most ``limit`` octets (excluding CRLF); return (bytes, changed).
 
+    ``structure`` is the scan of exactly ``raw`` when the caller has one
+    (``ParsedMessage.structure``); without it ``raw`` is scanned here, under ``limits``.
     Raises ``LineTooLong`` when a line cannot be fixed without changing meaning and
     ``MessageRejected`` when the structure exceeds ``limits`` (the same limits ``parse``
     applied, so this only happens when it is called on an unparsed message).
     """
     if not _long_line(raw, limit):
         return raw, False
-    try:
-        structure = mimetree.scan(
-            raw,
-            max_depth=limits.max_mime_depth,
-            max_parts=limits.max_parts,
-            max_header_bytes=limits.max_header_bytes,
-        )
-    except mimetree.StructureLimit as exc:
-        raise MessageRejected(exc.kind, exc.detail) from None
+    if structure is None:
+        try:
+            structure = mimetree.scan(
+                raw,
+                max_depth=limits.max_mime_depth,
+                max_parts=limits.max_parts,
+                max_header_bytes=limits.max_header_bytes,
+            )
+        except mimetree.StructureLimit as exc:
+            raise MessageRejected(exc.kind, exc.detail) from None
 
     edits: list[tuple[int, int, bytes]] = []  # (start, end, replacement), non-overlapping
     for number, entity in enumerate(structure.entities):

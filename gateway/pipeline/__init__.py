@@ -2,9 +2,9 @@
 
 ``CHECKS`` is a literal tuple, cheapest and most decisive first; nothing is discovered by
 scanning modules or names. ``run`` has no exception handling on purpose: a check that
-raises must not be skipped ("continue" would let unchecked mail through). Intake runs
-the checks one at a time with ``run_check`` and answers 451, naming the failing check
-with ``check_name``.
+raises must not be skipped ("continue" would let unchecked mail through).
+``gateway.intake.prepare`` runs the checks one at a time with ``run_check`` and names a
+failing one with ``check_name``; intake then answers 451.
 """
 
 from __future__ import annotations
@@ -12,7 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gateway.mail.message import ParsedMessage
-from gateway.pipeline.attachments import dangerous_attachment, stray_attachment
+from gateway.pipeline.attachments import (
+    dangerous_attachment,
+    stray_attachment,
+    uninspectable_attachment,
+)
 from gateway.pipeline.base import Check, CheckContext, Finding
 from gateway.pipeline.consent import consent_window_expired, missing_postal_address, no_opt_in
 from gateway.pipeline.decide import Verdict, decide
@@ -46,6 +50,7 @@ CHECKS: tuple[Check, ...] = (
     # decisive), then the ones that read the whole body, HTML parsing last.
     header_defect,
     dangerous_attachment,
+    uninspectable_attachment,
     stray_attachment,
     html_without_text,
     gmail_clipping,

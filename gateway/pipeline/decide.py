@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from gateway.findings import CATALOGUE
+from gateway.mail.addresses import normalise
 from gateway.pipeline.base import Finding
 from gateway.policy.model import DealerPolicy
 from gateway.types import Action, Reply
@@ -57,6 +58,15 @@ def _action(finding: Finding, dealer: DealerPolicy) -> Action:
     return CATALOGUE[finding.code].default_action
 
 
+def action_for(finding: Finding, dealer: DealerPolicy) -> Action:
+    """Return the action policy takes for ``finding``.
+
+    That is its rule's action, except that a repair the check could not name is a hold.
+    """
+    action = _action(finding, dealer)
+    return Action.HOLD if action is Action.REPAIR and finding.repair is None else action
+
+
 def _sentence(text: str) -> str:
     # RFC 5321 §4.2: reply text is printable US-ASCII on one line.
     clean = "".join(ch if " " <= ch <= "~" else "?" for ch in text)
@@ -82,24 +92,21 @@ def decide(findings: Sequence[Finding], dealer: DealerPolicy, recipients: Sequen
     message_action = Action.ACCEPT
     message_finding: Finding | None = None
     dropped: dict[str, tuple[Action, Finding]] = {}
-    by_folded = {rcpt.lower(): rcpt for rcpt in recipients}
+    by_folded = {normalise(rcpt): rcpt for rcpt in recipients}
     tags: dict[str, None] = {}
     repairs: list[Finding] = []
     held: dict[str, Finding] = {}
     for finding in findings:
-        action = _action(finding, dealer)
+        action = action_for(finding, dealer)
         if action is Action.REPAIR:
-            if finding.repair is None:
-                action = Action.HOLD
-            else:
-                repairs.append(finding)
+            repairs.append(finding)
         if action is Action.TAG:
             tags[finding.code] = None
         if finding.recipient is not None and action is Action.HOLD:
-            held.setdefault(by_folded.get(finding.recipient.lower(), finding.recipient), finding)
+            held.setdefault(by_folded.get(normalise(finding.recipient), finding.recipient), finding)
             continue
         if finding.recipient is not None and action in _DROPS:
-            rcpt = by_folded.get(finding.recipient.lower(), finding.recipient)
+            rcpt = by_folded.get(normalise(finding.recipient), finding.recipient)
             previous = dropped.get(rcpt)
             if previous is None or action > previous[0]:
                 dropped[rcpt] = (action, finding)

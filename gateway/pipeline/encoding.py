@@ -18,7 +18,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from gateway.mail import mimetree
 from gateway.mail.message import ParsedMessage
 from gateway.pipeline.base import CheckContext, Finding
 from gateway.policy.model import DealerPolicy
@@ -46,21 +45,16 @@ def _is_utf8(data: bytes) -> bool:
     return True
 
 
-def _byte_problems(raw: bytes) -> Iterator[tuple[str, str]]:
+def _byte_problems(msg: ParsedMessage) -> Iterator[tuple[str, str]]:
     """Undeclared 8-bit bodies and broken quoted-printable, from the MIME spans."""
+    raw = msg.raw
     end = _END_OF_HEADER.search(raw)
     header = raw[: end.start()] if end is not None else raw
     if _EIGHT_BIT.search(header) and not _is_utf8(header):
         yield "8bit-header", "a header contains 8-bit characters that are not UTF-8"
-    try:
-        # Same limits as intake's parse, which this message has already passed.
-        structure = mimetree.scan(
-            raw, max_depth=500, max_parts=10_000, max_header_bytes=max(len(raw), 1)
-        )
-    except mimetree.StructureLimit:
-        return
     seen: set[str] = set()
-    for entity in structure.entities:
+    # The spans parse already found: one scan per message (mail/message.py).
+    for entity in msg.structure.entities:
         if entity.is_container:
             continue
         body = raw[entity.body_start : entity.body_end]
@@ -92,7 +86,7 @@ def encoding(msg: ParsedMessage, dealer: DealerPolicy, ctx: CheckContext) -> Ite
         yield _finding("payload", "a part cannot be decoded at all")
     raw = msg.raw
     if _EIGHT_BIT.search(raw) or _QP_DECLARED.search(raw):
-        for kind, detail in _byte_problems(raw):
+        for kind, detail in _byte_problems(msg):
             yield _finding(kind, detail)
     if "UnknownCharsetDefect" not in defects and any(
         "\ufffd" in part for part in (*msg.text_parts, *msg.html_parts)

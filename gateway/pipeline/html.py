@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import html as html_entities
 import re
+import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -42,13 +43,12 @@ from markupever import HtmlOptions, Parser
 from gateway.mail.message import ParsedMessage
 from gateway.pipeline.base import CheckContext, Finding
 from gateway.policy.model import DealerPolicy
+from gateway.policy.options import BrokenHtmlOptions, GmailClippingOptions, Severity
 
 MAX_DEPTH = 1000  # deeper than any real template (they nest tables a few dozen levels)
 MAX_HTML_CHARS = 4 * 1024 * 1024
 _DEPTH_SCAN_ABOVE = 2500  # fewer tags than this cannot cost more than a few milliseconds
-GMAIL_CLIP_BYTES = 102 * 1024  # Gmail's "[Message clipped]" threshold
-
-SEVERITIES = ("minor", "major", "critical")
+SEVERITIES: tuple[Severity, ...] = typing.get_args(Severity)  # least severe first
 
 # Elements that never have content, and those whose end tag may be left out: neither
 # deepens the tree the way an unclosed <div> does (WHATWG HTML §13.1.2, §13.1.2.4).
@@ -262,15 +262,9 @@ def to_text(doc: str) -> str:
     return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip() + "\n"
 
 
-def _min_severity(dealer: DealerPolicy) -> str:
-    rule = dealer.checks.get("broken-html")
-    value = rule.options.get("min_severity", "major") if rule is not None else "major"
-    return value if isinstance(value, str) and value in SEVERITIES else "major"
-
-
 def broken_html(msg: ParsedMessage, dealer: DealerPolicy, ctx: CheckContext) -> Iterator[Finding]:
     """Find HTML parts with problems at or above the dealer's ``min_severity``."""
-    floor = _grade_rank(_min_severity(dealer))
+    floor = _grade_rank(dealer.options(BrokenHtmlOptions).min_severity)
     for number, doc in enumerate(msg.html_parts, start=1):
         result = analyse(doc)
         if result.severity is None or _grade_rank(result.severity) < floor:
@@ -299,9 +293,7 @@ def gmail_clipping(
     msg: ParsedMessage, dealer: DealerPolicy, ctx: CheckContext
 ) -> Iterator[Finding]:
     """Find HTML bigger than Gmail shows before "[Message clipped]"."""
-    rule = dealer.checks.get("gmail-clipping")
-    limit = rule.options.get("max_bytes", GMAIL_CLIP_BYTES) if rule is not None else None
-    limit = limit if isinstance(limit, int) and not isinstance(limit, bool) else GMAIL_CLIP_BYTES
+    limit = dealer.options(GmailClippingOptions).max_bytes
     # Cheap bound first: a str never encodes to fewer UTF-8 bytes than it has characters,
     # nor to more than four times as many.
     if sum(len(part) for part in msg.html_parts) * 4 <= limit:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from gateway.mail.message import ParsedMessage
 from gateway.pipeline.base import CheckContext, Finding
 from gateway.policy.model import DealerPolicy
-from gateway.unsubscribe.service import is_commercial
+from gateway.unsubscribe.links import is_commercial
 
 
 def unsubscribed(msg: ParsedMessage, dealer: DealerPolicy, ctx: CheckContext) -> Iterator[Finding]:

@@ -10,9 +10,12 @@ This module owns the policy file formats and every rule about them. Layers, in o
 
 Tables are deep-merged (a dealer can change one option of one check); arrays and scalars
 are replaced. Each file is validated on its own with closed pydantic models, so a problem
-is always reported against the file that contains it; then the whole set is cross-checked
-(overlapping domains, shared AUTH users, options the defaults do not declare). Pydantic
-stays at this edge: callers only ever see the frozen records of ``gateway.policy.model``.
+is always reported against the file that contains it, and so are check options, against
+the check's option record (``gateway/policy/options.py``: unknown names, wrong types,
+values out of range, regular expressions that do not compile); then the whole set is
+cross-checked (overlapping domains, shared AUTH users). Durations and numbers are
+converted once, here: each dealer's rules carry typed option records. Pydantic stays at
+this edge: callers only ever see the frozen records of ``gateway.policy.model``.
 
 ``load_policy_set`` either returns a complete set or raises ``PolicyError`` listing every
 problem it found, so an operator fixes a broken directory in one pass instead of one
@@ -21,12 +24,15 @@ error per run.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import functools
 import re
 import tomllib
+import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from ipaddress import ip_network
 from pathlib import Path
 from types import MappingProxyType
@@ -45,6 +51,7 @@ from pydantic import (
     field_validator,
 )
 
+from gateway.clock import parse_duration
 from gateway.consent.rules import IMPLIED, ConsentRules, Interaction, Window
 from gateway.errors import PolicyError, Problem
 from gateway.findings import CATALOGUE
@@ -60,7 +67,7 @@ from gateway.policy.model import (
     SuppressionPolicy,
     UnsubscribePolicy,
 )
-from gateway.settings import parse_duration
+from gateway.policy.options import OPTIONS, CheckOptions
 from gateway.types import Action, DealerId
 
 __all__ = ["ACTION_NAMES", "DEFAULTS_FILE", "load_policy_set"]
@@ -200,8 +207,8 @@ class _Closed(BaseModel):
 class _CheckEntry(BaseModel):
     """One ``[checks]`` entry: an action plus check-specific options.
 
-    Extra keys are the options; they are open here because their names come from
-    ``defaults.toml``, and the loader rejects any option the defaults do not declare.
+    Extra keys are the options; they are open here because their names and types come
+    from the check's option record, which ``_check_options`` applies to every layer.
     """
 
     model_config = ConfigDict(extra="allow", frozen=True, strict=True)
@@ -528,57 +535,73 @@ def _check_defaults(defaults: _Layer, name: str, found: _Collector) -> None:
             found.add(name, f"checks.{code}.action", "required key is missing")
 
 
-def _option_mismatch(declared: OptionValue, value: OptionValue) -> str | None:
-    """Why ``value`` cannot replace the default ``declared``, or ``None`` if it can."""
-    if isinstance(declared, bool):
-        return None if isinstance(value, bool) else "must be true or false"
-    if isinstance(declared, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        return None if ok else "must be a whole number"
-    if isinstance(declared, float):
+@functools.cache
+def _option_fields(code: str) -> dict[str, tuple[Any, Mapping[str, Any]]]:
+    """Each option of check ``code``: its type and its limits (``options.limits``)."""
+    kind = OPTIONS.get(code, CheckOptions)
+    hints = typing.get_type_hints(kind)
+    return {f.name: (hints[f.name], f.metadata) for f in dataclasses.fields(kind)}
+
+
+def _limit_problem(value: float, limits: Mapping[str, Any], unit: str = "") -> str | None:
+    low, high = limits.get("minimum"), limits.get("maximum")
+    if low is not None and value < low:
+        return f"must be at least {low:g}{unit}"
+    if high is not None and value > high:
+        return f"must be at most {high:g}{unit}"
+    return None
+
+
+def _typed_option(code: str, option: str, value: OptionValue) -> tuple[Any, str]:
+    """``(typed value, "")`` for a valid ``value`` of ``option``, or ``(None, problem)``."""
+    hint, limits = _option_fields(code)[option]
+    if hint is bool:
+        return (value, "") if isinstance(value, bool) else (None, "must be true or false")
+    if hint is int or hint is float:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
-        return None if ok else "must be a number"
-    try:
-        parse_duration(declared)
-    except ValueError:
-        return None if isinstance(value, str) else "must be a string"
-    try:
-        parse_duration(value)
-    except ValueError as exc:
-        return str(exc)
-    return None
+        if not ok or (hint is int and not isinstance(value, int)):
+            return None, "must be a whole number" if hint is int else "must be a number"
+        number = hint(value)
+        problem = _limit_problem(number, limits)
+        return (None, problem) if problem else (number, "")
+    if hint is timedelta:
+        if not isinstance(value, str):
+            return None, "must be a duration in quotes, e.g. '90s', '5m', '72h', '5d'"
+        try:
+            duration = parse_duration(value)
+        except ValueError as exc:
+            return None, str(exc)
+        problem = _limit_problem(duration.total_seconds(), limits, "s")
+        return (None, problem) if problem else (duration, "")
+    if typing.get_origin(hint) is Literal:
+        words = typing.get_args(hint)
+        if value in words and isinstance(value, str):
+            return value, ""
+        return None, f"must be one of {', '.join(repr(w) for w in words)}"
+    if not isinstance(value, str):
+        return None, "must be a string"
+    if limits.get("pattern"):
+        # Compiled here so that a typo is a policy error, not a failure on every message.
+        try:
+            re.compile(value)
+        except re.error as exc:
+            return None, f"not a valid regular expression: {exc}"
+    return value, ""
 
 
-def _pattern_problem(option: str, value: OptionValue) -> str | None:
-    """Why an ``*_pattern`` option is not a usable regular expression, or ``None``."""
-    # Compiled here so that a typo is a policy error, not a failure on every message.
-    if not option.endswith("_pattern") or not isinstance(value, str):
-        return None
-    try:
-        re.compile(value)
-    except re.error as exc:
-        return f"not a valid regular expression: {exc}"
-    return None
-
-
-def _check_options(layer: _Layer, name: str, defaults: _Layer, found: _Collector) -> None:
-    # The defaults declare which options a check takes, so a misspelt option in a dealer
-    # file is an error instead of a silently ignored key.
+def _check_options(layer: _Layer, name: str, found: _Collector) -> None:
+    # The option records (gateway/policy/options.py) say which options a check takes, so
+    # a misspelt option, in any layer, is an error instead of a silently ignored key.
     for code, entry in layer.checks.items():
-        declared_entry = defaults.checks.get(code)
-        declared = (declared_entry.model_extra or {}) if declared_entry else {}
+        declared = _option_fields(code)
         for option, value in (entry.model_extra or {}).items():
             key = f"checks.{code}.{option}"
             if option not in declared:
                 takes = ", ".join(sorted(declared)) or "no options"
                 hint = _suggest(option, [*declared, "action"])
-                found.add(
-                    name,
-                    key,
-                    f"unknown option{hint}; {code} takes {takes}",
-                )
+                found.add(name, key, f"unknown option{hint}; {code} takes {takes}")
                 continue
-            problem = _option_mismatch(declared[option], value) or _pattern_problem(option, value)
+            _, problem = _typed_option(code, option, value)
             if problem:
                 found.add(name, key, problem)
 
@@ -638,9 +661,10 @@ def _last(values: Iterable[_T | None]) -> _T | None:
     return result
 
 
-def _rule(entry: Mapping[str, Any]) -> CheckRule:
-    options = {k: v for k, v in entry.items() if k != "action"}
-    return CheckRule(Action.parse(entry["action"]), MappingProxyType(options))
+def _rule(code: str, entry: Mapping[str, Any]) -> CheckRule:
+    # Every layer's options were validated already (_check_options): conversion cannot fail.
+    options = {k: _typed_option(code, k, v)[0] for k, v in entry.items() if k != "action"}
+    return CheckRule(Action.parse(entry["action"]), OPTIONS.get(code, CheckOptions)(**options))
 
 
 def _merged_checks(layers: list[_Layer]) -> dict[str, CheckRule]:
@@ -649,7 +673,7 @@ def _merged_checks(layers: list[_Layer]) -> dict[str, CheckRule]:
         for code, entry in layer.checks.items():
             merged.setdefault(code, {}).update(entry.model_dump(exclude_unset=True))
     # Catalogue order, so listings and `policy show` read the same for every dealer.
-    return {code: _rule(merged[code]) for code in CATALOGUE}
+    return {code: _rule(code, merged[code]) for code in CATALOGUE}
 
 
 def _build_dealer(
@@ -789,11 +813,12 @@ def load_policy_set(directory: Path) -> PolicySet:
         dealers.append(_DealerSource(name, file, preset))
 
     if defaults is not None:
+        _check_options(defaults, defaults_name, found)
         for preset_name, preset in presets.values():
             if preset is not None:
-                _check_options(preset, preset_name, defaults, found)
+                _check_options(preset, preset_name, found)
         for source in dealers:
-            _check_options(source.file, source.name, defaults, found)
+            _check_options(source.file, source.name, found)
             _check_rates(source, defaults, found)
             _check_consent(source, defaults, found)
     _check_unique(dealers, found)

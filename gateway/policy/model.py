@@ -12,10 +12,13 @@ from datetime import datetime, timedelta
 from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal
+from typing import Literal, TypeVar
 
 from gateway.consent.rules import NO_RULES, ConsentRules
+from gateway.policy.options import NO_OPTIONS, CheckOptions
 from gateway.types import Action, DealerId
+
+_O = TypeVar("_O", bound=CheckOptions)
 
 # A source network bound to a dealer (``relay_networks``): sessions from it need no AUTH.
 RelayNetwork = IPv4Network | IPv6Network
@@ -23,12 +26,26 @@ RelayNetwork = IPv4Network | IPv6Network
 
 @dataclass(frozen=True, slots=True)
 class CheckRule:
-    """How one finding code is handled for a dealer."""
+    """How one finding code is handled for a dealer: its action and its typed options."""
 
     action: Action
-    options: Mapping[str, str | int | float | bool] = field(
-        default_factory=lambda: MappingProxyType({})
-    )
+    options: CheckOptions = NO_OPTIONS
+
+
+def options_of(checks: Mapping[str, CheckRule], kind: type[_O]) -> _O:
+    """The ``kind`` options in ``checks`` (the rule of ``kind.code``).
+
+    The loader gives every rule of a check that takes options its record; a rule built
+    without options (tests, ``mailgate check`` without a policy) or a missing rule gives
+    the record's defaults. A rule holding another check's options is a bug: ``TypeError``.
+    """
+    rule = checks.get(kind.code)
+    found = NO_OPTIONS if rule is None else rule.options
+    if isinstance(found, kind):
+        return found
+    if type(found) is CheckOptions:
+        return kind()
+    raise TypeError(f"the {kind.code} rule holds {type(found).__name__}, not {kind.__name__}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +142,10 @@ class DealerPolicy:
     def rule(self, code: str) -> CheckRule:
         """Return the rule for ``code``; the loader guarantees every known code has one."""
         return self.checks[code]
+
+    def options(self, kind: type[_O]) -> _O:
+        """The typed options of the check ``kind`` belongs to (see ``options_of``)."""
+        return options_of(self.checks, kind)
 
 
 @dataclass(frozen=True, slots=True)

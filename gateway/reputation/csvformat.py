@@ -1,16 +1,18 @@
 """The suppression list's CSV format, shared by the CLI and the admin API.
 
-One header and one row layout for exports, so a file exported through either can be read
-back through either; ``import_rows`` is the one reader of an import (``address`` and
-``reason`` are what it reads).
+One header and one row layout for exports, and one import format read by
+``gateway.mail.addresslists``, so a file exported through either can be read back through
+either. An import reads ``address`` and ``reason``; the other exported columns are known
+(so an export can be imported as it is) and not read. A file may also have no header:
+then its rows are ``address[,reason]``.
 """
 
 from __future__ import annotations
 
-import csv
-import io
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 
+from gateway.mail.addresslists import Columns, RowProblem, read_rows
 from gateway.reputation.records import Suppression
 
 CSV_FIELDS = (
@@ -24,6 +26,27 @@ CSV_FIELDS = (
     "lifted_by",
     "lift_reason",
 )
+
+
+SUPPRESSION_IMPORT = Columns(
+    names=(
+        "address",
+        "reason",
+        *(name for name in CSV_FIELDS if name not in ("address", "reason")),
+    ),
+    required=frozenset({"address"}),
+    headerless=2,
+)
+
+
+def import_rows(text: str | Iterable[str]) -> Iterator[tuple[str, str] | RowProblem]:
+    """``(address, reason)`` as written in each row of an import, or the row's problem.
+
+    The address is not checked here (the import counts what ``addresses.parse`` refuses);
+    ``CsvFormatError`` is raised for a header that cannot be used.
+    """
+    for row in read_rows(text, SUPPRESSION_IMPORT):
+        yield row if isinstance(row, RowProblem) else (row.get("address"), row.get("reason"))
 
 
 def _when(moment: datetime | None) -> str:
@@ -43,20 +66,3 @@ def suppression_row(entry: Suppression) -> tuple[str, ...]:
         entry.lifted_by,
         entry.lift_reason,
     )
-
-
-def import_rows(text: str) -> list[tuple[str, str]]:
-    """``(address, reason)`` rows of a CSV text, with or without a header line.
-
-    With a header (a first row naming an ``address`` column) the columns are found by
-    name, so an export can be imported as it is; without one the first column is the
-    address and the second, if any, the reason. Addresses are not checked here.
-    """
-    reader = csv.reader(io.StringIO(text))
-    first = next(reader, [])
-    header = [c.strip().lower() for c in first]
-    if "address" in header:
-        a = header.index("address")
-        r = header.index("reason") if "reason" in header else -1
-        return [(row[a], row[r] if 0 <= r < len(row) else "") for row in reader if len(row) > a]
-    return [(row[0], row[1] if len(row) > 1 else "") for row in (first, *reader) if row]

@@ -250,6 +250,9 @@ class StateChange:
     expires_at: datetime | None = None  # when a suspension ends by itself
     by: str = ""  # the operator's name for admin changes
     id: int = 0  # assigned by the store; alerts use it as their identity
+    # The operator's internal note: kept in the history and shown to operators (API, CLI,
+    # webhook, the operators' copy of an alert), never to the dealer, who sees ``reason``.
+    note: str = ""
 
 
 @dataclass(frozen=True, slots=True)

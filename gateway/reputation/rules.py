@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 
+from gateway.mail.addresses import normalise
 from gateway.reputation.records import (
     DayCounts,
     DealerState,
@@ -68,7 +69,8 @@ def plan_suppression(current: Suppression | None, entry: Suppression) -> Suppres
 
     1. An open entry that expires at or before ``entry.created_at`` is closed as expired,
        and the rest goes on as if there were none.
-    2. With no open entry, ``entry`` is opened (its address in lower case, never lifted).
+    2. With no open entry, ``entry`` is opened (its address in the normal form of
+       ``mail.addresses.normalise``, never lifted).
     3. A temporary open entry is extended when ``entry`` ends later or never: it takes
        ``entry``'s expiry, reason and source, and keeps its id and creation time.
     4. Otherwise (a permanent open entry, or one that lasts at least as long) nothing
@@ -76,14 +78,14 @@ def plan_suppression(current: Suppression | None, entry: Suppression) -> Suppres
 
     Raises ``ValueError`` when ``current`` is lifted or belongs to another list or address.
     """
-    address = entry.address.lower()
+    address = normalise(entry.address)
     closed: Suppression | None = None
     if current is not None:
         if current.lifted_at is not None:
             raise ValueError(f"suppression {current.id} is lifted, not open")
         # An empty dealer id names the global list, as None does (the stores keep it as "").
         same_list = (current.dealer_id or None) == (entry.dealer_id or None)
-        if not same_list or current.address.lower() != address:
+        if not same_list or normalise(current.address) != address:
             raise ValueError(
                 f"suppression {current.id} is for {current.scope} {current.address},"
                 f" not {entry.scope} {entry.address}"

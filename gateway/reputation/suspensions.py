@@ -208,8 +208,12 @@ class Suspensions:
         *,
         by: str = "",
         expires_at: datetime | None = None,
+        note: str = "",
     ) -> StateChange | None:
-        """Suspend by hand (``None`` if already suspended). The evidence is the current window."""
+        """Suspend by hand (``None`` if already suspended). The evidence is the current window.
+
+        ``reason`` is what the dealer is told; ``note`` is for operators only.
+        """
         if not reason.strip():
             raise ValueError("a suspension needs a reason")
         dealer = self._policies.current.dealer(dealer_id)
@@ -233,15 +237,23 @@ class Suspensions:
                 ),
                 expires_at=expires_at,
                 by=by,
+                note=note,
             )
             return await self._apply(change, dealer)
 
     async def resume(
-        self, dealer_id: DealerId, reason: str, *, by: str = "", actor: Actor = Actor.ADMIN
+        self,
+        dealer_id: DealerId,
+        reason: str,
+        *,
+        by: str = "",
+        actor: Actor = Actor.ADMIN,
+        note: str = "",
     ) -> StateChange | None:
         """End a suspension (``None`` if the dealer is not suspended).
 
         Counting restarts now: the day's counters at this moment become the baseline.
+        ``reason`` is what the dealer is told; ``note`` is for operators only.
         """
         if not reason.strip():
             raise ValueError("a resume needs a reason")
@@ -267,6 +279,7 @@ class Suspensions:
                     dealer.bounces if dealer else DEFAULT_BOUNCES,
                 ),
                 by=by,
+                note=note,
             )
             return await self._apply(change, dealer, baseline)
 
@@ -288,13 +301,14 @@ class Suspensions:
             self._suspended = self._suspended - {recorded.dealer_id}
         self._show(recorded.dealer_id, recorded.state)
         log.warning(
-            "dealer %s: %s -> %s by %s%s: %s",
+            "dealer %s: %s -> %s by %s%s: %s%s",
             recorded.dealer_id,
             recorded.previous.value,
             recorded.state.value,
             recorded.actor.value,
             f" ({recorded.by})" if recorded.by else "",
             recorded.reason,
+            f" (note: {recorded.note})" if recorded.note else "",
             extra={"dealer_id": recorded.dealer_id},
         )
         if self._notifier is not None:

@@ -305,8 +305,8 @@ class SubmissionHandler:
         if problem is not None:
             self._metrics.refused.labels(f"recipient-{problem.value}").inc()
             return _ADDRESS_REPLIES[problem].line()
-        local, domain = addresses.split(address)
-        normalized = f"{local}@{domain}"
+        domain = addresses.domain_of(address)
+        normalized = addresses.normalise(address, fold_local_part=False)  # RFC 5321 §2.4
         if normalized in envelope.rcpt_tos:
             return replies.RCPT_OK.line()  # listed twice: one copy is enough
         if len(envelope.rcpt_tos) >= limit:

@@ -77,7 +77,7 @@ class InboundHandler:
         self._ingest = ingest
         self._settings = settings
         self._metrics = metrics
-        self._report_addresses = frozenset(a.lower() for a in settings.report_addresses)
+        self._report_addresses = frozenset(map(addresses.normalise, settings.report_addresses))
         self._bounce_domain = settings.bounce_domain.lower().rstrip(".")
         self._bucket = TokenBucket(settings.reports_per_second, settings.report_burst)
         self._ingesting = asyncio.Semaphore(CONCURRENT_INGESTS)
@@ -122,8 +122,8 @@ class InboundHandler:
             self._metrics.refused.labels("inbound-relay").inc()
             log.info("inbound RCPT %r refused: %s", address, problem.value)
             return replies.RELAY_DENIED.line()
-        local, domain = addresses.split(address)
-        normalized = f"{local}@{domain}".lower()
+        domain = addresses.domain_of(address)
+        normalized = addresses.normalise(address)
         if normalized in self._report_addresses:
             pass
         elif self._bounce_domain and domain == self._bounce_domain:

@@ -5,19 +5,34 @@ commands reset (so DATA must finish within it) and replies without enhanced code
 subclass here adds: global and per-IP connection caps answered with ``421 4.7.0`` at the
 banner, a separate DATA deadline, enhanced codes on every built-in reply, and a registry
 of live sessions so SIGTERM can let DATA finish and tell the others ``421 4.3.2``.
+
+PROXY protocol (haproxy's proxy-protocol.txt, v1 and v2): behind a TCP load balancer every
+client would otherwise share the balancer's address, and the per-IP caps and the AUTH
+failure limit would lock every dealer out at once. aiosmtpd 1.4.6 can parse the header
+(``proxy_protocol_timeout``), but then demands it from every peer (no direct client could
+connect) and takes whatever address it names unless a ``handle_PROXY`` hook checks who
+sent it. Here the header is read with aiosmtpd's parser only from ``proxy_from``
+networks, and required from them (the spec:
+a receiver must not guess whether a header is there); a connection from anywhere else
+that opens with a PROXY header is answered ``554 5.7.1`` and closed. The client's address
+from the header then stands for the peer everywhere (caps, AUTH limits, logs, Received:),
+also after STARTTLS. A header that says ``LOCAL``/``UNKNOWN`` (the balancer's own health
+check) keeps the balancer's address.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import socket
 import ssl
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, AnyStr, Protocol
 
+from aiosmtpd.proxy_protocol import AF, V2_CMD, V2_SIGNATURE, get_proxy
 from aiosmtpd.smtp import SMTP, Session
 
 from gateway import replies
@@ -30,6 +45,32 @@ from gateway.types import Reply
 log = logging.getLogger("gateway.smtp")
 
 PRE_TLS_REFUSALS = 5  # commands refused before STARTTLS, then the session is closed
+# proxy-protocol.txt §2: a receiver waits for the header, but not less than 3 seconds.
+PROXY_HEADER_TIMEOUT = 5.0
+_V1_SIGNATURE = b"PROXY "
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(values: Sequence[str]) -> tuple[Network, ...]:
+    """``["10.0.4.0/24", "::1"]`` as networks (settings validated them already)."""
+    return tuple(ipaddress.ip_network(value) for value in values)
+
+
+def in_networks(ip: str, networks: Sequence[Network]) -> bool:
+    """Whether ``ip`` (an IPv4-mapped IPv6 address counts as IPv4) is in ``networks``."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
+
+
+def _may_be_header(start: bytes) -> bool:
+    """Whether the first bytes of a connection are (the start of) a PROXY header."""
+    return any(sig.startswith(start[: len(sig)]) for sig in (_V1_SIGNATURE, V2_SIGNATURE))
 
 
 class SessionHandler(Protocol):
@@ -74,6 +115,7 @@ class GatewaySMTP(SMTP):
         line_length_limit: int,
         data_timeout: float,
         data_budget: DataBudget,
+        proxy_from: Sequence[Network] = (),
         bind_network: Callable[[Session], bool] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -92,6 +134,89 @@ class GatewaySMTP(SMTP):
         self.in_data = False
         self._bind_network = bind_network
         self._network_bound = False  # a dealer's relay network: no STARTTLS or AUTH needed
+        self._proxy_from = tuple(proxy_from)
+        self._proxied = False  # the peer is a trusted balancer: its header is read
+        self._client: tuple[str, int] | None = None  # the real client named by the header
+        self._first_bytes: bytes | None = b""  # the stream's start, until it cannot be a header
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Start a session (again after STARTTLS), keeping the client the header named."""
+        if self.transport is None:  # the TCP connection, not the TLS layer over it
+            peer = transport.get_extra_info("peername")
+            ip = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+            self._proxied = bool(self._proxy_from) and in_networks(ip, self._proxy_from)
+        before = self.session
+        super().connection_made(transport)
+        if self._client is not None and self.session is not None:
+            # RFC 3207 §4.2 resets the session at STARTTLS; the client is still the same.
+            self.session.peer = self._client  # type: ignore[assignment]  # (host, port) really
+        if self._network_bound and before is not None and self.session is not before:
+            # A relay-network session that chose STARTTLS stays the dealer's without AUTH.
+            assert self._bind_network is not None and self.session is not None
+            self._gw_handler.forget(before)
+            self._network_bound = self._bind_network(self.session)
+
+    def data_received(self, data: bytes) -> None:
+        """Pass bytes on, refusing a PROXY header from a peer that may not send one."""
+        if not self._proxied and self._first_bytes is not None:
+            self._first_bytes = (self._first_bytes + data)[: len(V2_SIGNATURE)]
+            if not _may_be_header(self._first_bytes):
+                self._first_bytes = None  # plain SMTP: stop looking
+            elif len(self._first_bytes) >= len(_V1_SIGNATURE) and (
+                self._first_bytes.startswith(_V1_SIGNATURE)
+                or len(self._first_bytes) == len(V2_SIGNATURE)
+            ):
+                self._refuse_untrusted_header()
+                return
+        super().data_received(data)
+
+    def _refuse_untrusted_header(self) -> None:
+        self._first_bytes = None
+        assert self.session is not None and self.transport is not None
+        ip = peer_ip(self.session)
+        log.warning("connection from %s refused: PROXY header from an untrusted address", ip)
+        self._metrics.connections_refused.labels(self._listener, "proxy-untrusted").inc()
+        with contextlib.suppress(RuntimeError, OSError):
+            self._writer.write(replies.PROXY_HEADER_REFUSED.line().encode("ascii") + b"\r\n")
+        self.transport.close()
+
+    def _drop_balancer(self, balancer: str, problem: str) -> None:
+        # proxy-protocol.txt §2: without a valid header the connection is dropped.
+        log.warning("connection from balancer %s dropped: %s", balancer, problem)
+        self._metrics.connections_refused.labels(self._listener, "proxy-invalid").inc()
+        if self.transport is not None:
+            self.transport.close()
+
+    async def _read_proxy_header(self) -> bool:
+        """Read the balancer's header; ``False`` (connection closed) if there is none."""
+        assert self.session is not None
+        balancer = peer_ip(self.session)
+        problem = ""
+        try:
+            async with asyncio.timeout(PROXY_HEADER_TIMEOUT):
+                header = await get_proxy(self._reader)
+        except asyncio.CancelledError:
+            # aiosmtpd cancels the session at EOF and leaves a half-closed socket open.
+            self._drop_balancer(balancer, "connection closed before the PROXY header ended")
+            raise
+        except TimeoutError:
+            problem = f"no PROXY header within {PROXY_HEADER_TIMEOUT:.0f}s"
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            problem = "connection closed before the PROXY header ended"
+        else:
+            if not header.valid:
+                problem = f"invalid PROXY header ({header.error or 'unsupported'})"
+        if problem:
+            self._drop_balancer(balancer, problem)
+            return False
+        # v2 LOCAL (and v1 UNKNOWN, which has no family): the balancer's own connection, a
+        # health check; proxy-protocol.txt §2.2 says to use the real connection's addresses.
+        local = header.version == 2 and header.command == V2_CMD.LOCAL
+        if not local and header.family in (AF.INET, AF.INET6) and header.src_addr is not None:
+            self._client = (str(header.src_addr), int(header.src_port or 0))
+            self.session.peer = self._client  # type: ignore[assignment]  # (host, port) really
+            log.debug("connection from %s via balancer %s", self._client[0], balancer)
+        return True
 
     async def push(self, status: AnyStr) -> None:
         """Send a reply, giving aiosmtpd's own fixed replies enhanced codes."""
@@ -123,6 +248,8 @@ class GatewaySMTP(SMTP):
 
     async def _handle_client(self) -> None:
         assert self.session is not None
+        if self._proxied and not await self._read_proxy_header():
+            return
         self._ip = peer_ip(self.session)
         refusal = self._sessions.admit(self._ip)
         if refusal is not None:
@@ -183,6 +310,14 @@ class GatewaySMTP(SMTP):
             self._reset_timeout()
             await self._budget.release(reserved)
 
+    async def smtp_PROXY(self, arg: str) -> None:
+        """A PROXY line as a command: a header anywhere but first, or from a direct client."""
+        log.warning("PROXY command from %s refused and the connection closed", self._ip)
+        self._metrics.connections_refused.labels(self._listener, "proxy-untrusted").inc()
+        await self.push(replies.PROXY_HEADER_REFUSED.line())
+        if self.transport is not None:
+            self.transport.close()
+
     def say_goodbye(self, reply: Reply) -> None:
         """Tell the client why and close (used at shutdown); safe from outside the session."""
         if self.transport is None:
@@ -220,6 +355,7 @@ class SubmissionServer:
         data_budget: DataBudget,
         listener: str = "submission",
         auth: bool = True,
+        proxy_from: Sequence[str] = (),
         bind_network: Callable[[Session], bool] | None = None,
         sock: socket.socket | None = None,
     ) -> None:
@@ -229,6 +365,7 @@ class SubmissionServer:
         self.port = port
         self._sessions = sessions
         self._server: asyncio.Server | None = None
+        networks = parse_networks(proxy_from)
 
         def factory() -> GatewaySMTP:
             return GatewaySMTP(
@@ -239,6 +376,7 @@ class SubmissionServer:
                 line_length_limit=line_length_limit,
                 data_timeout=data_timeout,
                 data_budget=data_budget,
+                proxy_from=networks,
                 bind_network=bind_network,
                 hostname=hostname,
                 ident="Mailgate ESMTP",

@@ -1,13 +1,7 @@
-"""One-click unsubscribe (RFC 8058, RFC 2369): the links, their tokens and what a click does.
+"""One-click unsubscribe (RFC 8058, RFC 2369): what a click or a mailto does (I/O).
 
-Each commercial copy gets ``List-Unsubscribe: <https://…/u/TOKEN>, <mailto:…>`` and
-``List-Unsubscribe-Post: List-Unsubscribe=One-Click``, added by intake before signing (RFC
-8058 §4: both fields must be covered by the DKIM signature, which ``signing.OVERSIGNED``
-does). The token names the dealer, the recipient and the message, with an HMAC-SHA256
-tag (128 bits) under a key derived from the gateway's reference key, in lower-case
-base32: it cannot be forged or guessed from another recipient's, and it needs no lookup,
-so a link works for as long as the key does (the sent log is kept for 30 days; people
-unsubscribe from year-old mail).
+The links, their tokens and the header fields are ``gateway.unsubscribe.links`` (pure);
+this module applies a valid token to the store.
 
 A POST to the link suppresses the recipient for the dealer at once, through the feedback
 store: an ``unsubscribe`` event plus a suppression in one transaction, idempotent on the
@@ -21,144 +15,21 @@ address with the token in the subject; the inbound listener applies it the same 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import email.policy
-import hashlib
-import hmac
 import logging
 import re
-from dataclasses import dataclass
 from email.parser import BytesHeaderParser
-from html import escape
-from typing import Literal
-from urllib.parse import quote
 
 from gateway.clock import Clock
-from gateway.duplicates.fingerprints import CATEGORY_HEADER, Category, category_of
-from gateway.mail.message import ParsedMessage
-from gateway.policy.model import DealerPolicy
 from gateway.reputation.records import UNSUBSCRIBE_REASON, EventKind, FeedbackEvent, Suppression
 from gateway.storage.base import Storage
-from gateway.types import DealerId, MessageId
+from gateway.unsubscribe.links import Unsubscribe, UnsubscribeLinks
 
-__all__ = [
-    "POST_VALUE",
-    "REASON",
-    "ExistingHeader",
-    "HeaderPlan",
-    "Unsubscribe",
-    "UnsubscribeLinks",
-    "Unsubscribes",
-    "header_plan",
-    "is_commercial",
-    "page",
-    "token_in_message",
-]
+__all__ = ["REASON", "Unsubscribes", "token_in_message"]
 
 log = logging.getLogger("gateway.feedback")
 
-POST_VALUE = "List-Unsubscribe=One-Click"  # RFC 8058 §3.1
 REASON = UNSUBSCRIBE_REASON  # the same reason the feedback loop's opt-outs record
-ExistingHeader = Literal["keep", "replace", "add"]
-_VERSION = b"\x01"
-_TAG_BYTES = 16
-_HEADERS = frozenset({"list-unsubscribe", "list-unsubscribe-post"})
-
-
-@dataclass(frozen=True, slots=True)
-class Unsubscribe:
-    """What a valid token asks for."""
-
-    dealer_id: DealerId
-    recipient: str
-    message_id: MessageId
-
-
-def _b32(data: bytes) -> str:
-    return base64.b32encode(data).decode("ascii").rstrip("=").lower()
-
-
-def _unb32(text: str) -> bytes | None:
-    text = text.upper()
-    try:
-        return base64.b32decode(text + "=" * (-len(text) % 8))
-    except (binascii.Error, ValueError):
-        return None
-
-
-class UnsubscribeLinks:
-    """Makes and checks tokens; builds the header values (pure)."""
-
-    def __init__(self, key: bytes, base_url: str, mailto: str = "") -> None:
-        # Domain separation: the reference key also signs X-Mailgate-Ref and VERP.
-        self._key = hmac.new(key, b"mailgate one-click unsubscribe", hashlib.sha256).digest()
-        self._base = base_url.rstrip("/")
-        self._mailto = mailto
-
-    def _tag(self, payload: bytes) -> bytes:
-        return hmac.new(self._key, payload, hashlib.sha256).digest()[:_TAG_BYTES]
-
-    def token(self, dealer_id: str, recipient: str, message_id: str) -> str:
-        """The token for one recipient of one message."""
-        payload = _VERSION + "\n".join((dealer_id, recipient.lower(), message_id)).encode()
-        return _b32(payload + self._tag(payload))
-
-    def verify(self, token: str) -> Unsubscribe | None:
-        """What ``token`` asks for, or ``None`` when it is malformed or forged."""
-        raw = _unb32(token) if len(token) <= 1024 else None
-        if raw is None or len(raw) <= _TAG_BYTES + 1 or not raw.startswith(_VERSION):
-            return None
-        if _b32(raw) != token.lower():
-            # The last base32 character carries unused bits: several spellings decode to
-            # the same bytes. Only the one the gateway wrote is a token.
-            return None
-        payload, tag = raw[:-_TAG_BYTES], raw[-_TAG_BYTES:]
-        if not hmac.compare_digest(tag, self._tag(payload)):
-            return None
-        try:
-            dealer, recipient, message = payload[1:].decode().split("\n")
-        except ValueError:  # includes UnicodeDecodeError
-            return None
-        return Unsubscribe(DealerId(dealer), recipient, MessageId(message))
-
-    def url(self, token: str) -> str:
-        """The one-click https URL."""
-        return f"{self._base}/u/{token}"
-
-    def list_unsubscribe(self, token: str) -> str:
-        """Our ``List-Unsubscribe`` value: the https URL first, then the mailto."""
-        value = f"<{self.url(token)}>"
-        if self._mailto:
-            value += f", <mailto:{self._mailto}?subject={quote('unsubscribe ' + token)}>"
-        return value
-
-
-@dataclass(frozen=True, slots=True)
-class HeaderPlan:
-    """Header fields to remove from a copy (lower-case names) and fields to add."""
-
-    remove: frozenset[str]
-    add: tuple[tuple[str, str], ...]
-
-
-def header_plan(existing: str | None, ours: str, mode: ExistingHeader) -> HeaderPlan:
-    """How to combine the CRM's ``List-Unsubscribe`` (``existing``) with ``ours``.
-
-    ``keep``: a message that has one is left as it is; ``replace``: the CRM's fields go
-    and ours are added; ``add``: one field with our URIs first and the CRM's after (RFC
-    2369 §3.2 allows a list; RFC 8058 receivers POST to the first https URI). A message
-    without one always gets ours.
-    """
-    post = ("List-Unsubscribe-Post", POST_VALUE)
-    if not existing or not existing.strip():
-        # Removing is a no-op unless the CRM sent a stray List-Unsubscribe-Post alone.
-        return HeaderPlan(_HEADERS, (("List-Unsubscribe", ours), post))
-    if mode == "keep":
-        return HeaderPlan(frozenset(), ())
-    if mode == "add":
-        return HeaderPlan(_HEADERS, (("List-Unsubscribe", f"{ours}, {existing.strip()}"), post))
-    return HeaderPlan(_HEADERS, (("List-Unsubscribe", ours), post))
 
 
 _SUBJECT_TOKEN = re.compile(r"\bunsubscribe\s+([a-z2-7]{24,1024})\b", re.IGNORECASE)
@@ -177,25 +48,6 @@ def token_in_message(raw: bytes) -> str | None:
         return None
     found = _SUBJECT_TOKEN.search(subject)
     return found.group(1).lower() if found else None
-
-
-def is_commercial(message: ParsedMessage, dealer: DealerPolicy) -> bool:
-    """Whether ``message`` is commercial: its ``X-Mailgate-Category``, else the dealer's default.
-
-    The default is the one the frequency cap uses (``frequency-cap.default_category``), so
-    a message is never capped as commercial yet sent without an unsubscribe link.
-    """
-    # CAN-SPAM (15 U.S.C. 7702(17)) exempts relationship messages as well as transactional
-    # ones; the duplicate checks only know those two categories, so look at it here first.
-    if (message.header(CATEGORY_HEADER) or "").strip().lower() == "relationship":
-        return False
-    rule = dealer.checks.get("frequency-cap")
-    default = str(rule.options.get("default_category", "commercial")) if rule else "commercial"
-    try:
-        fallback = Category(default)
-    except ValueError:
-        fallback = Category.COMMERCIAL
-    return category_of(message, fallback) is Category.COMMERCIAL
 
 
 class Unsubscribes:
@@ -231,22 +83,3 @@ class Unsubscribes:
         log.info("unsubscribe %s dealer=%s message=%s via %s", "recorded" if recorded else
                  "already recorded", request.dealer_id, request.message_id, source)  # fmt: skip
         return recorded
-
-
-def page(title: str, text: str, action: str = "") -> str:
-    """A plain HTML page; with ``action``, a button that POSTs the one-click form there."""
-    form = ""
-    if action:
-        form = (
-            f'<form method="post" action="{escape(action)}">'
-            f'<input type="hidden" name="List-Unsubscribe" value="One-Click">'
-            f'<button type="submit">Unsubscribe</button></form>'
-        )
-    return (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        '<meta name="robots" content="noindex">'
-        f"<title>{escape(title)}</title></head>"
-        f'<body style="font-family: sans-serif; max-width: 36em; margin: 3em auto">'
-        f"<h1>{escape(title)}</h1><p>{escape(text)}</p>{form}</body></html>"
-    )

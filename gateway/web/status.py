@@ -13,12 +13,12 @@ dealer's link. A wrong token and an unknown dealer both answer the same 404.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import email.policy
 import html
 import logging
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
+from email.parser import BytesHeaderParser
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -28,20 +28,17 @@ from gateway.admin.ops import AdminError, AdminOps, DealerReport, RateReport
 from gateway.errors import StorageError
 from gateway.findings import CATALOGUE
 from gateway.reputation.rates import RateWindow
-from gateway.reputation.records import DailyCounts, DayCounts, DealerState, EventKind
+from gateway.reputation.records import Actor, DailyCounts, DayCounts, DealerState, EventKind
+from gateway.tokens import Signer, hex_decode
 from gateway.types import MessageState
 
 log = logging.getLogger("gateway.admin")
 
 CHART_DAYS = 30
-_TOKEN_CHARS = 32
-_HEADERS = {
-    "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
-    "X-Robots-Tag": "noindex, nofollow",
-    "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
-}
+_TOKEN_BYTES = 16
+# The public listener adds the security headers (CSP, nosniff, Referrer-Policy:
+# web/http.py); these are the status page's own.
+_HEADERS = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex, nofollow"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +50,10 @@ class StatusLinks:
 
     def token(self, dealer_id: str) -> str:
         """The dealer's token: hex HMAC-SHA256 of its id, 128 bits."""
-        mac = hmac.new(self.key, b"status-page\x00" + dealer_id.encode(), hashlib.sha256)
-        return mac.hexdigest()[:_TOKEN_CHARS]
+        return self._signer().tag(dealer_id.encode()).hex()
+
+    def _signer(self) -> Signer:
+        return Signer(self.key, size=_TOKEN_BYTES, context=b"status-page\x00")
 
     def path(self, dealer_id: str) -> str:
         """The link's path."""
@@ -66,7 +65,7 @@ class StatusLinks:
 
     def valid(self, dealer_id: str, token: str) -> bool:
         """True when ``token`` is the dealer's (constant time)."""
-        return hmac.compare_digest(self.token(dealer_id), token)
+        return self._signer().verify(dealer_id.encode(), hex_decode(token))
 
 
 def status_routes(ops: AdminOps, links: StatusLinks) -> list[BaseRoute]:
@@ -89,6 +88,13 @@ def status_routes(ops: AdminOps, links: StatusLinks) -> list[BaseRoute]:
     return [Route("/status/{dealer}/{token}", page, methods=["GET"])]
 
 
+_HELD_FOR_OPERATOR = "Held by the gateway for your operator to look at; it is not lost."
+_EVENT_WORDS = {
+    EventKind.COMPLAINT: "spam complaint",
+    EventKind.HARD_BOUNCE: "bounced (address does not exist)",
+    EventKind.SOFT_BOUNCE: "bounced (temporary)",
+    EventKind.UNSUBSCRIBE: "unsubscribed",
+}
 _NOT_FOUND = "<!doctype html><title>Not found</title><p>This status link is not valid.</p>\n"
 _UNAVAILABLE = (
     "<!doctype html><title>Unavailable</title><p>The status is unavailable right now; "
@@ -134,7 +140,7 @@ def rolling_rates(
 def chart_svg(chart_id: str, title: str, points: list[tuple[date, float | None]],
               report: RateReport) -> str:  # fmt: skip
     """An inline SVG line chart of ``points`` with the warn and suspend thresholds."""
-    width, height, left, right, top, bottom = 720, 220, 56, 12, 24, 28
+    width, height, left, right, top, bottom = 720, 220, 86, 12, 24, 30
     warn, suspend = report.thresholds.warn_rate, report.thresholds.suspend_rate
     values = [v for _, v in points if v is not None]
     top_value = max([suspend * 1.25, *(v * 1.1 for v in values)]) or 1.0
@@ -207,36 +213,110 @@ def chart_svg(chart_id: str, title: str, points: list[tuple[date, float | None]]
     return "".join(parts)
 
 
-def _advice(report: DealerReport) -> list[str]:
+def _when(moment: datetime) -> str:
+    return f"{moment:%Y-%m-%d %H:%M} UTC"
+
+
+def state_sentence(report: DealerReport) -> str:
+    """The state, who made it and when, and the reason given to the dealer, as one text.
+
+    ``status.reason`` is the dealer-facing reason (the operator's internal note is kept
+    apart, ``StateChange.note``, and never reaches this page).
+    """
+    status = report.status
+    if status is None:
+        return "No problems recorded: your mail flows normally."
+    by_hand = status.actor is Actor.ADMIN
+    who = "by your Mailgate operator" if by_hand else "automatically"
+    verb = {
+        DealerState.SUSPENDED: "Suspended",
+        DealerState.WARNED: "Warned",
+        DealerState.RESUMED: "Resumed",
+        DealerState.ACTIVE: "Active",
+    }[status.state]
+    text = f"{verb} {who} on {_when(status.since)}."
+    if status.reason:
+        label = "Reason given" if by_hand else "Reason"
+        text += f" {label}: {status.reason.rstrip('.')}."
+    return text
+
+
+def _advice(report: DealerReport, complaints_listed: bool) -> list[str]:
     state = report.state
+    status = report.status
+    by_hand = status is not None and status.actor is Actor.ADMIN
     steps: list[str] = []
+    bounces = report.bounces.level in ("warn", "suspend")
+    complaints = report.complaints.level in ("warn", "suspend")
+    see = " (see the recent complaints below)" if complaints_listed else ""
     if state is DealerState.SUSPENDED:
         steps.append(
             "Your mail is paused: new messages are refused and queued messages wait. "
             "Nothing queued is lost; it goes out when the suspension ends."
         )
-        if report.status and report.status.expires_at:
+        if status and status.expires_at:
+            steps.append(f"The suspension ends by itself at {_when(status.expires_at)}.")
+        if by_hand:
             steps.append(
-                f"The suspension ends by itself at {report.status.expires_at:%Y-%m-%d %H:%M} UTC."
+                "Your Mailgate operator suspended your mail for the reason above. Contact "
+                "them to find out what they need from you before they resume you."
             )
-        steps.append(
-            "Find the campaign that drew the complaints (see the recent complaints below), stop "
-            "it, and remove recipients who did not ask for your mail. Then contact your "
-            "Mailgate operator to resume earlier."
-        )
+        elif complaints or not bounces:
+            steps.append(
+                f"Find the campaign that drew the complaints{see}, stop it, and remove "
+                "recipients who did not ask for your mail. Then contact your Mailgate "
+                "operator to resume earlier."
+            )
     elif state is DealerState.WARNED:
-        steps.append(
-            "You are close to suspension. Check the recent complaints below, pause the "
-            "campaign they point to, and make the unsubscribe link easy to find."
-        )
+        if complaints or not bounces:
+            steps.append(
+                f"You are close to suspension. Check the recent complaints{see}, pause the "
+                "campaign they point to, and make the unsubscribe link easy to find."
+            )
+        else:
+            steps.append("You are close to suspension because too many addresses bounce.")
     else:
         steps.append("Nothing to do: your rates are below your thresholds.")
-    if report.bounces.level in ("warn", "suspend"):
+    if bounces:
         steps.append(
             "Many addresses bounce: clean your CRM's contact list and stop sending to "
             "addresses that bounced."
         )
     return steps
+
+
+_LEVELS = {
+    "ok": "Below the thresholds",
+    "warn": "At the warning level",
+    "suspend": "At the suspension level",
+}
+
+
+def standing(r: RateReport) -> str:
+    """Where the rate stands, in words a dealer understands."""
+    if r.level == "low-volume":
+        return "Not enough mail yet to judge"
+    return _LEVELS.get(r.level, r.level)
+
+
+def _days(window: timedelta) -> str:
+    days = max(window // timedelta(days=1), 1)
+    return "day" if days == 1 else f"{days} days"
+
+
+def _cells(*cells: tuple[str, str]) -> str:
+    """``<td>`` cells of (label, HTML); the label heads the cell on a phone (the CSS)."""
+    return "".join(f"<td data-label='{html.escape(label)}'>{value}</td>" for label, value in cells)
+
+
+def _subject(raw: bytes) -> str:
+    """The decoded ``Subject`` of a stored message (empty when it has none)."""
+    head = raw.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
+    try:
+        parsed = BytesHeaderParser(policy=email.policy.default).parsebytes(head)
+        return " ".join(str(parsed.get("Subject", "")).split())
+    except (ValueError, LookupError):  # an undecodable encoded-word
+        return ""
 
 
 async def render_status(ops: AdminOps, dealer_id: str) -> str:
@@ -251,17 +331,34 @@ async def render_status(ops: AdminOps, dealer_id: str) -> str:
     esc = html.escape
     state = report.state
     colour = _STATE_COLOURS[state]
-    status = report.status
-    reason = status.reason if status and status.reason else "No problems recorded."
-    since = f" since {status.since:%Y-%m-%d %H:%M} UTC" if status else ""
+    complaints_listed = any(e.kind is EventKind.COMPLAINT for e in events)
 
-    def rate_row(name: str, r: RateReport) -> str:
+    def rate_row(name: str, what: str, of: str, r: RateReport) -> str:
+        events_n, volume = r.window.events(r.metric), r.window.volume(r.metric)
+        counted = f"{events_n:,} {what} of {volume:,} {of}, last {_days(r.thresholds.window)}"
+        level = esc(standing(r))
+        if r.level == "low-volume":
+            level += (
+                f"<br><span class='muted'>judged from {r.thresholds.min_volume:,} {of} on</span>"
+            )
         return (
-            f"<tr><th>{name}</th><td class='rate'>{r.rate:.3%}</td>"
-            f"<td>{r.window.events(r.metric)} of {r.window.volume(r.metric)}</td>"
-            f"<td>{r.thresholds.warn_rate:.2%}</td><td>{r.thresholds.suspend_rate:.2%}</td>"
-            f"<td>{esc(r.level)}</td></tr>"
+            f"<tr class='level-{esc(r.level)}'><th>{name}</th>"
+            + _cells(
+                ("Now", f"<span class='rate'>{r.rate:.2%}</span>"),
+                ("Counted", esc(counted)),
+                ("Warning at", f"{r.thresholds.warn_rate:.2%}"),
+                ("Suspension at", f"{r.thresholds.suspend_rate:.2%}"),
+                ("Where you stand", level),
+            )
+            + "</tr>"
         )
+
+    judged = (
+        f"{report.complaints.thresholds.min_volume:,} delivered for complaints, "
+        f"{report.bounces.thresholds.min_volume:,} sent for bounces"
+    )
+    span = {_days(report.complaints.thresholds.window), _days(report.bounces.thresholds.window)}
+    counted_days = f"those {span.pop()}" if len(span) == 1 else "the days counted"
 
     parts: list[str] = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
@@ -270,24 +367,36 @@ async def render_status(ops: AdminOps, dealer_id: str) -> str:
         "<style>body{font:15px/1.45 system-ui,sans-serif;margin:24px;color:#222;max-width:900px}"
         "h1{margin:0 0 8px}.state{display:inline-block;padding:6px 14px;border-radius:6px;"
         "color:#fff;font-weight:700;font-size:20px}table{border-collapse:collapse;margin:8px 0}"
-        "td,th{border-bottom:1px solid #ddd;padding:4px 10px;text-align:left}"
-        "section{margin:22px 0}.muted{color:#666}</style></head><body>",
+        "td,th{border-bottom:1px solid #ddd;padding:4px 10px;text-align:left;vertical-align:top}"
+        "section{margin:22px 0}.muted{color:#666}.when{white-space:nowrap}"
+        "svg.chart{max-width:100%;height:auto}"
+        # On a phone each table row becomes a card of labelled lines (no sideways scroll).
+        "@media (max-width:600px){body{margin:12px;font-size:14px}"
+        "table.cards,table.cards tbody,table.cards tr,table.cards th,table.cards td"
+        "{display:block}table.cards tr.head{display:none}"
+        "table.cards tr{border-bottom:1px solid #ccc;padding:8px 0}"
+        "table.cards td,table.cards th{border:0;padding:1px 0}"
+        "table.cards td[data-label]::before{content:attr(data-label) ': ';font-weight:600;"
+        "color:#555}svg.chart text{font-size:22px}}"  # the chart is drawn at half size there
+        "</style></head><body>",
         f"<h1>{esc(report.policy.name or dealer_id)}</h1>",
         f"<p class='muted'>Dealer <code>{esc(dealer_id)}</code> · status at "
         f"{ops.clock.now():%Y-%m-%d %H:%M} UTC</p>",
         f"<section><div id='state' class='state state-{state.value}' "
         f"style='background:{colour}'>{esc(state.value.upper())}</div>",
-        f"<p id='reason'>{esc(reason)}{esc(since)}</p></section>",
+        f"<p id='reason'>{esc(state_sentence(report))}</p></section>",
         "<section id='advice'><h2>What to do</h2><ul>",
-        *(f"<li>{esc(step)}</li>" for step in _advice(report)),
+        *(f"<li>{esc(step)}</li>" for step in _advice(report, complaints_listed)),
         "</ul></section>",
-        "<section><h2>Rates against your thresholds</h2><table><tr><th></th><th>rate</th>"
-        "<th>events of volume</th><th>warn at</th><th>suspended at</th><th>level</th></tr>",
-        rate_row("Complaints (of delivered)", report.complaints),
-        rate_row("Hard bounces (of sent)", report.bounces),
+        "<section id='rates'><h2>Your rates and your limits</h2><table class='cards'>"
+        "<tr class='head'><th></th><th>Now</th><th>Counted</th><th>Warning at</th>"
+        "<th>Suspension at</th><th>Where you stand</th></tr>",
+        rate_row("Spam complaints", "complaints", "delivered", report.complaints),
+        rate_row("Hard bounces", "hard bounces", "sent", report.bounces),
         "</table>",
-        "<p class='muted'>Rates are over a rolling window; below the minimum volume no "
-        "decision is made.</p>",
+        f"<p class='muted'>A rate is judged only once enough mail has gone out in "
+        f"{counted_days} ({esc(judged)}): a few complaints about a handful of messages never "
+        "warn or suspend you.</p>",
         "<h3>Complaint rate, last 30 days</h3>",
         chart_svg(
             "complaint-chart",
@@ -306,11 +415,20 @@ async def render_status(ops: AdminOps, dealer_id: str) -> str:
         "<section id='events'><h2>Recent complaints and bounces</h2>",
     ]
     if events:
-        parts.append("<table><tr><th>when</th><th>what</th><th>recipient</th><th>subject</th></tr>")
+        parts.append(
+            "<table class='cards'><tr class='head'><th>When</th><th>What</th>"
+            "<th>Recipient</th><th>Subject</th></tr>"
+        )
         for e in events:
             parts.append(
-                f"<tr><td>{e.at:%Y-%m-%d %H:%M}</td><td>{esc(e.kind.value)}</td>"
-                f"<td>{esc(mask(e.recipient))}</td><td>{esc(e.subject)}</td></tr>"
+                "<tr>"
+                + _cells(
+                    ("When", f"<span class='when'>{e.at:%Y-%m-%d %H:%M}</span>"),
+                    ("What", esc(_EVENT_WORDS.get(e.kind, e.kind))),
+                    ("Recipient", esc(mask(e.recipient))),
+                    ("Subject", esc(e.subject) or "<i>(no subject)</i>"),
+                )
+                + "</tr>"
             )
         parts.append("</table>")
     else:
@@ -329,7 +447,11 @@ async def render_status(ops: AdminOps, dealer_id: str) -> str:
         )
     parts.append("<section id='held'><h2>Held messages</h2>")
     if held:
-        parts.append("<table><tr><th>held since</th><th>to</th><th>why</th></tr>")
+        parts.append(
+            "<p>These messages were not sent; they wait for your Mailgate operator, who can "
+            "release or delete them.</p><table class='cards'><tr class='head'>"
+            "<th>Received</th><th>Subject</th><th>To</th><th>Why it is held</th></tr>"
+        )
         for m in held:
             why = []
             for code in m.findings:
@@ -338,9 +460,20 @@ async def render_status(ops: AdminOps, dealer_id: str) -> str:
                 if kind is not None:
                     text += f": {esc(kind.summary)}. <i>Fix:</i> {esc(kind.advice)}"
                 why.append(text)
+            # The note on a message without findings is the operators' (a delivery error,
+            # say): the dealer is told only that the message waits for them.
+            reason = "<br>".join(why) or esc(_HELD_FOR_OPERATOR)
+            full = await ops.storage.get(m.id)
+            subject = _subject(full.data) if full is not None else ""
             parts.append(
-                f"<tr><td>{m.updated_at:%Y-%m-%d %H:%M}</td><td>{esc(mask(m.rcpt))}</td>"
-                f"<td>{'<br>'.join(why) or esc(m.note)}</td></tr>"
+                "<tr>"
+                + _cells(
+                    ("Received", f"<span class='when'>{m.received_at:%Y-%m-%d %H:%M}</span>"),
+                    ("Subject", f"<b>{esc(subject)}</b>" if subject else "<i>(no subject)</i>"),
+                    ("To", esc(mask(m.rcpt))),
+                    ("Why it is held", reason),
+                )
+                + "</tr>"
             )
         parts.append("</table>")
     else:

@@ -233,6 +233,27 @@ async def test_dealer_state_machine_with_history(store: Storage) -> None:
     assert [s.dealer_id for s in await store.list_dealer_statuses()] == [DEALER]
 
 
+async def test_the_internal_note_is_kept_apart_from_the_reason(store: Storage) -> None:
+    from dataclasses import replace
+
+    manual = replace(
+        change(DealerState.SUSPENDED, DealerState.ACTIVE, reason="Paused: purchased list"),
+        actor=Actor.ADMIN,
+        by="ops-jane",
+        note="ticket 4411; call Bob first",
+    )
+    recorded = await store.change_dealer_state(manual)
+    assert recorded is not None and recorded.note == "ticket 4411; call Bob first"
+    status = await store.get_dealer_status(DEALER)
+    assert status is not None and status.reason == "Paused: purchased list"
+    (shown,) = await store.dealer_history(DEALER)
+    assert (shown.reason, shown.by, shown.note) == (
+        "Paused: purchased list",
+        "ops-jane",
+        "ticket 4411; call Bob first",
+    )
+
+
 async def test_concurrent_transitions_make_one_change(store: Storage) -> None:
     results = await asyncio.gather(
         *(

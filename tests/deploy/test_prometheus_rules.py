@@ -41,5 +41,11 @@ def test_every_alert_the_issue_asks_for_exists_and_is_tested() -> None:
     }  # fmt: skip
     assert wanted <= alerts
     tests = yaml.safe_load((PROMETHEUS / "rules_test.yml").read_text())
-    tested = {t["alertname"] for case in tests["tests"] for t in case["alert_rule_test"]}
-    assert wanted <= tested
+    fired = {
+        t["alertname"]
+        for case in tests["tests"]
+        for t in case["alert_rule_test"]
+        if t.get("exp_alerts")
+    }
+    # Every rule has a case in which it fires (and so can fire at all).
+    assert alerts <= fired, sorted(alerts - fired)

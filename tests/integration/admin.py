@@ -58,7 +58,13 @@ def request(
 
 
 async def call(gateway: Gateway, method: str, path: str, **kwargs: Any) -> Answer:
+    """A request to the operators' listener (admin API, metrics, health)."""
     return await asyncio.to_thread(request, gateway.http_port, method, path, **kwargs)
+
+
+async def call_public(gateway: Gateway, method: str, path: str, **kwargs: Any) -> Answer:
+    """A request to the public listener (unsubscribe links, status pages)."""
+    return await asyncio.to_thread(request, gateway.public_port, method, path, **kwargs)
 
 
 async def store_message(

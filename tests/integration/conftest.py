@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,10 +16,10 @@ from gateway.dkim.signing import Signer
 from gateway.passwords import hash_password
 from gateway.settings import Settings
 from gateway.types import Credential, DealerId
+from tests.shipped import copy_shipped
 from tests.sinks import Sink
 from tests.smtpclient import RawSmtp
 
-REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery"
 RIVAL = """\
 dealer_id = "rival-motors"
@@ -33,8 +32,7 @@ contacts = ["gm@rival-motors.test"]
 
 def policies_dir(tmp_path: Path) -> Path:
     """The shipped policies plus a second dealer, in a directory the test owns."""
-    target = tmp_path / "policies"
-    shutil.copytree(REPO / "policies", target)
+    target = copy_shipped(tmp_path / "policies")
     (target / "dealers" / "rival-motors.toml").write_text(RIVAL)
     return target
 
@@ -49,6 +47,7 @@ def make_settings(tmp_path: Path, sink_port: int | None, **sections: dict[str, A
         },
         "submission": {"listen": "127.0.0.1:0", "idle_timeout": "10s"},
         "http": {"listen": "127.0.0.1:0"},
+        "public": {"listen": "127.0.0.1:0"},
         "delivery": {
             "workers": 2,
             "poll_interval": "0.05s",

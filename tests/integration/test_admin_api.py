@@ -371,6 +371,8 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int]] = [
      {"body": {"list": "*", "addresses": ["a@b.example"], "reason": "r",
                "expires_at": "2001-01-01T00:00:00Z"}}, 400),
     ("POST", "/api/suppressions/import", {"raw": b"\xff\xfe", "content_type": "text/csv"}, 400),
+    ("POST", "/api/suppressions/import?list=*",
+     {"raw": b"address,resaon\na@b.example,x\n", "content_type": "text/csv"}, 400),
     ("POST", "/api/suppressions/import", {"body": {"list": "*", "entries": "x"}}, 400),
     ("DELETE", "/api/suppressions", {"body": {"list": "*", "address": "x", "reason": "r"}}, 400),
     ("POST", "/api/held/nothing/release", {}, 404),

@@ -7,7 +7,6 @@ eligible/locked gauges.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import urllib.request
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
@@ -23,6 +22,7 @@ from gateway.storage.sqlite import SqliteStorage
 from gateway.types import DealerId
 from tests.integration.admin import add_token, call
 from tests.integration.conftest import Harness, dot_stuff, message
+from tests.shipped import copy_shipped
 
 MakeHarness = Callable[..., Awaitable[Harness]]
 DEALER = DealerId("example-motors")
@@ -104,7 +104,7 @@ async def test_commercial_mail_respects_the_casl_windows(make_harness: MakeHarne
     # The dealer's status page shows the same counts.
     links = h.gateway.status_links
     assert links is not None
-    url = f"http://127.0.0.1:{h.gateway.http_port}{links.path(DEALER)}"
+    url = f"http://127.0.0.1:{h.gateway.public_port}{links.path(DEALER)}"
     page = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read())
     assert b"2 recipients may receive commercial mail; 0 are locked" in page
 
@@ -162,8 +162,7 @@ class _Clock:
 def test_consent_commands_from_the_command_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    policies = tmp_path / "policies"
-    shutil.copytree(Path(__file__).resolve().parents[2] / "policies", policies)
+    policies = copy_shipped(tmp_path / "policies")
     dealer_file = policies / "dealers" / "example-motors.toml"
     dealer_file.write_text('preset = "crm-windows"\n' + dealer_file.read_text())
     config = tmp_path / "mailgate.toml"

@@ -252,9 +252,13 @@ async def test_unreadable_key_at_sign_time_is_451_and_nothing_is_queued(
     make_harness: MakeHarness,
 ) -> None:
     h = await make_harness()
+    sample = h.gateway.metrics.registry.get_sample_value
+    failures = ("mailgate_dkim_signing_failures_total", {"dealer": "example-motors"})
+    assert sample(*failures) == 0  # present from the start: a rule sees the first one
     (h.gateway.policies.directory / f"keys/{DOMAIN}.mg1.pem").unlink()
     reply = await submit(h, dot_stuff(message()))
     assert reply.startswith("451 4.3.0 "), reply
+    assert sample(*failures) == 1
     assert await h.gateway.storage.list_messages() == []
     await asyncio.sleep(0.3)
     assert h.sink.messages == []

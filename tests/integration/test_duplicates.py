@@ -25,6 +25,7 @@ from gateway.settings import Settings
 from gateway.types import DealerId, MessageState
 from tests.integration.conftest import Harness, add_credentials, dot_stuff, message
 from tests.procs import write_config
+from tests.shipped import shipped_text
 from tests.sinks import Sink
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "duplicates"
@@ -103,8 +104,7 @@ async def make_gate(
     async def make(overrides: str = "") -> Gate:
         settings = settings_factory(sink.port)
         dealer_file = settings.server.policies_dir / DEALER_FILE
-        shipped = Path(__file__).resolve().parents[2] / "policies" / DEALER_FILE
-        dealer_file.write_text(shipped.read_text() + "\n" + overrides)
+        dealer_file.write_text(shipped_text(DEALER_FILE) + "\n" + overrides)
         clock = FakeClock()
         gateway = await Gateway.build(settings, clock=clock)
         await add_credentials(gateway)

@@ -73,6 +73,14 @@ def test_suppress_add_list_remove_export_import(
     assert run(config, "suppress", "import", str(rows), "--dealer", DEALER) == 0
     summary = capsys.readouterr().out
     assert "1 added, 1 already suppressed, 1 not addresses" in summary
+    rows.write_text("address,resaon\nnew2@x.example,x\n")  # a misspelt column is refused
+    assert run(config, "suppress", "import", str(rows), "--dealer", DEALER) == 2
+    assert "unknown column 'resaon' (did you mean 'reason'?)" in capsys.readouterr().err
+    rows.write_text("address,reason\nnew3@x.example,spam, by phone\n")  # an unquoted comma
+    assert run(config, "suppress", "import", str(rows), "--dealer", DEALER) == 0
+    out, err = capsys.readouterr()
+    assert "import.csv:2: a value in column 3, which has no name" in err
+    assert "0 added, 0 already suppressed, 1 not addresses" in out
 
 
 def test_dealers_suspend_status_resume(

@@ -9,11 +9,13 @@ with prometheus_client's own parser, so a malformed exposition fails too.
 from __future__ import annotations
 
 import asyncio
+import platform
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway import __version__
 from tests.feedback_reports import arf, deliver, dsn, scrape
 from tests.integration.admin import add_token, call
 from tests.integration.conftest import Harness, dot_stuff, message
@@ -28,7 +30,7 @@ INBOUND = {
 # Every label name the gateway may use; none of them names a recipient, address or message.
 ALLOWED_LABELS = {
     "dealer", "action", "code", "outcome", "state", "reason", "kind", "listener", "result",
-    "level", "rate", "check", "list", "component", "channel", "le",
+    "level", "rate", "check", "list", "component", "channel", "le", "version", "python",
 }  # fmt: skip
 # name -> the label names its samples carry (histograms: of the _bucket series, minus le)
 REQUIRED = {
@@ -56,6 +58,13 @@ REQUIRED = {
     "mailgate_policy_reloads_total": {"result"},
     "mailgate_reports_received_total": {"kind"},
     "mailgate_admin_requests_total": {"result"},
+    "mailgate_dkim_signing_failures_total": {"dealer"},
+    "mailgate_build_info": {"version", "python"},
+    "mailgate_process_cpu_seconds_total": set(),
+    "mailgate_process_resident_memory_bytes": set(),
+    "mailgate_process_open_fds": set(),
+    "mailgate_process_max_fds": set(),
+    "mailgate_process_start_time_seconds": set(),
 }
 
 
@@ -154,4 +163,31 @@ async def test_scrape_after_a_scenario(make_harness: MakeHarness) -> None:
     assert value("mailgate_dealer_state", dealer="rival-motors", state="active") == 1
     assert value("mailgate_complaint_rate_threshold", dealer=dealer, level="suspend") == 0.002
     assert value("mailgate_policy_reloads_total", result="ok") == 1
+    # Present at 0 from the start, so the first failed reload is an increase a rule sees.
+    assert value("mailgate_policy_reloads_total", result="failed") == 0
+    for each in dealers:
+        assert value("mailgate_dkim_signing_failures_total", dealer=each) == 0
+    assert value("mailgate_build_info", version=__version__, python=platform.python_version()) == 1
+    assert value("mailgate_process_resident_memory_bytes") > 0
     assert value("mailgate_queue_high_water_messages") == gw.settings.storage.queue_high_water
+
+
+async def test_a_dealer_removed_from_policy_leaves_no_series(make_harness: MakeHarness) -> None:
+    h = await make_harness()
+    gw = h.gateway
+    token = add_token(gw)
+    suspended = await call(
+        gw, "POST", "/api/dealers/rival-motors/suspend", token=token, body={"reason": "test"}
+    )
+    assert suspended.status == 200
+    before = await asyncio.to_thread(scrape, gw.http_port)
+    assert 'mailgate_dealer_suspended{dealer="rival-motors"} 1.0' in before
+    assert 'mailgate_dkim_signing_failures_total{dealer="rival-motors"} 0.0' in before
+
+    (gw.settings.server.policies_dir / "dealers" / "rival-motors.toml").unlink()
+    assert (await call(gw, "POST", "/api/policies/reload", token=token)).status == 200
+    after = await asyncio.to_thread(scrape, gw.http_port)
+    # MailgateDealerSuspended would otherwise go on firing for a dealer that is gone.
+    assert 'dealer="rival-motors"' not in after
+    assert 'mailgate_dealer_suspended{dealer="example-motors"} 0.0' in after
+    assert 'mailgate_policy_reloads_total{result="ok"} 1.0' in after

@@ -14,7 +14,7 @@ import pytest
 
 from gateway.reputation.records import EventKind
 from gateway.types import DealerId
-from gateway.unsubscribe.service import POST_VALUE, UnsubscribeLinks, header_plan
+from gateway.unsubscribe.links import POST_VALUE, UnsubscribeLinks, header_plan
 from tests.integration.conftest import Harness, dot_stuff, message
 from tests.smtpclient import RawSmtp
 
@@ -38,7 +38,7 @@ async def http(port: int, method: str, path: str, body: bytes = b"") -> tuple[in
 
 
 async def one_click(h: Harness, token: str) -> tuple[int, str]:
-    return await http(h.gateway.http_port, "POST", f"/u/{token}", POST_VALUE.encode())
+    return await http(h.gateway.public_port, "POST", f"/u/{token}", POST_VALUE.encode())
 
 
 async def harness(make_harness: MakeHarness) -> Harness:
@@ -93,7 +93,7 @@ async def test_unsubscribe_then_send_is_refused(make_harness: MakeHarness) -> No
     await h.wait_delivered(1)
     token = token_of(h.sink.messages[0].data)
 
-    status, page = await http(h.gateway.http_port, "GET", f"/u/{token}")
+    status, page = await http(h.gateway.public_port, "GET", f"/u/{token}")
     assert status == 200 and 'method="post"' in page
     assert await h.gateway.storage.find_suppression(DEALER, "ann@example.org",
                                                     h.gateway.clock.now()) is None  # fmt: skip
@@ -167,7 +167,7 @@ async def test_forged_tokens_change_nothing(make_harness: MakeHarness) -> None:
     ]
     for bad in forged:
         assert (await one_click(h, bad))[0] == 404, bad
-        assert (await http(h.gateway.http_port, "GET", f"/u/{bad}"))[0] == 404
+        assert (await http(h.gateway.public_port, "GET", f"/u/{bad}"))[0] == 404
     assert await h.gateway.storage.list_suppressions(DEALER) == []
 
 

@@ -33,8 +33,8 @@ from gateway.consent.rules import (
 from gateway.errors import PolicyError
 from gateway.policy.loader import load_policy_set
 from gateway.types import DealerId
+from tests.shipped import copy_shipped
 
-REPO = Path(__file__).resolve().parents[2]
 DEALER = DealerId("acme-motors")
 ADDRESS = "john@customer.test"
 
@@ -48,9 +48,8 @@ def rules_for(tmp_path: Path) -> RulesFor:
     def load(preset: str, extra: str = "") -> ConsentRules:
         root = tmp_path / preset
         shutil.rmtree(root, ignore_errors=True)
-        (root / "dealers").mkdir(parents=True)
-        shutil.copy(REPO / "policies" / "defaults.toml", root / "defaults.toml")
-        shutil.copytree(REPO / "policies" / "presets", root / "presets")
+        copy_shipped(root)
+        (root / "dealers" / "example-motors.toml").unlink()
         (root / "dealers" / "acme-motors.toml").write_text(
             f'dealer_id = "acme-motors"\nname = "Acme Motors"\npreset = "{preset}"\n'
             'auth_users = ["acme-crm"]\nfrom_domains = ["acme.test"]\n' + extra

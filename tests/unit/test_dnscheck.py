@@ -6,19 +6,18 @@ import ipaddress
 
 import pytest
 
+from gateway.dns.dmarc import (
+    DmarcRecord,
+    aligned,
+    dmarc_records,
+    org_domain,
+    parse_record,
+    parse_tags,
+)
 from gateway.dns.domains import DomainStatus, mail_route
 from gateway.dns.resolver import Answer, DnsTimeout
-from gateway.dns.selfcheck import (
-    SpfResult,
-    aligned,
-    check_host,
-    dnsbl_listing,
-    org_domain,
-    parse_tags,
-    reverse_name,
-    spf_fix,
-    spf_record,
-)
+from gateway.dns.selfcheck import dnsbl_listing
+from gateway.dns.spf import SpfResult, check_host, reverse_name, spf_fix, spf_record
 from gateway.dns.typos import distance, suggest
 
 
@@ -236,3 +235,24 @@ def test_org_domain_uses_the_public_suffix_list(domain: str, org: str) -> None:
 def test_relaxed_alignment_across_a_two_label_suffix() -> None:
     assert aligned("bounce.dealer.co.uk", "dealer.co.uk", "r")
     assert not aligned("dealer.co.uk", "other.co.uk", "r")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "valid"),
+    [
+        ("v=DMARC1; p=reject", DmarcRecord("reject"), True),
+        ("v=DMARC1;p=none;adkim=s;aspf=s", DmarcRecord("none", "s", "s"), True),
+        ("v=DMARC1; P=quarantine; ADKIM=s", DmarcRecord("quarantine", "s"), True),  # tag names
+        ("v=DMARC1; rua=mailto:d@x.test", DmarcRecord(""), False),  # p= is required
+        ("v=DMARC1; p=block", DmarcRecord("block"), False),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_dmarc_record(text: str, expected: DmarcRecord, valid: bool) -> None:
+    assert parse_record(text) == expected
+    assert parse_record(text).valid is valid
+
+
+def test_dmarc_records_are_picked_from_txt() -> None:
+    txts = ["v=spf1 -all", "v = DMARC1; p=none", "v=DMARC1;p=reject", "dmarc"]
+    assert dmarc_records(txts) == ["v = DMARC1; p=none", "v=DMARC1;p=reject"]

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import tomllib
+import functools
+import tempfile
 from pathlib import Path
-from types import MappingProxyType
 
 import pytest
 
 from gateway.duplicates import fingerprints as fp
 from gateway.mail.message import ParsedMessage, ParseLimits, parse
-from gateway.policy.model import CheckRule
-from gateway.types import Action
+from gateway.policy.loader import load_policy_set
+from tests.shipped import copy_shipped
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data" / "duplicates"
@@ -22,16 +22,11 @@ def sample(name: str) -> ParsedMessage:
     return parse((DATA / f"{name}.eml").read_bytes(), LIMITS)
 
 
+@functools.cache
 def shipped_options() -> fp.DuplicateOptions:
-    checks = tomllib.loads((REPO / "policies" / "defaults.toml").read_text())["checks"]
-    rules = {
-        code: CheckRule(
-            Action.parse(entry["action"]),
-            MappingProxyType({k: v for k, v in entry.items() if k != "action"}),
-        )
-        for code, entry in checks.items()
-    }
-    return fp.options_for(rules)
+    with tempfile.TemporaryDirectory() as tmp:
+        policies = copy_shipped(Path(tmp) / "policies")
+        return fp.options_for(load_policy_set(policies).defaults)
 
 
 def text(body: str, subject: str = "Your test drive", extra: str = "") -> ParsedMessage:

@@ -82,6 +82,8 @@ def test_normalize_table(raw: bytes, expected: bytes, fixed: int) -> None:
 )
 def test_normalize_properties(raw: bytes) -> None:
     out, fixed = normalize_line_endings(raw)
+    # Exactly "each bare CR or LF becomes CRLF", whatever the implementation.
+    assert (out, fixed) == BARE.subn(b"\r\n", raw)
     assert not BARE.search(out)
     assert normalize_line_endings(out) == (out, 0)
     assert out.replace(b"\r\n", b"") == raw.replace(b"\r\n", b"").replace(b"\r", b"").replace(

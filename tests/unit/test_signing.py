@@ -51,8 +51,8 @@ from gateway.errors import PolicyError, SigningError
 from gateway.policy.loader import load_policy_set
 from gateway.policy.model import DealerPolicy, DkimSettings, PolicySet
 from gateway.policy.store import PolicyStore
+from tests.shipped import copy_shipped
 
-REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 T = int(NOW.timestamp())
 
@@ -487,8 +487,7 @@ def test_inline_dkim_tables_are_left_to_the_operator() -> None:
 
 
 def policy_dir(tmp_path: Path, dkim_toml: str, rival: str = "") -> Path:
-    target = tmp_path / "policies"
-    shutil.copytree(REPO / "policies", target)
+    target = copy_shipped(tmp_path / "policies")
     write_pem(target / "k.pem", RSA_KEY)
     path = target / "dealers" / "example-motors.toml"
     path.write_text(path.read_text() + "\n" + dkim_toml)

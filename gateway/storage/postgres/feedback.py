@@ -13,6 +13,7 @@ from datetime import date, datetime
 from typing import Any
 
 from gateway.errors import StorageUnavailable
+from gateway.mail.addresses import normalise
 from gateway.reputation.records import (
     GLOBAL,
     Actor,
@@ -102,7 +103,7 @@ async def open_suppression(conn: Any, entry: Suppression) -> bool:
     open one: the partial unique index lets one insert win, and the other (its insert
     waited for the winner's commit) reads again and plans against the winner's entry.
     """
-    scope, address = entry.dealer_id or "", entry.address.lower()
+    scope, address = entry.dealer_id or "", normalise(entry.address)
     aware(entry.created_at)
     for _ in range(_SUPPRESSION_TRIES):
         row = await conn.fetchrow(
@@ -222,7 +223,7 @@ class FeedbackSection(Section):
                 " AND scope IN ($2, '') AND lifted_at IS NULL"
                 " AND (expires_at IS NULL OR expires_at > $3)"
                 " ORDER BY scope = '' LIMIT 1",
-                address.lower(),
+                normalise(address),
                 dealer_id,
                 aware(now),
             )
@@ -238,7 +239,7 @@ class FeedbackSection(Section):
             aware(now),
             by,
             reason,
-            address.lower(),
+            normalise(address),
             dealer_id or "",
         )
         return updated >= 1
@@ -347,11 +348,11 @@ class FeedbackSection(Section):
                 new = planned.change
                 change_id = await conn.fetchval(
                     "INSERT INTO dealer_history (dealer_id, state, previous, reason, actor,"
-                    " by_name, at, expires_at, evidence)"
-                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+                    " by_name, at, expires_at, evidence, note)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
                     new.dealer_id, new.state.value, new.previous.value, new.reason,
                     new.actor.value, new.by, new.at, new.expires_at,
-                    json.dumps(new.evidence.as_dict()),
+                    json.dumps(new.evidence.as_dict()), new.note,
                 )  # fmt: skip
                 done = planned.numbered(int(change_id))
                 status = done.status
@@ -386,7 +387,8 @@ class FeedbackSection(Section):
         async with self._conn() as conn:
             rows = await conn.fetch(
                 "SELECT id, dealer_id, state, previous, reason, actor, by_name, at, expires_at,"
-                " evidence FROM dealer_history WHERE dealer_id = $1 ORDER BY id DESC LIMIT $2",
+                " evidence, note FROM dealer_history WHERE dealer_id = $1 ORDER BY id DESC"
+                " LIMIT $2",
                 dealer_id,
                 max(limit, 0),
             )
@@ -402,6 +404,7 @@ class FeedbackSection(Section):
                 expires_at=r["expires_at"],
                 evidence=Evidence.from_dict(json.loads(r["evidence"])),
                 id=int(r["id"]),
+                note=r["note"],
             )
             for r in rows
         ]

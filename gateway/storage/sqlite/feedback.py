@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
+from gateway.mail.addresses import normalise
 from gateway.reputation.records import (
     GLOBAL,
     Actor,
@@ -110,7 +111,7 @@ def open_suppression(conn: sqlite3.Connection, entry: Suppression) -> bool:
     The caller's ``BEGIN IMMEDIATE`` holds the write lock from the read to the last
     write, so what ``plan_suppression`` decided on is still what is stored.
     """
-    scope, address = entry.dealer_id or "", entry.address.lower()
+    scope, address = entry.dealer_id or "", normalise(entry.address)
     to_us(entry.created_at)
     row = conn.execute(
         f"SELECT {_SUPPRESSION_COLUMNS} FROM suppressions WHERE address = ? AND scope = ?"
@@ -219,7 +220,7 @@ class FeedbackSection(Section):
     ) -> Suppression | None:
         """The active entry blocking ``address`` for ``dealer_id``, or ``None``."""
         self._check_open()
-        params = (address.lower(), dealer_id, to_us(now))
+        params = (normalise(address), dealer_id, to_us(now))
 
         def find(conn: sqlite3.Connection) -> Suppression | None:
             row = conn.execute(
@@ -240,7 +241,7 @@ class FeedbackSection(Section):
         return await self._update(
             "UPDATE suppressions SET lifted_at = ?, lifted_by = ?, lift_reason = ?"
             " WHERE address = ? AND scope = ? AND lifted_at IS NULL",
-            (to_us(now), by, reason, address.lower(), dealer_id or ""),
+            (to_us(now), by, reason, normalise(address), dealer_id or ""),
         )
 
     async def list_suppressions(
@@ -353,10 +354,10 @@ class FeedbackSection(Section):
             row = planned.change
             cursor = conn.execute(
                 "INSERT INTO dealer_history (dealer_id, state, previous, reason, actor, by_name,"
-                " at, expires_at, evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " at, expires_at, evidence, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (row.dealer_id, row.state.value, row.previous.value, row.reason,
                  row.actor.value, row.by, to_us(row.at), opt_us(row.expires_at),
-                 json.dumps(row.evidence.as_dict())),
+                 json.dumps(row.evidence.as_dict()), row.note),
             )  # fmt: skip
             done = planned.numbered(int(cursor.lastrowid or 0))
             status = done.status
@@ -378,7 +379,8 @@ class FeedbackSection(Section):
         def select(conn: sqlite3.Connection) -> list[StateChange]:
             rows = conn.execute(
                 "SELECT id, dealer_id, state, previous, reason, actor, by_name, at, expires_at,"
-                " evidence FROM dealer_history WHERE dealer_id = ? ORDER BY id DESC LIMIT ?",
+                " evidence, note FROM dealer_history WHERE dealer_id = ? ORDER BY id DESC"
+                " LIMIT ?",
                 (dealer_id, max(limit, 0)),
             ).fetchall()
             return [
@@ -393,6 +395,7 @@ class FeedbackSection(Section):
                     expires_at=None if r[8] is None else from_us(r[8]),
                     evidence=Evidence.from_dict(json.loads(r[9])),
                     id=int(r[0]),
+                    note=r[10],
                 )
                 for r in rows
             ]

@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from gateway.delivery.backoff import RetryPolicy, next_attempt, retry_interval
+from gateway.delivery.worker import retry_policy
 from gateway.settings import DeliverySettings
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -85,11 +86,11 @@ def test_clock_step_back_does_not_starve_retries() -> None:
     assert when - now <= POLICY.max_interval
 
 
-def test_from_settings() -> None:
+def test_retry_policy_from_settings() -> None:
     s = DeliverySettings.model_validate(
         {"first_retry": "1m", "max_retry_interval": "10m", "backoff_factor": 3, "max_age": "1d"}
     )
-    assert RetryPolicy.from_settings(s) == RetryPolicy(
+    assert retry_policy(s) == RetryPolicy(
         timedelta(minutes=1), timedelta(minutes=10), 3.0, timedelta(days=1)
     )
 

@@ -8,6 +8,7 @@ the copy's X-Mailgate-Ref names the message, the sent log its recipient, and tha
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +25,10 @@ from gateway.storage.base import Storage
 from gateway.tracking import RefCodec, message_id_for, new_submission_id
 from gateway.types import DealerId, NewMessage
 from tests.contract.conftest import Backend, SqliteBackend, postgres_backend
+from tests.shipped import copy_shipped
 
-POLICIES = Path(__file__).resolve().parents[3] / "policies"
+# The shipped policy files, copied once for this module (never the checkout's live directory).
+POLICIES = copy_shipped(Path(tempfile.mkdtemp(prefix="mailgate-policies-")) / "policies")
 DEALER = DealerId("example-motors")
 RCPT = "pat.customer@customers.example"
 KEY = b"k" * 32

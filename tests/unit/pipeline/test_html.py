@@ -9,6 +9,7 @@ import pytest
 from gateway.pipeline.base import CheckContext
 from gateway.pipeline.html import MAX_DEPTH, analyse, has_visible_content, to_text
 from gateway.policy.model import CheckRule, DealerPolicy
+from gateway.policy.options import BrokenHtmlOptions
 from gateway.types import Action
 from tests.unit.pipeline.samples import Row, check_row, ids
 
@@ -51,12 +52,11 @@ def test_grading(doc: str, severity: str | None, words: str) -> None:
 
 
 def test_min_severity_option(dealer: DealerPolicy, ctx: CheckContext) -> None:
+    minor = CheckRule(Action.TAG, BrokenHtmlOptions(min_severity="minor"))
     strict = DealerPolicy(
         **{
             **{f: getattr(dealer, f) for f in dealer.__dataclass_fields__},
-            "checks": MappingProxyType(
-                {**dealer.checks, "broken-html": CheckRule(Action.TAG, {"min_severity": "minor"})}
-            ),
+            "checks": MappingProxyType({**dealer.checks, "broken-html": minor}),
         }
     )
     check_row(("html-mso-messy.eml", {BROKEN}, set()), strict, ctx)

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.shipped import copy_shipped
+
 from .policyfiles import SAMPLES, MakeDir, Tree, dealer_toml, defaults_toml, write_tree
+
+
+@pytest.fixture
+def shipped(tmp_path: Path) -> Path:
+    """A copy of the shipped policy files, and nothing else the checkout may hold."""
+    return copy_shipped(tmp_path / "shipped")
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from pathlib import Path
 from gateway.findings import CATALOGUE
 
 REPO = Path(__file__).resolve().parents[3]
-SHIPPED = REPO / "policies"
 SAMPLES = REPO / "tests" / "data" / "policies"
 
 Tree = Mapping[str, str | None]  # relative path -> text; None deletes the file

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from gateway.errors import Problem
 from gateway.policy.check import format_problems, policy_check
 
-from .policyfiles import SHIPPED, MakeDir, dealer_toml
+from .policyfiles import MakeDir, dealer_toml
 
 
-def test_shipped_directory_passes() -> None:
-    code, text = policy_check(SHIPPED)
+def test_shipped_directory_passes(shipped: Path) -> None:
+    code, text = policy_check(shipped)
     assert code == 0
     assert text.endswith(": OK")
     assert text.startswith("1 dealer, ")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
+from datetime import timedelta
 from pathlib import Path
 from typing import NamedTuple
 
@@ -13,9 +15,21 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from gateway.errors import PolicyError, Problem
 from gateway.findings import CATALOGUE
 from gateway.policy.loader import load_policy_set
+from gateway.policy.model import CheckRule, options_of
+from gateway.policy.options import (
+    NO_OPTIONS,
+    OPTIONS,
+    BrokenHtmlOptions,
+    CheckOptions,
+    DangerousAttachmentOptions,
+    DuplicateMessageOptions,
+    FrequencyCapOptions,
+    GmailClippingOptions,
+    NearDuplicateOptions,
+)
 from gateway.types import Action, DealerId
 
-from .policyfiles import SHIPPED, MakeDir, Tree, dealer_toml, defaults_toml
+from .policyfiles import MakeDir, Tree, dealer_toml, defaults_toml
 
 
 def rel(problem: Problem, root: Path) -> str:
@@ -44,8 +58,8 @@ DKIM_ED = DKIM_RSA + 'algorithm = "ed25519-sha256"\n'
 # --- the shipped directory ---
 
 
-def test_shipped_policies_validate() -> None:
-    policy_set = load_policy_set(SHIPPED)
+def test_shipped_policies_validate(shipped: Path) -> None:
+    policy_set = load_policy_set(shipped)
     dealer = policy_set.dealer("example-motors")
     assert dealer is not None
     assert dealer.name == "Example Motors"
@@ -56,16 +70,16 @@ def test_shipped_policies_validate() -> None:
     assert policy_set.dealer_for_user("example-crm") is dealer
 
 
-def test_shipped_defaults_agree_with_catalogue() -> None:
+def test_shipped_defaults_agree_with_catalogue(shipped: Path) -> None:
     # defaults.toml is the source of default actions; the catalogue's copy must not drift.
-    checks = tomllib.loads((SHIPPED / "defaults.toml").read_text())["checks"]
+    checks = tomllib.loads((shipped / "defaults.toml").read_text())["checks"]
     assert list(checks) == list(CATALOGUE)
     for code, kind in CATALOGUE.items():
         assert Action.parse(checks[code]["action"]) is kind.default_action, code
 
 
-def test_every_dealer_gets_every_catalogue_code() -> None:
-    for dealer in load_policy_set(SHIPPED).dealers.values():
+def test_every_dealer_gets_every_catalogue_code(shipped: Path) -> None:
+    for dealer in load_policy_set(shipped).dealers.values():
         assert list(dealer.checks) == list(CATALOGUE)
         for code in CATALOGUE:
             assert dealer.rule(code).action is CATALOGUE[code].default_action
@@ -95,17 +109,58 @@ def test_preset_then_dealer_override_defaults(make_dir: MakeDir) -> None:
 def test_check_options_deep_merge(make_dir: MakeDir) -> None:
     root = make_dir(
         {
-            "defaults.toml": defaults_toml({"missing-from": 'window = "24h", limit = 5'}),
+            "defaults.toml": defaults_toml(
+                {"duplicate-message": 'window = "24h", ignore_pattern = "^Ref:"'}
+            ),
             "dealers/good-motors.toml": dealer_toml(
-                "good-motors", extra='[checks]\nmissing-from = { window = "48h" }\n'
+                "good-motors", extra='[checks]\nduplicate-message = { window = "48h" }\n'
             ),
         }
     )
     policy_set = load_policy_set(root)
-    rule = policy_set.dealers[DealerId("good-motors")].rule("missing-from")
-    assert rule.action is CATALOGUE["missing-from"].default_action
-    assert dict(rule.options) == {"window": "48h", "limit": 5}
-    assert dict(policy_set.defaults["missing-from"].options) == {"window": "24h", "limit": 5}
+    dealer = policy_set.dealers[DealerId("good-motors")]
+    rule = dealer.rule("duplicate-message")
+    assert rule.action is CATALOGUE["duplicate-message"].default_action
+    assert rule.options == DuplicateMessageOptions(
+        window=timedelta(hours=48), ignore_pattern="^Ref:"
+    )
+    assert dealer.options(DuplicateMessageOptions) is rule.options
+    assert policy_set.defaults["duplicate-message"].options == DuplicateMessageOptions(
+        window=timedelta(hours=24), ignore_pattern="^Ref:"
+    )
+
+
+def test_options_are_typed_records_built_at_load_time(shipped: Path) -> None:
+    dealer = load_policy_set(shipped).dealer("example-motors")
+    assert dealer is not None
+    assert dealer.options(DuplicateMessageOptions).window == timedelta(hours=72)
+    assert dealer.options(FrequencyCapOptions) == FrequencyCapOptions(per_day=1, per_week=3)
+    assert dealer.options(NearDuplicateOptions).threshold == 0.6
+    assert dealer.options(GmailClippingOptions).max_bytes == 104448
+    assert dealer.options(BrokenHtmlOptions).min_severity == "major"
+    assert dealer.options(DangerousAttachmentOptions).max_bytes == 100 * 1024 * 1024
+    assert dealer.rule("missing-from").options == NO_OPTIONS
+    for code, rule in dealer.checks.items():
+        assert type(rule.options) is OPTIONS.get(code, CheckOptions), code
+
+
+def test_shipped_defaults_name_every_option(shipped: Path) -> None:
+    # defaults.toml documents every option with its default; a record field it does not
+    # name would be a knob nobody can find.
+    checks = tomllib.loads((shipped / "defaults.toml").read_text())["checks"]
+    for code, kind in OPTIONS.items():
+        named = set(checks[code]) - {"action"}
+        assert named == {f.name for f in dataclasses.fields(kind)}, code
+
+
+def test_a_rule_without_options_reads_the_defaults() -> None:
+    rules = {"gmail-clipping": CheckRule(Action.TAG)}
+    assert options_of(rules, GmailClippingOptions) == GmailClippingOptions()
+    assert options_of({}, FrequencyCapOptions) == FrequencyCapOptions()
+    with pytest.raises(TypeError, match="holds GmailClippingOptions"):
+        options_of(
+            {"broken-html": CheckRule(Action.TAG, GmailClippingOptions())}, BrokenHtmlOptions
+        )
 
 
 def test_dkim_keys_resolve_against_policies_dir(make_dir: MakeDir) -> None:
@@ -193,20 +248,77 @@ CASES: dict[str, Case] = {
     ),
     "option-wrong-type": Case(
         {
-            "defaults.toml": defaults_toml({"missing-from": 'window = "24h", limit = 5'}),
             "dealers/good-motors.toml": dealer_toml(
                 "good-motors",
-                extra='[checks]\nmissing-from = { window = "soon", limit = "5" }\n',
+                extra='[checks]\nduplicate-message = { window = "soon" }\n'
+                'frequency-cap = { per_day = "5", per_week = 2.5 }\n'
+                "near-duplicate-message = { threshold = true }\n"
+                'broken-html = { min_severity = "serious" }\n',
             ),
         },
         [
-            ("dealers/good-motors.toml", "checks.missing-from.window", "not a duration"),
-            ("dealers/good-motors.toml", "checks.missing-from.limit", "whole number"),
+            ("dealers/good-motors.toml", "checks.duplicate-message.window", "not a duration"),
+            ("dealers/good-motors.toml", "checks.frequency-cap.per_day", "whole number"),
+            ("dealers/good-motors.toml", "checks.frequency-cap.per_week", "whole number"),
+            ("dealers/good-motors.toml", "checks.near-duplicate-message.threshold", "a number"),
+            (
+                "dealers/good-motors.toml",
+                "checks.broken-html.min_severity",
+                "must be one of 'minor', 'major', 'critical'",
+            ),
+        ],
+    ),
+    "option-out-of-range": Case(
+        {
+            "dealers/good-motors.toml": dealer_toml(
+                "good-motors",
+                extra="[checks]\nnear-duplicate-message = { threshold = 1.5 }\n"
+                "frequency-cap = { per_day = -1 }\n"
+                'duplicate-message = { window = "0s", ignore_pattern = "(" }\n'
+                "dangerous-attachment = { max_entries = 0 }\n",
+            ),
+        },
+        [
+            (
+                "dealers/good-motors.toml",
+                "checks.near-duplicate-message.threshold",
+                "must be at most 1",
+            ),
+            ("dealers/good-motors.toml", "checks.frequency-cap.per_day", "must be at least 0"),
+            (
+                "dealers/good-motors.toml",
+                "checks.duplicate-message.window",
+                "must be at least 1s",
+            ),
+            (
+                "dealers/good-motors.toml",
+                "checks.duplicate-message.ignore_pattern",
+                "not a valid regular expression",
+            ),
+            (
+                "dealers/good-motors.toml",
+                "checks.dangerous-attachment.max_entries",
+                "must be at least 1",
+            ),
+        ],
+    ),
+    "duration-not-a-string": Case(
+        {"defaults.toml": defaults_toml({"duplicate-message": "window = 3600"})},
+        [("defaults.toml", "checks.duplicate-message.window", "a duration in quotes")],
+    ),
+    "unknown-option-in-defaults": Case(
+        {"defaults.toml": defaults_toml({"gmail-clipping": "max_byte = 5"})},
+        [
+            (
+                "defaults.toml",
+                "checks.gmail-clipping.max_byte",
+                "unknown option (did you mean 'max_bytes'?); gmail-clipping takes max_bytes",
+            )
         ],
     ),
     "option-not-scalar": Case(
-        {"defaults.toml": defaults_toml({"missing-from": "limit = [1, 2]"})},
-        [("defaults.toml", "checks.missing-from.limit", "string, number or boolean")],
+        {"defaults.toml": defaults_toml({"gmail-clipping": "max_bytes = [1, 2]"})},
+        [("defaults.toml", "checks.gmail-clipping.max_bytes", "string, number or boolean")],
     ),
     "overlapping-from-domains": Case(
         {"dealers/other-motors.toml": dealer_toml("other-motors", domain="good-motors.test")},

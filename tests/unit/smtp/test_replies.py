@@ -14,8 +14,27 @@ MADE = {
     "too_many_recipients": replies.too_many_recipients(100),
     "queued_one": replies.queued("06h0j8rx817hcbyj", 1),
     "queued_many": replies.queued("06h0j8rx817hcbyj", 3),
+    "dealer_suspended": replies.dealer_suspended(
+        "example-motors", "Paused: list bought\r\nfrom a broker – " + "x" * 400, "", False
+    ),
+    "dealer_suspended_tempfail": replies.dealer_suspended(
+        "example-motors", "Paused for a check.", "2026-05-07 09:30 UTC", True
+    ),
 }
 ALL = {**CONSTANTS, **MADE}
+
+
+def test_a_suspended_dealer_is_told_the_reason_and_what_to_do() -> None:
+    reject = replies.dealer_suspended("example-motors", "Paused for a check.", "", False)
+    assert reject.line() == (
+        "554 5.7.1 Dealer example-motors is suspended: Paused for a check; contact your "
+        "gateway operator"
+    )
+    later = MADE["dealer_suspended_tempfail"].line()
+    assert later == (
+        "451 4.7.1 Dealer example-motors is suspended: Paused for a check (until "
+        "2026-05-07 09:30 UTC); try again later"
+    )
 
 
 def test_there_are_replies_to_check() -> None:
