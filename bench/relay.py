@@ -809,6 +809,9 @@ def gateway_config(
             "[http]",
             f"listen = {q(f'{HOST}:{http_port}')}",
             "",
+            "[public]",
+            f"listen = {q(f'{HOST}:{free_port()}')}",
+            "",
         ]
     )
 

@@ -220,7 +220,8 @@ class QueueSection(Section):
                 bump_counts(conn, row[0], now.date(), _final_counts(state))
             return True
 
-        return await self._writer.run(write(complete))
+        # Joins the group commit: outcomes of concurrent deliveries share one fsync.
+        return await self._commits.run(complete)
 
     async def defer(
         self,
@@ -231,12 +232,21 @@ class QueueSection(Section):
         now: datetime,
     ) -> bool:
         """Count an attempt and schedule the next one if ``node`` still holds the lease."""
-        return await self._update(
-            "UPDATE messages SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?,"
-            " lease_owner = NULL, lease_until = NULL, updated_at = ?"
-            " WHERE id = ? AND state = 'queued' AND lease_owner = ?",
-            (outcome.summary(), to_us(next_attempt_at), to_us(now), message_id, node),
-        )
+        self._check_open()
+        params = (outcome.summary(), to_us(next_attempt_at), to_us(now), message_id, node)
+
+        def defer(conn: sqlite3.Connection) -> bool:
+            return (
+                conn.execute(
+                    "UPDATE messages SET attempts = attempts + 1, last_error = ?,"
+                    " next_attempt_at = ?, lease_owner = NULL, lease_until = NULL,"
+                    " updated_at = ? WHERE id = ? AND state = 'queued' AND lease_owner = ?",
+                    params,
+                ).rowcount
+                == 1
+            )
+
+        return await self._commits.run(defer)
 
     async def release(self, message_id: MessageId, node: str) -> bool:
         """Drop ``node``'s lease without counting an attempt."""
