@@ -461,8 +461,16 @@ def skeleton(text: str) -> list[str]:
     Only the first ``SKELETON_CHARS`` characters count (a word cut there still counts).
     """
     has_digit = _DIGIT.search  # one C-level scan per word, not a Python loop per character
+    # Most words are letters only (``isalpha``: no digit, no underscore), which settles
+    # them without the digit scan.
     return [
-        "#" if has_digit(word) else "^" if word[0].isupper() else word.casefold()
+        ("^" if word[0].isupper() else word.casefold())
+        if word.isalpha()
+        else "#"
+        if has_digit(word)
+        else "^"
+        if word[0].isupper()
+        else word.casefold()
         for word in _WORD.findall(text, 0, SKELETON_CHARS)
     ]
 
@@ -470,10 +478,10 @@ def skeleton(text: str) -> list[str]:
 def _shingles(words: list[str]) -> set[bytes]:
     if len(words) < SHINGLE_WORDS:
         return {" ".join(words).encode()}
-    return {
-        " ".join(words[i : i + SHINGLE_WORDS]).encode()
-        for i in range(len(words) - SHINGLE_WORDS + 1)
-    }
+    # Skeleton words hold no space: encode the text once, split it back into words, and
+    # join each window of three in C (map over zip) instead of slicing and encoding each.
+    encoded = " ".join(words).encode().split(b" ")
+    return set(map(b" ".join, zip(*(encoded[i:] for i in range(SHINGLE_WORDS)))))
 
 
 def minhash(items: Iterable[bytes]) -> bytes:
