@@ -79,11 +79,13 @@ import enum
 import hashlib
 import html.parser
 import re
-import struct
+import sys
+from array import array
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
+from operator import methodcaller
 from types import MappingProxyType
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -164,7 +166,8 @@ def _token_or_word(match: re.Match[str]) -> str:
 _DIGIT = re.compile(r"\d")
 _WORD = re.compile(r"\w+")
 
-_UNPACK = struct.Struct(f">{PERMUTATIONS}I").unpack
+_DIGEST = methodcaller("digest", PERMUTATIONS * 4)
+assert array("I").itemsize == 4 and array("H").itemsize == 2  # the layout minhash reads
 
 
 class Category(enum.StrEnum):
@@ -481,7 +484,8 @@ def _shingles(words: list[str]) -> set[bytes]:
     # Skeleton words hold no space: encode the text once, split it back into words, and
     # join each window of three in C (map over zip) instead of slicing and encoding each.
     encoded = " ".join(words).encode().split(b" ")
-    return set(map(b" ".join, zip(*(encoded[i:] for i in range(SHINGLE_WORDS)))))
+    windows = zip(*(encoded[i:] for i in range(SHINGLE_WORDS)), strict=False)  # shorter tails
+    return set(map(b" ".join, windows))
 
 
 def minhash(items: Iterable[bytes]) -> bytes:
@@ -492,10 +496,17 @@ def minhash(items: Iterable[bytes]) -> bytes:
     of the minimum. A linear hash family (a*x+b mod p) is cheaper to state but only
     pairwise independent, and measurably underestimated similar e-mails here.
     """
-    rows = [_UNPACK(hashlib.shake_128(item).digest(PERMUTATIONS * 4)) for item in items]
-    if not rows:
+    # All digests in one buffer read as 32-bit big-endian words; position j of every item
+    # is then the strided slice [j::PERMUTATIONS], whose minimum is found in C.
+    values = array("I", b"".join(map(_DIGEST, map(hashlib.shake_128, items))))
+    if not values:
         return bytes(SIGNATURE_BYTES)
-    return b"".join((low & 0xFFFF).to_bytes(2, "big") for low in map(min, zip(*rows, strict=True)))
+    if sys.byteorder == "little":
+        values.byteswap()
+    lows = array("H", [min(values[j::PERMUTATIONS]) & 0xFFFF for j in range(PERMUTATIONS)])
+    if sys.byteorder == "little":
+        lows.byteswap()
+    return lows.tobytes()
 
 
 def signature(msg: ParsedMessage, ignore_pattern: str = "") -> bytes:
