@@ -148,8 +148,9 @@ class QueueSection(Section):
                     _SELECT_DUE,
                     {"now": now_us, "excluded": excluded, "limit": limit - len(claimed)},
                 ).fetchall()
-                good = [r for r in rows if hashlib.sha256(r[4]).digest() == r[15]]
-                bad = [r for r in rows if hashlib.sha256(r[4]).digest() != r[15]]
+                intact = [hashlib.sha256(r[4]).digest() == r[15] for r in rows]  # once each
+                good = [r for r, ok in zip(rows, intact, strict=True) if ok]
+                bad = [r for r, ok in zip(rows, intact, strict=True) if not ok]
                 for row in bad:
                     log.error(
                         "message %s dealer %s: stored body does not match its SHA-256; quarantined",
@@ -179,7 +180,9 @@ class QueueSection(Section):
                     break
             return claimed
 
-        return await self._writer.run(write(claim))
+        # Joins the group commit with the enqueues and outcomes (commit.py): a worker that
+        # frees up claims one message, and one fsync per claim would be one per message.
+        return await self._commits.run(claim)
 
     async def complete(
         self, message_id: MessageId, node: str, outcome: RcptOutcome, now: datetime
