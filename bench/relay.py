@@ -808,6 +808,7 @@ def gateway_config(
             "",
             "[http]",
             f"listen = {q(f'{HOST}:{http_port}')}",
+            'public_url = "https://mailgate.bench.test"',  # links in alerts; none are sent
             "",
             "[public]",
             f"listen = {q(f'{HOST}:{free_port()}')}",
