@@ -1,13 +1,18 @@
-"""Relay benchmark: the gateway against a minimal relay made of the same parts.
+"""Relay benchmark: the gateway against Postfix + OpenDKIM and a minimal relay.
 
-For each target (``gateway``, ``minimal``) and each repeat, a fresh SMTP sink and a fresh
-target process are started on loopback; ``--concurrency`` real SMTP sessions (EHLO,
-STARTTLS, EHLO, AUTH PLAIN once, then MAIL/RCPT/DATA in a loop) submit ``--messages``
-messages of ``--size`` bytes; the run ends when the sink has counted every accepted
-message. Targets alternate between repeats, and the report gives the median of each
-figure, because on a shared machine only comparisons within one run mean much.
+For each target (``gateway``, ``postfix``, ``minimal``), each client mode (``reuse``: one
+login per session, then MAIL/RCPT/DATA in a loop; ``per-message``: a new connection,
+STARTTLS and AUTH for every message) and each repeat, a fresh SMTP sink and a fresh target
+are started on loopback; ``--concurrency`` real SMTP sessions submit ``--messages``
+messages of ``--size`` bytes, each to a recipient of its own; the run ends when the sink
+has counted every accepted message. The gateway and Postfix sign every message with the
+same RSA-2048 key (the gateway itself, Postfix through OpenDKIM), and the first messages
+of each run are DKIM-verified at the sink. Targets alternate between repeats, and the
+report gives the median of each figure, because on a shared machine only comparisons
+within one run mean much.
 
-Run from the repository root with the project's virtualenv::
+Run from the repository root with the project's virtualenv (Postfix as root, packages
+from ``bench/setup.sh``)::
 
     .venv/bin/python bench/relay.py --messages 4000 --concurrency 20 --size 10240
 
@@ -20,6 +25,7 @@ import argparse
 import asyncio
 import atexit
 import contextlib
+import functools
 import json
 import math
 import os
@@ -29,6 +35,7 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -48,6 +55,7 @@ BENCH = REPO / "bench"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench import postfix_peer  # noqa: E402
 from tests.smtpclient import RawSmtp, Resp  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -55,6 +63,11 @@ DEALER = "example-motors"
 USERNAME = "example-crm"
 PASSWORD = "bench-password-0123456789"
 SENDER = "sales@example-motors.test"
+DOMAIN = "example-motors.test"
+SELECTOR = "bench"
+TARGETS = ("gateway", "postfix", "minimal")
+MODES = ("reuse", "per-message")
+DKIM_SAMPLE = 20  # messages per run whose signatures are verified at the sink
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 EXPECTED_LOG_LINES = (
     # The gateway generates a self-signed certificate when none is configured, and says so.
@@ -334,6 +347,15 @@ class LoadStats:
 KEEP, RESEND, DROP = "keep", "resend", "drop"
 
 
+@functools.cache
+def _client_tls() -> ssl.SSLContext:
+    """The client's TLS context: no verification (the targets' certificates are self-signed)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 class Load:
     """``concurrency`` sessions share ``total`` messages; each logs in once per connection."""
 
@@ -345,7 +367,9 @@ class Load:
         factory: MessageFactory,
         reply_timeout: float,
         max_failures: int,
+        per_message: bool = False,
     ) -> None:
+        self.per_message = per_message  # a new connection (STARTTLS, AUTH) for each message
         self.port = port
         self.total = total
         self.concurrency = concurrency
@@ -382,12 +406,25 @@ class Load:
             await client.close()
             raise ConnectionError(f"banner {client.banner}")
         try:
-            await client.login(USERNAME, PASSWORD)
+            await self._login(client)
         except AssertionError as exc:
             await client.close()
             raise ConnectionError(f"login failed: {exc}") from exc
         self.stats.connections += 1
         return client
+
+    async def _login(self, client: RawSmtp) -> None:
+        """EHLO, STARTTLS, EHLO, AUTH PLAIN, with one client TLS context for the whole run.
+
+        ``RawSmtp.login`` builds a new context per connection, and loading the system's CA
+        certificates for it costs some 20 ms of the driver's CPU: more than the handshake.
+        """
+        assert (await client.cmd("EHLO crm.bench.test")).code == 250
+        assert (await client.cmd("STARTTLS")).code == 220
+        await client.writer.start_tls(_client_tls())
+        assert (await client.cmd("EHLO crm.bench.test")).code == 250
+        resp = await client.auth_plain(USERNAME, PASSWORD)
+        assert resp.code == 235, resp
 
     async def _send_one(self, client: RawSmtp, n: int) -> str:
         """Submit message ``n``.
@@ -445,8 +482,8 @@ class Load:
                             client.writer.close()
                         client = None
                         continue  # the message may or may not have been taken: resend it
-                    if outcome != KEEP:
-                        await client.close()
+                    if outcome != KEEP or self.per_message:
+                        await self._quit(client)
                         client = None
                     if outcome != RESEND:
                         break
@@ -455,6 +492,18 @@ class Load:
         finally:
             if client is not None:
                 await client.close()
+
+    async def _quit(self, client: RawSmtp) -> None:
+        """QUIT, read the 221 and close, as a CRM does; never wait for the TLS shutdown.
+
+        ``RawSmtp.close`` waits up to 2 s for the transport to finish closing, which a
+        TLS connection often takes in full: in per-message mode that wait, not the
+        target, would set the pace.
+        """
+        with contextlib.suppress(OSError, TimeoutError, ConnectionError, ValueError):
+            await client.cmd("QUIT", self.reply_timeout)
+        with contextlib.suppress(Exception):
+            client.writer.close()
 
     async def run(self) -> LoadStats:
         """Run every session to the end."""
@@ -471,7 +520,9 @@ class RunResult:
     """One run of one target."""
 
     target: str
+    mode: str
     backend: str
+    processes: int
     repeat: int
     messages: int
     concurrency: int
@@ -499,6 +550,8 @@ class RunResult:
     delivered_bytes: int
     log_problems: list[str]
     metrics: dict[str, float]
+    dkim_checked: int = 0
+    dkim_valid: int = 0
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -615,8 +668,114 @@ def gateway_argv(command: str = "") -> tuple[list[str], dict[str, str]]:
     return [sys.executable, "-m", "gateway"], {"PYTHONPATH": str(REPO)}
 
 
+@dataclass(frozen=True)
+class BenchKeys:
+    """What every run of one benchmark shares: the DKIM key, and Postfix's certificate."""
+
+    directory: Path
+    dkim_key: Path  # RSA-2048, PEM (PKCS#8): the gateway's dealer key and OpenDKIM's
+    dkim_record: str  # the TXT record verifiers read: v=DKIM1; k=rsa; p=...
+    cert: Path  # self-signed P-256, like the gateway's own
+    cert_key: Path
+
+    @classmethod
+    def create(cls, directory: Path) -> BenchKeys:
+        """Generate the keys into ``directory`` (readable by Postfix's and OpenDKIM's users)."""
+        import base64
+
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        directory.mkdir(parents=True, exist_ok=True)
+        directory.chmod(0o755)
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        dkim_key = directory / "dkim.pem"
+        dkim_key.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        public = key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        record = f"v=DKIM1; k=rsa; p={base64.b64encode(public).decode()}"
+        cert, cert_key = _self_signed(directory, postfix_peer.HOSTNAME)
+        return cls(directory, dkim_key, record, cert, cert_key)
+
+
+def _self_signed(directory: Path, hostname: str) -> tuple[Path, Path]:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "tls.crt", directory / "tls.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key_path.chmod(0o644)  # Postfix's smtpd reads it as the postfix user
+    return cert_path, key_path
+
+
+def dkim_results(directory: Path, record: str) -> tuple[int, int]:
+    """(messages checked, signatures valid) over the messages the sink kept."""
+    import dkim
+
+    checked = valid = 0
+    for path in sorted(directory.glob("*.eml")):
+        checked += 1
+        with contextlib.suppress(Exception):
+            if dkim.verify(path.read_bytes(), dnsfunc=lambda *_a, **_k: record.encode()):
+                valid += 1
+    return checked, valid
+
+
+def bench_policies(work: Path, keys: BenchKeys) -> Path:
+    """The repository's policies, with the example dealer signing with the bench key."""
+    policies = work / "policies"
+    shutil.copytree(REPO / "policies", policies)
+    (policies / "keys").mkdir(exist_ok=True)
+    shutil.copy(keys.dkim_key, policies / "keys" / "bench.pem")
+    dealer = policies / "dealers" / f"{DEALER}.toml"
+    dealer.write_text(
+        dealer.read_text()
+        + f'\n[[dkim]]\ndomain = "{DOMAIN}"\nselector = "{SELECTOR}"\n'
+        + 'key_file = "keys/bench.pem"\n'
+    )
+    return policies
+
+
 def gateway_config(
-    work: Path, port: int, http_port: int, sink_port: int, storage_url: str, concurrency: int
+    work: Path,
+    port: int,
+    http_port: int,
+    sink_port: int,
+    storage_url: str,
+    concurrency: int,
+    policies: Path,
+    processes: int,
 ) -> str:
     """A mailgate.toml for one run."""
 
@@ -629,8 +788,9 @@ def gateway_config(
             "[server]",
             f"hostname = {q('mailgate.bench.test')}",
             f"data_dir = {q(work / 'var')}",
-            f"policies_dir = {q(REPO / 'policies')}",
+            f"policies_dir = {q(policies)}",
             'log_level = "warning"',
+            f"processes = {processes}",
             "",
             "[submission]",
             f"listen = {q(f'{HOST}:{port}')}",
@@ -648,6 +808,10 @@ def gateway_config(
             "",
             "[http]",
             f"listen = {q(f'{HOST}:{http_port}')}",
+            'public_url = "https://mailgate.bench.test"',  # links in alerts; none are sent
+            "",
+            "[public]",
+            f"listen = {q(f'{HOST}:{free_port()}')}",
             "",
         ]
     )
@@ -668,29 +832,56 @@ class Options:
     drain_timeout: float
     keep: bool
     max_failures: int
+    processes: int = 0  # the gateway's worker processes (0: one per core)
 
 
 async def run_target(
-    target: str, repeat: int, opts: Options, say: Callable[[str], None]
+    target: str,
+    mode: str,
+    repeat: int,
+    opts: Options,
+    keys: BenchKeys,
+    say: Callable[[str], None],
 ) -> RunResult:
     """Start a sink and ``target``, drive the load, wait for delivery, stop everything."""
-    work = Path(tempfile.mkdtemp(prefix=f"mailgate-bench-{target}-"))
+    work = Path(tempfile.mkdtemp(prefix=f"mailgate-bench-{target}-", dir=keys.directory))
     sink_port, port = free_port(), free_port()
     status_path = work / "sink.json"
     sink_log, target_log = work / "sink.log", work / f"{target}.log"
+    kept = work / "kept"
     pg: PgDatabase | None = None
+    peer: postfix_peer.PostfixPeer | None = None
     procs: list[subprocess.Popen[bytes]] = []
+    roots: list[int] = []  # the processes whose trees are the target (CPU, memory)
     try:
         sink = CHILDREN.spawn(
             [sys.executable, str(BENCH / "sink.py"), "--listen", f"{HOST}:{sink_port}",
-             "--status", str(status_path), "--max-seconds", "3600"],
+             "--status", str(status_path), "--max-seconds", "3600",
+             "--keep", str(DKIM_SAMPLE), "--keep-dir", str(kept)],
             sink_log, child_env(), work,
         )  # fmt: skip
         procs.append(sink)
         await wait_for_banner(sink_port, sink, sink_log, opts.startup_timeout)
 
         http_port = 0
-        if target == "minimal":
+        if target == "postfix":
+            peer = postfix_peer.PostfixPeer(
+                work, port, sink_port,
+                username=USERNAME, password=PASSWORD, domain=DOMAIN, selector=SELECTOR,
+                key_file=keys.dkim_key, cert_file=keys.cert, cert_key_file=keys.cert_key,
+            )  # fmt: skip
+            try:
+                milter = CHILDREN.spawn(peer.opendkim_argv(), target_log, child_env(), work)
+                procs.append(milter)
+                peer.wait_for_milter()
+                peer.configure()
+                peer.start()
+                proc = milter
+                roots = [peer.master_pid(), milter.pid]
+            except RuntimeError as exc:
+                raise BenchError(f"postfix: {exc}") from exc
+            target_log = peer.maillog
+        elif target == "minimal":
             proc = CHILDREN.spawn(
                 [sys.executable, str(BENCH / "minimal_relay.py"), "--listen", f"{HOST}:{port}",
                  "--spool", str(work / "spool"), "--upstream", f"{HOST}:{sink_port}",
@@ -709,9 +900,12 @@ async def run_target(
             (work / "var").mkdir()
             config = work / "mailgate.toml"
             config.write_text(
-                gateway_config(work, port, http_port, sink_port, storage_url, opts.concurrency),
+                gateway_config(
+                    work, port, http_port, sink_port, storage_url, opts.concurrency,
+                    bench_policies(work, keys), opts.processes,
+                ),
                 encoding="utf-8",
-            )
+            )  # fmt: skip
             argv, extra = gateway_argv(opts.gateway_cmd)
             env = child_env(extra)
             for step in (["init"], ["credentials", "set", DEALER, USERNAME,
@@ -728,16 +922,19 @@ async def run_target(
                     f"{cred.stdout.decode(errors='replace')}{cred.stderr.decode(errors='replace')}"
                 )
             proc = CHILDREN.spawn([*argv, "--config", str(config), "serve"], target_log, env, work)
-        procs.append(proc)
+        if target != "postfix":
+            procs.append(proc)
+            roots = [proc.pid]
         await wait_for_banner(port, proc, target_log, opts.startup_timeout)
 
-        factory = MessageFactory(opts.size, f"bench{os.getpid()}r{repeat}{target[0]}")
+        factory = MessageFactory(opts.size, f"bench{os.getpid()}r{repeat}{target[0]}{mode[0]}")
         load = Load(
             port, opts.messages, opts.concurrency, factory,
             reply_timeout=60.0, max_failures=opts.max_failures,
+            per_message=mode == "per-message",
         )  # fmt: skip
         db_before = await pg.backend_cpu() if pg else {}
-        cpu_before = tree_cpu_seconds(proc.pid)
+        cpu_before = sum(tree_cpu_seconds(root) for root in roots)
         sink_cpu_before = cpu_seconds(sink.pid)
         driver_before = time.process_time()
         load_start = time.monotonic()
@@ -760,12 +957,13 @@ async def run_target(
             if proc.poll() is not None:
                 break
             await asyncio.sleep(0.05)
-        cpu = tree_cpu_seconds(proc.pid) - cpu_before
+        cpu = sum(tree_cpu_seconds(root) for root in roots) - cpu_before
         db_cpu: float | None = None
         if pg is not None:
             db_after = await pg.backend_cpu()
             db_cpu = sum(t - db_before.get(pid, 0.0) for pid, t in db_after.items())
-        rss = peak_rss_mib(proc.pid)
+        rss = sum(peak_rss_mib(pid) for root in roots for pid in process_tree(root))
+        workers = max(1, len(process_tree(roots[0])) - 1) if target == "gateway" else 1
         sink_cpu = cpu_seconds(sink.pid) - sink_cpu_before
         delivered = int(status.get("count", 0))
         if delivered >= stats.accepted and status.get("last"):
@@ -778,16 +976,23 @@ async def run_target(
             )
         metrics = interesting_metrics(await http_get(http_port, "/metrics")) if http_port else {}
         # Stop the target before reading its log, so everything it had to say is there.
+        if peer is not None:
+            if not peer.queue_empty():
+                say("  ! postfix: the queue is not empty after the sink counted every message")
+            peer.stop()
         CHILDREN.stop(proc, grace=10.0)
         if proc.returncode not in (0, -signal.SIGTERM):
             say(f"  ! {target} exited with {proc.returncode} on SIGTERM")
+        dkim_checked, dkim_valid = dkim_results(kept, keys.dkim_record)
         CHILDREN.stop(sink)
         status = read_status(status_path) or status
 
         accepted = stats.accepted
         return RunResult(
             target=target,
+            mode=mode,
             backend=opts.backend if target == "gateway" else "files",
+            processes=workers,
             repeat=repeat,
             messages=opts.messages,
             concurrency=opts.concurrency,
@@ -815,8 +1020,12 @@ async def run_target(
             delivered_bytes=int(status.get("bytes", 0)),
             log_problems=log_problems(target_log),
             metrics=metrics,
+            dkim_checked=dkim_checked,
+            dkim_valid=dkim_valid,
         )
     finally:
+        if peer is not None:
+            peer.stop()
         for p in reversed(procs):
             CHILDREN.stop(p)
         if pg is not None:
@@ -842,12 +1051,21 @@ def median(values: Sequence[float | None]) -> float:
     return statistics.median(finite) if finite else math.nan
 
 
+def row_key(result: RunResult) -> str:
+    """The table row a run belongs to: target and client mode."""
+    return f"{result.target} {result.mode}"
+
+
 def summarize(results: Sequence[RunResult]) -> dict[str, dict[str, Any]]:
-    """Median figures per target, plus totals of what went wrong."""
+    """Median figures per target and mode, plus totals of what went wrong."""
     out: dict[str, dict[str, Any]] = {}
-    for target in dict.fromkeys(r.target for r in results):
-        runs = [r for r in results if r.target == target]
+    for key in dict.fromkeys(row_key(r) for r in results):
+        runs = [r for r in results if row_key(r) == key]
         summary: dict[str, Any] = {f: median([getattr(r, f) for r in runs]) for f in SUMMARY_FIELDS}
+        summary["target"], summary["mode"] = runs[0].target, runs[0].mode
+        summary["processes"] = runs[0].processes
+        summary["dkim_checked"] = sum(r.dkim_checked for r in runs)
+        summary["dkim_valid"] = sum(r.dkim_valid for r in runs)
         db = [r.db_cpu_seconds / r.accepted * 1000 for r in runs if r.db_cpu_seconds and r.accepted]
         summary["db_cpu_per_1000"] = median(db) if db else None
         summary["backend"] = runs[0].backend
@@ -867,7 +1085,7 @@ def summarize(results: Sequence[RunResult]) -> dict[str, dict[str, Any]]:
         summary["errors"] = dict(errors)
         summary["reconnects"] = dict(reconnects)
         summary["abandoned"] = sum(r.abandoned for r in runs)
-        out[target] = summary
+        out[key] = summary
     return out
 
 
@@ -878,33 +1096,40 @@ def fmt(value: float | None, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
 
 
-def ratios(summary: dict[str, dict[str, Any]]) -> dict[str, float]:
-    """gateway / minimal for throughput (higher is better for the gateway)."""
-    if "gateway" not in summary or "minimal" not in summary:
-        return {}
-    g, m = summary["gateway"], summary["minimal"]
-    out = {}
-    for key in ("accepted_per_s", "delivered_per_s"):
-        out[key] = g[key] / m[key] if m[key] and math.isfinite(m[key]) else math.nan
-    out["cpu_per_1000"] = g["cpu_per_1000"] / m["cpu_per_1000"] if m["cpu_per_1000"] else math.nan
+def ratios(summary: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per mode, gateway / other target for throughput and CPU per message."""
+    out: dict[str, dict[str, float]] = {}
+    for mode in MODES:
+        g = summary.get(f"gateway {mode}")
+        if g is None:
+            continue
+        for other in ("postfix", "minimal"):
+            o = summary.get(f"{other} {mode}")
+            if o is None:
+                continue
+            out[f"{mode} gateway/{other}"] = {
+                key: g[key] / o[key] if o[key] and math.isfinite(o[key]) else math.nan
+                for key in ("accepted_per_s", "delivered_per_s", "cpu_per_1000")
+            }
     return out
 
 
-def paired_ratios(results: Sequence[RunResult]) -> list[dict[str, float]]:
-    """gateway / minimal delivered and accepted throughput within each repeat."""
-    out = []
+def paired_ratios(results: Sequence[RunResult]) -> list[dict[str, Any]]:
+    """gateway / postfix delivered throughput within each repeat and mode."""
+    out: list[dict[str, Any]] = []
     for repeat in sorted({r.repeat for r in results}):
-        by_target = {r.target: r for r in results if r.repeat == repeat}
-        g, m = by_target.get("gateway"), by_target.get("minimal")
-        if g is None or m is None:
-            continue
-        out.append(
-            {
-                "repeat": repeat + 1,
-                "accepted_per_s": g.accepted_per_s / m.accepted_per_s,
-                "delivered_per_s": g.delivered_per_s / m.delivered_per_s,
-            }
-        )
+        for mode in MODES:
+            by_target = {r.target: r for r in results if r.repeat == repeat and r.mode == mode}
+            g, o = by_target.get("gateway"), by_target.get("postfix")
+            if g is None or o is None:
+                continue
+            out.append(
+                {
+                    "repeat": repeat + 1,
+                    "mode": mode,
+                    "delivered_per_s": g.delivered_per_s / o.delivered_per_s,
+                }
+            )
     return out
 
 
@@ -912,44 +1137,44 @@ def markdown(
     summary: dict[str, dict[str, Any]],
     opts: Options,
     repeat: int,
-    paired: Sequence[dict[str, float]] = (),
+    paired: Sequence[dict[str, Any]] = (),
 ) -> str:
     """The report as a markdown table."""
     head = (
-        "| target | backend | accepted msg/s | delivered msg/s | CPU s / 1k msgs "
-        "| DB CPU s / 1k | p50 ms | p99 ms | peak RSS MiB | delivered / submitted | refused |"
+        "| target | mode | backend | procs | accepted msg/s | delivered msg/s | CPU s / 1k msgs "
+        "| DB CPU s / 1k | p50 ms | p99 ms | peak RSS MiB | DKIM valid | delivered / submitted "
+        "| refused |"
     )
-    rows = [head, "|" + "---|" * 11]
-    for target, s in summary.items():
+    rows = [head, "|" + "---|" * 14]
+    for s in summary.values():
+        dkim = f"{s['dkim_valid']}/{s['dkim_checked']}" if s["target"] != "minimal" else "-"
         rows.append(
-            f"| {target} | {s['backend']} | {fmt(s['accepted_per_s'])} "
+            f"| {s['target']} | {s['mode']} | {s['backend']} | {s['processes']} "
+            f"| {fmt(s['accepted_per_s'])} "
             f"| {fmt(s['delivered_per_s'])} | {fmt(s['cpu_per_1000'], 2)} "
             f"| {fmt(s['db_cpu_per_1000'], 2)} | {fmt(s['p50_ms'])} | {fmt(s['p99_ms'])} "
-            f"| {fmt(s['peak_rss_mib'], 0)} | {s['delivered']}/{s['submitted']} "
+            f"| {fmt(s['peak_rss_mib'], 0)} | {dkim} | {s['delivered']}/{s['submitted']} "
             f"| {sum(s['refused'].values())} |"
         )
-    r = ratios(summary)
     lines = [
         f"{opts.messages} messages of {opts.size} bytes, {opts.concurrency} sessions, "
-        f"median of {repeat} run(s) per target:",
+        f"a recipient per message, median of {repeat} run(s) per row:",
         "",
         *rows,
+        "",
     ]
-    if r:
-        lines += [
-            "",
-            f"gateway / minimal: accepted {fmt(r['accepted_per_s'] * 100, 0)}%, "
-            f"delivered {fmt(r['delivered_per_s'] * 100, 0)}% of the floor's throughput; "
-            f"CPU per message {fmt(r['cpu_per_1000'], 1)}x "
-            f"(target: throughput >= 50%)",
-        ]
+    for name, r in ratios(summary).items():
+        lines.append(
+            f"{name}: accepted {fmt(r['accepted_per_s'], 2)}x, "
+            f"delivered {fmt(r['delivered_per_s'], 2)}x, CPU per message "
+            f"{fmt(r['cpu_per_1000'], 2)}x"
+        )
     if len(paired) > 1:
         each = ", ".join(
-            f"{fmt(p['accepted_per_s'] * 100, 0)}%/{fmt(p['delivered_per_s'] * 100, 0)}%"
-            for p in paired
+            f"{p['mode']} r{p['repeat']} {fmt(p['delivered_per_s'], 2)}x" for p in paired
         )
-        lines.append(f"per repeat (accepted/delivered): {each}")
-    for target, s in summary.items():
+        lines.append(f"gateway / postfix delivered, per repeat: {each}")
+    for key, s in summary.items():
         groups = (
             ("refused", s["refused"]),
             ("client errors", s["errors"]),
@@ -957,11 +1182,11 @@ def markdown(
         )
         for label, items in groups:
             for text, count in sorted(items.items(), key=lambda kv: -kv[1])[:10]:
-                lines.append(f"- {target} {label}: {count}x {text}")
+                lines.append(f"- {key} {label}: {count}x {text}")
         if s["abandoned"]:
-            lines.append(f"- {target}: {s['abandoned']} messages abandoned after 3 attempts")
+            lines.append(f"- {key}: {s['abandoned']} messages abandoned after 3 attempts")
         if s["duplicates"]:
-            lines.append(f"- {target}: the sink saw {s['duplicates']} duplicate Message-IDs")
+            lines.append(f"- {key}: the sink saw {s['duplicates']} duplicate Message-IDs")
     return "\n".join(lines)
 
 
@@ -988,7 +1213,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="",
         help="command that runs the mailgate CLI (default: the virtualenv's mailgate script)",
     )
-    p.add_argument("--targets", default="gateway,minimal", help="comma-separated targets")
+    p.add_argument("--targets", default=",".join(TARGETS), help="comma-separated targets")
+    p.add_argument("--modes", default=",".join(MODES), help="comma-separated client modes")
+    p.add_argument(
+        "--gateway-processes",
+        type=int,
+        default=0,
+        help="the gateway's worker processes (server.processes; 0: one per core)",
+    )
     p.add_argument("--repeat", type=int, default=1, help="runs per target (median reported)")
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--startup-timeout", type=float, default=90.0, help="seconds for a start")
@@ -998,9 +1230,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep each run's work directory")
     args = p.parse_args(argv)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    unknown = set(targets) - {"gateway", "minimal"}
+    unknown = set(targets) - set(TARGETS)
     if unknown or not targets:
-        p.error(f"--targets: unknown {sorted(unknown)} (gateway, minimal)")
+        p.error(f"--targets: unknown {sorted(unknown)} ({', '.join(TARGETS)})")
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if set(modes) - set(MODES) or not modes:
+        p.error(f"--modes: use {', '.join(MODES)}")
+    if "postfix" in targets and (why := postfix_peer.unavailable()):
+        p.error(f"--targets postfix: {why}")
+    args.mode_list = modes
     if args.messages < 1 or args.concurrency < 1 or args.repeat < 1 or args.size < 512:
         p.error("--messages, --concurrency, --repeat must be >= 1 and --size >= 512")
     args.target_list = targets
@@ -1036,30 +1274,36 @@ async def amain(args: argparse.Namespace, err: TextIO) -> int:
         drain_timeout=args.drain_timeout,
         keep=args.keep,
         max_failures=args.max_failures,
+        processes=args.gateway_processes,
     )
+    keys = BenchKeys.create(Path(tempfile.mkdtemp(prefix="mailgate-bench-")))
     started = datetime.now(UTC)
     load_avg = os.getloadavg()
     results: list[RunResult] = []
     failures: list[str] = []
+    runs = [(target, mode) for mode in args.mode_list for target in args.target_list]
     for repeat in range(args.repeat):
-        order = args.target_list if repeat % 2 == 0 else list(reversed(args.target_list))
-        for target in order:
-            say(f"run {repeat + 1}/{args.repeat}: {target} ...")
+        order = runs if repeat % 2 == 0 else list(reversed(runs))
+        for target, mode in order:
+            say(f"run {repeat + 1}/{args.repeat}: {target} {mode} ...")
             try:
-                result = await run_target(target, repeat, opts, say)
+                result = await run_target(target, mode, repeat, opts, keys, say)
             except BenchError as exc:
-                failures.append(f"{target} run {repeat + 1}: {exc}")
-                say(f"  ! {target} failed: {exc}")
+                failures.append(f"{target} {mode} run {repeat + 1}: {exc}")
+                say(f"  ! {target} {mode} failed: {exc}")
                 continue
             results.append(result)
             say(
-                f"  {target}: {fmt(result.accepted_per_s)} accepted/s, "
+                f"  {target} {mode}: {fmt(result.accepted_per_s)} accepted/s, "
                 f"{fmt(result.delivered_per_s)} delivered/s, "
                 f"{fmt(result.cpu_per_1000, 2)} CPU s/1k, p50 {fmt(result.p50_ms)} ms, "
-                f"p99 {fmt(result.p99_ms)} ms, {result.delivered}/{result.messages} delivered"
+                f"p99 {fmt(result.p99_ms)} ms, {result.delivered}/{result.messages} delivered, "
+                f"DKIM {result.dkim_valid}/{result.dkim_checked}"
             )
             for line in result.log_problems[:10]:
                 say(f"  log: {line[:240]}")
+    if not opts.keep:
+        shutil.rmtree(keys.directory, ignore_errors=True)
     summary = summarize(results)
     paired = paired_ratios(results)
     print(markdown(summary, opts, args.repeat, paired))
@@ -1078,9 +1322,10 @@ async def amain(args: argparse.Namespace, err: TextIO) -> int:
                 "python": platform.python_version(),
                 "platform": platform.platform(),
             },
-            "options": asdict(opts) | {"targets": args.target_list, "repeat": args.repeat},
+            "options": asdict(opts)
+            | {"targets": args.target_list, "modes": args.mode_list, "repeat": args.repeat},
             "summary": summary,
-            "ratio_gateway_over_minimal": ratios(summary),
+            "ratios": ratios(summary),
             "ratio_per_repeat": paired,
             "runs": [asdict(r) for r in results],
             "failures": failures,

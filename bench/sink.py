@@ -13,7 +13,9 @@ Every 200 ms (when something changed) it replaces ``--status`` with a JSON objec
 ``last``/``first`` come from ``time.monotonic()``, which on Linux is one clock for every
 process on the machine, so the driver can compare them with its own timestamps. A message
 whose Message-ID was seen before counts as a duplicate (the relay delivered it twice).
-The sink stops on SIGTERM/SIGINT, or by itself after ``--max-seconds``.
+With ``--keep N --keep-dir DIR`` the first N messages are also written to DIR (one file
+each), so that the driver can verify their DKIM signatures after the run. The sink stops
+on SIGTERM/SIGINT, or by itself after ``--max-seconds``.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ _MESSAGE_ID = re.compile(rb"(?im)^message-id:[ \t]*(<[^>\r\n]*>)")
 class Counter:
     """The sink's handler: counts what arrives and keeps nothing but Message-IDs."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep: int = 0, keep_dir: Path | None = None) -> None:
+        self.keep = keep if keep_dir is not None else 0
+        self.keep_dir = keep_dir
         self.count = 0
         self.bytes = 0
         self.recipients = 0
@@ -57,6 +61,8 @@ class Counter:
         self.count += 1
         self.last = now
         self.bytes += len(content)
+        if self.count <= self.keep and self.keep_dir is not None:
+            (self.keep_dir / f"{self.count:06d}.eml").write_bytes(content)
         self.recipients += len(envelope.rcpt_tos)
         # The Message-ID is among the headers; look only there.
         head_end = content.find(b"\r\n\r\n")
@@ -91,9 +97,18 @@ def write_status(path: Path, status: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-async def serve(host: str, port: int, status_path: Path, max_seconds: float) -> None:
+async def serve(
+    host: str,
+    port: int,
+    status_path: Path,
+    max_seconds: float,
+    keep: int = 0,
+    keep_dir: Path | None = None,
+) -> None:
     """Serve until a signal or ``max_seconds``, writing the status every 200 ms."""
-    counter = Counter()
+    if keep_dir is not None:
+        keep_dir.mkdir(parents=True, exist_ok=True)
+    counter = Counter(keep, keep_dir)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
         lambda: SMTP(
@@ -133,12 +148,14 @@ def main() -> None:
     parser.add_argument("--listen", required=True, help="host:port (loopback)")
     parser.add_argument("--status", type=Path, required=True, help="JSON status file")
     parser.add_argument("--max-seconds", type=float, default=3600.0, help="stop after this")
+    parser.add_argument("--keep", type=int, default=0, help="write the first N messages ...")
+    parser.add_argument("--keep-dir", type=Path, help="... to this directory")
     args = parser.parse_args()
     host, _, port = args.listen.rpartition(":")
     # aiosmtpd logs every session at INFO; the benchmark wants none of that.
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("mail.log").setLevel(logging.ERROR)
-    asyncio.run(serve(host, int(port), args.status, args.max_seconds))
+    asyncio.run(serve(host, int(port), args.status, args.max_seconds, args.keep, args.keep_dir))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,12 @@ DATA may finish), stop delivery (in-flight sends finish, unstarted leases are re
 then close the store.
 ``offline_admin()`` builds the operator layer alone (``AdminOps`` over the store, with the
 same reputation and alerts) for the commands that run while no gateway does.
+
+A gateway is one process, or one ``Worker`` of several under ``gateway/supervisor.py``: a
+worker serves on the listening sockets the supervisor bound (``bind_listeners``), leaves
+the data-directory lock to it, runs the once-per-gateway housekeeping only in slot 0, and
+tells the supervisor when the admin API has reloaded the policies, so that every worker
+does.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ from gateway.feedback.ingest import FeedbackIngest
 from gateway.intake.backpressure import SpoolGuard
 from gateway.intake.service import Intake, submission_limits
 from gateway.metrics import Metrics
-from gateway.policy.store import PolicyStore
+from gateway.policy.store import PolicyStore, ReloadResult
 from gateway.preflight.service import Preflight
 from gateway.reports.links import ReportLinks
 from gateway.reports.providers import ProviderLookup
@@ -104,7 +110,7 @@ def _status_links(settings: Settings, key: bytes, port: int | None = None) -> St
     return StatusLinks(key, settings.http.public_url or local)
 
 
-def _listen_socket(key: str, listen: str) -> socket.socket:
+def _listen_socket(key: str, listen: str, backlog: int = 128) -> socket.socket:
     """A bound, listening, non-blocking TCP socket for ``listen`` (the setting ``key``).
 
     Raises ``OSError`` naming the setting and the address (a busy port, say).
@@ -115,7 +121,7 @@ def _listen_socket(key: str, listen: str) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-        sock.listen(128)
+        sock.listen(backlog)
         sock.setblocking(False)
     except OSError as exc:
         sock.close()
@@ -199,6 +205,91 @@ async def offline_admin(settings: Settings, clock: Clock | None = None) -> Async
         await storage.close()
 
 
+@dataclass(frozen=True)
+class Listeners:
+    """Listening sockets bound once by a supervisor and served by every worker process."""
+
+    submission: socket.socket
+    http: socket.socket
+    public: socket.socket
+    inbound: socket.socket | None = None
+
+    def close(self) -> None:
+        """Close this process's copies (the workers' own copies stay open)."""
+        for sock in (self.submission, self.http, self.public, self.inbound):
+            if sock is not None:
+                sock.close()
+
+
+def bind_listeners(settings: Settings) -> Listeners:
+    """Bind the submission, both HTTP and (when enabled) report listeners, for ``Worker``s.
+
+    One socket per listener, shared by all workers: the kernel gives each connection to
+    whichever worker accepts first, so a busy or dead worker does not keep connections
+    waiting while another one is idle.
+    """
+    backlog = 1024  # several processes accept from it; a burst of CRMs must not be dropped
+    bound: list[socket.socket] = []
+    try:
+        for key, listen in (
+            ("submission.listen", settings.submission.listen),
+            ("http.listen", settings.http.listen),
+            ("public.listen", settings.public.listen),
+        ):
+            bound.append(_listen_socket(key, listen, backlog))
+        inbound = None
+        if settings.inbound.enabled:
+            inbound = _listen_socket("inbound.listen", settings.inbound.listen, backlog)
+    except BaseException:
+        for sock in bound:
+            sock.close()
+        raise
+    return Listeners(bound[0], bound[1], bound[2], inbound)
+
+
+def prepare_shared_files(settings: Settings) -> None:
+    """Create the data directory's keys and self-signed certificate, if missing.
+
+    A supervisor does this before its workers start, so that they read one set of files
+    instead of racing to create them.
+    """
+    load_or_create_key(settings.ref_key_file)
+    load_or_create_key(_status_key_file(settings))
+    sub = settings.submission
+    if sub.tls_cert is None or sub.tls_key is None:
+        ensure_self_signed(settings.server.data_dir, settings.server.hostname)
+
+
+@dataclass(frozen=True)
+class Worker:
+    """One worker process of several (gateway/supervisor.py) and what it shares."""
+
+    slot: int  # 0 .. processes-1; slot 0 runs the once-per-gateway housekeeping
+    listeners: Listeners
+    announce_reload: Callable[[], None]  # an admin-API reload was applied: tell the others
+
+
+class _AnnouncedPolicies(PolicyStore):
+    """A worker's policy store: a reload applied through the admin API reaches every worker.
+
+    ``Gateway.reload_policies`` (SIGHUP, which the supervisor sends to every worker) uses
+    ``PolicyStore.reload`` itself, so an announced reload is not announced again.
+    """
+
+    def __init__(
+        self, directory: Path, announce: Callable[[], None], on_reload: Callable[[str], None]
+    ) -> None:
+        super().__init__(directory, on_reload=on_reload)
+        self._announce = announce
+
+    def reload(self) -> ReloadResult:
+        """Reload here, and when it applied, have the supervisor reload every worker."""
+        result = super().reload()
+        if result.ok:
+            self._announce()
+        return result
+
+
 class _HttpServer(uvicorn.Server):
     """uvicorn without its own signal handling: the gateway owns the signals."""
 
@@ -224,7 +315,7 @@ class Gateway:
     public: _HttpServer  # the public listener: unsubscribe links, status pages
     public_socket: socket.socket
     node: str
-    lock: DataDirLock  # this process owns the data directory until stop()
+    lock: DataDirLock | None  # this process owns the data directory until stop(); None: a worker
     suspensions: Suspensions | None = None
     ingest: FeedbackIngest | None = None
     alerts: Alerts | None = None
@@ -234,6 +325,7 @@ class Gateway:
     resolver: Resolver | None = None  # recipient domains and DNS self-checks
     reports: Reports | None = None  # the dealers' deliverability reports
     held_notices: HeldNotices | None = None  # the dealers' held-mail notices
+    leader: bool = True  # runs housekeeping, consent tallies, DNS self-checks (one per gateway)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -265,13 +357,21 @@ class Gateway:
         clock: Clock | None = None,
         metrics: Metrics | None = None,
         signer: Signer | None = None,
+        role: Worker | None = None,
     ) -> Gateway:
-        """Build every component; binds nothing yet.
+        """Build every component; binds nothing yet (a worker ``role`` serves bound sockets).
 
-        Raises ``DataDirInUse`` when another live process owns ``server.data_dir``.
+        Raises ``DataDirInUse`` when another live process owns ``server.data_dir``. A
+        worker takes no lock: its supervisor holds it for all of them.
         """
         data_dir = settings.server.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
+        if role is not None:
+            shared = role.listeners
+            return await cls._build(
+                settings, None, clock or SystemClock(), metrics or Metrics(), signer,
+                shared.http, shared.public, role,
+            )  # fmt: skip
         # Before anything reads the node id: two live processes must never share it.
         lock = DataDirLock(data_dir)
         lock.acquire()
@@ -282,8 +382,9 @@ class Gateway:
             sockets.append(_listen_socket("http.listen", settings.http.listen))
             sockets.append(_listen_socket("public.listen", settings.public.listen))
             return await cls._build(
-                settings, lock, clock or SystemClock(), metrics or Metrics(), signer, *sockets
-            )
+                settings, lock, clock or SystemClock(), metrics or Metrics(), signer,
+                sockets[0], sockets[1],
+            )  # fmt: skip
         except BaseException:
             for sock in sockets:
                 sock.close()
@@ -294,12 +395,13 @@ class Gateway:
     async def _build(
         cls,
         settings: Settings,
-        lock: DataDirLock,
+        lock: DataDirLock | None,
         clock: Clock,
         metrics: Metrics,
         signer: Signer | None,
         http_socket: socket.socket,
         public_socket: socket.socket,
+        role: Worker | None = None,
     ) -> Gateway:
         data_dir = settings.server.data_dir
 
@@ -308,7 +410,11 @@ class Gateway:
             if result == "ok":
                 metrics.set_dealers(policies.current.dealers)
 
-        policies = PolicyStore(settings.server.policies_dir, on_reload=reloaded)
+        policies = (
+            PolicyStore(settings.server.policies_dir, on_reload=reloaded)
+            if role is None
+            else _AnnouncedPolicies(settings.server.policies_dir, role.announce_reload, reloaded)
+        )
         metrics.set_dealers(policies.current.dealers)
         storage = await open_storage(settings.storage_url)
         node = settings.server.node_id or load_or_create_node_id(
@@ -456,6 +562,8 @@ class Gateway:
             metrics=metrics,
             data_budget=data_budget,
             proxy_from=sub.proxy_protocol_from,
+            bind_network=handler.bind_network,
+            sock=role.listeners.submission if role else None,
         )
         ingest = FeedbackIngest(storage, refs, policies, clock, metrics, suspensions)
         inbound: SubmissionServer | None = None
@@ -481,6 +589,7 @@ class Gateway:
                 listener="inbound",
                 auth=False,
                 proxy_from=ins.proxy_protocol_from,
+                sock=role.listeners.inbound if role else None,
             )
 
         async def readiness() -> dict[str, str]:
@@ -583,6 +692,7 @@ class Gateway:
                 held_expiry=settings.delivery.held_expiry,
                 status_link=status_links.url,
             ),
+            leader=role is None or role.slot == 0,
         )
 
     async def start(self) -> None:
@@ -606,8 +716,9 @@ class Gateway:
             asyncio.create_task(self.guard.run(), name="spool-guard"),
             asyncio.create_task(self.http.serve(sockets=[self.http_socket]), name="http"),
             asyncio.create_task(self.public.serve(sockets=[self.public_socket]), name="public"),
-            asyncio.create_task(self._housekeeping(), name="housekeeping"),
         ]
+        if self.leader:
+            self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
         if self.suspensions is not None:
             self._tasks.append(
                 asyncio.create_task(self.suspensions.run(REPUTATION_REFRESH), name="reputation")
@@ -621,13 +732,16 @@ class Gateway:
         if self.held_notices is not None:
             self._tasks.append(asyncio.create_task(self.held_notices.run(), name="held-notices"))
         # Consent: eligible and locked recipients per dealer (gateway/consent/ops.py).
-        gauges = ConsentGauges(self.storage, self.policies, self.clock, self.metrics)
-        self._tasks.append(asyncio.create_task(gauges.run(), name="consent-gauges"))
-        # Unsubscribes, complaints, withdrawals: into the record and to the CRMs (sync.py).
-        sync = CrmSync(self.storage, self.policies, self.clock)
-        self._tasks.append(asyncio.create_task(sync.run(), name="consent-statements"))
+        if self.leader:
+            gauges = ConsentGauges(self.storage, self.policies, self.clock, self.metrics)
+            self._tasks.append(asyncio.create_task(gauges.run(), name="consent-gauges"))
+            # Unsubscribes, complaints, withdrawals: into the record and to the CRMs (sync.py).
+            sync = CrmSync(self.storage, self.policies, self.clock)
+            self._tasks.append(asyncio.create_task(sync.run(), name="consent-statements"))
         interval = self.settings.dns.check_interval.total_seconds()
-        if self.resolver is not None and self.settings.dns.egress_ips and interval > 0:
+        dns_checks = self.resolver is not None and self.settings.dns.egress_ips
+        if self.leader and dns_checks and interval > 0:
+            assert self.resolver is not None
             checks = monitor(
                 self.resolver,
                 self.policies,
@@ -668,8 +782,8 @@ class Gateway:
                 log.warning("housekeeping failed: %s", exc)
 
     def reload_policies(self) -> None:
-        """Apply a new policy set if it validates; otherwise keep the current one."""
-        self.policies.reload()
+        """Apply a new policy set if it validates; otherwise keep the current one (SIGHUP)."""
+        PolicyStore.reload(self.policies)  # not announced: every worker gets the signal
 
     def reload(self) -> None:
         """SIGHUP: the policies, then the submission certificate; each kept if its new one fails."""
@@ -699,13 +813,19 @@ class Gateway:
         self.http_socket.close()
         self.public_socket.close()
         await self.storage.close()
-        self.lock.release()
+        if self.lock is not None:
+            self.lock.release()
         log.info("mailgate stopped")
 
-    async def run(self) -> None:
-        """Start, serve until SIGTERM/SIGINT, then stop. SIGHUP reloads (``reload``)."""
+    async def run(self, on_ready: Callable[[], None] | None = None) -> None:
+        """Start, serve until SIGTERM/SIGINT, then stop. SIGHUP reloads (``reload``).
+
+        ``on_ready`` is called once the listeners serve (a worker tells its supervisor).
+        """
         loop = asyncio.get_running_loop()
         await self.start()
+        if on_ready is not None:
+            on_ready()
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.reload)

@@ -19,12 +19,26 @@ import contextlib
 import fcntl
 import os
 import secrets
+import time
 from pathlib import Path
 
 from gateway.errors import ConfigError, DataDirInUse
 
 KEY_BYTES = 32
 LOCK_FILE = "mailgate.lock"
+ORPHAN_WAIT = 5.0  # seconds a dead owner's exiting workers may still hold the lock
+
+
+def _alive(pid: str) -> bool:
+    if not pid.isdigit():
+        return True  # cannot tell: assume the owner lives
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class DataDirLock:
@@ -35,13 +49,24 @@ class DataDirLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        """Take the lock or raise ``DataDirInUse`` naming the process that holds it."""
+        """Take the lock or raise ``DataDirInUse`` naming the process that holds it.
+
+        When the process named in the file is gone but the lock is still held, its worker
+        processes (gateway/supervisor.py), which the kernel kills with it, are still
+        exiting: wait for them a moment instead of refusing.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+        deadline = time.monotonic() + ORPHAN_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+                if not _alive(holder) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
             os.close(fd)
             raise DataDirInUse(
                 f"data directory {self.path.parent} is in use by another mailgate process "

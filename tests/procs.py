@@ -125,6 +125,9 @@ def node_config(
             "data_dir": str(data_dir),
             "policies_dir": str(policies),
             "node_id": name,
+            # One process unless a test asks for more (tests/integration/test_processes.py):
+            # these tests are about one gateway process, its syscalls and its crashes.
+            "processes": 1,
         },
         "submission": {"listen": f"127.0.0.1:{port}", "shutdown_grace": "5s"},
         "http": {"listen": f"127.0.0.1:{free_port()}"},

@@ -86,6 +86,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = settings_for(args)
     configure_logging(settings.server.log_level, settings.server.log_format)
+    processes = args.processes or settings.server.processes
+    if processes != 1:
+        from gateway import supervisor  # several worker processes (gateway/supervisor.py)
+
+        return supervisor.serve(settings, processes or supervisor.default_processes())
 
     async def main() -> None:
         gateway = await Gateway.build(settings)
@@ -103,6 +108,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 (one per core) or more")
+    return value
+
+
 def register(subparsers: Any) -> None:
     """Add ``serve`` to the ``mailgate`` subcommands."""
     p = subparsers.add_parser(
@@ -110,5 +122,12 @@ def register(subparsers: Any) -> None:
         help="run the gateway",
         description="Run the gateway until SIGTERM (SIGHUP reloads the policies). Creates the "
         "data directory and the store on first start.",
+    )
+    p.add_argument(
+        "--processes",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="worker processes (default: server.processes, else one per core; 1: no supervisor)",
     )
     p.set_defaults(func=cmd_serve)

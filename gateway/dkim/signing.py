@@ -15,7 +15,8 @@ layout. Only the private-key operation goes to OpenSSL through ``cryptography``,
 dkimpy's pure-Python RSA is several times slower than the rest of signing put together.
 PKCS#1 v1.5 and Ed25519 signatures are deterministic, so the result is byte-for-byte what
 ``dkim.DKIM.sign`` produces for the same inputs; the unit tests and ``bench/sign.py``
-check exactly that. The body hash is computed once and shared by every signature.
+check exactly that. The body hash is computed once and shared by every signature, and
+by every recipient's copy of one submission (``BodyHashes``).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from gateway.types import DealerId
 __all__ = [
     "OVERSIGNED",
     "SIGNED_IF_PRESENT",
+    "BodyHashes",
     "DkimSigner",
     "PassThroughSigner",
     "Signer",
@@ -145,11 +147,44 @@ def signed_header_names(names: Iterable[bytes]) -> tuple[bytes, ...]:
     return tuple(selected)
 
 
-def sign_headers(message: bytes, keys: Sequence[SigningKey], *, timestamp: int) -> bytes:
+class BodyHashes:
+    """The ``bh=`` of the last body signed, for the next copy of the same submission.
+
+    Intake signs each recipient's copy of a submission in turn, and the copies differ only
+    in their header fields: their bodies are equal byte for byte, so the relaxed body
+    hash (RFC 6376 §3.7, most of the cost of signing a large message) is computed once
+    and reused while the body is the same. The bytes themselves are the key, so a body
+    that differs in one byte is hashed afresh. Safe across threads: a lookup and a store
+    each replace or read one tuple.
+    """
+
+    def __init__(self) -> None:
+        self._last: tuple[bytes, bytes] | None = None
+        self.computed = 0  # how many bodies were hashed (the tests count reuse by it)
+
+    def of(self, body: bytes) -> bytes:
+        """The base64 SHA-256 of ``body``'s relaxed canonical form."""
+        last = self._last
+        if last is not None and last[0] == body:
+            return last[1]
+        digest = base64.b64encode(hashlib.sha256(relaxed_body(body)).digest())
+        self.computed += 1
+        self._last = (body, digest)
+        return digest
+
+
+def sign_headers(
+    message: bytes,
+    keys: Sequence[SigningKey],
+    *,
+    timestamp: int,
+    body_hashes: BodyHashes | None = None,
+) -> bytes:
     """Return the ``DKIM-Signature`` fields (CRLF-terminated) for ``message``, one per key.
 
     ``timestamp`` is the ``t=`` value (seconds since the epoch). The fields are to be
-    prepended to ``message`` unchanged. Raises ``SigningError`` if the message cannot be
+    prepended to ``message`` unchanged. ``body_hashes`` reuses the body hash of the
+    previous copy with the same body. Raises ``SigningError`` if the message cannot be
     parsed as RFC 5322 or a key operation fails.
     """
     try:
@@ -158,7 +193,7 @@ def sign_headers(message: bytes, keys: Sequence[SigningKey], *, timestamp: int) 
         raise SigningError(f"the message cannot be parsed for signing: {exc}") from exc
     include = signed_header_names(name for name, _value in headers)
     canonical = _CANON.canonicalize_headers(headers)
-    body_hash = base64.b64encode(hashlib.sha256(relaxed_body(body)).digest())
+    body_hash = (body_hashes or BodyHashes()).of(body)
     out: list[bytes] = []
     for key in keys:
         try:
@@ -262,6 +297,7 @@ class DkimSigner:
         self._keys_for: PolicySet | None = None
         self._keys: dict[DkimSettings, SigningKey] = {}
         self._unsigned: set[DealerId] = set()
+        self.body_hashes = BodyHashes()  # one body hash for every copy of a submission
 
     def sign(self, data: bytes, dealer: DealerPolicy) -> bytes:
         """Return ``data`` with one signature per active identity of ``dealer`` prepended.
@@ -277,7 +313,8 @@ class DkimSigner:
         if not identities:
             raise SigningError("every DKIM identity of the dealer is retired")
         keys = [self._key(identity) for identity in identities]
-        return sign_headers(data, keys, timestamp=int(now.timestamp())) + data
+        timestamp = int(now.timestamp())
+        return sign_headers(data, keys, timestamp=timestamp, body_hashes=self.body_hashes) + data
 
     def _key(self, identity: DkimSettings) -> SigningKey:
         with self._lock:

@@ -14,6 +14,13 @@ Intake uses ``SendLog`` at two points of a submission:
    checks see that send. A failed enqueue therefore leaves no phantom claim, and no 250
    is ever given without one.
 
+Claim contention never becomes a refusal where policy delivers anyway. A copy that policy
+delivers although it is a duplicate rests on sends already seen, which later sends cannot
+undo: an exact duplicate claims nothing, a near duplicate (or a capped copy, when near
+duplicates are delivered too) is recorded without the version guard. And when contention
+outlasts the retries for a dealer that delivers every kind of duplicate, intake stores its
+last decision with claims that cannot be lost (``yielding``): at worst a copy lacks a tag.
+
 It also expires old history in the background, in small batches, at most every few
 minutes, so intake never waits behind one long delete.
 """
@@ -42,7 +49,7 @@ from gateway.pipeline.decide import Verdict
 from gateway.policy.model import DealerPolicy
 from gateway.policy.store import PolicyStore
 from gateway.storage.base import Storage
-from gateway.types import Envelope, NewMessage
+from gateway.types import Action, Envelope, NewMessage
 
 log = logging.getLogger("gateway.smtp")
 
@@ -57,6 +64,19 @@ EXPIRY_EVERY = timedelta(minutes=5)
 # answer CRMs (bench/duplicates.py measures decisions while expiry runs).
 EXPIRY_BATCH = 1000
 EXPIRY_PAUSE = 0.01  # seconds
+
+
+def _delivers(dealer: DealerPolicy, code: str) -> bool:
+    """Whether policy sends a copy that has this finding (tagged or not)."""
+    return dealer.rule(code).action < Action.HOLD
+
+
+def delivers_every_duplicate(dealer: DealerPolicy) -> bool:
+    """Whether the dealer's policy sends exact and near duplicates and capped copies alike.
+
+    Then contention over a claim can change a copy's tags but never whether it goes.
+    """
+    return all(_delivers(dealer, code) for code in DUPLICATE_CODES)
 
 
 class SendLog:
@@ -99,15 +119,21 @@ class SendLog:
         state: DuplicateState | None,
         submission_id: str,
         consent: ConsentWrites = EMPTY_WRITES,
+        yielding: bool = False,
     ) -> bool:
         """Enqueue ``messages`` with their claims and the verdict's duplicate drops.
 
-        Returns False when a claim was lost (nothing stored: decide again). Raises
-        ``StorageError`` like ``Storage.enqueue``.
+        Returns False when a claim was lost (nothing stored: decide again). ``yielding``
+        claims cannot be lost (see the module docstring; only for a dealer that
+        ``delivers_every_duplicate``). Raises ``StorageError`` like ``Storage.enqueue``.
         """
         now = self._clock.now()
         drops = self._drops(dealer, verdict, submission_id, now)
-        claims = [] if state is None else self._claims(messages, verdict, recipients, state, now)
+        claims = (
+            []
+            if state is None
+            else self._claims(dealer, messages, verdict, recipients, state, now, yielding)
+        )
         if not messages and not drops and consent is EMPTY_WRITES:
             return True
         if not await self._storage.enqueue_claimed(messages, claims, drops, consent):
@@ -149,21 +175,30 @@ class SendLog:
 
     @staticmethod
     def _claims(
+        dealer: DealerPolicy,
         messages: Sequence[NewMessage],
         verdict: Verdict | None,
         recipients: Recipients,
         state: DuplicateState,
         now: datetime,
+        yielding: bool = False,
     ) -> list[SendClaim]:
-        # An exact duplicate that policy lets through (tag) keeps the earlier claim.
-        tagged = {
-            f.recipient
+        found = {
+            (f.recipient, f.code)
             for f in (verdict.findings if verdict else ())
-            if f.code == "duplicate-message" and f.recipient is not None
+            if f.recipient is not None and f.code in DUPLICATE_CODES
         }
         # Every send keeps its signature and claims the recipient's version, transactional
         # ones too: near-duplicate detection may compare transactional mail (three quote
         # replies to one customer), and two of them decided at once must not both pass.
+        # An exact duplicate that policy lets through (tag) keeps the earlier claim.
+        tagged = {rcpt for rcpt, code in found if code == "duplicate-message"}
+        # Delivered although alike or capped: later sends can only make such a copy an
+        # exact duplicate (the exact key still guards that) or, for a capped copy, a near
+        # one, which matters only when near duplicates are not delivered.
+        settled = {rcpt for rcpt, code in found if code == "near-duplicate-message"}
+        if _delivers(dealer, "near-duplicate-message"):
+            settled |= {rcpt for rcpt, code in found if code == "frequency-cap"}
         claims: list[SendClaim] = []
         for message in messages:
             history = recipients.histories.get(message.rcpt)
@@ -178,8 +213,10 @@ class SendLog:
                     signature=state.print.signature,
                     category=state.print.category,
                     exact_since=now - state.options.window,
-                    expected_version=history.version,
+                    expected_version=None if message.rcpt in tagged else history.version,
                     claim_exact=message.rcpt not in tagged,
+                    compare_version=not (yielding or message.rcpt in settled),
+                    exact_yields=yielding,
                 )
             )
         return claims

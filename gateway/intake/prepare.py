@@ -352,8 +352,9 @@ def _submission_copy(
 
 
 def _received(env: Envelope, submission_id: str, stamp: Stamp) -> str:
-    # RFC 5321 §4.4 trace field; "ESMTPSA" = ESMTP + STARTTLS + AUTH (RFC 3848).
-    protocol = "ESMTPSA" if env.tls else "ESMTPA"
+    # RFC 5321 §4.4 trace field; RFC 3848: "S" for STARTTLS, "A" for AUTH (a session of a
+    # dealer's relay network has no AUTH user: ESMTP or ESMTPS).
+    protocol = "ESMTP" + ("S" if env.tls else "") + ("A" if env.auth_user else "")
     helo = "".join(ch for ch in env.helo if ch.isprintable() and ch not in "()")[:255]
     return (
         f"from {helo or 'unknown'} ([{env.peer}]) by {stamp.hostname} (Mailgate) "

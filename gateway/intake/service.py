@@ -29,7 +29,7 @@ from gateway.consent.ledger import consent_writes
 from gateway.consent.rules import ConsentRecord
 from gateway.dkim.signing import Signer
 from gateway.duplicates.fingerprints import Recipients
-from gateway.duplicates.sendlog import SendLog
+from gateway.duplicates.sendlog import SendLog, delivers_every_duplicate
 from gateway.errors import SigningError, StorageError
 from gateway.intake.prepare import CheckCrashed, Limits, Prepared, Stamp, State, prepare
 from gateway.mail.message import ParseLimits
@@ -119,6 +119,15 @@ class Intake:
             reply = await self._accept_once(env, raw)
             if reply is not _CLAIM_LOST:
                 return reply
+        dealer = self._policies.current.dealer(env.dealer_id)
+        if dealer is not None and delivers_every_duplicate(dealer):
+            # Contention can change the copies' tags, never whether they go: store this
+            # decision with claims that cannot be lost rather than refuse (sendlog.py).
+            log.info("duplicate claims kept changing; storing as decided dealer=%s peer=%s",
+                     env.dealer_id, env.peer)  # fmt: skip
+            reply = await self._accept_once(env, raw, yielding=True)
+            if reply is not _CLAIM_LOST:
+                return reply
         log.warning("duplicate claims kept changing dealer=%s peer=%s", env.dealer_id, env.peer)
         return replies.STORAGE_ERROR
 
@@ -154,7 +163,7 @@ class Intake:
         if not work.cancelled():
             work.exception()  # an overrun's outcome was already answered with 451; retrieved
 
-    async def _accept_once(self, env: Envelope, raw: bytes) -> Reply:
+    async def _accept_once(self, env: Envelope, raw: bytes, yielding: bool = False) -> Reply:
         dealer = self._policies.current.dealer(env.dealer_id)
         if dealer is None:
             return replies.UNKNOWN_DEALER
@@ -228,6 +237,7 @@ class Intake:
                 state=prepared.duplicates,
                 submission_id=submission_id,
                 consent=writes,
+                yielding=yielding,
             )
         except StorageError as exc:
             log.error("enqueue failed dealer=%s submission=%s: %s",

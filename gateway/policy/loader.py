@@ -33,6 +33,7 @@ import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from ipaddress import ip_network
 from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, Literal, TypeVar
@@ -63,6 +64,7 @@ from gateway.policy.model import (
     DkimSettings,
     PolicySet,
     RateThresholds,
+    RelayNetwork,
     ReportPolicy,
     SuppressionPolicy,
     UnsubscribePolicy,
@@ -343,6 +345,85 @@ class _Consent(_Closed):
 # -- end of consent rules -------------------------------------------------------------------
 
 
+# -- relay networks (relay_networks in a dealer file, [limits] in defaults.toml) -----------
+#
+# A dealer file may bind source networks to the dealer, for systems that speak neither
+# STARTTLS nor AUTH (an on-premises DMS, a web-form relay, smtp-source): a session from
+# such a network is the dealer's without AUTH; everything else (sender domains, checks,
+# signing) is unchanged. Only defaults.toml sets how wide a network may be, so a dealer
+# file cannot widen its own limit; overlapping networks of two dealers are refused, so
+# a source address always names one dealer.
+
+RELAY_PREFIX_V4 = 24  # shipped limits: a /24 (256 addresses) ...
+RELAY_PREFIX_V6 = 56  # ... or an IPv6 /56 at the widest
+
+
+def _network(value: str) -> str:
+    try:
+        ip_network(value, strict=True)
+    except ValueError as exc:
+        raise ValueError(
+            f"{value!r} is not a network in CIDR form (e.g. 10.20.0.0/24): {exc}"
+        ) from None
+    return value
+
+
+NetworkText = Annotated[str, AfterValidator(_network)]
+
+
+class _Limits(_Closed):
+    """``[limits]`` (defaults.toml only): the widest relay network, as a prefix length."""
+
+    relay_prefix_v4: int | None = Field(default=None, ge=8, le=32)
+    relay_prefix_v6: int | None = Field(default=None, ge=16, le=128)
+
+
+def _relay_networks(
+    dealers: list[_DealerSource], limits: _Limits | None, found: _Collector
+) -> dict[str, tuple[RelayNetwork, ...]]:
+    """Each dealer file's networks, parsed; too wide and overlapping ones are problems."""
+    widest = {
+        4: (limits.relay_prefix_v4 if limits else None) or RELAY_PREFIX_V4,
+        6: (limits.relay_prefix_v6 if limits else None) or RELAY_PREFIX_V6,
+    }
+    taken: list[tuple[RelayNetwork, _DealerSource]] = []
+    result: dict[str, tuple[RelayNetwork, ...]] = {}
+    for source in dealers:
+        own: list[RelayNetwork] = []
+        for index, text in enumerate(source.file.relay_networks):
+            network = ip_network(text, strict=True)
+            key = f"relay_networks[{index}]"
+            if network.prefixlen < widest[network.version]:
+                found.add(
+                    source.name,
+                    key,
+                    f"{text} is wider than the /{widest[network.version]} that "
+                    f"limits.relay_prefix_v{network.version} in {DEFAULTS_FILE} allows; "
+                    "list the dealer's hosts or smaller networks",
+                )
+                continue
+            other = next((s for n, s in taken if n.version == network.version
+                          and n.overlaps(network)), None)  # fmt: skip
+            if other is source:
+                found.add(source.name, key, f"{text} overlaps another of this dealer's networks")
+                continue
+            if other is not None:
+                found.add(
+                    source.name,
+                    key,
+                    f"{text} overlaps a network of dealer {other.file.dealer_id!r} "
+                    f"({other.name}); a source address must name one dealer",
+                )
+                continue
+            taken.append((network, source))
+            own.append(network)
+        result[source.file.dealer_id] = tuple(own)
+    return result
+
+
+# -- end of relay networks -------------------------------------------------------------------
+
+
 class _Layer(_Closed):
     """The keys every layer may set; in presets and dealer files all are optional."""
 
@@ -358,6 +439,12 @@ class _Layer(_Closed):
     report: _Report | None = None
 
 
+class _Defaults(_Layer):
+    """defaults.toml: the layer keys plus the operator's own ``[limits]``."""
+
+    limits: _Limits | None = None
+
+
 class _DealerFile(_Layer):
     dealer_id: Slug
     name: str = Field(min_length=1, max_length=200)
@@ -366,6 +453,7 @@ class _DealerFile(_Layer):
     from_domains: list[DomainName] = Field(min_length=1)
     contacts: list[Address] = []
     dkim: Annotated[list[_DkimEntry], BeforeValidator(_one_or_many)] = []
+    relay_networks: list[NetworkText] = []  # see "relay networks" below
 
     @field_validator("dealer_id")
     @classmethod
@@ -378,6 +466,7 @@ class _DealerFile(_Layer):
 
 _KNOWN_KEYS = (
     frozenset(_DealerFile.model_fields)
+    | frozenset(_Limits.model_fields)
     | frozenset(_DkimEntry.model_fields)
     | frozenset(_Rates.model_fields)
     | frozenset(_Suppression.model_fields)
@@ -626,7 +715,12 @@ def _merged_checks(layers: list[_Layer]) -> dict[str, CheckRule]:
     return {code: _rule(code, merged[code]) for code in CATALOGUE}
 
 
-def _build_dealer(source: _DealerSource, defaults: _Layer, directory: Path) -> DealerPolicy:
+def _build_dealer(
+    source: _DealerSource,
+    defaults: _Layer,
+    directory: Path,
+    relay_networks: tuple[RelayNetwork, ...] = (),
+) -> DealerPolicy:
     file = source.file
     layers = [defaults] if source.preset is None else [defaults, source.preset]
     layers.append(file)
@@ -656,6 +750,7 @@ def _build_dealer(source: _DealerSource, defaults: _Layer, directory: Path) -> D
             or "keep"
         ),
         report=ReportPolicy(**_merged(layer.report for layer in layers)),
+        relay_networks=relay_networks,
     )
 
 
@@ -724,11 +819,11 @@ def load_policy_set(directory: Path) -> PolicySet:
     read: list[str] = []
 
     defaults_name = _display(directory, DEFAULTS_FILE)
-    defaults: _Layer | None = None
+    defaults: _Defaults | None = None
     data = _read_toml(directory / DEFAULTS_FILE, defaults_name, found)
     if data is not None:
         read.append(defaults_name)
-        defaults = _validate(_Layer, data, defaults_name, found)
+        defaults = _validate(_Defaults, data, defaults_name, found)
         if defaults is not None:
             _check_defaults(defaults, defaults_name, found)
 
@@ -768,13 +863,19 @@ def load_policy_set(directory: Path) -> PolicySet:
             _check_consent(source, defaults, found)
     _check_unique(dealers, found)
     _check_dkim_domains(dealers, found)
+    networks = _relay_networks(dealers, defaults.limits if defaults else None, found)
 
     if found.problems or defaults is None:
         raise PolicyError(found.problems)
     return PolicySet(
         defaults=MappingProxyType(_merged_checks([defaults])),
         dealers=MappingProxyType(
-            {DealerId(s.file.dealer_id): _build_dealer(s, defaults, directory) for s in dealers}
+            {
+                DealerId(s.file.dealer_id): _build_dealer(
+                    s, defaults, directory, networks[s.file.dealer_id]
+                )
+                for s in dealers
+            }
         ),
         source_dir=directory,
         loaded_from=tuple(read),

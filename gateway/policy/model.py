@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
 from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, TypeVar
@@ -18,6 +19,9 @@ from gateway.policy.options import NO_OPTIONS, CheckOptions
 from gateway.types import Action, DealerId
 
 _O = TypeVar("_O", bound=CheckOptions)
+
+# A source network bound to a dealer (``relay_networks``): sessions from it need no AUTH.
+RelayNetwork = IPv4Network | IPv6Network
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +144,9 @@ class DealerPolicy:
     consent: ConsentRules = NO_RULES  # [consent]: eligibility windows (gateway/consent/rules.py)
     unsubscribe: UnsubscribePolicy = UnsubscribePolicy()
     report: ReportPolicy = ReportPolicy()
+    # Source networks whose sessions are this dealer's without AUTH or STARTTLS (systems
+    # that speak neither); empty: AUTH only. The loader bounds how wide each may be.
+    relay_networks: tuple[RelayNetwork, ...] = ()
 
     def owns_domain(self, domain: str) -> bool:
         """Return True if ``domain`` (any case) is one of the dealer's sending domains."""
@@ -163,10 +170,13 @@ class PolicySet:
     source_dir: Path
     loaded_from: tuple[str, ...] = ()  # files read, for `policy show`
     _by_user: Mapping[str, DealerId] = field(default_factory=lambda: MappingProxyType({}))
+    _by_network: tuple[tuple[RelayNetwork, DealerId], ...] = ()
 
     def __post_init__(self) -> None:
         by_user = {user: d.dealer_id for d in self.dealers.values() for user in d.auth_users}
         object.__setattr__(self, "_by_user", MappingProxyType(by_user))
+        networks = [(n, d.dealer_id) for d in self.dealers.values() for n in d.relay_networks]
+        object.__setattr__(self, "_by_network", tuple(networks))
 
     def dealer(self, dealer_id: str) -> DealerPolicy | None:
         """Return the policy of ``dealer_id``, or ``None`` if there is no such dealer."""
@@ -176,3 +186,22 @@ class PolicySet:
         """Return the dealer an SMTP AUTH username belongs to, or ``None``."""
         dealer_id = self._by_user.get(username)
         return None if dealer_id is None else self.dealers[dealer_id]
+
+    def dealer_for_ip(self, ip: str) -> tuple[DealerPolicy, RelayNetwork] | None:
+        """Return the dealer whose ``relay_networks`` hold ``ip``, and that network.
+
+        An IPv4-mapped IPv6 peer (``::ffff:10.0.0.1``, a dual-stack listener) counts as its
+        IPv4 address. The loader refuses overlapping networks, so at most one matches.
+        """
+        if not self._by_network:
+            return None
+        try:
+            address = ip_address(ip)
+        except ValueError:
+            return None
+        if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        for network, dealer_id in self._by_network:
+            if address.version == network.version and address in network:
+                return self.dealers[dealer_id], network
+        return None

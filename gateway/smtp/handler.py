@@ -1,8 +1,9 @@
 """The submission handler: translate SMTP commands in, call intake, translate replies out.
 
 aiosmtpd calls the ``handle_*`` hooks and the ``auth_*`` mechanisms below. They enforce
-who may send (AUTH identity = dealer), from which domains, to which addresses and how
-many, and leave everything about the message itself to ``intake``. Every reply comes from
+who may send (AUTH identity = dealer, or a dealer's ``relay_networks`` for systems that
+cannot authenticate), from which domains, to which addresses and how many, and leave
+everything about the message itself to ``intake``. Every reply comes from
 ``replies``; an unexpected exception becomes ``451 4.3.0`` (never aiosmtpd's default
 ``500 Error: (Exc) …``, which is permanent and leaks internals).
 """
@@ -37,10 +38,14 @@ log = logging.getLogger("gateway.smtp")
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """Who a session authenticated as (stored in ``session.auth_data``)."""
+    """Who a session authenticated as (stored in ``session.auth_data``).
+
+    A session bound by a dealer's relay network has no user name and names the network.
+    """
 
     username: str
     dealer_id: DealerId
+    network: str = ""
 
 
 @dataclass(slots=True)
@@ -115,6 +120,27 @@ class SubmissionHandler:
         self._metrics = metrics
         self._clock = clock
         self._messages: dict[int, int] = {}  # id(session) -> messages on this connection
+        # id(session) -> the dealer a relay network bound the session to at connect.
+        self._networks: dict[int, Identity] = {}
+
+    # -- relay networks (policy relay_networks): sessions that cannot AUTH ------------------
+
+    def bind_network(self, session: Session) -> bool:
+        """At connect: bind a session from a dealer's relay network to that dealer.
+
+        Returns True when it did; the listener then needs neither STARTTLS nor AUTH from
+        this session (it may still do both). Every such session is logged, so an operator
+        can see who sent without credentials.
+        """
+        ip = peer_ip(session)
+        found = self._policies.current.dealer_for_ip(ip)
+        if found is None:
+            return False
+        dealer, network = found
+        self._networks[id(session)] = Identity("", dealer.dealer_id, str(network))
+        log.info("relay-network session peer=%s dealer=%s network=%s (no AUTH)",
+                 ip, dealer.dealer_id, network)  # fmt: skip
+        return True
 
     # -- AUTH (RFC 4954; PLAIN RFC 4616, LOGIN draft-murchison-sasl-login) ----------------
 
@@ -184,7 +210,17 @@ class SubmissionHandler:
 
     def _identity(self, session: Session) -> Identity | None:
         data = session.auth_data
-        return data if isinstance(data, Identity) else None
+        if isinstance(data, Identity):
+            return data
+        bound = self._networks.get(id(session))
+        if bound is None:
+            return None
+        # A policy reload may have removed the network since the session connected: from
+        # then on it needs AUTH like any other.
+        found = self._policies.current.dealer_for_ip(peer_ip(session))
+        if found is None or found[0].dealer_id != bound.dealer_id:
+            return None
+        return bound
 
     async def handle_MAIL(
         self,
@@ -337,6 +373,7 @@ class SubmissionHandler:
         self._messages.pop(id(session), None)
         self._suppressed.pop(id(session), None)
         self._unsubscribed.pop(id(session), None)
+        self._networks.pop(id(session), None)
 
     async def handle_exception(self, error: Exception) -> str:
         """Anything unexpected: a temporary failure, logged with its traceback."""

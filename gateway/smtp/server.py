@@ -26,12 +26,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import ipaddress
 import logging
+import socket
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, AnyStr, Protocol
 
+from aiosmtpd import smtp as aiosmtpd_smtp
 from aiosmtpd.proxy_protocol import AF, V2_CMD, V2_SIGNATURE, get_proxy
 from aiosmtpd.smtp import MISSING, SMTP, Session
 
@@ -45,6 +48,36 @@ from gateway.smtp.tls import ServerCertificate
 from gateway.types import Reply
 
 log = logging.getLogger("gateway.smtp")
+
+
+_AUTH_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _auth_names(cls: type) -> tuple[str, ...]:
+    names = _AUTH_NAMES.get(cls)
+    if names is None:
+        names = _AUTH_NAMES[cls] = tuple(sorted(n for n in dir(cls) if n.startswith("auth_")))
+    return names
+
+
+class _AuthMembers:
+    """What aiosmtpd's ``SMTP.__init__`` uses of ``inspect``, at a fraction of the cost.
+
+    aiosmtpd 1.4.6 runs ``inspect.getmembers`` over the protocol and the handler for every
+    connection, only to keep the ``auth_*`` members: some 5% of the CPU of a gateway under
+    connection-per-message load. The names are the class's (found once per class here);
+    the members are still read from each new object, so each is bound as before.
+    """
+
+    signature = staticmethod(inspect.signature)
+
+    @staticmethod
+    def getmembers(obj: object) -> list[tuple[str, Any]]:
+        """``inspect.getmembers(obj)`` restricted to the names aiosmtpd keeps (sorted)."""
+        return [(name, getattr(obj, name)) for name in _auth_names(type(obj))]
+
+
+aiosmtpd_smtp.inspect = _AuthMembers  # type: ignore[assignment,attr-defined]
 
 PRE_TLS_REFUSALS = 5  # commands refused before STARTTLS, then the session is closed
 # proxy-protocol.txt §2: a receiver waits for the header, but not less than 3 seconds.
@@ -118,6 +151,7 @@ class GatewaySMTP(SMTP):
         data_timeout: float,
         data_budget: DataBudget,
         proxy_from: Sequence[Network] = (),
+        bind_network: Callable[[Session], bool] | None = None,
         **kwargs: Any,
     ) -> None:
         # Read by SMTP.__init__ to size the stream reader: DATA lines up to this length are
@@ -141,6 +175,8 @@ class GatewaySMTP(SMTP):
         self._ip = ""
         self._refused_before_tls = 0
         self.in_data = False
+        self._bind_network = bind_network
+        self._network_bound = False  # a dealer's relay network: no STARTTLS or AUTH needed
         self._proxy_from = tuple(proxy_from)
         self._proxied = False  # the peer is a trusted balancer: its header is read
         self._client: tuple[str, int] | None = None  # the real client named by the header
@@ -152,10 +188,16 @@ class GatewaySMTP(SMTP):
             peer = transport.get_extra_info("peername")
             ip = str(peer[0]) if isinstance(peer, tuple) and peer else ""
             self._proxied = bool(self._proxy_from) and in_networks(ip, self._proxy_from)
+        before = self.session
         super().connection_made(transport)
         if self._client is not None and self.session is not None:
             # RFC 3207 §4.2 resets the session at STARTTLS; the client is still the same.
             self.session.peer = self._client  # type: ignore[assignment]  # (host, port) really
+        if self._network_bound and before is not None and self.session is not before:
+            # A relay-network session that chose STARTTLS stays the dealer's without AUTH.
+            assert self._bind_network is not None and self.session is not None
+            self._gw_handler.forget(before)
+            self._network_bound = self._bind_network(self.session)
 
     def data_received(self, data: bytes) -> None:
         """Pass bytes on, refusing a PROXY header from a peer that may not send one."""
@@ -260,6 +302,10 @@ class GatewaySMTP(SMTP):
             if self.transport is not None:
                 self.transport.close()
             return
+        if self._bind_network is not None and self._bind_network(self.session):
+            # policy relay_networks: the dealer's system speaks neither STARTTLS nor AUTH.
+            self._network_bound = True
+            self.require_starttls = False
         self._sessions.live.add(self)
         self._sessions.per_ip[self._ip] += 1
         self._metrics.connections.labels(self._listener).inc()
@@ -272,6 +318,12 @@ class GatewaySMTP(SMTP):
                 del self._sessions.per_ip[self._ip]
             self._metrics.connections.labels(self._listener).dec()
             self._gw_handler.forget(self.session)
+
+    async def check_auth_needed(self, caller_method: str) -> bool:
+        """AUTH is not needed in a session a dealer's relay network bound at connect."""
+        if self._network_bound:
+            return False
+        return await super().check_auth_needed(caller_method)
 
     async def smtp_DATA(self, arg: str) -> None:
         """DATA within the memory budget and its own deadline.
@@ -369,8 +421,10 @@ class SubmissionServer:
     """One listening socket serving ``GatewaySMTP`` sessions.
 
     ``auth=False`` serves the inbound report listener: no AUTH is offered or accepted
-    (it is refused for want of TLS, ``538``), and nothing requires it. ``tls``: the
-    certificate offered with STARTTLS (``None``: no STARTTLS).
+    (it is refused for want of TLS, ``538``), and nothing requires it. ``bind_network``
+    (the submission handler's) is asked at each connect whether the peer is in a dealer's
+    relay network; such a session needs neither STARTTLS nor AUTH. ``sock``: a listening
+    socket bound elsewhere (a supervisor's, shared by its workers) instead of binding one.
     """
 
     def __init__(
@@ -392,8 +446,11 @@ class SubmissionServer:
         listener: str = "submission",
         auth: bool = True,
         proxy_from: Sequence[str] = (),
+        bind_network: Callable[[Session], bool] | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
         self.host = host
+        self._sock = sock  # bound by a supervisor and shared with other workers; else bind
         self.listener = listener
         self.tls = tls
         self.port = port
@@ -411,6 +468,7 @@ class SubmissionServer:
                 data_timeout=data_timeout,
                 data_budget=data_budget,
                 proxy_from=networks,
+                bind_network=bind_network,
                 hostname=hostname,
                 ident="Mailgate ESMTP",
                 data_size_limit=max_message_size,
@@ -444,9 +502,12 @@ class SubmissionServer:
     async def start(self) -> None:
         """Bind and start accepting connections."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self._factory, host=self.host, port=self.port, reuse_address=True
-        )
+        if self._sock is not None:
+            self._server = await loop.create_server(self._factory, sock=self._sock)
+        else:
+            self._server = await loop.create_server(
+                self._factory, host=self.host, port=self.port, reuse_address=True
+            )
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
         log.info("%s listener on %s:%d", self.listener, self.host, self.port)

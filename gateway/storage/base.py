@@ -208,11 +208,13 @@ class Storage(Protocol):
         written in the same transaction as the messages it is about.
 
         For each claim: if ``expected_version`` is set, the recipient's version must still
-        be that value (it is then incremented); if ``claim_exact``, the (recipient,
-        fingerprint) pair must be free or older than ``exact_since`` (an expired entry is
-        taken over). When any claim fails nothing at all is stored and the call returns
-        ``False``: the caller re-reads the histories and decides again. Otherwise the
-        sends, ``drops`` and ``messages`` are committed together and it returns ``True``.
+        be that value (it is then incremented; with ``compare_version=False`` it is
+        incremented whatever it is); if ``claim_exact``, the (recipient, fingerprint) pair
+        must be free or older than ``exact_since`` (an expired entry is taken over; with
+        ``exact_yields`` a live one is left to its message and the claim still holds).
+        When any claim fails nothing at all is stored and the call returns ``False``: the
+        caller re-reads the histories and decides again. Otherwise the sends, ``drops``
+        and ``messages`` are committed together and it returns ``True``.
         """
         ...
 

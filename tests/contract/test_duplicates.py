@@ -33,6 +33,8 @@ def claim(
     version: int | None = 0,
     exact: bool = True,
     category: Category = Category.COMMERCIAL,
+    compare: bool = True,
+    yields: bool = False,
 ) -> SendClaim:
     return SendClaim(
         recipient=key(rcpt),
@@ -44,6 +46,8 @@ def claim(
         exact_since=at - WINDOW,
         expected_version=version,
         claim_exact=exact,
+        compare_version=compare,
+        exact_yields=yields,
     )
 
 
@@ -151,6 +155,56 @@ async def test_a_tagged_duplicate_bumps_the_version_without_a_second_row(store: 
     history = (await store.recipient_histories([key("john")], T0 - WINDOW))[key("john")]
     assert history.version == 2
     assert [s.message_id for s in history.sends] == ["m1"]
+
+
+async def test_an_unguarded_claim_bumps_whatever_the_version(store: Storage) -> None:
+    # A near duplicate delivered anyway: later sends cannot undo its decision.
+    assert await store.enqueue_claimed([message("m1")], [claim("john", "m1")])
+    alike = claim("john", "m2", content="alike", version=0, compare=False)
+    assert await store.enqueue_claimed([message("m2")], [alike])
+    history = (await store.recipient_histories([key("john")], T0 - WINDOW))[key("john")]
+    assert history.version == 2
+    assert sorted(s.message_id for s in history.sends) == ["m1", "m2"]
+    first = claim("mary", "m3", version=7, compare=False)  # never seen: starts at 1
+    assert await store.enqueue_claimed([message("m3")], [first])
+    assert (await store.recipient_histories([key("mary")], T0 - WINDOW))[key("mary")].version == 1
+
+
+async def test_an_unguarded_claim_still_loses_a_live_exact_key(store: Storage) -> None:
+    assert await store.enqueue_claimed([message("m1")], [claim("john", "m1")])
+    same = claim("john", "m2", version=1, compare=False)
+    assert await store.enqueue_claimed([message("m2")], [same]) is False
+    assert await store.get(MessageId("m2")) is None
+    history = (await store.recipient_histories([key("john")], T0 - WINDOW))[key("john")]
+    assert history.version == 1
+
+
+async def test_a_yielding_claim_leaves_the_exact_key_to_the_earlier_message(
+    store: Storage,
+) -> None:
+    assert await store.enqueue_claimed([message("m1")], [claim("john", "m1")])
+    same = claim("john", "m2", version=0, compare=False, yields=True)
+    assert await store.enqueue_claimed([message("m2")], [same])
+    assert await store.get(MessageId("m2")) is not None
+    history = (await store.recipient_histories([key("john")], T0 - WINDOW))[key("john")]
+    assert history.version == 2
+    assert [s.message_id for s in history.sends] == ["m1"]
+
+
+async def test_unguarded_claims_on_three_connections_at_once_all_win(backend: Backend) -> None:
+    stores = [await backend.open() for _ in range(3)]
+    results = await asyncio.gather(
+        *(
+            s.enqueue_claimed(
+                [message(f"m{n}")], [claim("john", f"m{n}", content=f"c{n}", compare=False)]
+            )
+            for n, s in enumerate(stores)
+        )
+    )
+    assert results == [True, True, True]
+    history = (await stores[0].recipient_histories([key("john")], T0 - WINDOW))[key("john")]
+    assert history.version == 3
+    assert sorted(s.message_id for s in history.sends) == ["m0", "m1", "m2"]
 
 
 async def test_history_starts_at_since(store: Storage) -> None:

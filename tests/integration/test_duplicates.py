@@ -7,6 +7,9 @@ command. Samples are in ``tests/data/duplicates/``.
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
+import string
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -16,6 +19,8 @@ import pytest
 from gateway.app import Gateway
 from gateway.cli.main import main as cli_main
 from gateway.clock import FakeClock
+from gateway.duplicates.fingerprints import recipient_key
+from gateway.intake import service as intake_service
 from gateway.settings import Settings
 from gateway.types import DealerId, MessageId, MessageState
 from tests.integration.conftest import Harness, add_credentials, dot_stuff, message
@@ -323,3 +328,119 @@ async def test_cli_lists_the_drops(
     out = capsys.readouterr().out
     assert code == 0, out
     assert first in out and JOHN in out and "exact" in out
+
+
+async def twenty_at_once(gate: Gate, messages: list[bytes]) -> list[str]:
+    """Submit ``messages`` to JOHN on as many sessions, every DATA at the same moment."""
+    clients = await asyncio.gather(*(gate.client() for _ in messages))
+    try:
+        for client in clients:
+            assert (await client.cmd("MAIL FROM:<sales@example-motors.test>")).code == 250
+            assert (await client.cmd(f"RCPT TO:<{JOHN}>")).code == 250
+        # All sessions read the history before any of them commits.
+        sent = await asyncio.gather(
+            *(c.data(dot_stuff(m)) for c, m in zip(clients, messages, strict=True))
+        )
+        return [str(r) for r in sent]
+    finally:
+        await asyncio.gather(*(c.close() for c in clients))
+
+
+async def test_twenty_connections_at_once_with_tag_all_deliver(
+    make_gate: Callable[..., Awaitable[Gate]],
+) -> None:
+    # Claim contention must not become a refusal when policy delivers the duplicates anyway:
+    # every session hears 250, the first copy goes out untagged, the rest tagged.
+    gate = await make_gate('[checks.duplicate-message]\naction = "tag"\n')
+    replies = await twenty_at_once(gate, [sample("lead-cars-com")] * 20)
+    assert all(r.startswith("250 2.0.0 queued as ") for r in replies), replies
+    await gate.settle(20)
+    tagged = [b"X-Mailgate-Findings: duplicate-message" in m.data for m in gate.sink.messages]
+    assert sorted(tagged) == [False] + [True] * 19
+    assert await gate.drops() == []
+
+
+async def test_twenty_near_duplicates_at_once_with_tag_all_deliver(
+    make_gate: Callable[..., Awaitable[Gate]],
+) -> None:
+    # Twenty fills of one template (a different salesperson each): near duplicates of one
+    # another, none exact. With near duplicates tagged, all go, and none is capped.
+    gate = await make_gate('[checks.near-duplicate-message]\naction = "tag"\n')
+    lead = sample("lead-cars-com")
+    fills = [
+        lead.replace(b"Mike Thompson", f"Mike {chr(65 + n)}ompson".encode()) for n in range(20)
+    ]
+    replies = await twenty_at_once(gate, fills)
+    assert all(r.startswith("250 2.0.0 queued as ") for r in replies), replies
+    await gate.settle(20)
+    tag = b"X-Mailgate-Findings: near-duplicate-message"
+    assert sorted(tag in m.data for m in gate.sink.messages) == [False] + [True] * 19
+    assert await gate.drops() == []
+
+
+async def test_twenty_at_once_with_drop_send_one(
+    make_gate: Callable[..., Awaitable[Gate]],
+) -> None:
+    gate = await make_gate()  # shipped policy: duplicates are dropped
+    replies = await twenty_at_once(gate, [sample("lead-cars-com")] * 20)
+    assert all(r.startswith("250 2.0.0 ") for r in replies), replies
+    assert sum("queued as" in r for r in replies) == 1, replies
+    await gate.settle(1)
+    assert len(await gate.drops()) == 19
+
+
+ALL_TAGGED = """
+[checks.duplicate-message]
+action = "tag"
+[checks.near-duplicate-message]
+action = "tag"
+[checks.frequency-cap]
+action = "tag"
+"""
+
+
+def unrelated(n: int) -> bytes:
+    """A commercial message that shares no wording with any other ``unrelated(m)``."""
+    rng = random.Random(n)
+    words = " ".join("".join(rng.choices(string.ascii_lowercase, k=7)) for _ in range(60))
+    return message(to=JOHN, subject=f"Offer {n}", body=words + "\r\n")
+
+
+async def test_contention_past_the_retries_stores_what_policy_delivers_anyway(
+    make_gate: Callable[..., Awaitable[Gate]],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Twenty unrelated messages, no caps: nothing is a duplicate, so every claim keeps its
+    # version guard and all but one lose the first round; with one attempt only, the rest
+    # have no retry left. Policy delivers every duplicate, so they are stored as decided.
+    monkeypatch.setattr(intake_service, "CLAIM_ATTEMPTS", 1)
+    caplog.set_level(logging.INFO, logger="gateway.smtp")
+    gate = await make_gate(ALL_TAGGED + "per_day = 0\nper_week = 0\n")
+    replies = await twenty_at_once(gate, [unrelated(n) for n in range(20)])
+    assert all(r.startswith("250 2.0.0 queued as ") for r in replies), replies
+    await gate.settle(20)
+    stored_anyway = [r for r in caplog.records if "storing as decided" in r.getMessage()]
+    assert stored_anyway, "no submission outlasted its attempts: the test proves nothing"
+    history = await gate.gateway.storage.recipient_histories(
+        [recipient_key(DealerId("example-motors"), "john.doe@customer.example")],
+        gate.clock.now() - timedelta(days=1),
+    )
+    (only,) = history.values()
+    assert (only.version, len(only.sends)) == (20, 20)
+
+
+async def test_contention_past_the_retries_still_tempfails_when_policy_drops(
+    make_gate: Callable[..., Awaitable[Gate]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Under the shipped cap (one commercial message a day, dropped) the decision itself is
+    # at stake: a submission that loses with no retry left hears 451 and the CRM's retry
+    # is decided with the winner in view; never is a second copy stored.
+    monkeypatch.setattr(intake_service, "CLAIM_ATTEMPTS", 1)
+    gate = await make_gate()
+    replies = await twenty_at_once(gate, [unrelated(n) for n in range(20)])
+    assert sum(r.startswith("250 2.0.0 queued as ") for r in replies) == 1, replies
+    tempfailed = sum(r.startswith("451 4.3.0 ") for r in replies)
+    dropped = sum(r.startswith("250 2.0.0 accepted as ") and "not sent" in r for r in replies)
+    assert tempfailed + dropped == 19, replies
+    await gate.settle(1)

@@ -89,6 +89,16 @@ def test_a_resend_with_new_ids_tracking_tokens_spacing_and_case_is_exact() -> No
             "Track: https://x.test/o/ZyX9876543210fEdCbA?t=2",
             id="token-in-path",
         ),
+        # Capitals: the pre-scan that skips texts without a URL must not miss these.
+        pytest.param(
+            "See HTTPS://Dealer.test/car?id=7&UTM_SOURCE=crm",
+            "See https://dealer.test/car?id=7",
+            id="capital-url",
+        ),
+        pytest.param(
+            "Visit WWW.Dealer.test/?gclid=abc", "Visit www.dealer.test/", id="capital-www"
+        ),
+        pytest.param("ref x1y2z3a4b5c6d7e8f9 ok", "ref 9f8e7d6c5b4a3z2y1x ok", id="bare-token"),
     ],
 )
 def test_what_differs_per_send_is_ignored(a: str, b: str) -> None:

@@ -286,6 +286,33 @@ def test_rsa_and_ed25519_sign_in_policy_order(keys: dict[str, Path]) -> None:
     assert dkim.DKIM(signed).verify(idx=0, dnsfunc=RSA_DNS)
 
 
+def test_copies_of_one_submission_share_one_body_hash(keys: dict[str, Path]) -> None:
+    # Each recipient's copy has its own header fields (To:, X-Mailgate-Ref) and the same body.
+    d = dealer(identity("mg1", key_file=keys["rsa"]))
+    signer = DkimSigner(store_of(d), FakeClock(NOW))
+    copies = [
+        PLAIN.replace(b"To: <customer@example.org>", f"To: <c{n}@example.org>".encode()).replace(
+            b"MIME-Version", f"X-Mailgate-Ref: r{n}\r\nMIME-Version".encode()
+        )
+        for n in range(3)
+    ]
+    signed = [signer.sign(copy, d) for copy in copies]
+    assert signer.body_hashes.computed == 1
+    for message in signed:
+        assert dkim.DKIM(message).verify(dnsfunc=RSA_DNS)
+    assert len({signature_fields(signatures(m)[0])[b"b"] for m in signed}) == 3
+    other = signer.sign(EIGHT_BIT, d)  # another body: hashed afresh, and right
+    assert signer.body_hashes.computed == 2
+    assert dkim.DKIM(other).verify(dnsfunc=RSA_DNS)
+    assert (
+        signer.sign(PLAIN, d)
+        == sign_headers(
+            PLAIN, [SigningKey(identity("mg1", key_file=keys["rsa"]), RSA_KEY)], timestamp=T
+        )
+        + PLAIN
+    )
+
+
 def test_signer_uses_only_the_given_dealers_identities(keys: dict[str, Path]) -> None:
     ours = dealer(identity("mg1", key_file=keys["rsa"]))
     rival = dealer(

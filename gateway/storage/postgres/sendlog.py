@@ -31,7 +31,15 @@ class _ClaimLost(Exception):
 
 
 async def _claim(conn: Any, claim: SendClaim) -> bool:
-    if claim.expected_version is not None:
+    if claim.expected_version is not None and not claim.compare_version:
+        await conn.execute(
+            "INSERT INTO dup_recipients (rkey, version, updated_at) VALUES ($1, 1, $2)"
+            " ON CONFLICT (rkey) DO UPDATE SET version = dup_recipients.version + 1,"
+            " updated_at = EXCLUDED.updated_at",
+            claim.recipient,
+            aware(claim.sent_at),
+        )
+    elif claim.expected_version is not None:
         if claim.expected_version == 0:
             status = await conn.execute(
                 "INSERT INTO dup_recipients (rkey, version, updated_at) VALUES ($1, 1, $2)"
@@ -64,7 +72,7 @@ async def _claim(conn: Any, claim: SendClaim) -> bool:
             claim.category.value,
             aware(claim.exact_since),
         )
-        if won is None:
+        if won is None and not claim.exact_yields:
             return False
     return True
 

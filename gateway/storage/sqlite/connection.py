@@ -75,6 +75,11 @@ def opt_from_us(value: int | None) -> datetime | None:
     return None if value is None else from_us(value)
 
 
+def translate(exc: sqlite3.Error) -> StorageError:
+    """The ``StorageError`` for a ``sqlite3.Error`` (unavailable, or the operation's fault)."""
+    return _translate(exc)
+
+
 def _translate(exc: sqlite3.Error) -> StorageError:
     name = getattr(exc, "sqlite_errorname", "") or ""
     if name.startswith(_UNAVAILABLE) or "unable to open" in str(exc):

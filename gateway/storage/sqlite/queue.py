@@ -148,8 +148,9 @@ class QueueSection(Section):
                     _SELECT_DUE,
                     {"now": now_us, "excluded": excluded, "limit": limit - len(claimed)},
                 ).fetchall()
-                good = [r for r in rows if hashlib.sha256(r[4]).digest() == r[15]]
-                bad = [r for r in rows if hashlib.sha256(r[4]).digest() != r[15]]
+                intact = [hashlib.sha256(r[4]).digest() == r[15] for r in rows]  # once each
+                good = [r for r, ok in zip(rows, intact, strict=True) if ok]
+                bad = [r for r, ok in zip(rows, intact, strict=True) if not ok]
                 for row in bad:
                     log.error(
                         "message %s dealer %s: stored body does not match its SHA-256; quarantined",
@@ -179,7 +180,9 @@ class QueueSection(Section):
                     break
             return claimed
 
-        return await self._writer.run(write(claim))
+        # Joins the group commit with the enqueues and outcomes (commit.py): a worker that
+        # frees up claims one message, and one fsync per claim would be one per message.
+        return await self._commits.run(claim)
 
     async def complete(
         self, message_id: MessageId, node: str, outcome: RcptOutcome, now: datetime
@@ -220,7 +223,8 @@ class QueueSection(Section):
                 bump_counts(conn, row[0], now.date(), _final_counts(state))
             return True
 
-        return await self._writer.run(write(complete))
+        # Joins the group commit: outcomes of concurrent deliveries share one fsync.
+        return await self._commits.run(complete)
 
     async def defer(
         self,
@@ -231,12 +235,21 @@ class QueueSection(Section):
         now: datetime,
     ) -> bool:
         """Count an attempt and schedule the next one if ``node`` still holds the lease."""
-        return await self._update(
-            "UPDATE messages SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?,"
-            " lease_owner = NULL, lease_until = NULL, updated_at = ?"
-            " WHERE id = ? AND state = 'queued' AND lease_owner = ?",
-            (outcome.summary(), to_us(next_attempt_at), to_us(now), message_id, node),
-        )
+        self._check_open()
+        params = (outcome.summary(), to_us(next_attempt_at), to_us(now), message_id, node)
+
+        def defer(conn: sqlite3.Connection) -> bool:
+            return (
+                conn.execute(
+                    "UPDATE messages SET attempts = attempts + 1, last_error = ?,"
+                    " next_attempt_at = ?, lease_owner = NULL, lease_until = NULL,"
+                    " updated_at = ? WHERE id = ? AND state = 'queued' AND lease_owner = ?",
+                    params,
+                ).rowcount
+                == 1
+            )
+
+        return await self._commits.run(defer)
 
     async def release(self, message_id: MessageId, node: str) -> bool:
         """Drop ``node``'s lease without counting an attempt."""

@@ -36,7 +36,14 @@ def apply_claims(conn: sqlite3.Connection, claims: Sequence[SendClaim]) -> bool:
     """
     for claim in sorted(claims, key=lambda c: (c.recipient, c.fingerprint)):
         sent_us = to_us(claim.sent_at)
-        if claim.expected_version is not None:
+        if claim.expected_version is not None and not claim.compare_version:
+            conn.execute(
+                "INSERT INTO dup_recipients (rkey, version, updated_at) VALUES (?, 1, ?)"
+                " ON CONFLICT (rkey) DO UPDATE SET version = version + 1,"
+                " updated_at = excluded.updated_at",
+                (claim.recipient, sent_us),
+            )
+        elif claim.expected_version is not None:
             if claim.expected_version == 0:
                 changed = conn.execute(
                     "INSERT INTO dup_recipients (rkey, version, updated_at) VALUES (?, 1, ?)"
@@ -68,7 +75,7 @@ def apply_claims(conn: sqlite3.Connection, claims: Sequence[SendClaim]) -> bool:
                     to_us(claim.exact_since),
                 ),
             ).fetchone()
-            if row is None:
+            if row is None and not claim.exact_yields:
                 return False
     return True
 
