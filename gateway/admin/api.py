@@ -275,7 +275,10 @@ def _validate(model: type[BaseModel], raw: bytes) -> BaseModel:
             where = ".".join(str(p) for p in err["loc"]) or "body"
             message = err["msg"]
             if err["type"] == "string_pattern_mismatch":
-                message = PATTERN_WORDS.get(str(err.get("ctx", {}).get("pattern")), message)
+                words = PATTERN_WORDS.get(str(err.get("ctx", {}).get("pattern")))
+                if words is not None:  # name the value, then say what it should be
+                    problems.append(f"{where} {err['input']!r}: {words}")
+                    continue
             elif err["type"] == "literal_error":
                 expected = str(err.get("ctx", {}).get("expected", "")).replace("'", "")
                 problems.append(f"{where} {err['input']!r} is not one of {expected}")

@@ -17,7 +17,7 @@ from pydantic.config import JsonDict
 
 from gateway.admin.ops import BLANK, MAX_IMPORT, MAX_LIMIT
 from gateway.consent.csvformat import PREFERENCE_EVENTS
-from gateway.consent.rules import CHANNEL_SPELLINGS, Interaction, Topic
+from gateway.consent.rules import CHANNEL_SPELLINGS, Channel, Interaction, Topic
 
 # What each pattern below allows is what the handlers then accept: a schema-valid request is
 # never refused for its form, and what the schema refuses is refused (400) by these models
@@ -35,28 +35,40 @@ _SPACES = (
     "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004"
     "\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
 )
-# local@domain with a dot inside the domain and no whitespace: consent.csvformat's address
-# rule. The domain neither starts nor ends with a dot (a trailing root dot is folded away, so
-# "a@." would be left with no domain at all).
-CONSENT_ADDRESS = f"^[^{_SPACES}]+@[^{_SPACES}@.][^{_SPACES}@]*\\.[^{_SPACES}@]*[^{_SPACES}@.]$"
+# An address as RCPT TO takes it (``mail.addresses.check``), which the consent import also
+# requires: a dot-atom local part without the routing characters % and !, and a DNS domain
+# of letters, digits and hyphens with an alphabetic top-level label (no IP literal).
+_ATOM = "[A-Za-z0-9#$&'*+/=?^_`{|}~-]{1,64}"
+_LABEL = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+CONSENT_ADDRESS = f"^{_ATOM}(?:\\.{_ATOM}){{0,8}}@(?:{_LABEL}\\.){{1,8}}[A-Za-z]{{2,24}}$"
 # Canonical base64 (RFC 4648 §4, padded, no line breaks): what b64decode(validate=True) takes.
 BASE64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 # A channel as ``consent.rules.channel_of`` reads it: one of its spellings, in any case, with
 # anything but letters and digits anywhere ("E-Mail", "e_mail"), or empty (email).
 _SEP = "[^0-9A-Za-z]*"
-CHANNEL = (
-    f"^(|{_SEP}("
-    + "|".join(
-        _SEP.join(f"[{c}{c.upper()}]" if c.isalpha() else c for c in spelling)
-        for spelling in sorted(CHANNEL_SPELLINGS)
+
+
+def _spelled(channels: frozenset[Channel]) -> str:
+    """A pattern for the spellings of ``channels``, or the empty string."""
+    return (
+        f"^(|{_SEP}("
+        + "|".join(
+            _SEP.join(f"[{c}{c.upper()}]" if c.isalpha() else c for c in spelling)
+            for spelling, channel in sorted(CHANNEL_SPELLINGS.items())
+            if channel in channels
+        )
+        + f"){_SEP})$"
     )
-    + f"){_SEP})$"
-)
+
+
+CHANNEL = _spelled(frozenset(Channel))
+EMAIL_CHANNEL = _spelled(frozenset({Channel.EMAIL}))  # an interaction: about e-mail, or empty
 # What a pattern means, for the 400 answer (pydantic would quote the pattern).
 PATTERN_WORDS = {
     SOMETHING: "must not be blank",
     DURATION: "not a duration: give a positive number and a unit, e.g. 30m, 72h or 5d",
-    CONSENT_ADDRESS: "not an e-mail address",
+    CONSENT_ADDRESS: "not one e-mail address as RCPT TO accepts it (local@domain, no angle "
+    "brackets)",
     CHANNEL: "not a channel: email, sms, phone or post (E-mail, E-Mail and mail are email)",
     BASE64: "not base64 (RFC 4648, padded, without line breaks)",
 }
@@ -159,7 +171,30 @@ class ImportBody(Body):
 class ConsentEventBody(Body):
     """One interaction or opt-in, as a row of ``mailgate consent import`` (same fields)."""
 
-    address: str = Field(min_length=3, max_length=320, pattern=CONSENT_ADDRESS)
+    # Only a finance or lease sale has a last payment (B10), and only an opt-in or opt-out
+    # may be about another channel: said in the schema too, so that a body the document
+    # calls valid is one the handler takes.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                {
+                    "if": {"not": {"properties": {"event": {"const": "sale-finance"}}}},
+                    "then": {"properties": {"last_payment": {"const": ""}}},
+                },
+                {
+                    "if": {"not": {"properties": {"event": {"enum": list(PREFERENCE_EVENTS)}}}},
+                    "then": {
+                        "properties": {
+                            "channel": {"type": "string", "pattern": EMAIL_CHANNEL},
+                            "date": _DAY_SCHEMA,  # an interaction is dated by its day
+                        }
+                    },
+                },
+            ]
+        }
+    )
+
+    address: str = Field(min_length=3, max_length=254, pattern=CONSENT_ADDRESS)
     event: Literal[EVENTS] = Field(description="an interaction, or opt-in / opt-out")  # type: ignore[valid-type]
     date: str = Field(
         max_length=40,

@@ -87,16 +87,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = settings_for(args)
     configure_logging(settings.server.log_level, settings.server.log_format)
     processes = args.processes or settings.server.processes
-    if processes != 1:
-        from gateway import supervisor  # several worker processes (gateway/supervisor.py)
-
-        return supervisor.serve(settings, processes or supervisor.default_processes())
 
     async def main() -> None:
         gateway = await Gateway.build(settings)
         await gateway.run()
 
     try:
+        if processes != 1:
+            from gateway import supervisor  # several worker processes (gateway/supervisor.py)
+
+            return supervisor.serve(settings, processes or supervisor.default_processes())
         asyncio.run(main())
     except OSError as exc:
         failure = bind_failure(settings, exc)

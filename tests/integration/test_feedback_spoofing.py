@@ -30,10 +30,18 @@ INBOUND = {
 FBL = ["fbl@mailgate.test"]
 
 
+BODIES = (
+    "The recall repair parts for your vehicle arrived; call us to choose a day for the work.",
+    "Your oil change is confirmed for Monday at nine; the waiting room has coffee and wifi.",
+    "Your tyre rotation is booked for Thursday afternoon; please bring the locking wheel nut.",
+)
+
+
 async def sent(h: Harness, *rcpts: str, n: int = 0) -> list[Received]:
     """Send one message to ``rcpts`` through the gateway; return what the sink got.
 
-    ``n`` makes a distinct transactional message (frequency caps do not apply to it).
+    ``n`` makes a distinct transactional message (frequency caps do not apply to it, and
+    its text differs enough not to be a near duplicate of the others).
     """
     before = len(h.sink.messages)
     client = await h.client()
@@ -46,7 +54,7 @@ async def sent(h: Harness, *rcpts: str, n: int = 0) -> list[Received]:
             data = message(
                 to=rcpts[0],
                 subject=f"Appointment {n}",
-                body=f"Your appointment number {n} is confirmed.\r\n",
+                body=BODIES[n % len(BODIES)] + f" Reference {n}.\r\n",
                 extra="X-Mailgate-Category: transactional\r\n",
             )
         reply = await client.data(dot_stuff(data))
