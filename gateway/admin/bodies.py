@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import builtins
 import re
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -79,7 +79,17 @@ _DATE_TIME = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
 )
 _DAY_SCHEMA: JsonDict = {"type": "string", "format": "date"}
-_MOMENT_SCHEMA: JsonDict = {"anyOf": [_DAY_SCHEMA, {"type": "string", "format": "date-time"}]}
+# A consent statement is not dated after tomorrow (B9); a schema cannot say "tomorrow", so
+# it bounds the year by the one this process started in (what falls between tomorrow and the
+# new year is the only part it cannot tell the client in advance).
+_THIS_YEAR = datetime.now(UTC).year
+NOT_FUTURE_YEAR = (
+    "^([01][0-9]{3}|" + "|".join(str(year) for year in range(2000, _THIS_YEAR + 1)) + ")-"
+)
+_MOMENT_SCHEMA: JsonDict = {
+    "anyOf": [_DAY_SCHEMA, {"type": "string", "format": "date-time"}],
+    "pattern": NOT_FUTURE_YEAR,
+}
 _PAYMENT_SCHEMA: JsonDict = {"anyOf": [{"const": ""}, _DAY_SCHEMA]}
 
 
@@ -186,7 +196,8 @@ class ConsentEventBody(Body):
                     "then": {
                         "properties": {
                             "channel": {"type": "string", "pattern": EMAIL_CHANNEL},
-                            "date": _DAY_SCHEMA,  # an interaction is dated by its day
+                            # an interaction is dated by its day
+                            "date": {**_DAY_SCHEMA, "pattern": NOT_FUTURE_YEAR},
                         }
                     },
                 },
