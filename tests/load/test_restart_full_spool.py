@@ -66,10 +66,13 @@ async def test_f19_g8_restart_with_10000_queued(
     queued = [r for r in rows if r[0] == "queued"]
     assert len(queued) == SUBMISSIONS * RECIPIENTS, Counter(r[0] for r in rows)
     spool_mib = sum(r[3] for r in queued) / 2**20
-    # G8: retries are spread by the ±10 % jitter, not stacked on one instant: after one
-    # failed attempt the intervals range over [0.9, 1.1) x first_retry, a spread near 18 %.
-    intervals = [r[2] for r in queued if r[1] == 1]
-    assert len(intervals) > len(queued) // 2, "most messages should have had one attempt"
+    # G8: retries are spread by the ±10 % jitter, not stacked on one instant: after n failed
+    # attempts the intervals range over [0.9, 1.1) x first_retry x 2^(n-1), a spread near
+    # 18 %. How many attempts fit in the fill depends on how fast delivery fails them, so
+    # the spread is read over the attempt count most messages are at.
+    attempts, most = Counter(r[1] for r in queued).most_common(1)[0]
+    intervals = [r[2] for r in queued if r[1] == attempts]
+    assert attempts >= 1 and most > len(queued) // 2, Counter(r[1] for r in queued)
     spread = (max(intervals) - min(intervals)) / max(intervals)
     assert 0.12 < spread < 0.2, f"retry intervals spread {spread:.1%}"
 
