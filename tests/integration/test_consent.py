@@ -171,17 +171,24 @@ class _Clock:
         return datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 
 
-def test_consent_commands_from_the_command_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def offline_config(tmp_path: Path, preset: str) -> Path:
+    """A settings file for offline commands: the shipped policies, the example dealer on
+    ``preset``, a data directory of the test's own."""
     policies = copy_shipped(tmp_path / "policies")
     dealer_file = policies / "dealers" / "example-motors.toml"
-    dealer_file.write_text('preset = "crm-windows"\n' + dealer_file.read_text())
+    dealer_file.write_text(f'preset = "{preset}"\n' + dealer_file.read_text())
     config = tmp_path / "mailgate.toml"
     config.write_text(
         f'[server]\nhostname = "mailgate.test"\ndata_dir = "{tmp_path / "var"}"\n'
         f'policies_dir = "{policies}"\n'
     )
+    return config
+
+
+def test_consent_commands_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = offline_config(tmp_path, "crm-windows")
     csv_file = tmp_path / "crm.csv"
     csv_file.write_text(
         "address,event,date,reference\njohn@customer.example,service-repair-order,2024-03-01,RO-7\n"
@@ -406,14 +413,7 @@ async def test_b1_the_api_reads_every_spelling_of_email_and_refuses_unknown_chan
 def test_b5_mailgate_check_shows_a_missing_unsubscribe(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    policies = copy_shipped(tmp_path / "policies")
-    dealer_file = policies / "dealers" / "example-motors.toml"
-    dealer_file.write_text('preset = "casl"\n' + dealer_file.read_text())
-    config = tmp_path / "mailgate.toml"
-    config.write_text(
-        f'[server]\nhostname = "mailgate.test"\ndata_dir = "{tmp_path / "var"}"\n'
-        f'policies_dir = "{policies}"\n'
-    )
+    config = offline_config(tmp_path, "casl")
     mail = tmp_path / "offer.eml"
     mail.write_bytes(message(subject="Winter tires", body="Winter tires 20% off this week.\r\n"))
     args = ["--config", str(config), "check", str(mail), "--dealer", "example-motors"]
@@ -428,14 +428,7 @@ def test_b5_mailgate_check_shows_a_missing_unsubscribe(
 def test_expiring_and_locked_lists_from_the_command_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    policies = copy_shipped(tmp_path / "policies")
-    dealer_file = policies / "dealers" / "example-motors.toml"
-    dealer_file.write_text('preset = "casl"\n' + dealer_file.read_text())
-    config = tmp_path / "mailgate.toml"
-    config.write_text(
-        f'[server]\nhostname = "mailgate.test"\ndata_dir = "{tmp_path / "var"}"\n'
-        f'policies_dir = "{policies}"\n'
-    )
+    config = offline_config(tmp_path, "casl")
     today = datetime.now(UTC).date()
     csv_file = tmp_path / "crm.csv"
     inquiry = (today - timedelta(days=170)).isoformat()  # six months end within 30 days
