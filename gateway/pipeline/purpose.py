@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from gateway.consent.rules import CATEGORY_HEADER, EXEMPT_CATEGORIES
 from gateway.mail.message import ParsedMessage
 from gateway.pipeline.base import CheckContext, Finding
+from gateway.pipeline.phrases import Hit, PhraseTable
 from gateway.policy.model import DealerPolicy
 from gateway.policy.options import PromotionalContentOptions
 
@@ -269,40 +270,8 @@ _TRANSACTION_PHRASES: tuple[tuple[str, float, tuple[str, ...]], ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Table:
-    """One phrase list compiled as one pattern: a text is scanned once, not once per name."""
-
-    pattern: re.Pattern[str]
-    names: tuple[tuple[str, float], ...]  # group gN -> (name, weight)
-
-
-def _compile(phrases: tuple[tuple[str, float, tuple[str, ...]], ...]) -> Table:
-    # Phrases that start at a word boundary share one leading \b: the engine then tests
-    # the boundary once per position instead of entering every branch (8x faster); the
-    # others (amounts, percentages) sit behind a lookahead for their first character.
-    words: list[str] = []
-    others: list[str] = []
-    for n, (_name, _weight, group) in enumerate(phrases):
-        bounded = [p.removeprefix("\\b") for p in group if p.startswith("\\b")]
-        rest = [p for p in group if not p.startswith("\\b")]
-        if bounded:
-            words.append(f"(?P<w{n}>{'|'.join(bounded)})")
-        if rest:
-            others.append(f"(?P<o{n}>{'|'.join(rest)})")
-    alternatives = []
-    if words:
-        alternatives.append(f"\\b(?:{'|'.join(words)})")
-    if others:
-        alternatives.append(f"(?=[$(\\d])(?:{'|'.join(others)})")
-    return Table(
-        re.compile("|".join(alternatives), re.IGNORECASE),
-        tuple((name, weight) for name, weight, _ in phrases),
-    )
-
-
-_OFFERS = _compile(_OFFER_PHRASES)
-_TRANSACTIONS = _compile(_TRANSACTION_PHRASES)
+_OFFERS = PhraseTable.build(_OFFER_PHRASES)
+_TRANSACTIONS = PhraseTable.build(_TRANSACTION_PHRASES)
 
 _STYLE = re.compile(r"<(style|script|head|title)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 _COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
@@ -325,31 +294,21 @@ def body_text(msg: ParsedMessage) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _Hits:
-    """The first place each name of a table matches in a text."""
+    """The first place each name of a table matches in a text, in the order found."""
 
-    first: dict[str, tuple[float, int, str]]  # name -> (weight, start, the words matched)
+    first: dict[str, Hit]
 
     def score(self, before: int | None = None) -> float:
         """The weights of the names found (only those starting before ``before``)."""
-        return sum(w for w, start, _ in self.first.values() if before is None or start < before)
+        return sum(h.weight for h in self.first.values() if before is None or h.start < before)
 
     def words(self) -> list[str]:
         """``name ('matched words')`` for each name, in the order found."""
-        return [f"{name} ({words!r})" for name, (_w, _s, words) in self.first.items()]
+        return [f"{name} ({hit.words!r})" for name, hit in self.first.items()]
 
 
-def _scan(text: str, table: Table) -> _Hits:
-    first: dict[str, tuple[float, int, str]] = {}
-    for hit in table.pattern.finditer(text):
-        group = hit.lastgroup
-        if group is None:
-            continue
-        name, weight = table.names[int(group[1:])]
-        if name not in first:  # a name counts once, whichever branch found it
-            first[name] = (weight, hit.start(), hit.group(0).strip())
-            if len(first) == len(table.names):
-                break
-    return _Hits(first)
+def _scan(text: str, table: PhraseTable) -> _Hits:
+    return _Hits(table.scan(text))
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,7 +364,7 @@ def _read(subject: str, body: str, threshold: float) -> _Reading:
     transaction = max(subject_deal + opening_deal, body_deals.score())
     shows = subject_deal + opening_deal >= 2
     kinds = frozenset(subject_deals.first) | frozenset(
-        name for name, (_w, start, _t) in body_deals.first.items() if start < opening
+        name for name, hit in body_deals.first.items() if hit.start < opening
     )
 
     def offer(why: str, score: float) -> _Reading:

@@ -1,0 +1,174 @@
+"""Weighted phrase lists, and where each name's phrases first match in a text (pure).
+
+A ``PhraseTable`` is built from ``(name, weight, patterns)`` rows (case-insensitive
+regular expressions); ``table.scan(text)`` gives, for each name, the first place any of
+its patterns matches. A name counts once however many of its phrases match.
+
+Why not one alternation of every pattern: Python's ``re`` tries every branch at every word
+start, which cost 2 ms per table on an 8,000-character body, the largest single cost of a
+message's checks. A pattern is tried only when every literal it holds outside its
+alternatives occurs in the lower-cased text (``in``, C speed). Most phrases begin with a
+literal word (``coupons?``) or one of a few (``as low as|starting at``): for those,
+``str.find`` gives the only places a match can start, and the pattern is tried there
+alone; the rest are searched. Each pattern is judged on its own, so a phrase is found
+even where another name's phrase overlaps it. ``reference_scan`` is the same definition
+written plainly (every pattern searched); the tests hold the two equal on arbitrary text.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from re import _casefix  # type: ignore[attr-defined]
+from re import _constants as sre_constants  # type: ignore[attr-defined]
+from re import _parser as sre_parser  # type: ignore[attr-defined]
+from typing import Any
+
+__all__ = ["Hit", "PhraseTable", "reference_scan"]
+
+# A prefix shorter than this has too many occurrences to be worth trying one by one.
+MIN_PREFIX = 2
+
+# re's IGNORECASE matches some characters that str.lower() does not map to the same
+# letter (the long s, dotless i, the Kelvin sign, final sigma...): fold each class of
+# them to one character, in the text and in the literals alike.
+_FOLD = str.maketrans(
+    {
+        chr(extra): chr(min(key, *extras))
+        for key, extras in _casefix._EXTRA_CASES.items()
+        for extra in (key, *extras)
+        if extra != min(key, *extras)
+    }
+)
+
+
+def _fold(text: str) -> str:
+    return text.lower().translate(_FOLD)
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """Where a name first matched: its weight, the start, and the words matched."""
+
+    weight: float
+    start: int
+    words: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Pattern:
+    name: str
+    weight: float
+    regex: re.Pattern[str]
+    prefixes: tuple[str, ...]  # every match starts with one of these (folded); or ()
+    needs: tuple[str, ...]  # every match contains each of these (folded)
+
+
+def _leading(items: Any) -> tuple[str, ...]:  # re's parse tree is untyped
+    """The literal strings one of which starts every match of ``items``, or ()."""
+    seq = list(items)
+    while seq and seq[0][0] is sre_constants.AT:
+        seq.pop(0)  # \b and friends consume nothing
+    run = []
+    for op, arg in seq:
+        if op is not sre_constants.LITERAL:
+            break
+        run.append(chr(arg))
+    if run:
+        return (_fold("".join(run)),)
+    if seq and seq[0][0] is sre_constants.BRANCH:
+        alternatives = [_leading(alt) for alt in seq[0][1][1]]
+        if all(alternatives):
+            return tuple(dict.fromkeys(p for alt in alternatives for p in alt))
+    return ()
+
+
+def _literal_runs(items: Any) -> tuple[str, ...]:  # re's parse tree is untyped
+    """The runs of literal characters at the top level of ``items``: every match has each."""
+    runs, run = [], []
+    for op, arg in [*items, (None, None)]:
+        if op is sre_constants.LITERAL:
+            run.append(chr(arg))
+            continue
+        if run:
+            runs.append(_fold("".join(run)))
+        run = []
+    return tuple(dict.fromkeys(runs))
+
+
+def _plan(name: str, weight: float, pattern: str) -> _Pattern:
+    tree = sre_parser.parse(pattern, re.IGNORECASE)
+    prefixes = _leading(tree)
+    if prefixes and min(map(len, prefixes)) < MIN_PREFIX:
+        prefixes = ()
+    regex = re.compile(pattern, re.IGNORECASE)
+    return _Pattern(name, weight, regex, prefixes, _literal_runs(tree))
+
+
+def _first(p: _Pattern, text: str, folded: str) -> re.Match[str] | None:
+    """The first match of ``p`` in ``text`` (``folded`` is ``text`` folded, same length)."""
+    for literal in p.needs:
+        if literal not in folded:
+            return None
+    if p.prefixes:
+        found: re.Match[str] | None = None
+        for prefix in p.prefixes:
+            at = folded.find(prefix)
+            # Only places before the best match so far can give an earlier one.
+            while at >= 0 and (found is None or at < found.start()):
+                match = p.regex.match(text, at)
+                if match is not None:
+                    found = match
+                    break
+                at = folded.find(prefix, at + 1)
+        return found
+    return p.regex.search(text)
+
+
+def _hits(matches: list[tuple[_Pattern, re.Match[str]]]) -> dict[str, Hit]:
+    """Each name's earliest match (the earlier-listed pattern on a tie), in text order."""
+    first: dict[str, Hit] = {}
+    for p, match in matches:
+        hit = first.get(p.name)
+        if hit is None or match.start() < hit.start:
+            first[p.name] = Hit(p.weight, match.start(), match.group(0).strip())
+    return dict(sorted(first.items(), key=lambda item: item[1].start))
+
+
+@dataclass(frozen=True, slots=True)
+class PhraseTable:
+    """``(name, weight, patterns)`` rows, scanned as the module docstring says."""
+
+    names: tuple[tuple[str, float], ...]
+    patterns: tuple[_Pattern, ...]
+
+    @classmethod
+    def build(cls, rows: tuple[tuple[str, float, tuple[str, ...]], ...]) -> PhraseTable:
+        """Compile the rows (each pattern case-insensitive)."""
+        return cls(
+            tuple((name, weight) for name, weight, _ in rows),
+            tuple(_plan(name, weight, p) for name, weight, group in rows for p in group),
+        )
+
+    def scan(self, text: str) -> dict[str, Hit]:
+        """Each name's first hit in ``text``, in the order found."""
+        folded = _fold(text)
+        if len(folded) != len(text):
+            # A character lower-cases to two (U+0130): positions would not line up.
+            return reference_scan(self, text)
+        matches = []
+        for p in self.patterns:
+            match = _first(p, text, folded)
+            if match is not None:
+                matches.append((p, match))
+        return _hits(matches)
+
+
+def reference_scan(table: PhraseTable, text: str) -> dict[str, Hit]:
+    """``table.scan`` by definition: every pattern searched over the whole text."""
+    matches = []
+    for p in table.patterns:
+        match = p.regex.search(text)
+        if match is not None:
+            matches.append((p, match))
+    return _hits(matches)
