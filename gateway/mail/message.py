@@ -23,6 +23,7 @@ import email.policy
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TypeVar
 
 from gateway.errors import GatewayError
@@ -218,6 +219,15 @@ def _decode_header(value: str, defects: list[str]) -> str:
         return value
 
 
+@dataclass(frozen=True, slots=True)
+class _Mailboxes:
+    """What one From: or Sender: value says: addr-specs, display names, defects."""
+
+    addresses: tuple[str, ...]
+    names: tuple[str, ...]
+    defects: tuple[str, ...]
+
+
 def _addresses(
     value: str, defects: list[str], names: list[str] | None = None, header: str = "from"
 ) -> list[str]:
@@ -227,25 +237,42 @@ def _addresses(
     address that is not the real one (CVE-2023-27043). The decoded display names of the
     mailboxes are added to ``names`` when given.
     """
+    # Only ordinary values are kept: the cache holds at most 1,024 × 1,000 characters.
+    read = _mailboxes(value, header) if len(value) <= 1000 else _read_mailboxes(value, header)
+    defects.extend(read.defects)
+    if names is not None:
+        names.extend(read.names)
+    return list(read.addresses)
+
+
+def _read_mailboxes(value: str, header: str) -> _Mailboxes:
     label = header.capitalize()
     try:
         parsed = email.policy.default.header_factory(header, value)
         found = parsed.addresses
         header_defects = parsed.defects
     except Exception:  # the stdlib header parser has crashed on junk input before
-        defects.append(f"Unparseable{label}Defect")
-        return []
-    for defect in header_defects:
-        defects.append(f"{label}:{type(defect).__name__}")
+        return _Mailboxes((), (), (f"Unparseable{label}Defect",))
     result: list[str] = []
+    names: list[str] = []
     for address in found:
-        if names is not None and address.display_name:
+        if address.display_name:
             names.append(address.display_name)
         username, domain = address.username, address.domain
         if not username or not domain:
             continue
         result.append(f"{username}@{domain.lower()}")
-    return result
+    return _Mailboxes(
+        tuple(result),
+        tuple(names),
+        tuple(f"{label}:{type(defect).__name__}" for defect in header_defects),
+    )
+
+
+# A CRM sends every message of a campaign, often every message, from the same From: value,
+# and the stdlib's header parser costs more than the rest of ``parse`` put together: the
+# reading of a value (a pure function of it) is kept for the next message.
+_mailboxes = lru_cache(maxsize=1024)(_read_mailboxes)
 
 
 def _walk(

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import functools
+import re
 import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.duplicates import fingerprints as fp
 from gateway.mail.message import ParsedMessage, ParseLimits, parse
@@ -254,3 +257,31 @@ def test_skeleton_reads_only_the_start_of_a_huge_text() -> None:
 
     head = "service reminder for your car " * (SKELETON_CHARS // 30 + 1)
     assert skeleton(head + "a different tail " * 100_000) == skeleton(head)
+
+
+def _skeleton_by_definition(text: str) -> list[str]:
+    # The definition, a word at a time: what the C-level substitutions must give.
+    out = []
+    for word in re.findall(r"\w+", text[: fp.SKELETON_CHARS]):
+        if re.search(r"\d", word):
+            out.append("#")
+        elif word[0].isupper():
+            out.append("^")
+        else:
+            out.append(word.casefold())
+    return out
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            ["Hi", "john", "2024", "Honda", "CR-V", "a1b", "x_y", "_Z", "É", "été", "ß", "İ",
+             "Ⅻ", "Ⓐ", "ǅ", "#", "^", "#^", " ", "  ", "\n", "-", ".", "١٢", "ﬁ", "Σ", "ς"]
+        ),
+        max_size=40,
+    ).map("".join)
+    | st.text(max_size=80)
+)  # fmt: skip
+def test_skeleton_is_the_word_by_word_definition(text: str) -> None:
+    assert fp.skeleton(text) == _skeleton_by_definition(text)
