@@ -41,6 +41,7 @@ from aiosmtpd.smtp import MISSING, SMTP, Session
 from gateway import replies
 from gateway.metrics import Metrics
 from gateway.smtp import budget
+from gateway.smtp.accept import SharedAcceptor
 from gateway.smtp.budget import DataBudget
 from gateway.smtp.handler import peer_ip
 from gateway.smtp.lines import CommandReader, ControlInCommand, DataReceiver
@@ -455,7 +456,7 @@ class SubmissionServer:
         self.tls = tls
         self.port = port
         self._sessions = sessions
-        self._server: asyncio.Server | None = None
+        self._server: asyncio.Server | SharedAcceptor | None = None
         networks = parse_networks(proxy_from)
 
         def factory() -> GatewaySMTP:
@@ -503,13 +504,17 @@ class SubmissionServer:
         """Bind and start accepting connections."""
         loop = asyncio.get_running_loop()
         if self._sock is not None:
-            self._server = await loop.create_server(self._factory, sock=self._sock)
+            # Shared with the other workers: one connection per turn (smtp/accept.py).
+            acceptor = SharedAcceptor(self._sock, self._factory)
+            acceptor.start()
+            self._server = acceptor
+            self.port = acceptor.port
         else:
-            self._server = await loop.create_server(
+            server = await loop.create_server(
                 self._factory, host=self.host, port=self.port, reuse_address=True
             )
-        sock = self._server.sockets[0]
-        self.port = sock.getsockname()[1]
+            self._server = server
+            self.port = server.sockets[0].getsockname()[1]
         log.info("%s listener on %s:%d", self.listener, self.host, self.port)
 
     async def stop(self, grace: float) -> None:
