@@ -9,7 +9,7 @@ then close the store.
 ``offline_admin()`` builds the operator layer alone (``AdminOps`` over the store, with the
 same reputation and alerts) for the commands that run while no gateway does.
 
-A gateway is one process, or one ``Worker`` of several under ``gateway/supervisor.py``: a
+A gateway is one process, or one ``Worker`` of several under ``gateway/cli/supervisor.py``: a
 worker serves on the listening sockets the supervisor bound (``bind_listeners``), leaves
 the data-directory lock to it, runs the once-per-gateway housekeeping only in slot 0, and
 tells the supervisor when the admin API has reloaded the policies, so that every worker
@@ -262,7 +262,7 @@ def prepare_shared_files(settings: Settings) -> None:
 
 @dataclass(frozen=True)
 class Worker:
-    """One worker process of several (gateway/supervisor.py) and what it shares."""
+    """One worker process of several (gateway/cli/supervisor.py) and what it shares."""
 
     slot: int  # 0 .. processes-1; slot 0 runs the once-per-gateway housekeeping
     listeners: Listeners

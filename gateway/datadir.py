@@ -52,7 +52,7 @@ class DataDirLock:
         """Take the lock or raise ``DataDirInUse`` naming the process that holds it.
 
         When the process named in the file is gone but the lock is still held, its worker
-        processes (gateway/supervisor.py), which the kernel kills with it, are still
+        processes (gateway/cli/supervisor.py), which the kernel kills with it, are still
         exiting: wait for them a moment instead of refusing.
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)

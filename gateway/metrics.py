@@ -13,7 +13,7 @@ dealer that no longer exists. The
 process's own figures (CPU, memory, file descriptors, start time) are exported as
 ``mailgate_process_*`` and the version as ``mailgate_build_info``.
 
-Several processes (``mailgate serve`` with ``server.processes`` > 1, gateway/supervisor.py)
+Several processes (``mailgate serve`` with ``server.processes`` > 1, gateway/cli/supervisor.py)
 keep one endpoint with prometheus-client's multiprocess mode: ``enable_multiprocess(dir)``
 in each worker, before its ``Metrics`` is built, makes every value live in a file of that
 process under ``dir``, and ``render`` then adds up the files of every process, dead ones

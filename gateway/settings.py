@@ -125,7 +125,7 @@ class ServerSettings(_Section):
     # HMAC key of the dealers' status-page links; default data_dir/status.key. Nodes of one
     # gateway share it (and ref_key_file) while each keeps its own data_dir.
     status_key_file: Path | None = None
-    # Worker processes of `mailgate serve` (gateway/supervisor.py); 0: one per CPU core.
+    # Worker processes of `mailgate serve` (gateway/cli/supervisor.py); 0: one per CPU core.
     processes: int = Field(default=0, ge=0, le=256)
 
 

@@ -94,7 +94,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         if processes != 1:
-            from gateway import supervisor  # several worker processes (gateway/supervisor.py)
+            from gateway.cli import supervisor  # several worker processes
 
             return supervisor.serve(settings, processes or supervisor.default_processes())
         asyncio.run(main())

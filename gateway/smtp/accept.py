@@ -1,6 +1,6 @@
 """Accepting on a listening socket that several worker processes share, fairly.
 
-Every worker of ``mailgate serve`` (gateway/supervisor.py) watches the same listening
+Every worker of ``mailgate serve`` (gateway/cli/supervisor.py) watches the same listening
 socket. asyncio's own accept loop takes up to ``backlog`` connections each time the socket
 is readable, so a burst (a CRM opening its 20 sessions at once) lands on whichever worker
 woke first, and with long sessions that worker then carries all of them while the others

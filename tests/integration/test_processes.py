@@ -1,4 +1,4 @@
-"""``mailgate serve`` with two worker processes under one supervisor (gateway/supervisor.py).
+"""``mailgate serve`` with two worker processes under one supervisor (gateway/cli/supervisor.py).
 
 The real command runs as a subprocess on SQLite and on PostgreSQL. One worker is killed
 with SIGKILL in the middle of 250 submissions; the supervisor restarts it in its slot, and

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from gateway.cli.supervisor import default_processes, worker_node, worker_settings
 from gateway.settings import Settings
-from gateway.supervisor import default_processes, worker_node, worker_settings
 
 
 def test_each_slot_has_a_stable_node_id_of_its_own() -> None:
