@@ -10,6 +10,8 @@ dead one's counts included.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
 import signal
 import subprocess
@@ -228,4 +230,46 @@ async def test_the_supervisor_owns_the_data_directory(
     node.kill()
     await wait_for(lambda: not any(alive(pid) for pid in pids.values()), 5, "workers gone with it")
     await start_two(node)
+    assert node.terminate() == 0
+
+
+def _sessions_per_worker(pids: dict[int, int], port: int, clients: list[RawSmtp]) -> dict[int, int]:
+    """How many of ``clients``' connections each worker holds (from /proc, by socket inode)."""
+    ours = {c.writer.get_extra_info("sockname")[1] for c in clients}
+    inodes: set[str] = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, inode = fields[1], fields[2], fields[9]
+        if int(local.split(":")[1], 16) == port and int(remote.split(":")[1], 16) in ours:
+            inodes.add(inode)
+    held: dict[int, int] = {}
+    for slot, pid in pids.items():
+        links = []
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                links.append(os.readlink(fd))
+        held[slot] = sum(
+            1 for link in links if link[8:-1] in inodes and link.startswith("socket:[")
+        )
+    return held
+
+
+async def test_a_burst_of_sessions_is_spread_over_the_workers(
+    tmp_path: Path, procs: list[GatewayProcess]
+) -> None:
+    # A CRM opens its sessions at once and keeps them; if one worker accepted the whole
+    # burst, it would carry them all while the other sat idle (gateway/smtp/accept.py).
+    node = node_config(tmp_path, "node", free_port(), f"sqlite:///{tmp_path / 'n.db'}", TWO)
+    procs.append(node)
+    pids = await start_two(node)
+    clients = await asyncio.gather(*(RawSmtp.connect("127.0.0.1", node.port) for _ in range(20)))
+    try:
+        assert all(c.banner is not None and c.banner.code == 220 for c in clients)
+        held = _sessions_per_worker(pids, node.port, list(clients))
+        assert sum(held.values()) == 20, held
+        assert min(held.values()) >= 4, held
+        print(f"\nsessions per worker: {held}")
+    finally:
+        for c in clients:
+            await c.close()
     assert node.terminate() == 0
