@@ -276,7 +276,6 @@ _TRANSACTIONS = PhraseTable.build(_TRANSACTION_PHRASES)
 _STYLE = re.compile(r"<(style|script|head|title)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 _COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 _TAG = re.compile(r"<[^>]*>")
-_SPACE = re.compile(r"\s+")
 
 
 def _html_text(markup: str) -> str:
@@ -289,7 +288,9 @@ def body_text(msg: ParsedMessage) -> str:
     parts = [t[:MAX_TEXT] for t in msg.text_parts if t.strip()]
     if not parts:
         parts = [_html_text(h)[: MAX_TEXT * 2] for h in msg.html_parts]
-    return _SPACE.sub(" ", " ".join(parts)[: MAX_TEXT * 2])[:MAX_TEXT].strip()
+    # split()/join() fold white space as re.sub(r"\s+", " ") does (the same test of a
+    # space, Py_UNICODE_ISSPACE), in C.
+    return " ".join(" ".join(parts)[: MAX_TEXT * 2].split())[:MAX_TEXT].strip()
 
 
 @dataclass(frozen=True, slots=True)
