@@ -285,3 +285,24 @@ def _skeleton_by_definition(text: str) -> list[str]:
 )  # fmt: skip
 def test_skeleton_is_the_word_by_word_definition(text: str) -> None:
     assert fp.skeleton(text) == _skeleton_by_definition(text)
+
+
+def _scrub_by_definition(text: str) -> str:
+    # Every substitution run over the whole text, with no shortcut.
+    text = fp._URL.sub(fp._clean_url, text)
+    return fp._LONG_WORD.sub(fp._token_or_word, text)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            ["a", "B", "7", "-", "_", " ", "\n", "é", "٣", "x" * 16, "-" * 20, "ab12" * 4,
+             "https://d.test/?utm_source=x&id=1", "www.d.test/a1b2c3d4e5f6g7h8", "http",
+             "token-1234567890abcdef", "(", ")", "<", ">"]
+        ),
+        max_size=30,
+    ).map("".join)
+)  # fmt: skip
+def test_scrub_is_its_definition(text: str) -> None:
+    assert fp._scrub(text, "") == _scrub_by_definition(text)
