@@ -10,9 +10,11 @@ message's checks. A pattern is tried only when every literal it holds outside it
 alternatives occurs in the lower-cased text (``in``, C speed). Most phrases begin with a
 literal word (``coupons?``) or one of a few (``as low as|starting at``): for those,
 ``str.find`` gives the only places a match can start, and the pattern is tried there
-alone; the rest are searched. Each pattern is judged on its own, so a phrase is found
-even where another name's phrase overlaps it. ``reference_scan`` is the same definition
-written plainly (every pattern searched); the tests hold the two equal on arbitrary text.
+alone; the rest are searched. In ASCII text, a pattern that holds a whole word ("free"
+between word boundaries) is first looked up in the set of the text's words. Each pattern
+is judged on its own, so a phrase is found even where another name's phrase overlaps it.
+``reference_scan`` is the same definition written plainly (every pattern searched); the
+tests hold the two equal on arbitrary text.
 """
 
 from __future__ import annotations
@@ -42,6 +44,13 @@ _FOLD = str.maketrans(
 )
 
 
+_WORD = re.compile(r"\w+")
+# In ASCII a word character is a letter, a digit or "_"; every other one made a space.
+_ASCII_NON_WORD = str.maketrans(
+    {c: " " for c in map(chr, range(128)) if not (c.isalnum() or c == "_")}
+)
+
+
 def _fold(text: str) -> str:
     return text.lower().translate(_FOLD)
 
@@ -62,6 +71,7 @@ class _Pattern:
     regex: re.Pattern[str]
     prefixes: tuple[str, ...]  # every match starts with one of these (folded); or ()
     needs: tuple[str, ...]  # every match contains each of these (folded)
+    words: tuple[str, ...]  # ... and each of these as a whole word (folded)
 
 
 def _leading(items: Any) -> tuple[str, ...]:  # re's parse tree is untyped
@@ -96,17 +106,55 @@ def _literal_runs(items: Any) -> tuple[str, ...]:  # re's parse tree is untyped
     return tuple(dict.fromkeys(runs))
 
 
+def _whole_words(items: Any) -> tuple[str, ...]:  # re's parse tree is untyped
+    """Words every match holds whole.
+
+    A word of a top-level literal run with a non-word character or a word boundary on
+    each side of it.
+    """
+    words: list[str] = []
+    run: list[str] = []
+    after_boundary = starts_bounded = False
+    for op, arg in [*items, (None, None)]:
+        if op is sre_constants.LITERAL:
+            if not run:
+                starts_bounded = after_boundary
+            run.append(chr(arg))
+            after_boundary = False
+            continue
+        boundary = op is sre_constants.AT and arg is sre_constants.AT_BOUNDARY
+        if run:
+            text = "".join(run)
+            for word in _WORD.finditer(text):
+                whole_left = word.start() > 0 or starts_bounded
+                whole_right = word.end() < len(text) or boundary
+                if whole_left and whole_right:
+                    words.append(_fold(word.group()))
+            run = []
+        after_boundary = boundary
+    return tuple(dict.fromkeys(words))
+
+
 def _plan(name: str, weight: float, pattern: str) -> _Pattern:
     tree = sre_parser.parse(pattern, re.IGNORECASE)
     prefixes = _leading(tree)
     if prefixes and min(map(len, prefixes)) < MIN_PREFIX:
         prefixes = ()
     regex = re.compile(pattern, re.IGNORECASE)
-    return _Pattern(name, weight, regex, prefixes, _literal_runs(tree))
+    return _Pattern(name, weight, regex, prefixes, _literal_runs(tree), _whole_words(tree))
 
 
-def _first(p: _Pattern, text: str, folded: str) -> re.Match[str] | None:
-    """The first match of ``p`` in ``text`` (``folded`` is ``text`` folded, same length)."""
+def _first(
+    p: _Pattern, text: str, folded: str, words: frozenset[str] | None
+) -> re.Match[str] | None:
+    """The first match of ``p`` in ``text``.
+
+    ``folded`` is ``text`` folded (the same length); ``words`` its words, when known.
+    """
+    if words is not None:
+        for word in p.words:
+            if word not in words:
+                return None
     for literal in p.needs:
         if literal not in folded:
             return None
@@ -156,9 +204,13 @@ class PhraseTable:
         if len(folded) != len(text):
             # A character lower-cases to two (U+0130): positions would not line up.
             return reference_scan(self, text)
+        # For ASCII text the set of its words costs one translate and one split (in C), and
+        # answers most "is this phrase possible at all" questions by a set lookup instead of
+        # a scan of the text.
+        words = frozenset(folded.translate(_ASCII_NON_WORD).split()) if text.isascii() else None
         matches = []
         for p in self.patterns:
-            match = _first(p, text, folded)
+            match = _first(p, text, folded, words)
             if match is not None:
                 matches.append((p, match))
         return _hits(matches)
