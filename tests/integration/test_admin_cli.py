@@ -124,8 +124,15 @@ async def test_token_create_then_every_runtime_command(
     code, out, err = await mg("held", "release", held, "no-such-id")
     assert code == 1 and f"{held}: released" in out and "no-such-id" in err
     await harness.wait_delivered(1)
-    code, out, _ = await mg("queue", "list", "--state", "delivered", "--json")
-    assert code == 0 and any(m["id"] == held for m in json.loads(out)["messages"])
+    # The sink has the message; the outcome is recorded in the store's next group commit.
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        code, out, _ = await mg("queue", "list", "--state", "delivered", "--json")
+        delivered = any(m["id"] == held for m in json.loads(out)["messages"])
+        if code != 0 or delivered or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert code == 0 and delivered
     code, _, err = await mg("queue", "retry", held)
     assert code == 1 and "nothing to retry" in err
     code, out, _ = await mg("queue", "delete", held, "--reason", "test done")
