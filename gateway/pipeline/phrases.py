@@ -26,7 +26,9 @@ from re import _constants as sre_constants  # type: ignore[attr-defined]
 from re import _parser as sre_parser  # type: ignore[attr-defined]
 from typing import Any
 
-__all__ = ["Hit", "PhraseTable", "reference_scan"]
+from gateway.mail.words import words_of
+
+__all__ = ["Hit", "PhraseTable", "Text", "reference_scan"]
 
 # A prefix shorter than this has too many occurrences to be worth trying one by one.
 MIN_PREFIX = 2
@@ -45,10 +47,6 @@ _FOLD = str.maketrans(
 
 
 _WORD = re.compile(r"\w+")
-# In ASCII a word character is a letter, a digit or "_"; every other one made a space.
-_ASCII_NON_WORD = str.maketrans(
-    {c: " " for c in map(chr, range(128)) if not (c.isalnum() or c == "_")}
-)
 
 
 def _fold(text: str) -> str:
@@ -198,22 +196,35 @@ class PhraseTable:
             tuple(_plan(name, weight, p) for name, weight, group in rows for p in group),
         )
 
-    def scan(self, text: str) -> dict[str, Hit]:
+    def scan(self, text: str | Text) -> dict[str, Hit]:
         """Each name's first hit in ``text``, in the order found."""
-        folded = _fold(text)
-        if len(folded) != len(text):
+        read = text if isinstance(text, Text) else Text.of(text)
+        if len(read.folded) != len(read.text):
             # A character lower-cases to two (U+0130): positions would not line up.
-            return reference_scan(self, text)
-        # For ASCII text the set of its words costs one translate and one split (in C), and
-        # answers most "is this phrase possible at all" questions by a set lookup instead of
-        # a scan of the text.
-        words = frozenset(folded.translate(_ASCII_NON_WORD).split()) if text.isascii() else None
+            return reference_scan(self, read.text)
         matches = []
         for p in self.patterns:
-            match = _first(p, text, folded, words)
+            match = _first(p, read.text, read.folded, read.words)
             if match is not None:
                 matches.append((p, match))
         return _hits(matches)
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """A text and what every table's scan reads from it, worked out once."""
+
+    text: str
+    folded: str
+    # For ASCII text, the set of its words (one translate and one split, in C) answers
+    # most "is this phrase possible at all" questions by a lookup instead of a scan.
+    words: frozenset[str] | None
+
+    @classmethod
+    def of(cls, text: str) -> Text:
+        """Fold ``text`` and, when it is ASCII, collect its words."""
+        folded = _fold(text)
+        return cls(text, folded, frozenset(words_of(folded)) if text.isascii() else None)
 
 
 def reference_scan(table: PhraseTable, text: str) -> dict[str, Hit]:

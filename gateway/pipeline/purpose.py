@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from gateway.consent.rules import CATEGORY_HEADER, EXEMPT_CATEGORIES
 from gateway.mail.message import ParsedMessage
 from gateway.pipeline.base import CheckContext, Finding
-from gateway.pipeline.phrases import Hit, PhraseTable
+from gateway.pipeline.phrases import Hit, PhraseTable, Text
 from gateway.policy.model import DealerPolicy
 from gateway.policy.options import PromotionalContentOptions
 
@@ -308,7 +308,7 @@ class _Hits:
         return [f"{name} ({hit.words!r})" for name, hit in self.first.items()]
 
 
-def _scan(text: str, table: PhraseTable) -> _Hits:
+def _scan(text: Text, table: PhraseTable) -> _Hits:
     return _Hits(table.scan(text))
 
 
@@ -356,8 +356,9 @@ class _Reading:
 
 def _read(subject: str, body: str, threshold: float) -> _Reading:
     opening = len(" ".join(body.split(" ", OPENING_WORDS)[:OPENING_WORDS]))
-    subject_offers, subject_deals = _scan(subject, _OFFERS), _scan(subject, _TRANSACTIONS)
-    body_offers, body_deals = _scan(body, _OFFERS), _scan(body, _TRANSACTIONS)
+    heading, text = Text.of(subject), Text.of(body)  # folded once for both tables
+    subject_offers, subject_deals = _scan(heading, _OFFERS), _scan(heading, _TRANSACTIONS)
+    body_offers, body_deals = _scan(text, _OFFERS), _scan(text, _TRANSACTIONS)
     subject_offer, subject_deal = subject_offers.score(), subject_deals.score()
     opening_offer, opening_deal = body_offers.score(opening), body_deals.score(opening)
     body_offer = body_offers.score()
