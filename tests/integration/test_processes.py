@@ -98,11 +98,15 @@ async def submit_all(port: int, rcpts: list[str], acked: set[str], errors: Count
         client = await RawSmtp.connect("127.0.0.1", port)
         try:
             await client.login("example-crm", PASSWORD)
-            if (await client.cmd("MAIL FROM:<sales@example-motors.test>")).code != 250:
+            message = body(rcpt, f"for {rcpt}", 2000)
+            # SIZE, as smtplib and most CRMs send it: the DATA budget then holds what the
+            # message needs, not the listener's maximum (gateway/smtp/budget.py).
+            mail = f"MAIL FROM:<sales@example-motors.test> SIZE={len(message)}"
+            if (await client.cmd(mail)).code != 250:
                 return "mail"
             if (await client.cmd(f"RCPT TO:<{rcpt}>")).code != 250:
                 return "rcpt"
-            return str(await client.data(body(rcpt, f"for {rcpt}", 2000)))
+            return str(await client.data(message))
         finally:
             await client.close()
 
