@@ -118,7 +118,7 @@ class Metrics:
         )
         self.data_budget_refusals = Counter(
             "mailgate_smtp_data_budget_refusals_total",
-            "DATA commands answered 452 4.3.1 because submission.data_memory was in use.",
+            "DATA transactions answered 452 4.3.1 because submission.data_memory was in use.",
             registry=r,
         )
         self.auth = Counter(

@@ -146,7 +146,7 @@ class SubmissionSettings(_Section):
     max_connections_per_ip: int = Field(default=50, ge=1)
     max_messages_per_connection: int = Field(default=1000, ge=1)
     # Message data held in memory at once by all sessions of both listeners (smtp/budget.py);
-    # over it, DATA waits briefly and then gets 452 4.3.1.
+    # over it, a DATA (or a message read past its plan) waits briefly, then gets 452 4.3.1.
     data_memory: Size = 1024**3
     idle_timeout: Duration = timedelta(seconds=60)
     data_timeout: Duration = timedelta(minutes=5)

@@ -58,7 +58,8 @@ class DataReceiver:
     whether that chunk was the end-of-data line), and the pieces of a line longer than the
     reader's buffer with ``fragment``. ``problem`` is ``"too-long"`` when a line, counted
     up to its LF, is over ``max_line`` octets, ``"too-big"`` when the data is over
-    ``max_bytes``; the first problem found is kept and the data is then discarded (the
+    ``max_bytes``, ``"no-room"`` when the caller gave up on it (``drop``: the memory budget
+    had no room); the first problem found is kept and the data is then discarded (the
     rest is still read, RFC 5321 §4.2.5: the reply comes after the end of data).
 
     Dot transparency (RFC 5321 §4.5.2) is undone on every line, including one after a bare
@@ -73,7 +74,16 @@ class DataReceiver:
         self._size = 0
         self._partial = 0  # octets of the unfinished line read so far as fragments
         self._after_crlf = True  # DATA began, or the last line ended with CRLF
-        self.problem: Literal["", "too-long", "too-big"] = ""
+        self.problem: Literal["", "too-long", "too-big", "no-room"] = ""
+
+    @property
+    def size(self) -> int:
+        """Octets read so far, as sent (dot-stuffing included)."""
+        return self._size
+
+    def drop(self) -> None:
+        """Keep nothing more of this message: it will be refused for want of memory."""
+        self._fail("no-room")
 
     def line(self, chunk: bytes) -> bool:
         """Take one chunk ending in LF; ``True`` when it is the end-of-data line."""
@@ -106,7 +116,7 @@ class DataReceiver:
         if self._max_bytes and self._size > self._max_bytes:
             self._fail("too-big")
 
-    def _fail(self, problem: Literal["too-long", "too-big"]) -> None:
+    def _fail(self, problem: Literal["too-long", "too-big", "no-room"]) -> None:
         if not self.problem:
             self.problem = problem
         self._lines.clear()  # nothing of it will be used: free the memory now

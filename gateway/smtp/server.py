@@ -42,7 +42,7 @@ from gateway import replies
 from gateway.metrics import Metrics
 from gateway.smtp import budget
 from gateway.smtp.accept import SharedAcceptor
-from gateway.smtp.budget import DataBudget
+from gateway.smtp.budget import DataBudget, Reservation
 from gateway.smtp.handler import peer_ip
 from gateway.smtp.lines import CommandReader, ControlInCommand, DataReceiver
 from gateway.smtp.paths import read_path
@@ -51,6 +51,12 @@ from gateway.types import Reply
 
 log = logging.getLogger("gateway.smtp")
 
+# The reply to the final "." of a DATA whose bytes were read and dropped (lines.DataReceiver).
+_DATA_PROBLEM_REPLIES: dict[str, Reply] = {
+    "too-long": replies.LINE_TOO_LONG,
+    "too-big": replies.MESSAGE_TOO_BIG,
+    "no-room": replies.BUSY_WITH_DATA,
+}
 
 _AUTH_NAMES: dict[type, tuple[str, ...]] = {}
 
@@ -334,29 +340,34 @@ class GatewaySMTP(SMTP):
         The budget is only asked once there are recipients: before that aiosmtpd answers
         the sequencing error itself.
         """
-        reserved = 0
+        reservation: Reservation | None = None
         if self.envelope is not None and self.envelope.rcpt_tos and not arg:
-            wanted = budget.share(
-                budget.declared_size(self.envelope.mail_options),
-                self.data_size_limit or 0,
+            reservation = await self._budget.reserve(
+                budget.planned_size(
+                    budget.declared_size(self.envelope.mail_options), self.data_size_limit or 0
+                ),
                 len(self.envelope.rcpt_tos),
             )
-            reserved = await self._budget.acquire(wanted)
-            if not reserved:
+            if reservation is None:
                 log.info("DATA from %s refused: message data budget in use", self._ip)
                 await self.push(replies.BUSY_WITH_DATA.line())
                 return
         self._reset_timeout(self._data_timeout)
         self.in_data = True
         try:
-            await self._receive_data(arg)
+            await self._receive_data(arg, reservation)
         finally:
             self.in_data = False
             self._reset_timeout()
-            await self._budget.release(reserved)
+            if reservation is not None:
+                await reservation.release()
 
-    async def _receive_data(self, arg: str) -> None:
-        """The DATA of aiosmtpd 1.4.6, with lines counted on LF (``lines.DataReceiver``)."""
+    async def _receive_data(self, arg: str, reservation: Reservation | None) -> None:
+        """The DATA of aiosmtpd 1.4.6, with lines counted on LF (``lines.DataReceiver``).
+
+        The memory reservation grows as the bytes arrive (``smtp/budget.py``); while a step
+        waits for room nothing more is read, and a step refused drops the message.
+        """
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
             return
         assert self.envelope is not None
@@ -368,6 +379,7 @@ class GatewaySMTP(SMTP):
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         receiver = DataReceiver(max_line=self.line_length_limit, max_bytes=self.data_size_limit)
+        covered = reservation.octets if reservation is not None else 0
         while True:
             if self.transport is None:
                 return
@@ -382,10 +394,15 @@ class GatewaySMTP(SMTP):
                 continue
             if receiver.line(chunk):
                 break
+            if reservation is not None and receiver.size > covered and not receiver.problem:
+                if await reservation.grow(receiver.size):
+                    covered = reservation.octets
+                else:
+                    log.info("DATA from %s dropped: message data budget in use", self._ip)
+                    receiver.drop()
         if receiver.problem:
-            too_long = receiver.problem == "too-long"
             self._set_post_data_state()  # type: ignore[no-untyped-call]
-            await self.push((replies.LINE_TOO_LONG if too_long else replies.MESSAGE_TOO_BIG).line())
+            await self.push(_DATA_PROBLEM_REPLIES[receiver.problem].line())
             return
         content = receiver.content()
         self.envelope.content = content
