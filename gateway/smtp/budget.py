@@ -45,6 +45,8 @@ PER_MESSAGE = 16
 PER_RECIPIENT = 2
 # The message size planned for when the client declared none.
 UNDECLARED = 1024 * 1024
+# The least a reservation grows by, in octets of message.
+STEP = 256 * 1024
 
 
 def share(size: int, recipients: int) -> int:
@@ -83,8 +85,10 @@ class Reservation:
 
     async def grow(self, size: int) -> bool:
         """Hold enough for ``size`` octets, with room to spare; ``False`` if refused."""
-        # Doubling keeps the number of steps logarithmic in the message size.
-        return await self._budget.grow(self, 2 * size * self._per_octet - self.held)
+        # A quarter more than read so far: few steps for a large message (logarithmic in its
+        # size), yet none much larger than the message needs, so a step is likely to fit.
+        wanted = size + max(size // 4, STEP)
+        return await self._budget.grow(self, wanted * self._per_octet - self.held)
 
     async def release(self) -> None:
         """Give back everything held (once the reply to the final "." is written)."""

@@ -8,6 +8,7 @@ from gateway.metrics import Metrics
 from gateway.smtp.budget import (
     PER_MESSAGE,
     PER_RECIPIENT,
+    STEP,
     UNDECLARED,
     DataBudget,
     declared_size,
@@ -73,24 +74,24 @@ async def test_a_plan_larger_than_the_budget_runs_alone() -> None:
 
 
 async def test_growth_doubles_and_waits_for_room_unless_oldest() -> None:
-    budget = DataBudget(100 * PER_MESSAGE, Metrics(), wait=5)
+    budget = DataBudget((STEP + 100) * PER_MESSAGE, Metrics(), wait=5)
     oldest = await budget.reserve(10, 1)
     younger = await budget.reserve(10, 1)
     assert oldest is not None and younger is not None
     assert await younger.grow(30)
-    assert younger.octets == 60  # twice what was read, so few steps
-    # The younger wants 2 x 50 = 100 octets' worth; with 70 held in all it must wait.
-    step = asyncio.create_task(younger.grow(50))
+    assert younger.octets == 30 + STEP  # what was read and a step more, so few steps
+    # The younger now wants more than the budget holds beside the oldest: it must wait.
+    step = asyncio.create_task(younger.grow(30 + STEP + 1))
     await asyncio.sleep(0.05)
     assert not step.done()
     # The oldest never waits, even past the budget, so that growth cannot deadlock.
-    assert await asyncio.wait_for(oldest.grow(60), 1)
+    assert await asyncio.wait_for(oldest.grow(STEP), 1)
     assert budget.used > budget.limit
     assert not step.done()
     await oldest.release()
     # The younger is now the oldest: its step goes through.
     assert await asyncio.wait_for(step, 1)
-    assert younger.octets == 100
+    assert younger.octets == 30 + 2 * STEP + 1
     await younger.release()
     assert budget.used == 0
 
