@@ -93,7 +93,7 @@ import re
 import sys
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache, partial
@@ -529,14 +529,24 @@ def minhash(items: Iterable[bytes]) -> bytes:
     name the bin, and sorting the hashes puts each bin's minimum first in its run, found
     by bisection; empty bins are filled by rotation. The hashing and the sort run in C.
     """
+    return _densified(_bin_minima(items))
+
+
+def _bin_minima(items: Iterable[bytes]) -> list[int | None]:
+    """Each bin's smallest hash over ``items`` (``None`` for an empty bin)."""
     hashes = sorted(map(int.from_bytes, map(_DIGEST, map(_HASH, items))))
-    if not hashes:
-        return bytes(SIGNATURE_BYTES)
     count = len(hashes)
     mins: list[int | None] = []
     for j in range(PERMUTATIONS):
         i = bisect_left(hashes, j << _BIN_SHIFT)
         mins.append(hashes[i] if i < count and hashes[i] >> _BIN_SHIFT == j else None)
+    return mins
+
+
+def _densified(mins: Sequence[int | None]) -> bytes:
+    """The signature of a set from its bin minima: empty bins filled by rotation."""
+    if all(value is None for value in mins):
+        return bytes(SIGNATURE_BYTES)
     lows = array("H")
     for j in range(PERMUTATIONS):
         value, distance = mins[j], 0
@@ -576,12 +586,77 @@ def category_of(msg: ParsedMessage, default: Category) -> Category:
 
 def print_message(msg: ParsedMessage, options: DuplicateOptions) -> MessagePrint:
     """Fingerprint, signature and category of ``msg`` under ``options``."""
-    scrubbed = _scrubbed(msg, options.ignore_pattern)  # once: it is most of the cost
-    return MessagePrint(
-        fingerprint=_fingerprint(msg, scrubbed),
-        signature=minhash(_shingles(skeleton(scrubbed))),
-        category=category_of(msg, options.default_category),
+    category = category_of(msg, options.default_category)
+    subject = _scrub(msg.subject or "", options.ignore_pattern)
+    body = _body(msg)
+    if len(body) <= _BODY_CACHE_CHARS:
+        part = _body_print(body, options.ignore_pattern)
+        if part.words >= SHINGLE_WORDS and len(subject) + 1 + part.length <= SKELETON_CHARS:
+            fingerprint = _fingerprint_parts(msg, subject, part)
+            return MessagePrint(fingerprint, _signature_parts(subject, part), category)
+    scrubbed = f"{subject}\n{_scrub(body, options.ignore_pattern)}"
+    signature = minhash(_shingles(skeleton(scrubbed)))
+    return MessagePrint(_fingerprint(msg, scrubbed), signature, category)
+
+
+# A campaign sends one body to many recipients (its merge fields mostly in the subject and
+# the greeting), so the body's part of the print is kept for the last few bodies seen,
+# keyed by their text. The print of subject + body is assembled from the parts exactly
+# as it is computed from their concatenation (tests/unit/test_fingerprints.py holds the
+# two equal for any subject and body).
+_BODY_CACHE_CHARS = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class _BodyPrint:
+    """What the print of a message takes from its body alone."""
+
+    length: int  # characters of the scrubbed body
+    canonical: bytes  # its canonical text, UTF-8 (b"" when it has no words)
+    head: tuple[str, ...]  # its first SHINGLE_WORDS - 1 skeleton words
+    words: int  # how many skeleton words it has
+    minima: tuple[int | None, ...]  # the bin minima of its own shingles
+
+
+@lru_cache(maxsize=32)
+def _body_print(body: str, ignore_pattern: str) -> _BodyPrint:
+    scrubbed = _scrub(body, ignore_pattern)
+    words = skeleton(scrubbed)
+    return _BodyPrint(
+        length=len(scrubbed),
+        canonical=_canonical(scrubbed).encode("utf-8", "surrogatepass"),
+        head=tuple(words[: SHINGLE_WORDS - 1]),
+        words=len(words),
+        minima=tuple(_bin_minima(_shingles(words))) if len(words) >= SHINGLE_WORDS else (),
     )
+
+
+def _fingerprint_parts(msg: ParsedMessage, subject: str, body: _BodyPrint) -> bytes:
+    # The canonical text of "subject\nbody" is the two canonical texts joined by a space:
+    # white space folds, and case-folding maps each character on its own.
+    digest = hashlib.blake2b(digest_size=16, person=b"mailgate-exact")
+    heading = _canonical(subject).encode("utf-8", "surrogatepass")
+    digest.update(heading)
+    if heading and body.canonical:
+        digest.update(b" ")
+    digest.update(body.canonical)
+    for attachment in sorted(hashlib.sha256(a.content).digest() for a in msg.attachments):
+        digest.update(attachment)
+    return digest.digest()
+
+
+def _signature_parts(subject: str, body: _BodyPrint) -> bytes:
+    # The shingles of the subject's and the body's words together are the body's own and
+    # those that start in the subject, which reach at most SHINGLE_WORDS - 1 words into
+    # the body; a bin's minimum over both sets is the smaller of the two.
+    words = skeleton(subject)
+    if not words:
+        return _densified(body.minima)
+    heading = _bin_minima(_shingles(words + list(body.head)))
+    return _densified([
+        b if a is None else a if b is None else min(a, b)
+        for a, b in zip(heading, body.minima, strict=True)
+    ])  # fmt: skip
 
 
 # --- recipients --------------------------------------------------------------------------

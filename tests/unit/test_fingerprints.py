@@ -306,3 +306,54 @@ def _scrub_by_definition(text: str) -> str:
 )  # fmt: skip
 def test_scrub_is_its_definition(text: str) -> None:
     assert fp._scrub(text, "") == _scrub_by_definition(text)
+
+
+def _print_in_one_piece(msg: ParsedMessage, options: fp.DuplicateOptions) -> fp.MessagePrint:
+    # The print computed from "subject\nbody" as a whole, with no cache and no parts.
+    scrubbed = fp._scrubbed(msg, options.ignore_pattern)
+    return fp.MessagePrint(
+        fingerprint=fp._fingerprint(msg, scrubbed),
+        signature=fp.minhash(fp._shingles(fp.skeleton(scrubbed))),
+        category=fp.category_of(msg, options.default_category),
+    )
+
+
+_PIECES = st.lists(
+    st.sampled_from(
+        ["Hello", "hello", "John", "2024", "Civic", "EX", " ", "  ", "\t", "\r\n", "-", ".",
+         "Σ", "ς", "ΑΣ", "ß", "İ", "ﬁ", "é", "٣", "your", "service", "is", "due", "ab12" * 4,
+         "https://d.test/?utm_source=x&id=1", "unsubscribe", "#", "^"]
+    ),
+    max_size=40,
+).map("".join)  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(subject=_PIECES, body=_PIECES, ignore=st.sampled_from(["", r"ref \d+", r"^\s*hello"]))
+def test_the_print_from_parts_is_the_print_of_the_whole(
+    subject: str, body: str, ignore: str
+) -> None:
+    # print_message assembles the print from a cached body part and the subject; it must
+    # be the print of the concatenation, for every subject and body, twice over (the
+    # second time the body part comes from the cache).
+    raw = (
+        f"From: sales@example-motors.test\r\nTo: j@c.test\r\n"
+        f"Subject: {subject.replace(chr(13), ' ').replace(chr(10), ' ')}\r\n"
+        f"Content-Type: text/plain; charset=utf-8\r\n\r\n{body}"
+    ).encode()
+    parsed = parse(raw, LIMITS)
+    options = fp.DuplicateOptions(ignore_pattern=ignore)
+    expected = _print_in_one_piece(parsed, options)
+    assert fp.print_message(parsed, options) == expected
+    assert fp.print_message(parsed, options) == expected
+
+
+def test_a_campaign_body_is_read_once() -> None:
+    # The same body under two subjects: the body part is computed once and reused.
+    fp._body_print.cache_clear()
+    body = "Your Civic is due for service. Book online or call 555 0100.\r\n" * 40
+    first, second = text(body, subject="Reminder for John"), text(body, subject="Reminder for Ann")
+    options = fp.DuplicateOptions()
+    assert fp.print_message(first, options) == _print_in_one_piece(first, options)
+    assert fp.print_message(second, options) == _print_in_one_piece(second, options)
+    assert fp._body_print.cache_info().hits == 1
