@@ -37,8 +37,10 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
+from types import MappingProxyType
 
 from gateway.consent.rules import CATEGORY_HEADER, EXEMPT_CATEGORIES
 from gateway.mail.message import ParsedMessage
@@ -297,7 +299,7 @@ def body_text(msg: ParsedMessage) -> str:
 class _Hits:
     """The first place each name of a table matches in a text, in the order found."""
 
-    first: dict[str, Hit]
+    first: Mapping[str, Hit]  # read-only: a body's hits are shared (_body_hits)
 
     def score(self, before: int | None = None) -> float:
         """The weights of the names found (only those starting before ``before``)."""
@@ -309,7 +311,7 @@ class _Hits:
 
 
 def _scan(text: Text, table: PhraseTable) -> _Hits:
-    return _Hits(table.scan(text))
+    return _Hits(MappingProxyType(table.scan(text)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,11 +356,21 @@ class _Reading:
     kinds: frozenset[str]
 
 
-def _read(subject: str, body: str, threshold: float) -> _Reading:
+@lru_cache(maxsize=32)
+def _body_hits(body: str) -> tuple[int, _Hits, _Hits]:
+    """Where the opening ends, and the offers and transactions found in ``body``.
+
+    Kept for the last few bodies seen: a campaign sends one body under many subjects.
+    """
     opening = len(" ".join(body.split(" ", OPENING_WORDS)[:OPENING_WORDS]))
-    heading, text = Text.of(subject), Text.of(body)  # folded once for both tables
+    text = Text.of(body)  # folded once for both tables
+    return opening, _scan(text, _OFFERS), _scan(text, _TRANSACTIONS)
+
+
+def _read(subject: str, body: str, threshold: float) -> _Reading:
+    opening, body_offers, body_deals = _body_hits(body)
+    heading = Text.of(subject)
     subject_offers, subject_deals = _scan(heading, _OFFERS), _scan(heading, _TRANSACTIONS)
-    body_offers, body_deals = _scan(text, _OFFERS), _scan(text, _TRANSACTIONS)
     subject_offer, subject_deal = subject_offers.score(), subject_deals.score()
     opening_offer, opening_deal = body_offers.score(opening), body_deals.score(opening)
     body_offer = body_offers.score()
