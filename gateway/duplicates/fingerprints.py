@@ -599,11 +599,12 @@ def print_message(msg: ParsedMessage, options: DuplicateOptions) -> MessagePrint
     return MessagePrint(_fingerprint(msg, scrubbed), signature, category)
 
 
-# A campaign sends one body to many recipients (its merge fields mostly in the subject and
-# the greeting), so the body's part of the print is kept for the last few bodies seen,
-# keyed by their text. The print of subject + body is assembled from the parts exactly
-# as it is computed from their concatenation (tests/unit/test_fingerprints.py holds the
-# two equal for any subject and body).
+# A campaign sends one body to many recipients, so the body's part of the print is kept
+# for the last few bodies seen, keyed by their text, and the costliest step of it (the
+# shingles' hashes) by the body's skeleton, which merge fields do not change. The print
+# of subject + body is assembled from the parts exactly as it is computed from their
+# concatenation (tests/unit/test_fingerprints.py holds the two equal for any subject
+# and body).
 _BODY_CACHE_CHARS = 64 * 1024
 
 
@@ -627,8 +628,15 @@ def _body_print(body: str, ignore_pattern: str) -> _BodyPrint:
         canonical=_canonical(scrubbed).encode("utf-8", "surrogatepass"),
         head=tuple(words[: SHINGLE_WORDS - 1]),
         words=len(words),
-        minima=tuple(_bin_minima(_shingles(words))) if len(words) >= SHINGLE_WORDS else (),
+        minima=_skeleton_minima(" ".join(words)) if len(words) >= SHINGLE_WORDS else (),
     )
+
+
+@lru_cache(maxsize=32)
+def _skeleton_minima(skeleton_text: str) -> tuple[int | None, ...]:
+    # Keyed by the skeleton, not the text: a campaign that fills a name, a model and a
+    # stock number into each body gives every copy another text but the same skeleton.
+    return tuple(_bin_minima(_shingles(skeleton_text.split(" "))))
 
 
 def _fingerprint_parts(msg: ParsedMessage, subject: str, body: _BodyPrint) -> bytes:

@@ -357,3 +357,15 @@ def test_a_campaign_body_is_read_once() -> None:
     assert fp.print_message(first, options) == _print_in_one_piece(first, options)
     assert fp.print_message(second, options) == _print_in_one_piece(second, options)
     assert fp._body_print.cache_info().hits == 1
+
+
+def test_a_personalised_campaign_shares_the_body_skeleton() -> None:
+    # Each copy fills another name, model year and stock number into the body: the texts
+    # differ, the skeletons do not, and the shingles' hashes are computed once.
+    fp._skeleton_minima.cache_clear()
+    options = fp.DuplicateOptions()
+    for name, year, stock in (("John", 2019, 4411), ("Maria", 2021, 5230)):
+        body = f"Hi {name},\r\nyour {year} Civic (stock {stock}) is due for service.\r\n" * 20
+        msg = text(body, subject="Service reminder")
+        assert fp.print_message(msg, options) == _print_in_one_piece(msg, options)
+    assert fp._skeleton_minima.cache_info().hits == 1
