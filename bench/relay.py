@@ -283,14 +283,31 @@ def _filler() -> Iterator[bytes]:
             yield b"\r\n"
 
 
-class MessageFactory:
-    """Builds ``size``-byte messages that differ only in their headers."""
+# ``--bodies personalised``: each body opens with a line filled in per message, as a CRM
+# merges a name, a model year and a stock number into a template (always this long).
+_NAMES = ("John", "Maria", "Wei", "Aisha", "Carlos", "Priya", "Tom", "Fatima")
 
-    def __init__(self, size: int, run_id: str) -> None:
+
+def _greeting(n: int) -> bytes:
+    name = _NAMES[n % len(_NAMES)]
+    line = f"Hi {name},{' ' * (8 - len(name))} your {2015 + n % 10} Civic (stock {n:09d}) is due."
+    return line.encode() + b"\r\n\r\n"
+
+
+class MessageFactory:
+    """Builds ``size``-byte messages that differ only in their headers.
+
+    With ``personalised`` the body's first line differs too (``_greeting``): every body
+    is then a text of its own, as a CRM's merged template is, and no part of the
+    gateway's work on one body can be reused for the next.
+    """
+
+    def __init__(self, size: int, run_id: str, personalised: bool = False) -> None:
         self.size = size
         self.run_id = run_id
+        self.personalised = personalised
         self._date = format_datetime(datetime.now(UTC))
-        probe = self._headers(10**9 - 1)
+        probe = self._headers(10**9 - 1) + (_greeting(0) if personalised else b"")
         room = max(size - len(probe), 200)
         body = bytearray()
         lines = _filler()
@@ -324,6 +341,8 @@ class MessageFactory:
 
     def message(self, n: int) -> bytes:
         """Message ``n``, ending with CRLF (the terminating ``.`` CRLF not included)."""
+        if self.personalised:
+            return self._headers(n) + _greeting(n) + self._body
         return self._headers(n) + self._body
 
 
@@ -833,6 +852,7 @@ class Options:
     keep: bool
     max_failures: int
     processes: int = 0  # the gateway's worker processes (0: one per core)
+    personalised: bool = False  # each body different (--bodies personalised)
 
 
 async def run_target(
@@ -927,7 +947,9 @@ async def run_target(
             roots = [proc.pid]
         await wait_for_banner(port, proc, target_log, opts.startup_timeout)
 
-        factory = MessageFactory(opts.size, f"bench{os.getpid()}r{repeat}{target[0]}{mode[0]}")
+        factory = MessageFactory(
+            opts.size, f"bench{os.getpid()}r{repeat}{target[0]}{mode[0]}", opts.personalised
+        )
         load = Load(
             port, opts.messages, opts.concurrency, factory,
             reply_timeout=60.0, max_failures=opts.max_failures,
@@ -1158,7 +1180,8 @@ def markdown(
         )
     lines = [
         f"{opts.messages} messages of {opts.size} bytes, {opts.concurrency} sessions, "
-        f"a recipient per message, median of {repeat} run(s) per row:",
+        f"a recipient per message, {'personalised' if opts.personalised else 'the same'} "
+        f"bodies, median of {repeat} run(s) per row:",
         "",
         *rows,
         "",
@@ -1202,6 +1225,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--messages", type=int, default=4000, help="messages per run")
     p.add_argument("--concurrency", type=int, default=20, help="concurrent SMTP sessions")
     p.add_argument("--size", type=int, default=10240, help="message size in bytes")
+    p.add_argument(
+        "--bodies",
+        choices=["same", "personalised"],
+        default="same",
+        help="one body for every message (a campaign), or each body merged per message",
+    )
     p.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     p.add_argument(
         "--pg-url",
@@ -1275,6 +1304,7 @@ async def amain(args: argparse.Namespace, err: TextIO) -> int:
         keep=args.keep,
         max_failures=args.max_failures,
         processes=args.gateway_processes,
+        personalised=args.bodies == "personalised",
     )
     keys = BenchKeys.create(Path(tempfile.mkdtemp(prefix="mailgate-bench-")))
     started = datetime.now(UTC)
