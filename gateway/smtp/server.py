@@ -182,6 +182,7 @@ class GatewaySMTP(SMTP):
         self._budget = data_budget
         self._ip = ""
         self._refused_before_tls = 0
+        self._reply_lines: list[str] = []  # the lines of a multi-line reply, held (push)
         self.in_data = False
         self._bind_network = bind_network
         self._network_bound = False  # a dealer's relay network: no STARTTLS or AUTH needed
@@ -281,6 +282,15 @@ class GatewaySMTP(SMTP):
             # Python 3.11, which aiosmtpd would log as a crash and then repeat in its own
             # error reply; there is nobody to tell, so say nothing.
             return
+        if isinstance(status, str) and status[3:4] == "-":
+            # A line of a multi-line reply (EHLO, HELP; RFC 5321 §4.2.1), held until its
+            # last line so that the reply leaves in one write: one TLS record and one
+            # segment instead of one per line, each with its own drain.
+            self._reply_lines.append(status)
+            return
+        if self._reply_lines and isinstance(status, str):
+            status = "\r\n".join((*self._reply_lines, status))
+            self._reply_lines.clear()
         await super().push(status)
         if (
             isinstance(status, str)

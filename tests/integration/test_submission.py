@@ -290,3 +290,30 @@ async def test_replies_never_leak_tracebacks(harness: Harness) -> None:
     for resp in replies:
         assert resp.code >= 500 and resp.enhanced, resp
         assert "Traceback" not in resp.text and "Error: (" not in resp.text
+
+
+async def test_a_multi_line_reply_leaves_in_one_write(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # EHLO's reply is a dozen lines; written line by line, each became a TLS record and a
+    # segment of its own, with a drain between. Every write the gateway's transports make
+    # is recorded here (the stdlib's socket transport, under TLS and in the clear).
+    from asyncio import selector_events
+
+    writes: list[bytes] = []
+    original = selector_events._SelectorSocketTransport.write
+
+    def recording(self: selector_events._SelectorSocketTransport, data: bytes) -> None:
+        writes.append(bytes(data))
+        original(self, data)
+
+    monkeypatch.setattr(selector_events._SelectorSocketTransport, "write", recording)
+    client = await RawSmtp.connect("127.0.0.1", harness.port)
+    writes.clear()  # the banner, and whatever the client itself wrote
+    await client.send(b"EHLO crm.test\r\n")
+    reply = await client.read_reply()
+    await client.close()
+    assert reply.code == 250 and len(reply.lines) > 3, reply
+    replies = [w for w in writes if w.startswith(b"250")]
+    assert len(replies) == 1, replies
+    assert replies[0].count(b"\r\n") == len(reply.lines)
