@@ -87,6 +87,26 @@ class _AuthMembers:
 
 aiosmtpd_smtp.inspect = _AuthMembers  # type: ignore[assignment,attr-defined]
 
+_CLASS_NAMES: dict[type, frozenset[str]] = {}
+
+
+def _names(obj: object) -> list[str]:
+    """``dir(obj)`` for the protocol and handler objects, the class's part found once.
+
+    aiosmtpd 1.4.6 also runs ``dir()`` over both for every connection, to find its
+    ``smtp_*`` commands and ``handle_*`` hooks: walking the classes' attributes each time.
+    An object's names are its class's and its own ``__dict__``'s, sorted, as ``dir`` has it.
+    """
+    cls = type(obj)
+    names = _CLASS_NAMES.get(cls)
+    if names is None:
+        names = _CLASS_NAMES[cls] = frozenset(dir(cls))
+    own = getattr(obj, "__dict__", None)
+    return sorted(names.union(own) if own else names)
+
+
+aiosmtpd_smtp.dir = _names  # type: ignore[attr-defined]  # the module's dir(), not builtins'
+
 PRE_TLS_REFUSALS = 5  # commands refused before STARTTLS, then the session is closed
 # proxy-protocol.txt §2: a receiver waits for the header, but not less than 3 seconds.
 PROXY_HEADER_TIMEOUT = 5.0
