@@ -32,12 +32,15 @@ from typing import Protocol
 import aiosmtplib
 from aiosmtplib.email import quote_address
 
+from gateway.delivery import transparency
 from gateway.settings import DeliverySettings, Settings, UpstreamSettings
 from gateway.types import OutcomeKind, RcptOutcome
 
 log = logging.getLogger("gateway.delivery")
 
 # RFC 3463 §2: class.subject.detail, each subject/detail up to three digits.
+transparency.install()  # aiosmtplib's DATA preparation, its common case in C
+
 _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # Replies are kept in the store, logs and DSNs; a hostile upstream can send a huge reply
