@@ -21,6 +21,7 @@ from tests.abuse.conftest import (
     message,
     queued_id,
 )
+from tests.smtpclient import RawSmtp
 
 MAX = 200_000
 # One undeclared submission to one recipient reserves PER_MESSAGE x MAX; two do not fit.
@@ -34,6 +35,17 @@ def large_message(to: str, octets: int) -> bytes:
     """A plain-text message of about ``octets`` octets, as a CRM's long newsletter is."""
     line = "Your service appointment is confirmed; see the details below.\r\n"
     return message(to=to, body=line * (octets // len(line)))
+
+
+async def two_in_data(rec: Recorder, second_within: float = 10) -> tuple[RawSmtp, RawSmtp]:
+    """Two sessions, to a@ and b@example.org, each given 354 to DATA, the first first."""
+    first, second = await rec.connect(), await rec.connect()
+    for client, to in ((first, "a@example.org"), (second, "b@example.org")):
+        assert (await client.cmd(f"MAIL FROM:<{SENDER}>")).code == 250
+        assert (await client.cmd(f"RCPT TO:<{to}>")).code == 250
+    assert (await first.cmd("DATA")).code == 354
+    assert (await second.cmd("DATA", timeout=second_within)).code == 354
+    return first, second
 
 
 async def test_g5_second_large_data_waits_for_the_first(make_harness: MakeHarness) -> None:
@@ -85,12 +97,7 @@ async def test_g5_undeclared_mail_is_not_planned_at_the_size_limit(
     # would take the whole budget and they would go through one at a time.
     h = await make_harness(**ROOMY)
     rec = Recorder(h)
-    first, second = await rec.connect(), await rec.connect()
-    for client, to in ((first, "a@example.org"), (second, "b@example.org")):
-        assert (await client.cmd(f"MAIL FROM:<{SENDER}>")).code == 250
-        assert (await client.cmd(f"RCPT TO:<{to}>")).code == 250
-    assert (await first.cmd("DATA")).code == 354
-    assert (await second.cmd("DATA", timeout=2)).code == 354  # at once, beside the first
+    first, second = await two_in_data(rec, second_within=2)  # at once, beside the first
     for client, to in ((second, "b@example.org"), (first, "a@example.org")):
         await client.send(dot_stuff(message(to=to)))
         assert (await client.read_reply()).code == 250
@@ -103,12 +110,7 @@ async def test_g5_a_message_past_its_plan_waits_for_room_as_it_is_read(
 ) -> None:
     h = await make_harness(**ROOMY)
     rec = Recorder(h)
-    older, younger = await rec.connect(), await rec.connect()
-    for client, to in ((older, "a@example.org"), (younger, "b@example.org")):
-        assert (await client.cmd(f"MAIL FROM:<{SENDER}>")).code == 250
-        assert (await client.cmd(f"RCPT TO:<{to}>")).code == 250
-    assert (await older.cmd("DATA")).code == 354
-    assert (await younger.cmd("DATA")).code == 354
+    older, younger = await two_in_data(rec)
     # Past its 1 MiB plan the younger's next step does not fit beside the older's plan.
     await younger.send(dot_stuff(large_message("b@example.org", 1_500_000)))
     waiting = asyncio.create_task(younger.read_reply(timeout=15))
@@ -130,12 +132,7 @@ async def test_g5_a_message_that_gets_no_room_is_refused_after_its_data(
     monkeypatch.setattr(budget, "WAIT_SECONDS", 0.5)
     h = await make_harness(**ROOMY)
     rec = Recorder(h)
-    older, younger = await rec.connect(), await rec.connect()
-    for client, to in ((older, "a@example.org"), (younger, "b@example.org")):
-        assert (await client.cmd(f"MAIL FROM:<{SENDER}>")).code == 250
-        assert (await client.cmd(f"RCPT TO:<{to}>")).code == 250
-    assert (await older.cmd("DATA")).code == 354
-    assert (await younger.cmd("DATA")).code == 354
+    older, younger = await two_in_data(rec)
     # The older stays open: no room comes, so the younger's data is read to its end and
     # refused with a reply the client retries (RFC 5321 §4.2.5: the reply after the ".").
     await younger.send(dot_stuff(large_message("b@example.org", 1_500_000)))
