@@ -24,15 +24,14 @@ timezone-aware UTC ``datetime``s.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from gateway.errors import StorageError, StorageUnavailable
+from gateway.storage.sqlite.calls import CallThread
 
 T = TypeVar("T")
 
@@ -44,6 +43,10 @@ T = TypeVar("T")
 BUSY_TIMEOUT_MS = 5000
 # What a call still gets when its time ran out in the queue: enough to take a free lock.
 _MIN_BUSY_MS = 50
+# The busy timeout is set again only when what a call has left falls outside
+# [set, set + _BUSY_SLACK_MS]: a call never waits longer than it has left, and an
+# uncontended store does not run a PRAGMA before every statement.
+_BUSY_SLACK_MS = 100
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -131,8 +134,9 @@ class Connection:
     """One sqlite3 connection, used only from its own thread."""
 
     def __init__(self, name: str) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._thread = CallThread(name)
         self._conn: sqlite3.Connection | None = None
+        self._busy_ms = BUSY_TIMEOUT_MS  # as _connect sets it; read and set on the thread
         self._closed = False
 
     async def connect(self, path: str, *, query_only: bool) -> None:
@@ -154,8 +158,10 @@ class Connection:
         def call() -> T:
             if self._conn is None:
                 raise StorageError("sqlite: the store is closed")
-            left = int((deadline - time.monotonic()) * 1000)
-            self._conn.execute(f"PRAGMA busy_timeout = {max(left, _MIN_BUSY_MS)}")
+            left = max(int((deadline - time.monotonic()) * 1000), _MIN_BUSY_MS)
+            if not left - _BUSY_SLACK_MS <= self._busy_ms <= left:
+                self._conn.execute(f"PRAGMA busy_timeout = {left}")
+                self._busy_ms = left
             return fn(self._conn)
 
         return await self._submit(call)
@@ -163,9 +169,8 @@ class Connection:
     async def _submit(self, fn: Callable[[], T]) -> T:
         if self._closed:
             raise StorageError("sqlite: the store is closed")
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, fn)
+            return await self._thread.submit(fn)
         except sqlite3.Error as exc:
             raise _translate(exc) from exc
         except OSError as exc:
@@ -185,8 +190,8 @@ class Connection:
             await self._submit(close)
         finally:
             self._closed = True
-            # The thread is idle now (the close ran last); no need to block the loop on it.
-            self._executor.shutdown(wait=False)
+            # The thread ends after the close, which ran last; no need to block the loop on it.
+            self._thread.stop()
 
 
 def write(fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
