@@ -44,8 +44,9 @@ BUSY_TIMEOUT_MS = 5000
 # What a call still gets when its time ran out in the queue: enough to take a free lock.
 _MIN_BUSY_MS = 50
 # The busy timeout is set again only when what a call has left falls outside
-# [set, set + _BUSY_SLACK_MS]: a call never waits longer than it has left, and an
-# uncontended store does not run a PRAGMA before every statement.
+# [set, set + _BUSY_SLACK_MS], and then to half the slack below it: a call never waits
+# longer than it has left, and calls that queue a few milliseconds more or less than the
+# last do not run a PRAGMA before every statement.
 _BUSY_SLACK_MS = 100
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -160,8 +161,8 @@ class Connection:
                 raise StorageError("sqlite: the store is closed")
             left = max(int((deadline - time.monotonic()) * 1000), _MIN_BUSY_MS)
             if not left - _BUSY_SLACK_MS <= self._busy_ms <= left:
-                self._conn.execute(f"PRAGMA busy_timeout = {left}")
-                self._busy_ms = left
+                self._busy_ms = max(left - _BUSY_SLACK_MS // 2, _MIN_BUSY_MS)
+                self._conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
             return fn(self._conn)
 
         return await self._submit(call)
