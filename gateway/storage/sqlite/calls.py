@@ -75,6 +75,8 @@ class CallThread:
     def _work(self) -> None:
         while (call := self._calls.get()) is not None:
             fn, future, loop = call
+            # Read off the loop's thread: a cancel that lands just after this runs the call
+            # anyway, as a started call does, and _settle (on the loop) then drops its result.
             if future.cancelled():
                 continue
             result: Any = None
